@@ -1,0 +1,246 @@
+// Infinite-width NNGP (Sigma) and NTK (Theta) of fully-connected networks.
+//
+// A network is a list of Ops (its "spec"): Dense layers in 'ntk' or
+// 'standard' parameterization and pointwise activations with closed-form dual
+// kernels. Conventions are neural-tangents' (stax/linear.py, elementwise.py):
+//   input          Sigma = x.x'/d,                      Theta = 0
+//   Dense, ntk     Sigma <- W^2 Sigma + b^2,            Theta <- Sigma_new + W^2 Theta
+//   Dense, std     Theta <- n_in Sigma + W^2 Theta + c, Sigma <- W^2 Sigma + b^2
+//   activation     Sigma <- E[phi(u) phi(v)],           Theta <- Theta E[phi'(u) phi'(v)]
+// with (u, v) ~ N(0, [[Sigma11, Sigma12], [Sigma12, Sigma22]]). Sigma11 and
+// Sigma22 (the per-point variances at each activation) come from fc_diagonal
+// and are passed to fc_tile, which walks all layers for one tile in one pass.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "fastntk/math.hpp"
+
+namespace fastntk {
+
+using idx = std::ptrdiff_t;
+
+enum class OpKind : int { Input = 0, DenseNtk = 1, DenseStandard = 2, ABRelu = 3, Erf = 4, Sin = 5, Gelu = 6 };
+
+// One layer. Parameters by kind:
+//   Input          p = {1/d}
+//   DenseNtk       p = {W_std^2, b_std^2}
+//   DenseStandard  p = {W_std^2, b_std^2, n_in, c}  (c = 1 with a bias, 0 without)
+//   ABRelu         p = {a, b}     phi(x) = a min(x, 0) + b max(x, 0)
+//   Erf            p = {a, b, c}  phi(x) = a erf(b x) + c
+//   Sin            p = {a, b, c}  phi(x) = a sin(b x + c)
+//   Gelu           p = {}         phi(x) = x Phi(x)
+struct Op {
+    OpKind kind;
+    double p[4];
+};
+
+inline bool is_activation(OpKind k) noexcept { return k >= OpKind::ABRelu; }
+
+constexpr double kPi = 3.14159265358979323846;
+
+// Dual kernels: given Sigma12 = k and the variances k11, k22, return
+// E[phi(u) phi(v)] in k and E[phi'(u) phi'(v)] in t_dot.
+
+// ABRelu (Cho & Saul 2009, arc-cosine kernel of degree 0 and 1):
+//   s = sqrt(k11 k22 - k^2), theta = atan2(s, k),
+//   Sigma' = (a-b)^2/(2 pi) s + [(a^2+b^2)/2 - (a-b)^2 theta/(2 pi)] k,
+//   T_dot  = (a^2+b^2)/2 - (a-b)^2 theta/(2 pi).
+// theta = pi/2 where s = k = 0 (a zero-variance point), as neural-tangents.
+// 1 - rho^2 <= rho_tol is taken as rho = +-1 exactly: T_dot is first order in
+// theta, and theta ~ sqrt(1 - rho^2) turns the rounding error of the Gram
+// entries into an error of sqrt(eps) at coincident points, whose exact theta
+// is 0. Sigma' is third order in theta there and does not change.
+inline void abrelu_dual(double& k, double k11, double k22, double half_sq_sum, double diff_sq_2pi,
+                        double rho_tol, double& t_dot) noexcept {
+    const double prod = k11 * k22;
+    double s2 = prod - k * k;
+    s2 = s2 > rho_tol * prod ? s2 : 0.0;
+    const double s = std::sqrt(s2);
+    double theta = atan2_v(s, k);
+    theta = (s2 == 0.0 && k == 0.0) ? 0.5 * kPi : theta;
+    t_dot = half_sq_sum - diff_sq_2pi * theta;
+    k = diff_sq_2pi * s + t_dot * k;
+}
+
+// Erf (Williams 1997): with kb = b^2 Sigma and
+//   den = sqrt((1 + 2 kb11)(1 + 2 kb22) - 4 kb12^2),
+//   Sigma' = a^2 (2/pi) atan2(2 kb12, den) + c^2,  T_dot = a^2 b^2 (4/pi) / den.
+inline void erf_dual(double& k, double k11, double k22, double a, double b, double c,
+                     double& t_dot) noexcept {
+    const double b2 = b * b;
+    const double kb = b2 * k;
+    // (1 + 2a)(1 + 2b) - 4c^2 written as 1 + 2(a + b) + 4(ab - c^2): no cancellation of
+    // the large products at coincident points (ab = c^2 there), where the product form
+    // loses ~log10(K) digits for inputs of large norm.
+    const double kb11 = b2 * k11, kb22 = b2 * k22;
+    const double den = std::sqrt(1.0 + 2.0 * (kb11 + kb22) + 4.0 * (kb11 * kb22 - kb * kb));
+    t_dot = a * a * b2 * (4.0 / kPi) / den;
+    k = a * a * (2.0 / kPi) * atan2_v(2.0 * kb, den) + c * c;
+}
+
+// Sin: with S = k11 + k22,
+//   Sigma' = a^2/2 [exp(b^2(-S/2 + k)) - cos(2c) exp(b^2(-S/2 - k))],
+//   T_dot  = a^2 b^2/2 [exp(b^2(-S/2 + k)) + cos(2c) exp(b^2(-S/2 - k))].
+inline void sin_dual(double& k, double k11, double k22, double a, double b, double cos2c,
+                     double& t_dot) noexcept {
+    const double b2 = b * b;
+    const double half_s = 0.5 * (k11 + k22);
+    const double ep = std::exp(b2 * (k - half_s)), em = std::exp(-b2 * (k + half_s));
+    t_dot = 0.5 * a * a * b2 * (ep + cos2c * em);
+    k = 0.5 * a * a * (ep - cos2c * em);
+}
+
+// Gelu, exact x Phi(x) (neural-tangents stax.Gelu(approximate=False)): with
+// P = k11 k22, P1 = (k11 + 1)(k22 + 1), D^2 = P1 - k^2, A = atan2(k, D),
+//   Sigma' = [(k^2 + P D^2)/(P1 D) + k A]/(2 pi) + k/4,
+//   T_dot  = k/(2 pi D) [1/D^2 + (1 - P)/P1 + 1] + 1/4 + A/(2 pi).
+inline void gelu_dual(double& k, double k11, double k22, double& t_dot) noexcept {
+    const double p = k11 * k22, p1 = (k11 + 1.0) * (k22 + 1.0);
+    const double d2 = std::max(1.0 + k11 + k22 + (p - k * k), 0.0);  // = P1 - k^2, see erf_dual
+    const double d = std::sqrt(d2);
+    const double ang = atan2_v(k, d);
+    t_dot = k / (2.0 * kPi * d) * (1.0 / d2 + (1.0 - p) / p1 + 1.0) + 0.25 + ang / (2.0 * kPi);
+    k = ((k * k + p * d2) / (p1 * d) + k * ang) / (2.0 * kPi) + 0.25 * k;
+}
+
+// Apply op to n entries: k[j] (Sigma12) and t[j] (Theta12, skipped when
+// WithNtk is false), with variances v1[PerEntry ? j : 0] and v2[j]. A row of
+// a tile (one x1 point against n x2 points) has PerEntry = false.
+template <bool WithNtk, bool PerEntry>
+inline void apply_op(const Op& op, double* __restrict k, double* __restrict t, idx n,
+                     const double* __restrict v1, const double* __restrict v2, double rho_tol) noexcept {
+    const double* p = op.p;
+    switch (op.kind) {
+        case OpKind::Input:
+            for (idx j = 0; j < n; ++j) k[j] *= p[0];
+            if (WithNtk) std::fill(t, t + n, 0.0);
+            break;
+        case OpKind::DenseNtk:
+            for (idx j = 0; j < n; ++j) {
+                k[j] = p[0] * k[j] + p[1];
+                if (WithNtk) t[j] = k[j] + p[0] * t[j];
+            }
+            break;
+        case OpKind::DenseStandard:
+            for (idx j = 0; j < n; ++j) {
+                if (WithNtk) t[j] = p[2] * k[j] + p[0] * t[j] + p[3];
+                k[j] = p[0] * k[j] + p[1];
+            }
+            break;
+        case OpKind::ABRelu: {
+            const double half_sq_sum = 0.5 * (p[0] * p[0] + p[1] * p[1]);
+            const double diff_sq_2pi = (p[0] - p[1]) * (p[0] - p[1]) / (2.0 * kPi);
+            for (idx j = 0; j < n; ++j) {
+                double t_dot;
+                abrelu_dual(k[j], v1[PerEntry ? j : 0], v2[j], half_sq_sum, diff_sq_2pi, rho_tol, t_dot);
+                if (WithNtk) t[j] *= t_dot;
+            }
+            break;
+        }
+        case OpKind::Erf:
+            for (idx j = 0; j < n; ++j) {
+                double t_dot;
+                erf_dual(k[j], v1[PerEntry ? j : 0], v2[j], p[0], p[1], p[2], t_dot);
+                if (WithNtk) t[j] *= t_dot;
+            }
+            break;
+        case OpKind::Sin: {
+            const double cos2c = std::cos(2.0 * p[2]);
+            for (idx j = 0; j < n; ++j) {
+                double t_dot;
+                sin_dual(k[j], v1[PerEntry ? j : 0], v2[j], p[0], p[1], cos2c, t_dot);
+                if (WithNtk) t[j] *= t_dot;
+            }
+            break;
+        }
+        case OpKind::Gelu:
+            for (idx j = 0; j < n; ++j) {
+                double t_dot;
+                gelu_dual(k[j], v1[PerEntry ? j : 0], v2[j], t_dot);
+                if (WithNtk) t[j] *= t_dot;
+            }
+            break;
+    }
+}
+
+// Per-point pass: k[i] = Sigma(x_i, x_i) and t[i] = Theta(x_i, x_i) through
+// all ops, in place. var[a * ld_var + i] receives the variance entering the
+// a-th activation op, which fc_tile needs.
+inline void fc_diagonal(double* k, double* t, idx n, const Op* ops, int n_ops, double* var,
+                        idx ld_var) noexcept {
+    int a = 0;
+    for (int l = 0; l < n_ops; ++l) {
+        if (is_activation(ops[l].kind)) {
+            double* v = var + a * ld_var;
+            std::copy(k, k + n, v);
+            ++a;
+            if (t) apply_op<true, true>(ops[l], k, t, n, v, v, 0.0);
+            else apply_op<false, true>(ops[l], k, t, n, v, v, 0.0);
+        } else {
+            if (t) apply_op<true, true>(ops[l], k, t, n, nullptr, nullptr, 0.0);
+            else apply_op<false, true>(ops[l], k, t, n, nullptr, nullptr, 0.0);
+        }
+    }
+}
+
+// Tile pass: nngp[i * ld + j] holds Sigma12 on entry (the Gram x1.x2 when
+// ops[0] is Input) and Sigma12 after all ops on exit; ntk likewise for
+// Theta12 (nullptr: NNGP only). var1[a * ld_v1 + i], var2[a * ld_v2 + j]:
+// variances entering activation a. Rows run in parallel; each row is walked
+// through all ops in cache-sized chunks, so every entry is read and written
+// once whatever the depth.
+template <class T>
+void fc_tile(T* nngp, T* ntk, idx n1, idx n2, idx ld, const double* var1, idx ld_v1,
+             const double* var2, idx ld_v2, const Op* ops, int n_ops, double rho_tol) noexcept {
+    constexpr idx kChunk = 256;
+    const bool starts_with_input = n_ops > 0 && ops[0].kind == OpKind::Input;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (idx i = 0; i < n1; ++i) {
+        double k[kChunk], t[kChunk];
+        for (idx j0 = 0; j0 < n2; j0 += kChunk) {
+            const idx m = std::min(kChunk, n2 - j0);
+            T* krow = nngp + i * ld + j0;
+            T* trow = ntk ? ntk + i * ld + j0 : nullptr;
+            for (idx j = 0; j < m; ++j) k[j] = static_cast<double>(krow[j]);
+            if (trow && !starts_with_input)
+                for (idx j = 0; j < m; ++j) t[j] = static_cast<double>(trow[j]);
+            int a = 0;
+            for (int l = 0; l < n_ops; ++l) {
+                const double* v1 = nullptr;
+                const double* v2 = nullptr;
+                if (is_activation(ops[l].kind)) {
+                    v1 = var1 + a * ld_v1 + i;
+                    v2 = var2 + a * ld_v2 + j0;
+                    ++a;
+                }
+                if (trow) apply_op<true, false>(ops[l], k, t, m, v1, v2, rho_tol);
+                else apply_op<false, false>(ops[l], k, t, m, v1, v2, rho_tol);
+            }
+            for (idx j = 0; j < m; ++j) krow[j] = static_cast<T>(k[j]);
+            if (trow)
+                for (idx j = 0; j < m; ++j) trow[j] = static_cast<T>(t[j]);
+        }
+    }
+}
+
+// a[j, i] = a[i, j] for j > i: fill the lower triangle of an n x n matrix
+// (row stride ld) from its upper triangle, in cache-sized square blocks.
+template <class T>
+void mirror_upper(T* a, idx n, idx ld) noexcept {
+    constexpr idx kBlock = 64;
+    const idx nb = (n + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (idx bi = 0; bi < nb; ++bi) {
+        for (idx bj = 0; bj <= bi; ++bj) {
+            const idx i1 = std::min(n, (bi + 1) * kBlock), j1 = std::min(n, (bj + 1) * kBlock);
+            for (idx i = bi * kBlock; i < i1; ++i)
+                for (idx j = bj * kBlock; j < std::min(j1, i); ++j) a[i * ld + j] = a[j * ld + i];
+        }
+    }
+}
+
+}  // namespace fastntk

@@ -1,0 +1,146 @@
+"""Plain NumPy implementations that read like the maths: the oracle for every backend.
+
+float64, a loop over layers, no tiling, no tricks. Imports nothing from fastntk.
+
+A network is a sequence of layer tuples (the *network spec*, built by
+``fastntk.stax``):
+
+* ``("dense", W_std, b_std, parameterization, out_dim)``; ``b_std`` is None for no bias.
+* ``("abrelu", a, b)``: φ(x) = a·min(x, 0) + b·max(x, 0) (ReLU = (0, 1), Abs = (−1, 1)).
+* ``("erf", a, b, c)``: φ(x) = a·erf(b·x) + c.
+* ``("sin", a, b, c)``: φ(x) = a·sin(b·x + c).
+* ``("gelu",)``: φ(x) = x·Φ(x).
+* ``("numerical", fn, df, deg)``: any φ, by Gauss–Hermite quadrature of degree ``deg``.
+* ``("elementwise", fn, nngp_fn, d_nngp_fn)``: user-given dual kernels.
+
+Conventions are neural-tangents' (0.6.5, ``stax/linear.py`` and ``stax/elementwise.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import erf
+
+__all__ = ["dual", "infinite_kernels", "rho_tolerance"]
+
+
+def rho_tolerance(d, dtype):
+    """Tolerance on 1 − ρ² below which two points count as parallel (ρ = ±1).
+
+    The Gram entry x·x' of d-dimensional inputs carries a relative rounding error of
+    about √d·eps; the ReLU-family NTK factor is first order in θ ≈ √(1 − ρ²), so that
+    error would become an error of order √eps in Θ at coincident points, whose exact θ
+    is 0. Below this tolerance θ is set to 0 (or π); the NNGP changes only at third
+    order in θ.
+    """
+    return 16.0 * np.sqrt(d) * np.finfo(dtype).eps
+
+
+def dual(layer, k12, k11, k22, rho_tol=0.0):
+    """E[φ(u)φ(v)] and E[φ'(u)φ'(v)] for (u, v) ~ N(0, [[k11, k12], [k12, k22]]).
+
+    Arrays broadcast against each other. Returns ``(sigma, t_dot)``.
+    """
+    kind = layer[0]
+    if kind == "abrelu":
+        a, b = layer[1:]
+        # Cho & Saul (2009): θ = angle between the two pre-activations.
+        s2 = k11 * k22 - k12**2
+        s2 = np.where(s2 > rho_tol * k11 * k22, s2, 0.0)
+        s = np.sqrt(s2)
+        theta = np.where((s == 0) & (k12 == 0), np.pi / 2, np.arctan2(s, k12))
+        t_dot = (a**2 + b**2) / 2 - (a - b) ** 2 * theta / (2 * np.pi)
+        return (a - b) ** 2 / (2 * np.pi) * s + t_dot * k12, t_dot
+    if kind == "erf":
+        a, b, c = layer[1:]
+        # Williams (1997).
+        # (1 + 2a)(1 + 2b) − 4c² = 1 + 2(a + b) + 4(ab − c²): exact at coincident points.
+        a11, a22, a12 = b**2 * k11, b**2 * k22, b**2 * k12
+        den = np.sqrt(1 + 2 * (a11 + a22) + 4 * (a11 * a22 - a12**2))
+        sigma = a**2 * (2 / np.pi) * np.arctan2(2 * b**2 * k12, den) + c**2
+        return sigma, a**2 * b**2 * (4 / np.pi) / den
+    if kind == "sin":
+        a, b, c = layer[1:]
+        half_s = (k11 + k22) / 2
+        ep, em = np.exp(b**2 * (k12 - half_s)), np.exp(-(b**2) * (k12 + half_s))
+        sigma = a**2 / 2 * (ep - np.cos(2 * c) * em)
+        return sigma, a**2 * b**2 / 2 * (ep + np.cos(2 * c) * em)
+    if kind == "gelu":
+        p, p1 = k11 * k22, (k11 + 1) * (k22 + 1)
+        delta2 = np.maximum(1 + k11 + k22 + (p - k12**2), 0.0)  # = P1 − K12², as for erf
+        delta = np.sqrt(delta2)
+        ang = np.arctan2(k12, delta)
+        sigma = ((k12**2 + p * delta2) / (p1 * delta) + k12 * ang) / (2 * np.pi) + k12 / 4
+        t_dot = k12 / (2 * np.pi * delta) * (1 / delta2 + (1 - p) / p1 + 1) + 1 / 4 + ang / (2 * np.pi)
+        return sigma, t_dot
+    if kind == "numerical":
+        fn, df, deg = layer[1:]
+        return _gauss_hermite_dual(fn, df, deg, k12, k11, k22)
+    if kind == "elementwise":
+        _, nngp_fn, d_nngp_fn = layer[1:]
+        return nngp_fn(k12, k11, k22), d_nngp_fn(k12, k11, k22)
+    raise ValueError(f"unknown layer kind {kind!r}")
+
+
+def _gauss_hermite_dual(fn, df, deg, k12, k11, k22):
+    """Both expectations by deg×deg Gauss–Hermite quadrature.
+
+    u = √k11·z₁, v = √k22·(ρ z₁ + √(1 − ρ²) z₂) with z₁, z₂ ~ N(0, 1) independent, and
+    E[h(z)] = π^(−1/2) Σᵢ wᵢ h(√2 xᵢ) for the Hermite nodes xᵢ and weights wᵢ.
+    """
+    x, w = np.polynomial.hermite.hermgauss(deg)
+    z, w = np.sqrt(2) * x, w / np.sqrt(np.pi)
+    k12, k11, k22 = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (k12, k11, k22)))
+    prod = k11 * k22
+    rho = np.clip(np.divide(k12, np.sqrt(prod), out=np.zeros_like(k12), where=prod > 0), -1, 1)
+    u = np.sqrt(k11)[..., None, None] * z[:, None]
+    v = np.sqrt(k22)[..., None, None] * (rho[..., None, None] * z[:, None] + np.sqrt(1 - rho**2)[..., None, None] * z)
+    ww = w[:, None] * w
+    return (ww * fn(u) * fn(v)).sum((-2, -1)), (ww * df(u) * df(v)).sum((-2, -1))
+
+
+def infinite_kernels(x1, x2, layers):
+    """NNGP Σ and NTK Θ of a fully-connected network, by the layer recursion.
+
+    Parameters
+    ----------
+    x1 : ndarray of shape (N1, d)
+    x2 : ndarray of shape (N2, d) or None (then x2 = x1)
+    layers : sequence of layer tuples (see module docstring)
+
+    Returns
+    -------
+    nngp, ntk : ndarrays of shape (N1, N2), float64
+    """
+    x1 = np.asarray(x1, dtype=np.float64)
+    x2 = x1 if x2 is None else np.asarray(x2, dtype=np.float64)
+    d = x1.shape[1]
+    rho_tol = rho_tolerance(d, np.float64)
+    # Input kernel Σ⁰ = x·x'/d; Θ⁰ = 0. cov1, cov2 are the per-point variances Σ(x, x).
+    nngp = x1 @ x2.T / d
+    cov1, cov2 = (x1 * x1).sum(1) / d, (x2 * x2).sum(1) / d
+    ntk = np.zeros_like(nngp)
+    ntk1, ntk2 = np.zeros_like(cov1), np.zeros_like(cov2)
+    fan_in = d
+    for layer in layers:
+        if layer[0] == "dense":
+            _, W_std, b_std, parameterization, out_dim = layer
+            b2 = 0.0 if b_std is None else b_std**2
+            if parameterization == "ntk":
+                # Jacot et al. (2018): Σ ← W²Σ + b², Θ ← Σ_new + W²Θ.
+                nngp, cov1, cov2 = (W_std**2 * k + b2 for k in (nngp, cov1, cov2))
+                ntk, ntk1, ntk2 = (k + W_std**2 * t for k, t in ((nngp, ntk), (cov1, ntk1), (cov2, ntk2)))
+            else:
+                # Sohl-Dickstein et al. (2020), neural-tangents: Θ ← n_in·Σ + W²Θ + [bias].
+                c = 0.0 if b_std is None else 1.0
+                ntk, ntk1, ntk2 = (fan_in * k + W_std**2 * t + c for k, t in ((nngp, ntk), (cov1, ntk1), (cov2, ntk2)))
+                nngp, cov1, cov2 = (W_std**2 * k + b2 for k in (nngp, cov1, cov2))
+            fan_in = out_dim
+        else:
+            sigma, t_dot = dual(layer, nngp, cov1[:, None], cov2[None, :], rho_tol)
+            sigma1, t_dot1 = dual(layer, cov1, cov1, cov1)
+            sigma2, t_dot2 = dual(layer, cov2, cov2, cov2)
+            nngp, ntk = sigma, ntk * t_dot
+            cov1, ntk1 = sigma1, ntk1 * t_dot1
+            cov2, ntk2 = sigma2, ntk2 * t_dot2
+    return nngp, ntk

@@ -1,0 +1,117 @@
+"""Checks at the public boundary. Backends trust what passes here."""
+
+from __future__ import annotations
+
+import numbers
+import os
+
+import numpy as np
+
+__all__ = [
+    "available_memory",
+    "check_array",
+    "check_finite",
+    "check_memory",
+    "check_positive",
+    "check_pair",
+]
+
+_FLOATS = (np.float32, np.float64)
+
+
+def check_finite(x, name):
+    """ValueError naming ``name`` if x holds NaN or inf (cheap sum test first, as scikit-learn)."""
+    if not np.isfinite(x.sum(dtype=np.float64)):
+        what = "NaN" if np.isnan(x).any() else "inf"
+        if np.isfinite(x).all():  # the sum overflowed, the entries are fine
+            return
+        bad = np.argwhere(~np.isfinite(x))[0]
+        raise ValueError(f"{name} contains {what} (first at index {tuple(int(i) for i in bad)})")
+
+
+def check_array(x, name, *, ndim=2, dtype=None, allow_empty=False):
+    """Return x as a C-contiguous float32/float64 ndarray of the given ndim, or raise.
+
+    Integer, boolean, complex and object inputs raise TypeError: the kernels are defined
+    for real floating point, and a silent cast would hide a mistake (pass ``x.astype(float)``).
+    """
+    if x is None:
+        raise TypeError(f"{name} must be an array; got None")
+    arr = np.asarray(x)
+    if arr.dtype.kind != "f" or arr.dtype.type not in _FLOATS:
+        if arr.dtype.kind == "f":  # float16 / longdouble: representable, not supported natively
+            raise TypeError(f"{name} must be float32 or float64; got {arr.dtype} (cast with .astype(np.float64))")
+        raise TypeError(
+            f"{name} must be a float32 or float64 array; got dtype {arr.dtype}"
+            + (" (complex inputs are not supported)" if arr.dtype.kind == "c" else "")
+        )
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D of shape (N, d); got {arr.ndim}-D array of shape {arr.shape}")
+    if not allow_empty and arr.size == 0:
+        raise ValueError(f"{name} must be non-empty; got shape {arr.shape}")
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    check_finite(arr, name)
+    return np.ascontiguousarray(arr)
+
+
+def check_pair(x1, x2, dtype=None):
+    """Validate x1 (N1, d) and x2 (N2, d) or None; return them with the result dtype.
+
+    The result dtype follows the inputs: float32 if every input is float32, else float64,
+    unless ``dtype`` is given.
+    """
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        if dtype.type not in _FLOATS:
+            raise TypeError(f"dtype must be float32 or float64; got {dtype}")
+    x1 = check_array(x1, "x1")
+    if x2 is not None:
+        x2 = check_array(x2, "x2")
+        if x2.shape[1] != x1.shape[1]:
+            raise ValueError(
+                f"x2 must have the same number of features as x1 (d={x1.shape[1]}); got x2.shape={x2.shape}"
+            )
+    if dtype is None:
+        dtype = np.result_type(x1, x2) if x2 is not None else x1.dtype
+    x1 = x1.astype(dtype, copy=False)
+    x2 = None if x2 is None else x2.astype(dtype, copy=False)
+    return x1, x2, np.dtype(dtype)
+
+
+def check_positive(value, name, *, allow_zero=False, allow_none=False):
+    """A finite real number > 0 (or >= 0 with allow_zero); returns it as float."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}; got {value}")
+    return value
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(nbytes, what, alternatives):
+    """MemoryError before allocating ``nbytes`` if it exceeds available memory."""
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise MemoryError(
+            f"{what} needs {nbytes / 2**30:.2f} GiB but only {avail / 2**30:.2f} GiB is available; "
+            f"alternatives: {alternatives}"
+        )

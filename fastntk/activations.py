@@ -1,0 +1,215 @@
+"""One registry of activations: forward function and the layer spec of its dual kernels.
+
+Each activation is an :class:`Activation`: ``fn`` is the pointwise φ used by
+``apply_fn`` (NumPy, vectorised), ``layer`` the tuple the kernel recursion reads
+(see ``fastntk._reference``). Closed forms exist for the ReLU family, erf, sin and
+GELU; any other φ goes through Gauss–Hermite quadrature (``numerical``), compiled
+with Numba once per function.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.special import erf as _erf
+from scipy.special import ndtr
+
+__all__ = ["ACTIVATIONS", "Activation", "by_name"]
+
+
+@dataclass(frozen=True, eq=False)
+class Activation:
+    """A pointwise activation φ and its dual kernels.
+
+    Attributes
+    ----------
+    name : str
+    fn : callable, ndarray -> ndarray
+        φ, applied elementwise (NumPy).
+    layer : tuple
+        Network-spec entry: ``("abrelu", a, b)``, ``("erf", a, b, c)``, ``("sin", a, b, c)``,
+        ``("gelu",)``, ``("numerical", fn, df, deg)`` or ``("elementwise", fn, nngp_fn, d_nngp_fn)``.
+    """
+
+    name: str
+    fn: Callable
+    layer: tuple
+
+    @property
+    def closed_form(self) -> bool:
+        return self.layer[0] in ("abrelu", "erf", "sin", "gelu")
+
+
+def abrelu(a: float, b: float) -> Activation:
+    """φ(x) = a·min(x, 0) + b·max(x, 0); arc-cosine dual kernels (Cho & Saul 2009)."""
+    a, b = float(a), float(b)
+    return Activation("abrelu", lambda x: a * np.minimum(x, 0) + b * np.maximum(x, 0), ("abrelu", a, b))
+
+
+def relu() -> Activation:
+    return Activation("relu", lambda x: np.maximum(x, 0), ("abrelu", 0.0, 1.0))
+
+
+def leaky_relu(alpha: float = 0.01) -> Activation:
+    alpha = float(alpha)
+    return Activation("leaky_relu", lambda x: np.where(x >= 0, x, alpha * x), ("abrelu", alpha, 1.0))
+
+
+def abs_() -> Activation:
+    return Activation("abs", np.abs, ("abrelu", -1.0, 1.0))
+
+
+def erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Activation:
+    """φ(x) = a·erf(b·x) + c; dual kernels of Williams (1997)."""
+    a, b, c = float(a), float(b), float(c)
+    return Activation("erf", lambda x: a * _erf(b * x) + c, ("erf", a, b, c))
+
+
+def sigmoid_like() -> Activation:
+    """The erf that best matches the logistic sigmoid (neural-tangents ``Sigmoid_like``)."""
+    act = erf(0.5, 1 / 2.4020563531719796, 0.5)
+    return Activation("sigmoid_like", act.fn, act.layer)
+
+
+def sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Activation:
+    """φ(x) = a·sin(b·x + c)."""
+    a, b, c = float(a), float(b), float(c)
+    return Activation("sin", lambda x: a * np.sin(b * x + c), ("sin", a, b, c))
+
+
+def cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Activation:
+    """φ(x) = a·cos(b·x + c) = a·sin(b·x + c + π/2)."""
+    return sin(a, b, float(c) + math.pi / 2)
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def _gelu_tanh_prime(x):
+    u = np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)
+    th = np.tanh(u)
+    return 0.5 * (1 + th) + 0.5 * x * (1 - th**2) * np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * x**2)
+
+
+def gelu(approximate: bool = False) -> Activation:
+    """φ(x) = x·Φ(x); ``approximate=True`` uses the tanh form, whose kernels go by quadrature."""
+    if approximate:
+        return numerical(_gelu_tanh, deg=25, df=_gelu_tanh_prime, name="gelu")
+    return Activation("gelu", lambda x: x * ndtr(x), ("gelu",))
+
+
+def identity() -> Activation:
+    """φ(x) = x: no layer at all in the recursion."""
+    return Activation("identity", lambda x: x, ())
+
+
+def _tanh_prime(x):
+    return 1 - np.tanh(x) ** 2
+
+
+# Numerical activations are compiled by Numba, so these use only np ufuncs.
+def _sigmoid(x):
+    return 0.5 * (1 + np.tanh(0.5 * x))
+
+
+def _softplus(x):
+    return np.logaddexp(x, 0.0)
+
+
+def _silu(x):
+    return x * 0.5 * (1 + np.tanh(0.5 * x))
+
+
+def _silu_prime(x):
+    s = 0.5 * (1 + np.tanh(0.5 * x))
+    return s * (1 + x * (1 - s))
+
+
+def tanh() -> Activation:
+    return numerical(np.tanh, deg=25, df=_tanh_prime, name="tanh")
+
+
+def softplus() -> Activation:
+    return numerical(_softplus, deg=25, df=_sigmoid, name="softplus")
+
+
+def silu() -> Activation:
+    return numerical(_silu, deg=25, df=_silu_prime, name="silu")
+
+
+def central_difference(fn: Callable) -> Callable:
+    """φ' by a central difference with step ∛eps·max(1, |x|) (relative error ~1e-10)."""
+
+    def df(x):
+        h = 6.0554544523933395e-06 * np.maximum(1.0, np.abs(x))
+        return (fn(x + h) - fn(x - h)) / (2 * h)
+
+    df.central_difference_of = fn  # the Numba backend compiles the same rule from fn
+    return df
+
+
+def numerical(fn: Callable, deg: int, df: Callable | None = None, name: str = "numerical") -> Activation:
+    """Any φ: dual kernels by deg×deg Gauss–Hermite quadrature (neural-tangents ``ElementwiseNumerical``).
+
+    ``fn`` (and ``df``) must be NumPy-vectorised and compilable by Numba (plain arithmetic
+    and ``np`` ufuncs). Without ``df`` the derivative is a central difference of ``fn``.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable; got {type(fn).__name__}")
+    if df is not None and not callable(df):
+        raise TypeError(f"df must be callable or None; got {type(df).__name__}")
+    if isinstance(deg, bool) or not isinstance(deg, (int, np.integer)) or not 2 <= deg <= 200:
+        raise ValueError(f"deg must be an integer in [2, 200]; got {deg!r}")
+    df = central_difference(fn) if df is None else df
+    return Activation(name, fn, ("numerical", fn, df, int(deg)))
+
+
+def elementwise(fn: Callable, nngp_fn: Callable, d_nngp_fn: Callable | None = None) -> Activation:
+    """φ with user-given dual kernels ``nngp_fn(cov12, var1, var2)`` and ``d_nngp_fn(...)``.
+
+    Without ``d_nngp_fn``, E[φ'(u)φ'(v)] = ∂ nngp_fn/∂cov12 (Price's theorem), taken by a
+    central difference in cov12.
+    """
+    for arg, name in ((fn, "fn"), (nngp_fn, "nngp_fn")):
+        if not callable(arg):
+            raise TypeError(f"{name} must be callable; got {type(arg).__name__}")
+    if d_nngp_fn is None:
+
+        def d_nngp_fn(cov12, var1, var2):
+            h = 6.0554544523933395e-06 * np.maximum(np.sqrt(np.abs(var1 * var2)), np.abs(cov12) + 1e-300)
+            return (nngp_fn(cov12 + h, var1, var2) - nngp_fn(cov12 - h, var1, var2)) / (2 * h)
+
+    elif not callable(d_nngp_fn):
+        raise TypeError(f"d_nngp_fn must be callable or None; got {type(d_nngp_fn).__name__}")
+    return Activation("elementwise", fn, ("elementwise", fn, nngp_fn, d_nngp_fn))
+
+
+#: Activations by name, for estimators and the command line. Values build an Activation.
+ACTIVATIONS: dict[str, Callable[[], Activation]] = {
+    "relu": relu,
+    "leaky_relu": leaky_relu,
+    "abs": abs_,
+    "erf": erf,
+    "sigmoid_like": sigmoid_like,
+    "gelu": gelu,
+    "sin": sin,
+    "cos": cos,
+    "identity": identity,
+    "tanh": tanh,
+    "softplus": softplus,
+    "silu": silu,
+    "swish": silu,
+}
+
+
+def by_name(name: str) -> Activation:
+    """The activation called ``name``; ValueError listing the supported names otherwise."""
+    try:
+        return ACTIVATIONS[name]()
+    except (KeyError, TypeError):
+        supported = ", ".join(repr(k) for k in ACTIVATIONS)
+        raise ValueError(f"unknown activation {name!r}; supported: {supported}") from None

@@ -1,0 +1,184 @@
+"""Gram driver: infinite-width NNGP/NTK of a network spec, tile by tile.
+
+Cost model (DESIGN §2): one row block of the Gram matrix x1·x2ᵀ by BLAS gemm, written
+straight into the result, then one fused pass of all layers over that block
+(``fastntk._core.fc_tile``). When x2 is None only the upper triangle is computed and
+then mirrored. The results are the only O(N1·N2) allocations; extra memory is one row
+block (when the NNGP itself is not requested) plus O(N·depth) per-point variances.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _backend
+from ._validation import check_memory
+
+__all__ = ["KERNELS", "infinite_kernels", "rho_tolerance"]
+
+KERNELS = ("nngp", "ntk")
+
+#: Op kinds of fastntk._core (cpp/include/fastntk/fc.hpp, OpKind).
+_OP_INPUT, _OP_DENSE_NTK, _OP_DENSE_STANDARD = 0, 1, 2
+_OP_ACTIVATION = {"abrelu": 3, "erf": 4, "sin": 5, "gelu": 6}
+
+#: Bytes of one row block of one result; rows = this / (N2 · itemsize), within [16, 2048].
+_BLOCK_BYTES = 32 * 2**20
+
+
+def rho_tolerance(d, dtype):
+    """1 − ρ² below which the ReLU family takes θ = 0 or π (see ``_reference.rho_tolerance``)."""
+    return 16.0 * np.sqrt(d) * np.finfo(dtype).eps
+
+
+def _segments(layers, d):
+    """Split a network spec into runs the compiled kernel handles and Python-level layers.
+
+    Returns a list of ``("ops", ops, n_act)`` (ops: float64 (n_ops, 5) rows for _core,
+    n_act: activations among them) and ``("layer", layer, 1)`` entries, in network order.
+    The first run starts with the input op Σ = x·x'/d, Θ = 0.
+    """
+    segments, ops = [], [[_OP_INPUT, 1.0 / d, 0.0, 0.0, 0.0]]
+    fan_in = d
+
+    def flush():
+        if ops:
+            arr = np.array(ops, dtype=np.float64)
+            segments.append(("ops", arr, int(np.isin(arr[:, 0], list(_OP_ACTIVATION.values())).sum())))
+            ops.clear()
+
+    for layer in layers:
+        kind = layer[0]
+        if kind == "dense":
+            _, W_std, b_std, parameterization, out_dim = layer
+            b2 = 0.0 if b_std is None else b_std**2
+            if parameterization == "ntk":
+                ops.append([_OP_DENSE_NTK, W_std**2, b2, 0.0, 0.0])
+            else:
+                ops.append([_OP_DENSE_STANDARD, W_std**2, b2, fan_in, 0.0 if b_std is None else 1.0])
+            fan_in = out_dim
+        elif kind in _OP_ACTIVATION:
+            ops.append([_OP_ACTIVATION[kind], *layer[1:], *[0.0] * (5 - len(layer))])
+        else:
+            flush()
+            segments.append(("layer", layer, 1))
+    flush()
+    return segments
+
+
+def _sq_norms(x):
+    """x·x for every row, in float64. (N,)"""
+    xd = x.astype(np.float64, copy=False)
+    return np.einsum("ij,ij->i", xd, xd)
+
+
+def _diagonal_pass(sq_norms, segments, with_ntk):
+    """Σ(x, x), Θ(x, x) for every point, and the variance entering each activation.
+
+    sq_norms : (N,) float64, x·x. Returns ``(nngp, ntk, var)``: float64 arrays of shapes
+    (N,), (N,) or None, (n_act, N).
+    """
+    n = sq_norms.shape[0]
+    k = sq_norms.copy()
+    t = np.zeros(n) if with_ntk else None
+    n_act = sum(seg[2] for seg in segments)
+    var = np.empty((n_act, n))
+    a = 0
+    for kind, payload, n_seg in segments:
+        if kind == "ops":
+            _backend.fc_diagonal(k, t, var[a : a + n_seg], payload)
+        else:
+            var[a] = k
+            _backend.layer_diagonal(payload, k, t)
+        a += n_seg
+    return k, t, var
+
+
+def _block_rows(n2, itemsize, block_rows):
+    if block_rows is not None:
+        return int(block_rows)
+    return int(min(2048, max(16, _BLOCK_BYTES // max(1, n2 * itemsize))))
+
+
+def infinite_kernels(x1, x2, layers, get, dtype, *, diagonal=False, out=None, block_rows=None, progress=False):
+    """Σ and/or Θ of the network ``layers`` between the rows of x1 and x2.
+
+    Parameters
+    ----------
+    x1 : ndarray of shape (N1, d), C-contiguous, of ``dtype``
+    x2 : ndarray of shape (N2, d) or None (x2 = x1; the result is symmetric)
+    layers : tuple of layer tuples (network spec, see ``fastntk._reference``)
+    get : tuple of 'nngp' / 'ntk'
+    dtype : numpy dtype of the results
+    diagonal : bool
+        Only Σ(x1ᵢ, x1ᵢ), Θ(x1ᵢ, x1ᵢ): shape (N1,), O(N1) work. Requires x2 None.
+    out : dict name -> preallocated array of shape (N1, N2) and ``dtype``, or None
+    block_rows : int or None
+        Rows of x1 per tile; default from a 32 MiB budget per result block.
+    progress : bool
+        Show a tqdm progress bar over rows.
+
+    Returns
+    -------
+    results : dict name -> ndarray, plus 'cov1' (N1,) and 'cov2' (N2,) or None: the NNGP
+        of each point with itself.
+    """
+    n1, d = x1.shape
+    with_ntk = "ntk" in get
+    segments = _segments(layers, d)
+    sq1 = _sq_norms(x1)
+    k1, t1, var1 = _diagonal_pass(sq1, segments, with_ntk)
+    if x2 is None:
+        k2, var2 = k1, var1
+    else:
+        k2, _, var2 = _diagonal_pass(_sq_norms(x2), segments, False)
+    if diagonal:
+        res = {"nngp": k1.astype(dtype), "ntk": t1.astype(dtype) if with_ntk else None}
+        return {name: res[name] for name in get} | {"cov1": res["nngp"], "cov2": None}
+
+    symmetric = x2 is None
+    x2m = x1 if symmetric else x2
+    n2 = x2m.shape[0]
+    out = dict(out or {})
+    itemsize = np.dtype(dtype).itemsize
+    rows = _block_rows(n2, itemsize, block_rows)
+    scratch_rows = 0 if "nngp" in get else rows
+    need = (sum(n1 for name in get if name not in out) + scratch_rows) * n2 * itemsize
+    check_memory(
+        need,
+        f"kernel_fn with N1={n1}, N2={n2}, get={get}, dtype={np.dtype(dtype).name}",
+        "out={name: np.memmap(...)} to write to disk, diagonal=True for Σ(x, x) and Θ(x, x) only, "
+        "or fewer/smaller blocks of x1 and x2",
+    )
+    for name in get:
+        if name not in out:
+            out[name] = np.empty((n1, n2), dtype)
+    scratch = None if "nngp" in get else np.empty((rows, n2), dtype)
+
+    rho_tol = rho_tolerance(d, dtype)
+    gram_diag = sq1.astype(dtype)
+    with _backend.progress_bar(n1, progress) as bar:
+        for i0 in range(0, n1, rows):
+            i1 = min(n1, i0 + rows)
+            c0 = i0 if symmetric else 0
+            kblk = out["nngp"][i0:i1, c0:] if scratch is None else scratch[: i1 - i0, : n2 - c0]
+            tblk = out["ntk"][i0:i1, c0:] if with_ntk else None
+            np.matmul(x1[i0:i1], x2m[c0:].T, out=kblk)
+            if symmetric:  # xᵢ·xᵢ exactly as in the diagonal pass, so Θ(xᵢ, xᵢ) agrees with it
+                kblk[np.arange(i1 - i0), np.arange(i1 - i0)] = gram_diag[i0:i1]
+            a = 0
+            for kind, payload, n_seg in segments:
+                v1, v2 = var1[a : a + n_seg, i0:i1], var2[a : a + n_seg, c0:]
+                if kind == "ops":
+                    _backend.fc_tile(kblk, tblk, v1, v2, payload, rho_tol)
+                else:
+                    _backend.layer_tile(payload, kblk, tblk, v1[0], v2[0])
+                a += n_seg
+            bar.update(i1 - i0)
+    if symmetric:
+        for name in get:
+            _backend.mirror_upper(out[name])
+    res = {name: out[name] for name in get}
+    res["cov1"] = k1.astype(dtype)
+    res["cov2"] = None if symmetric else k2.astype(dtype)
+    return res

@@ -1,0 +1,163 @@
+// pybind11 glue for fastntk._core: checks buffers, releases the GIL, calls one
+// kernel from cpp/include/fastntk. Python validates user input and allocates
+// every output; this file only guards the invariants the kernels rely on.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "fastntk/fc.hpp"
+#include "fastntk/math.hpp"
+
+namespace py = pybind11;
+using fastntk::idx;
+
+namespace {
+
+template <class T>
+using Array = py::array_t<T>;  // strided views allowed; rows must be unit-stride
+
+std::string dims(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// Row stride in elements of a 2-D array whose rows are contiguous.
+template <class T>
+idx row_stride(const py::array& a, const char* name, idx rows, idx cols) {
+    if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != cols)
+        throw std::invalid_argument(std::string(name) + " must have shape (" + std::to_string(rows) + ", " +
+                                    std::to_string(cols) + "); got " + dims(a));
+    if (rows == 0 || cols == 0) return cols;
+    if (cols > 1 && a.strides(1) != static_cast<py::ssize_t>(sizeof(T)))
+        throw std::invalid_argument(std::string(name) + " must have contiguous rows");
+    if (a.strides(0) % static_cast<py::ssize_t>(sizeof(T)) != 0 || (rows > 1 && a.strides(0) < cols * (idx)sizeof(T)))
+        throw std::invalid_argument(std::string(name) + " has a row stride that is not a whole number of rows");
+    return rows > 1 ? a.strides(0) / static_cast<idx>(sizeof(T)) : cols;
+}
+
+// ops: float64 array (n_ops, 5) of [kind, p0, p1, p2, p3] rows.
+std::vector<fastntk::Op> read_ops(const Array<double>& ops, idx* n_act) {
+    if (ops.ndim() != 2 || ops.shape(1) != 5)
+        throw std::invalid_argument("ops must have shape (n_ops, 5); got " + dims(ops));
+    auto o = ops.unchecked<2>();
+    std::vector<fastntk::Op> out(o.shape(0));
+    *n_act = 0;
+    for (idx l = 0; l < o.shape(0); ++l) {
+        const int kind = static_cast<int>(o(l, 0));
+        if (kind < 0 || kind > static_cast<int>(fastntk::OpKind::Gelu) || kind != o(l, 0))
+            throw std::invalid_argument("ops[" + std::to_string(l) + ", 0] is not an op kind");
+        out[l].kind = static_cast<fastntk::OpKind>(kind);
+        for (int q = 0; q < 4; ++q) out[l].p[q] = o(l, q + 1);
+        *n_act += fastntk::is_activation(out[l].kind);
+    }
+    return out;
+}
+
+template <class T>
+void fc_tile(Array<T> nngp, py::object ntk_obj, const Array<double>& var1, const Array<double>& var2,
+             const Array<double>& ops, double rho_tol) {
+    idx n_act;
+    const auto op = read_ops(ops, &n_act);
+    const idx n1 = nngp.ndim() == 2 ? nngp.shape(0) : -1, n2 = nngp.ndim() == 2 ? nngp.shape(1) : -1;
+    const idx ld = row_stride<T>(nngp, "nngp", n1, n2);
+    T* ntk_ptr = nullptr;
+    if (!ntk_obj.is_none()) {
+        auto ntk = ntk_obj.cast<Array<T>>();
+        if (row_stride<T>(ntk, "ntk", n1, n2) != ld) throw std::invalid_argument("ntk and nngp must share a row stride");
+        ntk_ptr = ntk.mutable_data();
+    }
+    const idx ld1 = row_stride<double>(var1, "var1", n_act, n1);
+    const idx ld2 = row_stride<double>(var2, "var2", n_act, n2);
+    T* nngp_ptr = nngp.mutable_data();
+    py::gil_scoped_release release;
+    fastntk::fc_tile<T>(nngp_ptr, ntk_ptr, n1, n2, ld, var1.data(), ld1, var2.data(), ld2, op.data(),
+                        static_cast<int>(op.size()), rho_tol);
+}
+
+void fc_diagonal(Array<double> nngp, py::object ntk_obj, Array<double> var, const Array<double>& ops) {
+    idx n_act;
+    const auto op = read_ops(ops, &n_act);
+    if (nngp.ndim() != 1 || nngp.strides(0) != sizeof(double))
+        throw std::invalid_argument("nngp must be a contiguous 1-D array; got shape " + dims(nngp));
+    const idx n = nngp.shape(0);
+    double* t = nullptr;
+    if (!ntk_obj.is_none()) {
+        auto ntk = ntk_obj.cast<Array<double>>();
+        if (ntk.ndim() != 1 || ntk.shape(0) != n || ntk.strides(0) != sizeof(double))
+            throw std::invalid_argument("ntk must be a contiguous array of shape (" + std::to_string(n) + ",)");
+        t = ntk.mutable_data();
+    }
+    const idx ld = row_stride<double>(var, "var", n_act, n);
+    double* k = nngp.mutable_data();
+    double* v = var.mutable_data();
+    py::gil_scoped_release release;
+    fastntk::fc_diagonal(k, t, n, op.data(), static_cast<int>(op.size()), v, ld);
+}
+
+template <class T>
+void mirror_upper(Array<T> a) {
+    const idx n = a.ndim() == 2 ? a.shape(0) : -1;
+    const idx ld = row_stride<T>(a, "a", n, n);
+    T* p = a.mutable_data();
+    py::gil_scoped_release release;
+    fastntk::mirror_upper<T>(p, n, ld);
+}
+
+void atan2_array(const py::array_t<double, py::array::c_style>& y, const py::array_t<double, py::array::c_style>& x,
+                 py::array_t<double, py::array::c_style> out) {
+    if (y.size() != x.size() || out.size() != x.size())
+        throw std::invalid_argument("y, x and out must have the same size");
+    const double* yp = y.data();
+    const double* xp = x.data();
+    double* op = out.mutable_data();
+    const idx n = x.size();
+    py::gil_scoped_release release;
+    for (idx i = 0; i < n; ++i) op[i] = fastntk::atan2_v(yp[i], xp[i]);
+}
+
+void set_num_threads(int n) {
+    if (n < 1) throw std::invalid_argument("n must be >= 1; got " + std::to_string(n));
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+}
+
+int get_num_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "fastntk compiled kernels (see cpp/include/fastntk)";
+    m.def("fc_tile", &fc_tile<double>, "Walk a tile of Sigma12 (and Theta12) through all ops, in place.",
+          py::arg("nngp"), py::arg("ntk"), py::arg("var1"), py::arg("var2"), py::arg("ops"), py::arg("rho_tol"));
+    m.def("fc_tile", &fc_tile<float>, "Walk a tile of Sigma12 (and Theta12) through all ops, in place.",
+          py::arg("nngp"), py::arg("ntk"), py::arg("var1"), py::arg("var2"), py::arg("ops"), py::arg("rho_tol"));
+    m.def("fc_diagonal", &fc_diagonal, "Per-point Sigma(x, x), Theta(x, x) and activation variances, in place.",
+          py::arg("nngp"), py::arg("ntk"), py::arg("var"), py::arg("ops"));
+    m.def("mirror_upper", &mirror_upper<double>, "Copy the upper triangle onto the lower.", py::arg("a"));
+    m.def("mirror_upper", &mirror_upper<float>, "Copy the upper triangle onto the lower.", py::arg("a"));
+    m.def("atan2", &atan2_array, "Vectorisable atan2 used by the kernels (for tests).", py::arg("y"), py::arg("x"),
+          py::arg("out"));
+    m.def("set_num_threads", &set_num_threads, "Set the OpenMP thread count.", py::arg("n"));
+    m.def("get_num_threads", &get_num_threads, "OpenMP thread count.");
+    m.attr("has_openmp") =
+#ifdef _OPENMP
+        true;
+#else
+        false;
+#endif
+}

@@ -94,6 +94,24 @@ def _diagonal_pass(sq_norms, segments, with_ntk):
     return k, t, var
 
 
+def _row_blocks(n1, rows, symmetric):
+    """(i0, i1, c0) of each row block; c0 = i0 for the upper triangle of a symmetric result."""
+    return [(i0, min(n1, i0 + rows), i0 if symmetric else 0) for i0 in range(0, n1, rows)]
+
+
+def _gram_block(x1, x2, sigma, i0, i1, c0, sq_norms):
+    """sigma[i0:i1, c0:] = x1[i0:i1] · x2[c0:]ᵀ by BLAS gemm, in place.
+
+    With sq_norms (x2 is x1), the diagonal entries are set to the squared norms the
+    diagonal pass used, so coincident points see exactly Σ₁₂ = Σ₁₁ = Σ₂₂.
+    """
+    blk = sigma[i0:i1, c0:]
+    np.matmul(x1[i0:i1], x2[c0:].T, out=blk)
+    if sq_norms is not None:
+        r = np.arange(i1 - i0)
+        blk[r, r + (i0 - c0)] = sq_norms[i0:i1]
+
+
 def _block_rows(n2, itemsize, block_rows):
     if block_rows is not None:
         return int(block_rows)
@@ -140,39 +158,40 @@ def infinite_kernels(x1, x2, layers, get, dtype, *, diagonal=False, out=None, bl
     x2m = x1 if symmetric else x2
     n2 = x2m.shape[0]
     out = dict(out or {})
+    # Σ needs a buffer of its own only when it is returned or a Python-level layer reads
+    # it; otherwise the Gram is written into the NTK buffer and the NNGP is discarded.
+    sigma_name = "nngp" if ("nngp" in get or any(seg[0] == "layer" for seg in segments)) else "ntk"
+    names = tuple(dict.fromkeys((*get, sigma_name)))
     itemsize = np.dtype(dtype).itemsize
-    rows = _block_rows(n2, itemsize, block_rows)
-    scratch_rows = 0 if "nngp" in get else rows
-    need = (sum(n1 for name in get if name not in out) + scratch_rows) * n2 * itemsize
     check_memory(
-        need,
+        sum(n1 * n2 * itemsize for name in names if name not in out),
         f"kernel_fn with N1={n1}, N2={n2}, get={get}, dtype={np.dtype(dtype).name}",
         "out={name: np.memmap(...)} to write to disk, diagonal=True for Σ(x, x) and Θ(x, x) only, "
-        "or fewer/smaller blocks of x1 and x2",
+        "or blocks of x1 and x2",
     )
-    for name in get:
+    for name in names:
         if name not in out:
             out[name] = np.empty((n1, n2), dtype)
-    scratch = None if "nngp" in get else np.empty((rows, n2), dtype)
-
-    rho_tol = rho_tolerance(d, dtype)
-    gram_diag = sq1.astype(dtype)
-    with _backend.progress_bar(n1, progress) as bar:
-        for i0 in range(0, n1, rows):
-            i1 = min(n1, i0 + rows)
-            c0 = i0 if symmetric else 0
-            kblk = out["nngp"][i0:i1, c0:] if scratch is None else scratch[: i1 - i0, : n2 - c0]
-            tblk = out["ntk"][i0:i1, c0:] if with_ntk else None
-            np.matmul(x1[i0:i1], x2m[c0:].T, out=kblk)
-            if symmetric:  # xᵢ·xᵢ exactly as in the diagonal pass, so Θ(xᵢ, xᵢ) agrees with it
-                kblk[np.arange(i1 - i0), np.arange(i1 - i0)] = gram_diag[i0:i1]
+    blocks = _row_blocks(n1, _block_rows(n2, itemsize, block_rows), symmetric)
+    with _backend.progress_bar(2 * n1, progress) as bar:
+        # Two phases, not alternating per block: BLAS threads spin for a while after each
+        # gemm and would take the cores from the OpenMP pass that follows it.
+        for i0, i1, c0 in blocks:
+            _gram_block(x1, x2m, out[sigma_name], i0, i1, c0, sq1 if symmetric else None)
+            bar.update(i1 - i0)
+        rho_tol = rho_tolerance(d, dtype)
+        for i0, i1, c0 in blocks:
+            sigma = out[sigma_name][i0:i1, c0:]
+            nngp = out["nngp"][i0:i1, c0:] if "nngp" in out else None
+            ntk = out["ntk"][i0:i1, c0:] if with_ntk else None
             a = 0
             for kind, payload, n_seg in segments:
                 v1, v2 = var1[a : a + n_seg, i0:i1], var2[a : a + n_seg, c0:]
                 if kind == "ops":
-                    _backend.fc_tile(kblk, tblk, v1, v2, payload, rho_tol)
+                    _backend.fc_tile(sigma, nngp, ntk, v1, v2, payload, rho_tol)
                 else:
-                    _backend.layer_tile(payload, kblk, tblk, v1[0], v2[0])
+                    _backend.layer_tile(payload, nngp, ntk, v1[0], v2[0])
+                sigma = nngp
                 a += n_seg
             bar.update(i1 - i0)
     if symmetric:

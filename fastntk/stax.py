@@ -31,6 +31,7 @@ from .kernels import KERNELS, infinite_kernels
 __all__ = [
     "ABRelu",
     "Abs",
+    "Activation",
     "Cos",
     "Dense",
     "Elementwise",
@@ -276,6 +277,7 @@ def _layer(items):
         """Outputs of the finite network with parameters params on x of shape (N, d)."""
         return network.apply(params, x)
 
+    init_fn.network = apply_fn.network = network  # read by fastntk.empirical
     return Layer(init_fn, apply_fn, kernel_fn)
 
 
@@ -353,6 +355,11 @@ def Sin(a=1.0, b=1.0, c=0.0):
 def Cos(a=1.0, b=1.0, c=0.0):
     """φ(x) = a·cos(b·x + c)."""
     return _layer([_act.cos(_finite(a, "a"), _finite(b, "b"), _finite(c, "c"))])
+
+
+def Activation(name):
+    """The activation registered as ``name`` in ``fastntk.activations.ACTIVATIONS`` (default parameters)."""
+    return _layer([_act.by_name(name)])
 
 
 def Identity():

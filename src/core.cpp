@@ -20,8 +20,10 @@ using fastntk::idx;
 
 namespace {
 
+// No forcecast: Python has already cast, so a dtype mismatch is a bug, not a copy.
+// Strided views are allowed (row blocks of a larger result); rows must be unit-stride.
 template <class T>
-using Array = py::array_t<T>;  // strided views allowed; rows must be unit-stride
+using Array = py::array_t<T, 0>;
 
 std::string dims(const py::array& a) {
     std::string s = "(";
@@ -61,24 +63,32 @@ std::vector<fastntk::Op> read_ops(const Array<double>& ops, idx* n_act) {
     return out;
 }
 
+// An optional output: None or an array with the same shape and row stride as sigma.
 template <class T>
-void fc_tile(Array<T> nngp, py::object ntk_obj, const Array<double>& var1, const Array<double>& var2,
-             const Array<double>& ops, double rho_tol) {
+T* optional_out(const py::object& obj, const char* name, idx n1, idx n2, idx ld) {
+    if (obj.is_none()) return nullptr;
+    auto a = obj.cast<Array<T>>();
+    if (row_stride<T>(a, name, n1, n2) != ld)
+        throw std::invalid_argument(std::string(name) + " and sigma must have the same row stride");
+    return a.mutable_data();
+}
+
+template <class T>
+void fc_tile(const Array<T>& sigma, py::object nngp, py::object ntk, const Array<double>& var1,
+             const Array<double>& var2, const Array<double>& ops, double rho_tol) {
     idx n_act;
     const auto op = read_ops(ops, &n_act);
-    const idx n1 = nngp.ndim() == 2 ? nngp.shape(0) : -1, n2 = nngp.ndim() == 2 ? nngp.shape(1) : -1;
-    const idx ld = row_stride<T>(nngp, "nngp", n1, n2);
-    T* ntk_ptr = nullptr;
-    if (!ntk_obj.is_none()) {
-        auto ntk = ntk_obj.cast<Array<T>>();
-        if (row_stride<T>(ntk, "ntk", n1, n2) != ld) throw std::invalid_argument("ntk and nngp must share a row stride");
-        ntk_ptr = ntk.mutable_data();
-    }
+    const idx n1 = sigma.ndim() == 2 ? sigma.shape(0) : -1, n2 = sigma.ndim() == 2 ? sigma.shape(1) : -1;
+    const idx ld = row_stride<T>(sigma, "sigma", n1, n2);
+    T* nngp_ptr = optional_out<T>(nngp, "nngp", n1, n2, ld);
+    T* ntk_ptr = optional_out<T>(ntk, "ntk", n1, n2, ld);
+    if (ntk_ptr && ntk_ptr == sigma.data() && (op.empty() || op[0].kind != fastntk::OpKind::Input))
+        throw std::invalid_argument("sigma may share its buffer with ntk only when ops start with the input op");
     const idx ld1 = row_stride<double>(var1, "var1", n_act, n1);
     const idx ld2 = row_stride<double>(var2, "var2", n_act, n2);
-    T* nngp_ptr = nngp.mutable_data();
+    const T* sigma_ptr = sigma.data();
     py::gil_scoped_release release;
-    fastntk::fc_tile<T>(nngp_ptr, ntk_ptr, n1, n2, ld, var1.data(), ld1, var2.data(), ld2, op.data(),
+    fastntk::fc_tile<T>(sigma_ptr, nngp_ptr, ntk_ptr, n1, n2, ld, var1.data(), ld1, var2.data(), ld2, op.data(),
                         static_cast<int>(op.size()), rho_tol);
 }
 
@@ -142,9 +152,9 @@ int get_num_threads() {
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fastntk compiled kernels (see cpp/include/fastntk)";
-    m.def("fc_tile", &fc_tile<double>, "Walk a tile of Sigma12 (and Theta12) through all ops, in place.",
+    m.def("fc_tile", &fc_tile<double>, "Walk a tile of Sigma12 (and Theta12) through all ops.", py::arg("sigma"),
           py::arg("nngp"), py::arg("ntk"), py::arg("var1"), py::arg("var2"), py::arg("ops"), py::arg("rho_tol"));
-    m.def("fc_tile", &fc_tile<float>, "Walk a tile of Sigma12 (and Theta12) through all ops, in place.",
+    m.def("fc_tile", &fc_tile<float>, "Walk a tile of Sigma12 (and Theta12) through all ops.", py::arg("sigma"),
           py::arg("nngp"), py::arg("ntk"), py::arg("var1"), py::arg("var2"), py::arg("ops"), py::arg("rho_tol"));
     m.def("fc_diagonal", &fc_diagonal, "Per-point Sigma(x, x), Theta(x, x) and activation variances, in place.",
           py::arg("nngp"), py::arg("ntk"), py::arg("var"), py::arg("ops"));

@@ -32,9 +32,9 @@ __all__ = [
 ]
 
 
-def fc_tile(nngp, ntk, var1, var2, ops, rho_tol):
+def fc_tile(sigma, nngp, ntk, var1, var2, ops, rho_tol):
     """Closed-form layers over a tile in place (see cpp/include/fastntk/fc.hpp)."""
-    _core.fc_tile(nngp, ntk, var1, var2, ops, rho_tol)
+    _core.fc_tile(sigma, nngp, ntk, var1, var2, ops, rho_tol)
 
 
 def fc_diagonal(k, t, var, ops):

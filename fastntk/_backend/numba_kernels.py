@@ -23,9 +23,20 @@ def hermite_rule(deg):
     return np.sqrt(2.0) * x, w / np.sqrt(np.pi)
 
 
+def _jit(f):
+    """Compile a scalar function; NumPy ufuncs (np.tanh) are wrapped first."""
+    if isinstance(f, np.ufunc):
+        ufunc = f
+
+        def f(x):
+            return ufunc(x)
+
+    return nb.njit(nogil=True)(f)
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled(fn, df):
-    fn_jit = nb.njit(nogil=True)(fn)
+    fn_jit = _jit(fn)
     base = getattr(df, "central_difference_of", None)
     if base is fn:
 
@@ -35,7 +46,7 @@ def _compiled(fn, df):
             return (fn_jit(x + h) - fn_jit(x - h)) / (2.0 * h)
 
     else:
-        df_jit = nb.njit(nogil=True)(df)
+        df_jit = _jit(df)
     return fn_jit, df_jit
 
 

@@ -187,27 +187,28 @@ inline void fc_diagonal(double* k, double* t, idx n, const Op* ops, int n_ops, d
     }
 }
 
-// Tile pass: nngp[i * ld + j] holds Sigma12 on entry (the Gram x1.x2 when
-// ops[0] is Input) and Sigma12 after all ops on exit; ntk likewise for
-// Theta12 (nullptr: NNGP only). var1[a * ld_v1 + i], var2[a * ld_v2 + j]:
-// variances entering activation a. Rows run in parallel; each row is walked
-// through all ops in cache-sized chunks, so every entry is read and written
-// once whatever the depth.
+// Tile pass over an n1 x n2 tile (row stride ld for every array).
+// sigma_in: Sigma12 on entry (the Gram x1.x2 when ops[0] is Input). nngp: Sigma12
+// after all ops, or nullptr to discard it. ntk: Theta12 on entry (unless ops[0] is
+// Input, which sets it to 0) and on exit, or nullptr for the NNGP alone. sigma_in may
+// be the same buffer as nngp, or as ntk when ops[0] is Input: each chunk is read
+// before it is written. var1[a * ld_v1 + i], var2[a * ld_v2 + j]: variances entering
+// activation a. Rows run in parallel; each row is walked through all ops in
+// cache-sized chunks, so every entry is read and written once whatever the depth.
 template <class T>
-void fc_tile(T* nngp, T* ntk, idx n1, idx n2, idx ld, const double* var1, idx ld_v1,
-             const double* var2, idx ld_v2, const Op* ops, int n_ops, double rho_tol) noexcept {
+FASTNTK_SIMD_CLONES void fc_tile(const T* sigma_in, T* nngp, T* ntk, idx n1, idx n2, idx ld,
+                                 const double* var1, idx ld_v1, const double* var2, idx ld_v2,
+                                 const Op* ops, int n_ops, double rho_tol) noexcept {
     constexpr idx kChunk = 256;
     const bool starts_with_input = n_ops > 0 && ops[0].kind == OpKind::Input;
 #pragma omp parallel for schedule(dynamic, 1)
     for (idx i = 0; i < n1; ++i) {
         double k[kChunk], t[kChunk];
         for (idx j0 = 0; j0 < n2; j0 += kChunk) {
-            const idx m = std::min(kChunk, n2 - j0);
-            T* krow = nngp + i * ld + j0;
-            T* trow = ntk ? ntk + i * ld + j0 : nullptr;
-            for (idx j = 0; j < m; ++j) k[j] = static_cast<double>(krow[j]);
-            if (trow && !starts_with_input)
-                for (idx j = 0; j < m; ++j) t[j] = static_cast<double>(trow[j]);
+            const idx m = std::min(kChunk, n2 - j0), at = i * ld + j0;
+            for (idx j = 0; j < m; ++j) k[j] = static_cast<double>(sigma_in[at + j]);
+            if (ntk && !starts_with_input)
+                for (idx j = 0; j < m; ++j) t[j] = static_cast<double>(ntk[at + j]);
             int a = 0;
             for (int l = 0; l < n_ops; ++l) {
                 const double* v1 = nullptr;
@@ -217,12 +218,13 @@ void fc_tile(T* nngp, T* ntk, idx n1, idx n2, idx ld, const double* var1, idx ld
                     v2 = var2 + a * ld_v2 + j0;
                     ++a;
                 }
-                if (trow) apply_op<true, false>(ops[l], k, t, m, v1, v2, rho_tol);
+                if (ntk) apply_op<true, false>(ops[l], k, t, m, v1, v2, rho_tol);
                 else apply_op<false, false>(ops[l], k, t, m, v1, v2, rho_tol);
             }
-            for (idx j = 0; j < m; ++j) krow[j] = static_cast<T>(k[j]);
-            if (trow)
-                for (idx j = 0; j < m; ++j) trow[j] = static_cast<T>(t[j]);
+            if (nngp)
+                for (idx j = 0; j < m; ++j) nngp[at + j] = static_cast<T>(k[j]);
+            if (ntk)
+                for (idx j = 0; j < m; ++j) ntk[at + j] = static_cast<T>(t[j]);
         }
     }
 }

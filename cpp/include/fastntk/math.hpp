@@ -26,12 +26,21 @@ constexpr double kPio2Hi = 1.57079632679489661923, kPio2Lo = 6.12323399573676588
 constexpr double kPiHi = 3.14159265358979323846, kPiLo = 1.224646799147353177226e-16;
 }  // namespace detail
 
-// atan(q) for 0 <= q <= 1.
-inline double atan_unit(double q) noexcept {
+// Loops that call these are compiled for AVX2 and AVX-512 as well as the baseline, and
+// the best one is picked once at load time (GCC function multiversioning). No FMA
+// contraction (-ffp-contract=off), so every variant gives the same bits.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(FASTNTK_NATIVE)
+#define FASTNTK_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FASTNTK_SIMD_CLONES
+#endif
+
+// atan(lo/hi) for 0 <= lo <= hi, hi > 0, with one division.
+inline double atan_ratio(double lo, double hi) noexcept {
     using namespace detail;
-    const bool upper = q > 0.66;
-    // atan(q) = pi/4 + atan((q - 1)/(q + 1)); the argument lands in (-0.21, 0].
-    const double x = upper ? (q - 1.0) / (q + 1.0) : q;
+    // Above lo/hi = 0.66: atan(lo/hi) = pi/4 + atan(x), x = (lo - hi)/(lo + hi) in (-0.21, 0].
+    const bool upper = lo > 0.66 * hi;
+    const double x = (upper ? lo - hi : lo) / (upper ? lo + hi : hi);
     const double z = x * x;
     const double p = (((kAtanP[0] * z + kAtanP[1]) * z + kAtanP[2]) * z + kAtanP[3]) * z + kAtanP[4];
     const double r = ((((z + kAtanQ[0]) * z + kAtanQ[1]) * z + kAtanQ[2]) * z + kAtanQ[3]) * z + kAtanQ[4];
@@ -45,8 +54,7 @@ inline double atan2_v(double y, double x) noexcept {
     const double ay = std::fabs(y), ax = std::fabs(x);
     const bool steep = ay > ax;
     const double hi = steep ? ay : ax, lo = steep ? ax : ay;
-    const double q = lo / (hi > 0.0 ? hi : 1.0);
-    double a = atan_unit(q);
+    double a = atan_ratio(lo, hi > 0.0 ? hi : 1.0);
     a = steep ? kPio2Hi - (a - kPio2Lo) : a;
     a = x < 0.0 ? kPiHi - (a - kPiLo) : a;
     return y < 0.0 ? -a : a;

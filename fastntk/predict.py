@@ -1,0 +1,864 @@
+"""Kernel regression and training dynamics of wide networks, as ``neural_tangents.predict``.
+
+Gradient flow on the MSE loss ``L(f) = 1/(2n) Σ (f − y)²`` (``n = y_train.size``) evolves the
+outputs as ``df/dτ = −(1/n) K (f − y)``, with ``τ = learning_rate · t`` (Jacot et al. 2018,
+arXiv:1806.07572; Lee et al. 2019, arXiv:1902.06720). Every finite-``t`` prediction comes from
+one eigendecomposition ``K_reg = V diag(λ) V^T`` of ``K_reg = K + diag_reg·(trace(K)/N)·I``,
+computed on the first call and cached; ``t=None`` (t = ∞) uses a Cholesky solve.
+
+Numerical rules (where neural-tangents is fragile):
+
+* Eigenvalues ``λ ≤ N·eps·λ_max`` (eps of the kernel's dtype), negative ones included, are
+  numerically zero: the residual along them never decays (``E = 1``) and they are dropped from the
+  test-set map ``K_test,train V diag((e^{−λτ/n} − 1)/λ) V^T``. For a positive semi-definite joint
+  kernel ``K_test,train v = 0`` on the null space of ``K``, so this is the exact limit; keeping the
+  term would only multiply rounding by τ. Above the cutoff ``expm1(−λτ/n)/λ`` is used, which is
+  accurate for tiny ``λτ`` (it tends to ``−τ/n``) and never divides by 0. A kernel with
+  ``λ_min < −√eps·λ_max`` is indefinite beyond rounding: RuntimeWarning, then the same rule.
+* ``t=None``: Cholesky of ``K_reg``. When it fails, or a pivot² falls below ``N·eps·max pivot²``
+  (``K_reg`` numerically singular), a RuntimeWarning is emitted and the eigendecomposition
+  pseudo-inverse is used instead; the train prediction is then the t → ∞ limit of gradient flow,
+  ``f_train_0 + P (y − f_train_0)`` with ``P`` the projector on the non-null eigenvectors
+  (``= y`` whenever ``K_reg`` is invertible, as neural-tangents returns).
+
+Shapes: kernels are 2-D per-output kernels ``(N1, N2)`` (the kernel of an O-output network is
+``K ⊗ I_O``), so ``trace_axes`` must name every axis of ``y_train`` but the first. Results are
+float32 when the kernel and ``y_train`` are float32, else float64; the linear algebra runs in
+float64.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import numbers
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg as sl
+from scipy.sparse.linalg import LinearOperator, expm_multiply
+
+from ._validation import check_array, check_finite, check_positive
+
+__all__ = [
+    "DiagRegSelection",
+    "Gaussian",
+    "KernelRidge",
+    "Spectrum",
+    "convergence_times",
+    "gp_inference",
+    "gradient_descent_mse",
+    "gradient_descent_mse_ensemble",
+    "gradient_descent_mse_expm",
+    "kernel_alignment",
+    "kernel_ridge",
+    "kernel_spectrum",
+    "loss_bound",
+    "max_learning_rate",
+    "select_diag_reg",
+]
+
+
+class Gaussian(NamedTuple):
+    """``(mean, covariance)``; the covariance is per output column (``Cov ⊗ I_O``)."""
+
+    mean: np.ndarray
+    covariance: np.ndarray
+
+
+class KernelRidge(NamedTuple):
+    """Kernel ridge regression: ``dual_coef`` (N, ...), ``fx_train`` (N, ...), ``fx_test`` or None."""
+
+    dual_coef: np.ndarray
+    fx_train: np.ndarray
+    fx_test: np.ndarray | None
+
+
+class Spectrum(NamedTuple):
+    """Eigenvalues (descending) of K_reg and the numbers derived from them."""
+
+    eigenvalues: np.ndarray
+    lambda_min: float
+    lambda_max: float
+    condition_number: float
+    effective_rank: float
+
+
+class DiagRegSelection(NamedTuple):
+    """Chosen ``diag_reg`` and the GCV and leave-one-out curves over the grid ``diag_regs``."""
+
+    diag_reg: float
+    diag_regs: np.ndarray
+    gcv: np.ndarray
+    loo: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _kernel(k, name, shape=None):
+    """``k`` validated as a finite 2-D float array, square unless ``shape`` says otherwise."""
+    k = check_array(k, name)
+    want = shape or (k.shape[0], k.shape[0])
+    if k.shape != tuple(want):
+        what = "square (N, N)" if shape is None else f"of shape {tuple(want)}"
+        raise ValueError(f"{name} must be {what}; got shape {k.shape}")
+    return k
+
+
+def _targets(y_train, trace_axes, n_rows):
+    """y_train as float64 (N, M), its trailing shape and dtype; checks rows and trace_axes."""
+    y = check_array(y_train, "y_train", ndim=max(np.ndim(y_train), 1))
+    if y.shape[0] != n_rows:
+        raise ValueError(f"y_train must have {n_rows} rows to match the kernel; got shape {y.shape}")
+    axes = (trace_axes,) if isinstance(trace_axes, numbers.Integral) else tuple(trace_axes)
+    if y.ndim > 1 and sorted({int(a) % y.ndim for a in axes}) != list(range(1, y.ndim)):
+        raise ValueError(
+            f"trace_axes must name every axis of y_train but the first (fastntk kernels are 2-D "
+            f"(N, N), i.e. K ⊗ I); got trace_axes={trace_axes!r} for y_train.shape={y.shape}")
+    return y.reshape(n_rows, -1).astype(np.float64), y.shape[1:], y.dtype
+
+
+def _outputs(y_train, n_rows):
+    """_targets with every axis but the first as outputs."""
+    return _targets(y_train, tuple(range(1, max(np.ndim(y_train), 1))), n_rows)
+
+
+def _result_dtype(*arrays):
+    return np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
+
+
+def _initial(fx, name, shape):
+    """fx (scalar or array) broadcast to ``shape`` as float64."""
+    arr = np.asarray(fx, dtype=np.float64)
+    try:
+        arr = np.broadcast_to(arr, shape)
+    except ValueError:
+        raise ValueError(f"{name} must broadcast to shape {shape}; got shape {arr.shape}") from None
+    check_finite(arr, name)
+    return arr
+
+
+def _times(t, name="t", integer=False):
+    """t as a float64 array of times ≥ 0 (whole numbers when ``integer``)."""
+    arr = np.asarray(t, dtype=np.float64)
+    if np.isnan(arr).any() or (arr < 0).any() or (integer and not np.all(np.isfinite(arr) & (arr % 1 == 0))):
+        kind = "whole numbers of steps >= 0" if integer else "times >= 0"
+        raise ValueError(f"{name} must hold {kind}; got {t!r}")
+    return arr
+
+
+def _check_get(get, allowed):
+    """(names, single) for get=None, a name or a tuple of distinct names from ``allowed``."""
+    if get is None:
+        return ("nngp", "ntk"), False
+    names = (get,) if isinstance(get, str) else tuple(get) if isinstance(get, (tuple, list)) else ()
+    if not names or any(not isinstance(g, str) or g not in allowed for g in names) or len(set(names)) != len(names):
+        raise ValueError(f"unknown get {get!r}; supported: None, one of {allowed} or a tuple of distinct ones")
+    return names, isinstance(get, str)
+
+
+@functools.lru_cache(maxsize=None)
+def _gaussians(names):
+    return collections.namedtuple("Gaussians", names)
+
+
+def _pack(out, names, single):
+    return out[names[0]] if single else _gaussians(names)(*(out[g] for g in names))
+
+
+def _astype(v, dtype):
+    if isinstance(v, Gaussian):
+        return Gaussian(v.mean.astype(dtype, copy=False), v.covariance.astype(dtype, copy=False))
+    return v.astype(dtype, copy=False)
+
+
+def _attr(k, g, name):
+    """The ``g`` kernel of a Kernel/namedtuple ``k``; a plain array is returned as is."""
+    if isinstance(k, np.ndarray):
+        return k
+    v = getattr(k, g, None)
+    if v is None:
+        raise ValueError(f"{name} has no {g!r} kernel; pass kernel_fn(..., get=('nngp', 'ntk'))")
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# the factorizations and the spectral functions
+
+
+class _Factor:
+    """Lazy factorizations of K_reg = K + reg·I: eigendecomposition and Cholesky (≤ one N×N each)."""
+
+    def __init__(self, k, diag_reg, absolute, name):
+        self.k, self.name, self.n = k, name, k.shape[0]
+        self.reg = diag_reg if absolute else diag_reg * float(np.trace(k, dtype=np.float64)) / self.n
+        self.eps = np.finfo(k.dtype).eps
+        self._eig = self._chol = None
+        self.singular = False
+
+    def regularized(self):
+        k_reg = np.array(self.k, dtype=np.float64, order="F")  # Fortran order: LAPACK works in place
+        k_reg[np.diag_indices(self.n)] += self.reg
+        return k_reg
+
+    def eig(self):
+        """(λ, V) ascending, with λ ≤ N·eps·λ_max set to 0 (module docstring)."""
+        if self._eig is None:
+            # 'evr': K_reg copy + V (2 N²); 'evd' is faster but its workspace adds 2 N²
+            lam, vecs = sl.eigh(self.regularized(), overwrite_a=True, driver="evr", check_finite=False)
+            top = max(lam[-1], 0.0)
+            if lam[0] < -np.sqrt(self.eps) * top:
+                warnings.warn(f"{self.name} is indefinite beyond rounding: λ_min = {lam[0]:.3g}, λ_max = {top:.3g}; "
+                              "negative eigenvalues are treated as 0", RuntimeWarning, stacklevel=4)
+            self._eig = (np.where(lam > self.n * self.eps * top, lam, 0.0), vecs)
+        return self._eig
+
+    def solve(self, b):
+        """K_reg⁻¹ b by Cholesky, or the pseudo-inverse when K_reg is numerically singular."""
+        if self._chol is None and not self.singular:
+            try:
+                c = sl.cho_factor(self.regularized(), lower=False, overwrite_a=True, check_finite=False)
+                piv = np.abs(np.diag(c[0]))
+                self.singular = piv.min() ** 2 <= self.n * self.eps * piv.max() ** 2
+            except np.linalg.LinAlgError:
+                c, self.singular = None, True
+            if self.singular:
+                warnings.warn(f"{self.name} (+ diag_reg) is numerically singular: Cholesky failed or lost all "
+                              "precision; using the eigendecomposition pseudo-inverse", RuntimeWarning, stacklevel=4)
+            else:
+                self._chol = c
+        return sl.cho_solve(self._chol, b, check_finite=False) if self._chol is not None else self.pinv_solve(b)
+
+    def pinv_solve(self, b):
+        """K_reg⁺ b: eigenvalues counted as zero are dropped."""
+        lam, vecs = self.eig()
+        return vecs @ (np.divide(1.0, lam, out=np.zeros_like(lam), where=lam > 0)[:, None] * (vecs.T @ b))
+
+
+def _flow(lam, tau, n):
+    """e = exp(−λτ/n) − 1 and h = e/λ, shape (T, N) for tau (T, 1); both 0 where λ = 0."""
+    pos = lam > 0
+    with np.errstate(invalid="ignore"):  # 0·inf at λ = 0, τ = inf, masked
+        e = np.where(pos, np.expm1(-lam * tau / n), 0.0)
+    return e, e / np.where(pos, lam, 1.0)
+
+
+def _steps(lam, steps, learning_rate, n):
+    """e = (1 − ηλ/n)^k − 1 and h = e/λ for k (T, 1) steps; expm1(k·log1p(−x)) keeps e exact for small x."""
+    x = learning_rate * lam / n
+    small = x < 1
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        e = np.where(small, np.expm1(steps * np.log1p(-np.where(small, x, 0.0))), (1.0 - x) ** steps - 1.0)
+    return e, e / np.where(lam > 0, lam, 1.0)
+
+
+def _in_eigenbasis(vecs, d, z):
+    """V diag(d_t) z for every row d_t of d (T, N); z = V^T b (N, M) -> (T, N, M)."""
+    return vecs @ (d[:, :, None] * z)
+
+
+# ---------------------------------------------------------------------------------------------
+# neural-tangents API
+
+
+def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0,
+                         diag_reg_absolute_scale=False, trace_axes=(-1,), *, discrete=False):
+    """Outputs of a network trained by gradient descent on MSE, from its kernel (closed form).
+
+    Parameters
+    ----------
+    k_train_train : ndarray of shape (N, N), float32 or float64
+        NTK Θ (or NNGP) of the training inputs.
+    y_train : ndarray of shape (N,) or (N, O...)
+        Targets; ``n = y_train.size`` normalises the loss ``1/(2n) Σ (f − y)²``.
+    learning_rate : float > 0
+        η. Continuous time: only ``τ = η·t`` matters. Discrete: η enters ``I − ηK/n``.
+    diag_reg : float >= 0
+        Regularizer: ``K + diag_reg·trace(K)/N·I``, or ``K + diag_reg·I`` with
+        ``diag_reg_absolute_scale=True``.
+    trace_axes : tuple of int
+        Axes of ``y_train`` the kernel is traced over: every axis but the first.
+    discrete : bool, keyword-only
+        False: gradient flow, ``t`` is continuous, in units of ``learning_rate``. True: ``t`` counts
+        gradient-descent steps, ``f_train(k) = y + (I − ηK/n)^k (f_train_0 − y)``; a RuntimeWarning
+        says when ``η > 2n/λ_max`` (the iteration diverges).
+
+    Returns
+    -------
+    predict_fn : callable ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)``
+        ``t``: None (t = ∞), a scalar or an array of any shape S; results then have leading axes S.
+        ``fx_train_0`` (N, O...) or scalar; None skips the train set. ``fx_test_0`` (N_test, O...)
+        or scalar; None skips the test set. ``k_test_train`` (N_test, N), never regularized.
+        Returns ``fx_train_t`` if ``fx_test_0`` is None, ``fx_test_t`` if ``fx_train_0`` is None,
+        else ``(fx_train_t, fx_test_t)``.
+
+    Notes
+    -----
+    ``f_train(τ) = y + e^{−τK/n}(f_train_0 − y)``,
+    ``f_test(τ) = f_test_0 + K_test,train K⁻¹ (e^{−τK/n} − I)(f_train_0 − y)``; at t = None
+    ``f_train = y``, ``f_test = f_test_0 + K_test,train K⁻¹ (y − f_train_0)``. Singular and
+    indefinite kernels: see the module docstring.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastntk.predict import gradient_descent_mse
+    >>> k = np.array([[2.0, 0.5], [0.5, 1.0]]); y = np.array([[1.0], [-1.0]])
+    >>> predict_fn = gradient_descent_mse(k, y)
+    >>> np.allclose(predict_fn(1e6, 0.0), y)
+    True
+    """
+    k = _kernel(k_train_train, "k_train_train")
+    y, tail, y_dtype = _targets(y_train, trace_axes, k.shape[0])
+    learning_rate = check_positive(learning_rate, "learning_rate")
+    diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
+    factor = _Factor(k, diag_reg, bool(diag_reg_absolute_scale), "k_train_train")
+    dtype = _result_dtype(k, np.empty(0, y_dtype))
+
+    def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
+        if fx_train_0 is None and fx_test_0 is None:
+            raise ValueError("fx_train_0 and fx_test_0 are both None: nothing to predict")
+        if fx_test_0 is not None and k_test_train is None:
+            raise ValueError("k_test_train is needed for test predictions (fx_test_0 is not None)")
+        f0 = _initial(0.0 if fx_train_0 is None else fx_train_0, "fx_train_0", (k.shape[0], *tail))
+        r = f0.reshape(y.shape) - y
+        ktd = ft0 = None
+        if fx_test_0 is not None:
+            ktd = _kernel(k_test_train, "k_test_train", (np.shape(k_test_train)[0], k.shape[0]))
+            ft0 = _initial(fx_test_0, "fx_test_0", (ktd.shape[0], *tail)).reshape(ktd.shape[0], -1)
+        if t is None:
+            train, test = _predict_limit(factor, r, ktd, discrete, learning_rate)
+            shape = ()
+        else:
+            t = _times(t, integer=discrete)
+            train, test = _predict_finite(factor, r, ktd, t.reshape(-1, 1), discrete, learning_rate)
+            shape = t.shape
+        fx_train = y if train is None else f0.reshape(y.shape) + train  # t = None: y exactly, as neural-tangents
+        fx_train = None if fx_train_0 is None else fx_train.reshape(*shape, *f0.shape)
+        fx_test = None if ktd is None else (ft0 + test).reshape(*shape, ktd.shape[0], *tail)
+        if fx_test is None:
+            return fx_train.astype(dtype, copy=False)
+        if fx_train is None:
+            return fx_test.astype(dtype, copy=False)
+        return fx_train.astype(dtype, copy=False), fx_test.astype(dtype, copy=False)
+
+    return predict_fn
+
+
+def _check_stable(factor, learning_rate, n):
+    top = factor.eig()[0][-1]
+    if learning_rate * top > 2 * n:
+        warnings.warn(f"learning_rate={learning_rate:.6g} exceeds the stable maximum 2n/λ_max = {2 * n / top:.6g}: "
+                      "discrete gradient descent diverges along the top eigendirections", RuntimeWarning, stacklevel=4)
+
+
+def _predict_finite(factor, r, ktd, t, discrete, learning_rate):
+    """Changes (T, N, M) of the train and (T, N_test, M) of the test outputs at times t (T, 1)."""
+    lam, vecs = factor.eig()
+    if discrete:
+        _check_stable(factor, learning_rate, r.size)
+        e, h = _steps(lam, t, learning_rate, r.size)
+    else:
+        e, h = _flow(lam, learning_rate * t, r.size)
+    z = vecs.T @ r
+    test = None if ktd is None else ktd @ _in_eigenbasis(vecs, h, z)
+    return _in_eigenbasis(vecs, e, z), test
+
+
+def _predict_limit(factor, r, ktd, discrete, learning_rate):
+    """t = ∞: f_train = y (None), f_test − f_test_0 = K_test,train K⁻¹(−r); pseudo-inverse limits if singular."""
+    if discrete:
+        _check_stable(factor, learning_rate, r.size)
+    test = None if ktd is None else ktd @ factor.solve(-r)
+    if not factor.singular:
+        return None, test
+    lam, vecs = factor.eig()
+    return -vecs @ ((lam > 0)[:, None] * (vecs.T @ r)), test
+
+
+def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, trace_axes=(-1,)):
+    """Posterior of the NNGP, the NTK ensemble and the NTKGP given the training data.
+
+    Parameters
+    ----------
+    k_train_train : Kernel or namedtuple with ``nngp``/``ntk`` of shape (N, N), or one ndarray
+        As ``kernel_fn(x_train, None, ('nngp', 'ntk'))`` returns; the NTK posterior covariance
+        needs both kernels.
+    y_train : ndarray of shape (N,) or (N, O...)
+    diag_reg, diag_reg_absolute_scale, trace_axes
+        As in :func:`gradient_descent_mse` (relative: × trace of the kernel in use / N).
+
+    Returns
+    -------
+    predict_fn : callable ``predict_fn(get=None, k_test_train=None, k_test_test=None)``
+        ``get``: 'nngp', 'ntk', 'ntkgp' or a tuple (None = ('nngp', 'ntk')). ``k_test_train``
+        (N_test, N) kernels (Kernel/namedtuple or array); None gives the train set, ``y_train``
+        with zero covariance. ``k_test_test`` (N_test, N_test) kernels; None: means only.
+        Returns, per name of ``get``, the mean (N_test, O...) or a :class:`Gaussian` with the
+        (N_test, N_test) covariance; one value for a string ``get``, else a namedtuple.
+
+    Notes
+    -----
+    nngp: ``𝒦_td 𝒦⁻¹ y``, ``𝒦_tt − 𝒦_td 𝒦⁻¹ 𝒦_dt``. ntk (Lee et al. 2019, arXiv:1902.06720):
+    ``Θ_td Θ⁻¹ y``, ``𝒦_tt + Θ_td Θ⁻¹ 𝒦 Θ⁻¹ Θ_dt − (Θ_td Θ⁻¹ 𝒦_dt + transpose)``. ntkgp (He et al.
+    2020, arXiv:2007.05864): ``Θ_td Θ⁻¹ y``, ``Θ_tt − Θ_td Θ⁻¹ Θ_dt``. Kernels are regularized
+    where inverted.
+    """
+    first = k_train_train if isinstance(k_train_train, np.ndarray) else next(
+        (getattr(k_train_train, g) for g in ("nngp", "ntk") if getattr(k_train_train, g, None) is not None), None)
+    if first is None:
+        raise TypeError("k_train_train must be an array or a Kernel/namedtuple with nngp and/or ntk")
+    n = np.shape(first)[0]
+    y, tail, y_dtype = _targets(y_train, trace_axes, n)
+    diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
+    dtype = _result_dtype(np.asarray(first), np.empty(0, y_dtype))
+    factors = {}
+
+    def factor(g):
+        if g not in factors:
+            kdd = _kernel(_attr(k_train_train, g, "k_train_train"), f"k_train_train.{g}", (n, n))
+            factors[g] = _Factor(kdd, diag_reg, bool(diag_reg_absolute_scale), f"k_train_train.{g}")
+        return factors[g]
+
+    def predict_fn(get=None, k_test_train=None, k_test_test=None):
+        names, single = _check_get(get, ("nngp", "ntk", "ntkgp"))
+        out = {g: _posterior(g, factor, y, tail, k_test_train, k_test_test, dtype) for g in names}
+        return _pack(out, names, single)
+
+    return predict_fn
+
+
+def _posterior(g, factor, y, tail, k_test_train, k_test_test, dtype):
+    base = "ntk" if g == "ntkgp" else g
+    fac = factor(base)
+    if k_test_train is None:
+        mean = y.reshape(fac.n, *tail)
+        cov = None if k_test_test is None else np.zeros((fac.n, fac.n))
+    else:
+        ktd = _test_kernel(k_test_train, base, fac.n, "k_test_train")
+        mean = (ktd @ fac.solve(y)).reshape(ktd.shape[0], *tail)
+        cov = None if k_test_test is None else _posterior_cov(g, factor, ktd, k_test_train, k_test_test)
+    mean = mean.astype(dtype, copy=False)
+    return mean if cov is None else Gaussian(mean, cov.astype(dtype, copy=False))
+
+
+def _test_kernel(k, g, n, name, n_test=None):
+    k = _attr(k, g, name)
+    return _kernel(k, f"{name}.{g}", (np.shape(k)[0] if n_test is None else n_test, n))
+
+
+def _posterior_cov(g, factor, ktd, k_test_train, k_test_test):
+    init = "ntk" if g == "ntkgp" else "nngp"
+    n_t = ktd.shape[0]
+    ktt = _kernel(_attr(k_test_test, init, "k_test_test"), f"k_test_test.{init}", (n_t, n_t))
+    ktd_init = _test_kernel(k_test_train, init, ktd.shape[1], "k_test_train", n_t)
+    if g != "ntk":
+        return ktt - ktd @ factor(g if g == "nngp" else "ntk").solve(ktd_init.T)
+    nngp_dd = factor("nngp").k
+    term_1 = factor("ntk").solve(ktd.T)
+    term_2 = ktd @ factor("ntk").solve(ktd_init.T)
+    return term_1.T @ (nngp_dd @ term_1) - (term_2 + term_2.T) + ktt
+
+
+def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0, diag_reg=0.0,
+                                  diag_reg_absolute_scale=False, trace_axes=(-1,), **kernel_fn_train_train_kwargs):
+    """Mean and covariance of an infinite ensemble of infinite-width networks trained on MSE.
+
+    Parameters
+    ----------
+    kernel_fn : callable ``kernel_fn(x1, x2, get, **kwargs)``
+        Returns a Kernel/namedtuple with ``nngp`` and ``ntk`` (e.g. from :func:`fastntk.stax.serial`).
+    x_train : ndarray of shape (N, d)
+    y_train : ndarray of shape (N,) or (N, O...)
+    learning_rate, diag_reg, diag_reg_absolute_scale, trace_axes
+        As in :func:`gradient_descent_mse`; ``t`` is in units of ``learning_rate``.
+    **kernel_fn_train_train_kwargs
+        Passed to every ``kernel_fn`` call (test calls: overridden by the predict_fn's kwargs).
+
+    Returns
+    -------
+    predict_fn : callable ``predict_fn(t=None, x_test=None, get=None, compute_cov=False, **kwargs)``
+        ``t``: None (∞), scalar or array of shape S (leading result axes). ``x_test`` (N_test, d);
+        None: the training set. ``get``: 'nngp', 'ntk' or a tuple (None = both):
+        dynamics with the NNGP or the NTK. Returns per name the mean (S..., N_test, O...) or,
+        with ``compute_cov``, a :class:`Gaussian` with covariance (S..., N_test, N_test).
+
+    Notes
+    -----
+    With ``E_τ = exp(−τK/n)`` and ``A_τ = K⁻¹(I − E_τ)`` (K = Θ or 𝒦, regularized): test mean
+    ``K_td A_τ y``; nngp covariance ``𝒦_tt − 𝒦_td 𝒦⁻¹(I − E_{2τ})𝒦_dt``; ntk covariance
+    ``𝒦_tt + (A_τ Θ_dt)^T 𝒦 (A_τ Θ_dt) − (Θ_td A_τ 𝒦_dt + transpose)`` (Lee et al. 2019,
+    arXiv:1902.06720, eq. 16). Train set: mean ``(I − E_τ) y``, covariance ``E_τ 𝒦 E_τ``.
+    ``t=None`` is :func:`gp_inference`.
+    """
+    if not callable(kernel_fn):
+        raise TypeError(f"kernel_fn must be callable; got {type(kernel_fn).__name__}")
+    if np.ndim(x_train) < 1:
+        raise ValueError("x_train must be an array of shape (N, d)")
+    y, tail, y_dtype = _targets(y_train, trace_axes, np.shape(x_train)[0])
+    learning_rate = check_positive(learning_rate, "learning_rate")
+    diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
+    k_dd, factors = {}, {}
+
+    def train_kernels(names):
+        missing = tuple(g for g in names if g not in k_dd)
+        if missing:
+            res = kernel_fn(x_train, None, missing, **kernel_fn_train_train_kwargs)
+            for g in missing:
+                k_dd[g] = _kernel(_attr(res, g, "kernel_fn(x_train)"), f"kernel_fn(x_train).{g}")
+                factors[g] = _Factor(k_dd[g], diag_reg, bool(diag_reg_absolute_scale), f"kernel_fn(x_train).{g}")
+        return collections.namedtuple("Kernel", names)(*(k_dd[g] for g in names))
+
+    def predict_fn(t=None, x_test=None, get=None, compute_cov=False, **kernel_fn_test_test_kwargs):
+        names, single = _check_get(get, ("nngp", "ntk"))
+        need = tuple(g for g in ("nngp", "ntk") if g in names or (g == "nngp" and compute_cov))
+        dtype = _result_dtype(*train_kernels(need), np.empty(0, y_dtype))
+        kw = {**kernel_fn_train_train_kwargs, **kernel_fn_test_test_kwargs}
+        k_td = None if x_test is None else kernel_fn(x_test, x_train, need, **kw)
+        k_tt = compute_cov or None
+        if x_test is not None and compute_cov:
+            k_tt = collections.namedtuple("Kernel", "nngp")(kernel_fn(x_test, None, ("nngp",), **kw).nngp)
+        if t is None:
+            out = {g: _posterior(g, factors.get, y, tail, k_td, k_tt, dtype) for g in names}
+        else:
+            t = _times(t)
+            out = {g: _ensemble_t(g, factors, y, tail, learning_rate * t, k_td, k_tt, compute_cov) for g in names}
+            out = {g: _astype(v, dtype) for g, v in out.items()}
+        return _pack(out, names, single)
+
+    return predict_fn
+
+
+def _ensemble_t(g, factors, y, tail, tau, k_td, k_tt, compute_cov):
+    lam, vecs = factors[g].eig()
+    n = y.size
+    e, h = _flow(lam, tau.reshape(-1, 1), n)
+    shape = tau.shape
+    if k_td is None:
+        mean = _in_eigenbasis(vecs, -e, vecs.T @ y).reshape(*shape, y.shape[0], *tail)
+        if not compute_cov:
+            return mean
+        if g == "nngp":
+            cov = (vecs * (lam * (1.0 + e) ** 2)[:, None, :]) @ vecs.T  # E_τ 𝒦_reg E_τ
+        else:
+            exp_t = (vecs * (1.0 + e)[:, None, :]) @ vecs.T
+            cov = exp_t @ factors["nngp"].k @ exp_t
+        return Gaussian(mean, cov.reshape(*shape, *cov.shape[1:]))
+    ktd = _test_kernel(k_td, g, factors[g].n, "kernel_fn(x_test, x_train)")
+    mean = (ktd @ _in_eigenbasis(vecs, -h, vecs.T @ y)).reshape(*shape, ktd.shape[0], *tail)
+    if not compute_cov:
+        return mean
+    nngp_td = _test_kernel(k_td, "nngp", factors[g].n, "kernel_fn(x_test, x_train)")
+    a = vecs.T @ nngp_td.T
+    if g == "nngp":
+        _, h2 = _flow(lam, 2 * tau.reshape(-1, 1), n)
+        cov = k_tt.nngp + (a.T * h2[:, None, :]) @ a
+    else:
+        term_1 = _in_eigenbasis(vecs, -h, vecs.T @ ktd.T)
+        term_2 = ktd @ _in_eigenbasis(vecs, -h, a)
+        cov = np.swapaxes(term_1, 1, 2) @ factors["nngp"].k @ term_1 - (term_2 + np.swapaxes(term_2, 1, 2)) + k_tt.nngp
+    return Gaussian(mean, cov.reshape(*shape, *cov.shape[1:]))
+
+
+def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps=1e-12):
+    """Largest stable learning rate of (momentum) gradient descent on the 1/(2n) MSE loss.
+
+    ``2·(1 + momentum)·n / (λ_max(Θ) + eps)`` with ``n = y_train_size`` (default: N, i.e. one
+    output): beyond it ``I − η Θ/n`` is not a contraction (Goh 2017, "Why Momentum Really Works").
+
+    Parameters
+    ----------
+    ntk_train_train : ndarray of shape (N, N)
+    y_train_size : int > 0 or None
+    momentum : float >= 0
+    eps : float >= 0
+        Guards against λ_max = 0.
+
+    Returns
+    -------
+    float
+    """
+    k = _kernel(ntk_train_train, "ntk_train_train")
+    if y_train_size is not None and (not isinstance(y_train_size, numbers.Integral) or y_train_size < 1):
+        raise ValueError(f"y_train_size must be a positive integer or None; got {y_train_size!r}")
+    momentum = check_positive(momentum, "momentum", allow_zero=True)
+    eps = check_positive(eps, "eps", allow_zero=True)
+    n = k.shape[0] if y_train_size is None else int(y_train_size)
+    top = sl.eigh(k.astype(np.float64), eigvals_only=True, subset_by_index=(k.shape[0] - 1, k.shape[0] - 1))[-1]
+    return 2 * (1 + momentum) * n / (top + eps)
+
+
+# ---------------------------------------------------------------------------------------------
+# beyond neural-tangents: kernel ridge, λ selection, spectrum, large N
+
+
+def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, *, k_test_train=None,
+                 fx_train_0=0.0, fx_test_0=0.0, solver="cholesky", tol=1e-10, maxiter=None):
+    """Kernel ridge regression on the residuals ``y − f_0`` (the t = ∞ limit of regularized gradient flow).
+
+    Parameters
+    ----------
+    k_train_train : ndarray of shape (N, N), or a scipy LinearOperator with ``solver='cg'``
+    y_train : ndarray of shape (N,) or (N, O...)
+        Several outputs are solved together (one factorization).
+    diag_reg : float >= 0
+        Relative (× trace(K)/N) unless ``diag_reg_absolute_scale`` (required for a LinearOperator).
+    k_test_train : ndarray of shape (N_test, N) or LinearOperator, keyword-only
+    fx_train_0, fx_test_0 : scalar or array broadcastable to y_train / (N_test, O...), keyword-only
+        Initial outputs: the fit is ``f_0 + K α``.
+    solver : {'cholesky', 'eigh', 'cg'}, keyword-only
+        'cholesky' falls back to the eigendecomposition pseudo-inverse (RuntimeWarning) when
+        K_reg is indefinite or singular; 'cg' runs conjugate gradients on all outputs at once to
+        relative residual ``tol`` (RuntimeWarning if ``maxiter``, default 10·N, is reached).
+
+    Returns
+    -------
+    KernelRidge
+        ``dual_coef`` α = K_reg⁻¹(y − f_train_0), ``fx_train = f_train_0 + K α`` (unregularized K),
+        ``fx_test = f_test_0 + K_test,train α`` (None without ``k_test_train``).
+    """
+    if solver not in ("cholesky", "eigh", "cg"):
+        raise ValueError(f"unknown solver {solver!r}; supported: 'cholesky', 'eigh', 'cg'")
+    diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
+    k, reg = _operator(k_train_train, diag_reg, diag_reg_absolute_scale, solver == "cg")
+    y, tail, y_dtype = _outputs(y_train, k.shape[0])
+    r = y - _initial(fx_train_0, "fx_train_0", (k.shape[0], *tail)).reshape(y.shape)
+    if solver == "cg":
+        alpha = _cg(lambda v: k @ v + reg * v, r, check_positive(tol, "tol"), maxiter or 10 * k.shape[0])
+    else:
+        fac = _Factor(k, diag_reg, diag_reg_absolute_scale, "k_train_train")
+        alpha = fac.solve(r) if solver == "cholesky" else fac.pinv_solve(r)
+    fx_train = (y - r) + k @ alpha
+    fx_test = None
+    if k_test_train is not None:
+        ktd = k_test_train if isinstance(k_test_train, LinearOperator) else _kernel(
+            k_test_train, "k_test_train", (np.shape(k_test_train)[0], k.shape[0]))
+        ft0 = _initial(fx_test_0, "fx_test_0", (ktd.shape[0], *tail)).reshape(ktd.shape[0], -1)
+        fx_test = (ft0 + ktd @ alpha).reshape(ktd.shape[0], *tail)
+    dtype = np.float64 if isinstance(k, LinearOperator) else _result_dtype(k, np.empty(0, y_dtype))
+    alpha, fx_train = (a.reshape(-1, *tail).astype(dtype, copy=False) for a in (alpha, fx_train))
+    return KernelRidge(alpha, fx_train, None if fx_test is None else fx_test.astype(dtype, copy=False))
+
+
+def _operator(k, diag_reg, absolute, allow_operator):
+    """(kernel, absolute regularizer) for an array or, where allowed, a LinearOperator."""
+    if isinstance(k, LinearOperator):
+        if not allow_operator:
+            raise TypeError("k_train_train may be a LinearOperator only with solver='cg'")
+        if k.shape[0] != k.shape[1]:
+            raise ValueError(f"k_train_train must be square (N, N); got shape {k.shape}")
+        if diag_reg and not absolute:
+            raise ValueError("diag_reg relative to trace(K)/N needs K's diagonal: pass diag_reg_absolute_scale=True "
+                             "with a LinearOperator k_train_train")
+        return k, diag_reg
+    k = _kernel(k, "k_train_train")
+    return k, diag_reg if absolute else diag_reg * float(np.trace(k, dtype=np.float64)) / k.shape[0]
+
+
+def _cg(matmat, b, tol, maxiter):
+    """Conjugate gradients on every column of b (N, M) at once, to ‖r‖ ≤ tol·‖b‖ per column."""
+    x, r = np.zeros_like(b), b.copy()
+    p, rs, goal = r.copy(), (r * r).sum(0), (tol * np.linalg.norm(b, axis=0)) ** 2
+    for _ in range(maxiter):
+        active = rs > goal
+        if not active.any():
+            return x
+        ap = matmat(p)
+        alpha = np.divide(rs, (p * ap).sum(0), out=np.zeros_like(rs), where=active)
+        x += alpha * p
+        r -= alpha * ap
+        rs_new = (r * r).sum(0)
+        p = r + np.divide(rs_new, rs, out=np.zeros_like(rs), where=active) * p
+        rs = rs_new
+    warnings.warn(f"conjugate gradients stopped after maxiter={maxiter} iterations above tol", RuntimeWarning,
+                  stacklevel=3)
+    return x
+
+
+def select_diag_reg(k_train_train, y_train, diag_regs, diag_reg_absolute_scale=False, *, fx_train_0=0.0,
+                    criterion="gcv"):
+    """Choose the ridge ``diag_reg`` by generalized cross-validation or leave-one-out, from one eigh.
+
+    Parameters
+    ----------
+    k_train_train : ndarray of shape (N, N)
+    y_train : ndarray of shape (N,) or (N, O...)
+    diag_regs : array of G values > 0
+        The grid; relative (× trace(K)/N) unless ``diag_reg_absolute_scale``.
+    fx_train_0 : scalar or array, keyword-only
+        Regress the residuals ``y − fx_train_0``.
+    criterion : {'gcv', 'loo'}, keyword-only
+
+    Returns
+    -------
+    DiagRegSelection
+        ``diag_reg`` (the grid value minimising ``criterion``), ``diag_regs``, and the curves
+        ``gcv`` and ``loo`` of shape (G,).
+
+    Notes
+    -----
+    With ``S = I − K(K + λI)⁻¹ = λ(K + λI)⁻¹`` and residuals R (N, M):
+    GCV(λ) = ‖S R‖²/(N·M) / (tr S / N)² (Craven & Wahba 1979; the estimator studied by Wei, Hu &
+    Steinhardt 2022, arXiv:2203.06176); LOO(λ) = mean_ij ((S R)_ij / S_ii)² (exact leave-one-out
+    for kernel ridge). Negative eigenvalues of K are clamped to 0.
+    """
+    if criterion not in ("gcv", "loo"):
+        raise ValueError(f"unknown criterion {criterion!r}; supported: 'gcv', 'loo'")
+    k = _kernel(k_train_train, "k_train_train")
+    grid = np.atleast_1d(np.asarray(diag_regs, dtype=np.float64))
+    if grid.ndim != 1 or not np.all(np.isfinite(grid) & (grid > 0)):
+        raise ValueError(f"diag_regs must be a 1-D grid of finite values > 0; got {diag_regs!r}")
+    y, tail, _ = _outputs(y_train, k.shape[0])
+    r = y - _initial(fx_train_0, "fx_train_0", (k.shape[0], *tail)).reshape(y.shape)
+    fac = _Factor(k, 0.0, True, "k_train_train")
+    lam, vecs = fac.eig()
+    reg = grid if diag_reg_absolute_scale else grid * float(np.trace(k, dtype=np.float64)) / k.shape[0]
+    s = reg[:, None] / (lam[None, :] + reg[:, None])  # (G, N): eigenvalues of S
+    z = vecs.T @ r
+    gcv = (s**2 @ (z**2).sum(1)) / r.size / (s.sum(1) / k.shape[0]) ** 2
+    s_diag = (vecs**2 @ s.T).T  # (G, N): diag(S)
+    resid = _in_eigenbasis(vecs, s, z)  # (G, N, M)
+    loo = ((resid / s_diag[:, :, None]) ** 2).mean(axis=(1, 2))
+    best = int(np.argmin(gcv if criterion == "gcv" else loo))
+    return DiagRegSelection(float(grid[best]), grid, gcv, loo)
+
+
+def kernel_spectrum(k_train_train, diag_reg=0.0, diag_reg_absolute_scale=False):
+    """Eigenvalues of K_reg, λ_min, λ_max, condition number and effective rank.
+
+    Eigenvalues ≤ N·eps·λ_max (negative ones included) count as 0: the condition number is then
+    inf. Effective rank: exp of the entropy of λ/Σλ (Roy & Vetterli 2007), between 1 and N.
+
+    Returns
+    -------
+    Spectrum
+        ``eigenvalues`` ndarray of shape (N,), descending.
+    """
+    k = _kernel(k_train_train, "k_train_train")
+    diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
+    fac = _Factor(k, diag_reg, diag_reg_absolute_scale, "k_train_train")
+    lam = sl.eigvalsh(fac.regularized(), overwrite_a=True, check_finite=False)[::-1]
+    lam = np.where(lam > k.shape[0] * fac.eps * max(lam[0], 0.0), lam, 0.0)
+    p = lam / lam.sum() if lam[0] > 0 else lam
+    entropy = -np.sum(p[p > 0] * np.log(p[p > 0]))
+    cond = lam[0] / lam[-1] if lam[-1] > 0 else np.inf
+    return Spectrum(lam, float(lam[-1]), float(lam[0]), float(cond), float(np.exp(entropy)) if lam[0] > 0 else 0.0)
+
+
+def convergence_times(k_train_train, y_train_size, tol=1e-3, learning_rate=1.0, diag_reg=0.0,
+                      diag_reg_absolute_scale=False):
+    """Per eigendirection, the gradient-flow time for the train residual to shrink by ``tol``.
+
+    ``t_i = n·ln(1/tol) / (learning_rate·λ_i)`` in units of ``learning_rate`` (``n = y_train_size``),
+    inf where λ_i is numerically zero; shape (N,), aligned with :func:`kernel_spectrum`'s
+    descending eigenvalues.
+    """
+    if not isinstance(y_train_size, numbers.Integral) or y_train_size < 1:
+        raise ValueError(f"y_train_size must be a positive integer; got {y_train_size!r}")
+    tol = check_positive(tol, "tol")
+    if tol >= 1:
+        raise ValueError(f"tol must be in (0, 1); got {tol}")
+    lam = kernel_spectrum(k_train_train, diag_reg, diag_reg_absolute_scale).eigenvalues
+    rate = check_positive(learning_rate, "learning_rate") * lam / y_train_size
+    return np.divide(np.log(1 / tol), rate, out=np.full_like(rate, np.inf), where=rate > 0)
+
+
+def loss_bound(k_train_train, t, loss_0, y_train_size, learning_rate=1.0, diag_reg=0.0, diag_reg_absolute_scale=False):
+    """Upper bound ``L(τ) ≤ exp(−2 λ_min τ/n) L(0)`` on the gradient-flow train loss 1/(2n)‖f − y‖².
+
+    ``τ = learning_rate·t``; returns an array of the shape of ``t``. Tight when the initial
+    residual lies along the bottom eigenvector.
+    """
+    loss_0 = check_positive(loss_0, "loss_0", allow_zero=True)
+    if not isinstance(y_train_size, numbers.Integral) or y_train_size < 1:
+        raise ValueError(f"y_train_size must be a positive integer; got {y_train_size!r}")
+    lam_min = kernel_spectrum(k_train_train, diag_reg, diag_reg_absolute_scale).lambda_min
+    tau = check_positive(learning_rate, "learning_rate") * _times(t)
+    return loss_0 * np.exp(-2 * lam_min * tau / y_train_size)
+
+
+def kernel_alignment(k_train_train, y_train, centered=False):
+    """Kernel–target alignment ⟨K, YYᵀ⟩_F / (‖K‖_F ‖YYᵀ‖_F) in [−1, 1].
+
+    Cristianini et al. 2002; ``centered=True`` centres K and Y first (Cortes, Mohri &
+    Rostamizadeh 2012, arXiv:1203.0550). ``y_train`` (N,) or (N, O...).
+    """
+    k = _kernel(k_train_train, "k_train_train").astype(np.float64)
+    y, _, _ = _outputs(y_train, k.shape[0])
+    if centered:
+        k = k - k.mean(0) - k.mean(1)[:, None] + k.mean()
+        y = y - y.mean(0)
+    num = np.sum(y * (k @ y))
+    den = np.linalg.norm(k) * np.linalg.norm(y.T @ y)
+    if den == 0:
+        raise ValueError("kernel alignment is undefined for a zero kernel or zero targets")
+    return float(num / den)
+
+
+def gradient_descent_mse_expm(k_train_train, y_train, t, fx_train_0=0.0, fx_test_0=None, k_test_train=None,
+                              learning_rate=1.0, diag_reg=0.0, diag_reg_absolute_scale=False):
+    """Gradient-flow predictions at times ``t`` by Krylov ``expm_multiply``: matrix–vector products only.
+
+    For large N, where an eigendecomposition is out of reach. ``k_train_train`` (N, N) array or a
+    symmetric scipy LinearOperator (then ``diag_reg`` must be absolute); ``k_test_train``
+    (N_test, N) array or LinearOperator. ``t``: scalar or array of times (units of
+    ``learning_rate``), finite. Returns as the predict_fn of :func:`gradient_descent_mse`.
+
+    Notes
+    -----
+    ``W(τ) = ∫₀^τ e^{−sK/n} ds (f_train_0 − y)`` is the top block of
+    ``exp(τ [[−K/n, R], [0, 0]]) [0; I]``; then ``f_train = f_train_0 − K W/n``,
+    ``f_test = f_test_0 − K_test,train W/n``. Times are visited in increasing order, each step
+    continuing from the previous state.
+    """
+    diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
+    k, reg = _operator(k_train_train, diag_reg, diag_reg_absolute_scale, True)
+    y, tail, _ = _outputs(y_train, k.shape[0])
+    t = _times(t)
+    if not np.all(np.isfinite(t)):
+        raise ValueError("t must be finite for gradient_descent_mse_expm (use gradient_descent_mse(...)(None))")
+    if fx_train_0 is None and fx_test_0 is None:
+        raise ValueError("fx_train_0 and fx_test_0 are both None: nothing to predict")
+    if fx_test_0 is not None and k_test_train is None:
+        raise ValueError("k_test_train is needed for test predictions (fx_test_0 is not None)")
+    n_tr, m, n = k.shape[0], y.shape[1], y.size
+    f0 = _initial(0.0 if fx_train_0 is None else fx_train_0, "fx_train_0", (n_tr, *tail)).reshape(y.shape)
+    eta = check_positive(learning_rate, "learning_rate")
+    step = _augmented(k, reg, f0 - y, eta)
+    trace = 0.0 if isinstance(k, LinearOperator) else -eta * (np.trace(k) + n_tr * reg) / n
+    state, now, ws = np.vstack([np.zeros((n_tr, m)), np.eye(m)]), 0.0, np.empty((t.size, n_tr, m))
+    for i in np.argsort(t.ravel(), kind="stable"):
+        if t.flat[i] > now:
+            state = expm_multiply((t.flat[i] - now) * step, state, traceA=(t.flat[i] - now) * trace)
+        now, ws[i] = t.flat[i], state[:n_tr]
+    ws = ws.transpose(1, 0, 2).reshape(n_tr, -1)  # (N, T·M): one product with K for all times
+    fx_train = (f0[:, None, :] - (k @ ws + reg * ws).reshape(n_tr, t.size, m) / n).transpose(1, 0, 2)
+    fx_train = fx_train.reshape(*t.shape, n_tr, *tail)
+    if fx_test_0 is None:
+        return fx_train
+    ktd = k_test_train if isinstance(k_test_train, LinearOperator) else _kernel(
+        k_test_train, "k_test_train", (np.shape(k_test_train)[0], n_tr))
+    ft0 = _initial(fx_test_0, "fx_test_0", (ktd.shape[0], *tail)).reshape(ktd.shape[0], 1, m)
+    fx_test = (ft0 - (ktd @ ws).reshape(ktd.shape[0], t.size, m) / n).transpose(1, 0, 2)
+    fx_test = fx_test.reshape(*t.shape, ktd.shape[0], *tail)
+    return fx_test if fx_train_0 is None else (fx_train, fx_test)
+
+
+def _augmented(k, reg, r, eta):
+    """η [[−K_reg/n, R], [0, 0]] as a LinearOperator of size N + M (R = f_train_0 − y, n = R.size)."""
+    n_tr, m, c = r.shape[0], r.shape[1], eta / r.size
+
+    def matmat(v):
+        u, w = v[:n_tr], v[n_tr:]
+        return np.vstack([-c * (k @ u + reg * u) + eta * (r @ w), np.zeros_like(w)])
+
+    def rmatmat(v):
+        u = v[:n_tr]
+        return np.vstack([-c * (k @ u + reg * u), eta * (r.T @ u)])
+
+    shape = (n_tr + m, n_tr + m)
+    return LinearOperator(shape, matvec=lambda v: matmat(v.reshape(-1, 1)).ravel(), matmat=matmat,
+                          rmatvec=lambda v: rmatmat(v.reshape(-1, 1)).ravel(), rmatmat=rmatmat, dtype=np.float64)

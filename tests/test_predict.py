@@ -1,0 +1,337 @@
+"""fastntk.predict: neural-tangents fixtures, closed forms, edge cases, large-N paths, bad input."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+import scipy.linalg as sl
+from scipy.sparse.linalg import aslinearoperator
+
+from fastntk import predict, stax
+
+from conftest import RTOL, assert_close, fixture_paths, load_fixture
+
+TOL = RTOL["predict"]
+PATHS = fixture_paths("predict")
+Kernels = collections.namedtuple("Kernels", "nngp ntk")
+
+
+def _kernel_fn(spec):
+    net = dict(spec["net"])
+    act = dict(net["activation"])
+    act = getattr(stax, act.pop("name"))(**act)
+    layers = []
+    for width in net["hidden_widths"]:
+        layers += [stax.Dense(width, net["W_std"], net["b_std"], net["parameterization"]), act]
+    layers.append(stax.Dense(net["out_dim"], net["W_std"], net["b_std"], net["parameterization"]))
+    return stax.serial(*layers).kernel_fn
+
+
+def _reg(spec):
+    return {"diag_reg": spec["diag_reg"], "diag_reg_absolute_scale": spec["diag_reg_absolute_scale"]}
+
+
+@pytest.fixture(params=PATHS, ids=[p.stem for p in PATHS])
+def case(request):
+    return load_fixture(request.param)
+
+
+def _problem(n=12, n_test=5, d=3, out=2, seed=0, rank=None):
+    """PSD joint kernel of train+test points (rank-deficient with ``rank``), targets and f0."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n + n_test, rank or 2 * (n + n_test) + d))
+    k = x @ x.T / x.shape[1] + 0.5
+    return k[:n, :n], k[n:, :n], rng.standard_normal((n, out)), 0.3 * rng.standard_normal((n, out))
+
+
+def _expm_reference(k, ktd, y, f0, ft0, tau):
+    """Dense scipy.linalg.expm evaluation of the gradient-flow closed form."""
+    n = y.size
+    e = sl.expm(-tau * k / n)
+    return y + e @ (f0 - y), ft0 + ktd @ np.linalg.solve(k, (e - np.eye(len(k))) @ (f0 - y))
+
+
+# --- neural-tangents 0.6.5 fixtures --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("g", ["nngp", "ntk"])
+def test_gradient_descent_mse_fixture(case, g):
+    a, spec = case
+    predict_fn = predict.gradient_descent_mse(a[f"k_train_train_{g}"], a["y_train"], spec["learning_rate"], **_reg(spec))
+    args = (a["fx_train_0"], a["fx_test_0"], a[f"k_test_train_{g}"])
+    fx_train, fx_test = predict_fn(a["times"], *args)
+    assert_close(fx_train, a[f"gd_{g}_fx_train_t"], TOL, "fx_train_t")
+    assert_close(fx_test, a[f"gd_{g}_fx_test_t"], TOL, "fx_test_t")
+    fx_train, fx_test = predict_fn(None, *args)
+    assert_close(fx_train, a[f"gd_{g}_fx_train_inf"], TOL, "fx_train_inf")
+    assert_close(fx_test, a[f"gd_{g}_fx_test_inf"], TOL, "fx_test_inf")
+
+
+def test_gradient_descent_mse_ensemble_fixture(case):
+    a, spec = case
+    e = predict.gradient_descent_mse_ensemble(_kernel_fn(spec), a["x_train"], a["y_train"], spec["learning_rate"],
+                                              **_reg(spec))
+    calls = {"test_{}_t": (a["times"], a["x_test"]), "test_{}_inf": (None, a["x_test"]),
+             "train_{}_t": (a["times"], None)}
+    for name, (t, x_test) in calls.items():
+        out = e(t=t, x_test=x_test, get=("nngp", "ntk"), compute_cov=True)
+        assert out._fields == ("nngp", "ntk")
+        for g in ("nngp", "ntk"):
+            assert_close(getattr(out, g).mean, a[f"ens_{g}_" + name.format("mean")], TOL, name)
+            assert_close(getattr(out, g).covariance, a[f"ens_{g}_" + name.format("cov")], TOL, name)
+    mean = e(t=a["times"], x_test=a["x_test"], get="ntk")
+    assert_close(mean, a["ens_ntk_test_mean_t"], TOL, "get='ntk' means")
+
+
+def test_gp_inference_fixture(case):
+    a, spec = case
+    k = {w: Kernels(a[f"k_{w}_nngp"], a[f"k_{w}_ntk"]) for w in ("train_train", "test_train", "test_test")}
+    gp = predict.gp_inference(k["train_train"], a["y_train"], **_reg(spec))
+    out = gp(("nngp", "ntk", "ntkgp"), k["test_train"], k["test_test"])
+    for g in ("nngp", "ntk", "ntkgp"):
+        assert_close(getattr(out, g).mean, a[f"gp_{g}_mean"], TOL, g)
+        assert_close(getattr(out, g).covariance, a[f"gp_{g}_cov"], TOL, g)
+    assert_close(gp("ntkgp", k["test_train"]), a["gp_ntkgp_mean"], TOL, "mean only")
+    train = gp(None, None, True)
+    assert np.array_equal(train.nngp.mean, a["y_train"]) and not train.ntk.covariance.any()
+
+
+# --- closed forms, conventions, edge cases -------------------------------------------------------
+
+
+def test_gradient_descent_mse_matches_expm_and_conventions():
+    k, ktd, y, f0 = _problem()
+    ft0 = np.full((ktd.shape[0], y.shape[1]), 0.1)
+    predict_fn = predict.gradient_descent_mse(k, y, learning_rate=0.5)
+    times = np.array([[0.0, 3.0], [40.0, 700.0]])
+    fx_train, fx_test = predict_fn(times, f0, ft0, ktd)
+    assert fx_train.shape == (2, 2, *y.shape) and fx_test.shape == (2, 2, *ft0.shape)
+    for idx in np.ndindex(times.shape):
+        ref_train, ref_test = _expm_reference(k, ktd, y, f0, ft0, 0.5 * times[idx])
+        assert_close(fx_train[idx], ref_train, 1e-11, f"train t={times[idx]}")
+        assert_close(fx_test[idx], ref_test, 1e-11, f"test t={times[idx]}")
+    assert predict_fn(3.0, f0).shape == y.shape  # scalar t, train only
+    assert_close(predict_fn(3.0, None, ft0, ktd), predict_fn(3.0, 0.0, ft0, ktd)[1], 1e-15)  # None: f0 = 0
+    assert np.array_equal(predict_fn(0.0, f0), f0)  # t = 0 is exact
+    assert np.array_equal(predict_fn(None, f0), y)
+    assert predict.gradient_descent_mse(k.astype(np.float32), y.astype(np.float32))(1.0).dtype == np.float32
+
+
+def test_long_time_equals_limit():
+    k, ktd, y, f0 = _problem()
+    predict_fn = predict.gradient_descent_mse(k, y)
+    for t in (1e12, np.inf):
+        fx_train, fx_test = predict_fn(t, f0, 0.0, ktd)
+        inf_train, inf_test = predict_fn(None, f0, 0.0, ktd)
+        assert_close(fx_train, inf_train, 1e-10, "train")
+        assert_close(fx_test, inf_test, 1e-10, "test")
+
+
+def test_rank_deficient_kernel_gives_the_analytic_limits():
+    k, ktd, y, f0 = _problem(n=10, rank=3)
+    predict_fn = predict.gradient_descent_mse(k, y)
+    pinv = np.linalg.pinv(k, rcond=1e-10)
+    lim_train, lim_test = f0 + k @ pinv @ (y - f0), ktd @ pinv @ (y - f0)
+    with pytest.warns(RuntimeWarning, match="singular"):
+        fx_train, fx_test = predict_fn(None, f0, 0.0, ktd)
+    for t in (1e12, np.inf):
+        tr, te = predict_fn(t, f0, 0.0, ktd)
+        assert np.isfinite(tr).all() and np.isfinite(te).all()
+        assert_close(tr, lim_train, 1e-9, f"train t={t}")
+        assert_close(te, lim_test, 1e-9, f"test t={t}")
+    assert_close(fx_train, lim_train, 1e-9, "train None")
+    assert_close(fx_test, lim_test, 1e-9, "test None")
+    assert np.array_equal(predict_fn(0.0, f0, 0.0, ktd)[0], f0)
+
+
+def test_tiny_negative_eigenvalues_and_tiny_positive_ones():
+    rng = np.random.default_rng(3)
+    v, _ = np.linalg.qr(rng.standard_normal((8, 8)))
+    lam = np.array([-1e-15, 0.0, 1e-14, 1e-9, 0.5, 1.0, 2.0, 3.0])
+    k = (v * lam) @ v.T
+    y, f0 = rng.standard_normal((8, 1)), np.zeros((8, 1))
+    ktd = k[:3]  # a test set inside the training span keeps the joint kernel PSD
+    predict_fn = predict.gradient_descent_mse(k, y)
+    tau = 50.0
+    z = v.T @ (f0 - y)
+    e = np.where(lam > 1e-14, np.expm1(-np.maximum(lam, 0) * tau / 8), 0.0)
+    h = np.where(lam > 1e-14, e / np.where(lam > 1e-14, lam, 1), 0.0)  # 1e-9: stable ≈ −τ/n
+    fx_train, fx_test = predict_fn(tau, f0, 0.0, ktd)
+    assert_close(fx_train, f0 + v @ (e[:, None] * z), 1e-12, "train")
+    assert_close(fx_test, ktd @ v @ (h[:, None] * z), 1e-12, "test")
+    assert abs(h[3] + tau / 8) < 1e-9 * tau
+    with pytest.warns(RuntimeWarning, match="singular"):
+        assert np.isfinite(predict_fn(None, f0, 0.0, ktd)[1]).all()
+
+
+def test_indefinite_kernel_warns_and_clamps():
+    k = np.diag([1.0, -0.5])
+    predict_fn = predict.gradient_descent_mse(k, np.ones((2, 1)))
+    with pytest.warns(RuntimeWarning, match="indefinite"):
+        out = predict_fn(1e3, np.zeros((2, 1)))
+    assert_close(out, [[1.0], [0.0]], 1e-12)  # the negative direction never trains
+
+
+def test_discrete_gradient_descent_matches_iteration():
+    k, ktd, y, f0 = _problem()
+    eta = 0.9 * predict.max_learning_rate(k, y.size)
+    predict_fn = predict.gradient_descent_mse(k, y, eta, discrete=True)
+    fx_train, fx_test = f0.copy(), np.zeros((ktd.shape[0], y.shape[1]))
+    steps = [0, 1, 7, 40]
+    got_train, got_test = predict_fn(steps, f0, 0.0, ktd)
+    for i in range(41):
+        if i in steps:
+            assert_close(got_train[steps.index(i)], fx_train, 1e-11, f"train step {i}")
+            assert_close(got_test[steps.index(i)], fx_test, 1e-11, f"test step {i}")
+        grad = eta / y.size * (fx_train - y)
+        fx_train, fx_test = fx_train - k @ grad, fx_test - ktd @ grad
+    with pytest.raises(ValueError, match="whole numbers"):
+        predict_fn(1.5, f0)
+    diverging = predict.gradient_descent_mse(k, y, 1.01 * predict.max_learning_rate(k, y.size), discrete=True)
+    with pytest.warns(RuntimeWarning, match="stable maximum"):
+        diverging(10, f0)
+
+
+def test_max_learning_rate():
+    k, _, y, _ = _problem()
+    top = np.linalg.eigvalsh(k)[-1]
+    assert predict.max_learning_rate(k) == pytest.approx(2 * k.shape[0] / (top + 1e-12), rel=1e-13)
+    assert predict.max_learning_rate(k, y.size, momentum=0.5) == pytest.approx(3 * y.size / (top + 1e-12), rel=1e-13)
+
+
+def test_ensemble_train_set_and_scalar_time():
+    k, _, y, _ = _problem()
+    kernel_fn = stax.serial(stax.Dense(8, 1.5, 0.1), stax.Relu(), stax.Dense(1, 1.5, 0.1)).kernel_fn
+    x = np.random.default_rng(1).standard_normal((12, 3))
+    e = predict.gradient_descent_mse_ensemble(kernel_fn, x, y, diag_reg=1e-3)
+    mean = e(t=5.0, get="ntk")
+    assert mean.shape == y.shape
+    assert_close(mean, predict.gradient_descent_mse(kernel_fn(x, None, "ntk"), y, diag_reg=1e-3)(5.0, 0.0), 1e-12)
+    assert np.array_equal(e(t=None, get="nngp"), y)
+
+
+# --- kernel ridge, λ selection, spectrum ---------------------------------------------------------
+
+
+def test_kernel_ridge_solvers_agree():
+    k, ktd, y, f0 = _problem(n=60, n_test=7)
+    reg = 1e-2 * np.trace(k) / 60
+    alpha = np.linalg.solve(k + reg * np.eye(60), y - f0)
+    for solver in ("cholesky", "eigh", "cg"):
+        res = predict.kernel_ridge(k, y, 1e-2, k_test_train=ktd, fx_train_0=f0, fx_test_0=0.2, solver=solver)
+        assert_close(res.dual_coef, alpha, 1e-8, solver)
+        assert_close(res.fx_train, f0 + k @ alpha, 1e-8, solver)
+        assert_close(res.fx_test, 0.2 + ktd @ alpha, 1e-8, solver)
+    op = predict.kernel_ridge(aslinearoperator(k), y[:, 0], reg, True, fx_train_0=f0[:, 0], solver="cg")
+    assert op.dual_coef.shape == (60,)
+    assert_close(op.dual_coef, alpha[:, 0], 1e-8, "LinearOperator")
+
+
+def test_kernel_ridge_indefinite_falls_back():
+    k = np.array([[1.0, 2.0], [2.0, 1.0]])  # eigenvalues 3, −1
+    with pytest.warns(RuntimeWarning) as record:
+        res = predict.kernel_ridge(k, np.array([1.0, 1.0]))
+    assert any("singular" in str(w.message) for w in record)
+    assert_close(res.fx_train, [1.0, 1.0], 1e-12)  # y lies along the positive eigenvector
+
+
+def test_select_diag_reg_matches_brute_force():
+    k, _, y, f0 = _problem(n=15)
+    grid = np.logspace(-4, 1, 6)
+    sel = predict.select_diag_reg(k, y, grid, True, fx_train_0=f0, criterion="loo")
+    r, n = y - f0, 15
+    for i, lam in enumerate(grid):
+        s = lam * np.linalg.inv(k + lam * np.eye(n))
+        gcv = np.sum((s @ r) ** 2) / r.size / (np.trace(s) / n) ** 2
+        loo = []
+        for j in range(n):
+            keep = np.arange(n) != j
+            coef = np.linalg.solve(k[np.ix_(keep, keep)] + lam * np.eye(n - 1), r[keep])
+            loo.append(r[j] - k[j, keep] @ coef)
+        assert sel.gcv[i] == pytest.approx(gcv, rel=1e-9)
+        assert sel.loo[i] == pytest.approx(np.mean(np.square(loo)), rel=1e-9)
+    assert sel.diag_reg == grid[np.argmin(sel.loo)]
+    assert predict.select_diag_reg(k, y, grid, True).diag_reg in grid
+
+
+def test_spectrum_convergence_and_loss_bound():
+    k, _, y, f0 = _problem()
+    spec = predict.kernel_spectrum(k)
+    lam = np.linalg.eigvalsh(k)[::-1]
+    assert_close(spec.eigenvalues, lam, 1e-13)
+    assert spec.condition_number == pytest.approx(lam[0] / lam[-1], rel=1e-10)
+    assert predict.kernel_spectrum(np.eye(5)).effective_rank == pytest.approx(5.0)
+    assert predict.kernel_spectrum(np.ones((4, 4))).condition_number == np.inf
+    times = predict.convergence_times(k, y.size, tol=1e-3, learning_rate=0.5)
+    assert_close(np.exp(-lam * 0.5 * times / y.size), np.full(12, 1e-3), 1e-12)
+    predict_fn = predict.gradient_descent_mse(k, y, 0.5)
+    t = np.linspace(0.0, 200.0, 9)
+    loss = 0.5 * ((predict_fn(t, f0) - y) ** 2).sum(axis=(1, 2)) / y.size
+    assert np.all(loss <= predict.loss_bound(k, t, loss[0], y.size, 0.5) * (1 + 1e-12))
+    bottom = np.linalg.eigh(k)[1][:, :1]  # residual along the bottom eigenvector: the bound is tight
+    loss = 0.5 * ((predict.gradient_descent_mse(k, bottom)(t, 0.0) - bottom) ** 2).sum(axis=(1, 2)) / 12
+    assert_close(loss, predict.loss_bound(k, t, loss[0], 12), 1e-10)
+
+
+def test_kernel_alignment():
+    y = np.random.default_rng(2).standard_normal((6, 2))
+    assert predict.kernel_alignment(3.0 * y @ y.T, y) == pytest.approx(1.0)
+    k = _problem(n=6)[0]
+    assert -1 <= predict.kernel_alignment(k, y, centered=True) <= 1
+
+
+# --- large N --------------------------------------------------------------------------------------
+
+
+def test_expm_multiply_path_equals_dense():
+    k, ktd, y, f0 = _problem(n=150, n_test=20, d=10, out=2)
+    times = np.array([30.0, 0.0, 5.0])
+    dense = predict.gradient_descent_mse(k, y, 0.7, diag_reg=1e-3, diag_reg_absolute_scale=True)(times, f0, 0.1, ktd)
+    krylov = predict.gradient_descent_mse_expm(k, y, times, f0, 0.1, ktd, 0.7, 1e-3, True)
+    for a, b in zip(krylov, dense):
+        assert_close(a, b, 1e-9, "expm_multiply vs eigh")
+    op = predict.gradient_descent_mse_expm(aslinearoperator(k), y, 5.0, f0, learning_rate=0.7, diag_reg=1e-3,
+                                           diag_reg_absolute_scale=True)
+    assert_close(op, dense[0][2], 1e-9, "LinearOperator")
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+def test_bad_input():
+    k, ktd, y, f0 = _problem()
+    with pytest.raises(ValueError, match="k_train_train must be square"):
+        predict.gradient_descent_mse(k[:, :5], y)
+    with pytest.raises(ValueError, match="y_train must have 12 rows"):
+        predict.gradient_descent_mse(k, y[:5])
+    with pytest.raises(ValueError, match="k_train_train contains NaN"):
+        predict.gradient_descent_mse(np.where(np.eye(12) > 0, np.nan, k), y)
+    with pytest.raises(ValueError, match="learning_rate"):
+        predict.gradient_descent_mse(k, y, learning_rate=-1.0)
+    with pytest.raises(ValueError, match="diag_reg"):
+        predict.gp_inference(k, y, diag_reg=-1e-3)
+    with pytest.raises(TypeError, match="y_train"):
+        predict.gradient_descent_mse(k, np.ones((12, 1), dtype=int))
+    with pytest.raises(ValueError, match="trace_axes"):
+        predict.gradient_descent_mse(k, y, trace_axes=())
+    predict_fn = predict.gradient_descent_mse(k, y)
+    with pytest.raises(ValueError, match="k_test_train"):
+        predict_fn(1.0, f0, 0.0, ktd[:, :4])
+    with pytest.raises(ValueError, match="k_test_train is needed"):
+        predict_fn(1.0, f0, 0.0)
+    with pytest.raises(ValueError, match="fx_train_0"):
+        predict_fn(1.0, np.ones((3, 3)))
+    with pytest.raises(ValueError, match="t must hold"):
+        predict_fn(-1.0, f0)
+    with pytest.raises(ValueError, match="unknown get"):
+        predict.gp_inference(k, y)("ntgk", ktd)
+    with pytest.raises(ValueError, match="unknown get"):
+        predict.gradient_descent_mse_ensemble(lambda *a: None, np.ones((12, 3)), y)(1.0, get="ntkgp")
+    with pytest.raises(ValueError, match="diag_regs"):
+        predict.select_diag_reg(k, y, [0.0, 1.0])
+    with pytest.raises(ValueError, match="solver"):
+        predict.kernel_ridge(k, y, solver="lu")
+    with pytest.raises(ValueError, match="diag_reg_absolute_scale"):
+        predict.kernel_ridge(aslinearoperator(k), y, 1e-3, solver="cg")

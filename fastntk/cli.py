@@ -133,16 +133,6 @@ def standardize(x):
     return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
 
 
-def build_network(depth, activation, W_std, b_std, parameterization, width, out_dim=1):
-    """stax.serial of ``depth`` hidden Dense + activation layers and a Dense readout."""
-    from . import stax
-
-    layers = []
-    for _ in range(depth):
-        layers += [stax.Dense(width, W_std, b_std, parameterization), stax.Activation(activation)]
-    return stax.serial(*layers, stax.Dense(out_dim, W_std, b_std, parameterization))
-
-
 def _add_network_args(p):
     p.add_argument("--depth", type=int, default=3, help="hidden layers (default 3)")
     p.add_argument("--activation", default="relu", help="relu, erf, gelu, tanh, ... (default relu)")
@@ -169,7 +159,9 @@ def cmd_kernel(args):
         x = standardize(x)
     dtype = np.dtype(args.dtype)
     get = tuple(g.strip() for g in args.get.split(","))
-    _, _, kernel_fn = build_network(args.depth, args.activation, args.W_std, args.b_std, args.parameterization,
+    from . import stax
+
+    _, _, kernel_fn = stax.fc_network(args.depth, args.activation, args.W_std, args.b_std, args.parameterization,
                                     args.width)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)

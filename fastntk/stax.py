@@ -48,6 +48,7 @@ __all__ = [
     "Swish",
     "Softplus",
     "Tanh",
+    "fc_network",
     "serial",
 ]
 
@@ -360,6 +361,20 @@ def Cos(a=1.0, b=1.0, c=0.0):
 def Activation(name):
     """The activation registered as ``name`` in ``fastntk.activations.ACTIVATIONS`` (default parameters)."""
     return _layer([_act.by_name(name)])
+
+
+def fc_network(depth, activation="relu", W_std=1.0, b_std=None, parameterization="ntk", width=512, out_dim=1):
+    """``depth`` × (Dense(width) + activation) then a Dense(out_dim) readout, one W_std/b_std throughout.
+
+    ``activation`` is a name in ``fastntk.activations.ACTIVATIONS``. ``width`` enters the
+    kernels only in the 'standard' parameterization (and the finite network).
+    """
+    if isinstance(depth, bool) or not isinstance(depth, numbers.Integral) or depth < 0:
+        raise ValueError(f"depth must be a non-negative integer; got {depth!r}")
+    layers = []
+    for _ in range(depth):
+        layers += [Dense(width, W_std, b_std, parameterization), Activation(activation)]
+    return serial(*layers, Dense(out_dim, W_std, b_std, parameterization))
 
 
 def Identity():

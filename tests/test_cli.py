@@ -19,7 +19,7 @@ def test_kernel_builtin_matches_kernel_fn(tmp_path, capsys):
     assert code == 0
     assert "N=150" in out
     x = cli.standardize(cli.load_data("iris")[0])
-    _, _, kernel_fn = cli.build_network(2, "relu", np.sqrt(2), 0.1, "ntk", 512)
+    _, _, kernel_fn = stax.fc_network(2, "relu", np.sqrt(2), 0.1, "ntk", 512)
     expected = kernel_fn(x, None, ("nngp", "ntk"))
     np.testing.assert_array_equal(np.load(tmp_path / "nngp.npy"), expected.nngp)
     np.testing.assert_array_equal(np.load(tmp_path / "ntk.npy"), expected.ntk)
@@ -40,12 +40,12 @@ def test_kernel_reads_files(tmp_path, capsys, suffix):
         np.savez(path, x=x)
     args = ["kernel", "--data", str(path), "--get", "ntk", "--no-standardize", "--out", str(tmp_path / "o"), "--quiet"]
     assert run(args, capsys)[0] == 0
-    _, _, kernel_fn = cli.build_network(3, "relu", np.sqrt(2), 0.1, "ntk", 512)
+    _, _, kernel_fn = stax.fc_network(3, "relu", np.sqrt(2), 0.1, "ntk", 512)
     np.testing.assert_array_equal(np.load(tmp_path / "o" / "ntk.npy"), kernel_fn(x, None, "ntk"))
 
 
-def test_build_network_is_stax():
-    _, _, a = cli.build_network(1, "erf", 1.5, 0.2, "standard", 64)
+def test_fc_network_is_serial():
+    _, _, a = stax.fc_network(1, "erf", 1.5, 0.2, "standard", 64)
     _, _, b = stax.serial(stax.Dense(64, 1.5, 0.2, "standard"), stax.Erf(), stax.Dense(1, 1.5, 0.2, "standard"))
     x = np.random.default_rng(1).standard_normal((5, 4))
     np.testing.assert_array_equal(a(x, None, "ntk"), b(x, None, "ntk"))

@@ -1,0 +1,155 @@
+"""scikit-learn estimators: regression and classification with the NTK or NNGP of an infinite network.
+
+The prediction is what gradient flow on the 1/(2n) MSE loss does to an infinitely wide
+network (``kernel='ntk'``) or the GP posterior mean (``kernel='nngp'``), trained for
+time ``t`` (t = None: to convergence, i.e. kernel ridge regression), from an initial
+output of 0 (the mean over initialisations). ``diag_reg='gcv'`` picks the ridge by
+generalised cross-validation from one eigendecomposition.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import predict, stax
+
+__all__ = ["NTKClassifier", "NTKRegressor"]
+
+#: Grid of relative ridges searched by diag_reg='gcv' (× trace(K)/N).
+GCV_GRID = np.logspace(-8, 1, 37)
+
+
+class _NTKBase(BaseEstimator):
+    def __init__(self, depth=3, activation="relu", W_std=np.sqrt(2), b_std=0.1, parameterization="ntk",
+                 width=512, kernel="ntk", t=None, learning_rate=1.0, diag_reg=1e-6):
+        self.depth = depth
+        self.activation = activation
+        self.W_std = W_std
+        self.b_std = b_std
+        self.parameterization = parameterization
+        self.width = width
+        self.kernel = kernel
+        self.t = t
+        self.learning_rate = learning_rate
+        self.diag_reg = diag_reg
+
+    @property
+    def kernel_fn_(self):
+        """kernel_fn of the fitted architecture (``fastntk.stax``); rebuilt, so the estimator pickles."""
+        check_is_fitted(self, "dual_coef_")
+        return self._network()[2]
+
+    def _network(self):
+        return stax.fc_network(self.depth, self.activation, self.W_std, self.b_std, self.parameterization,
+                               self.width)
+
+    def _fit_targets(self, X, Y):
+        """Fit the dual coefficients for targets Y of shape (N, M)."""
+        if self.kernel not in ("ntk", "nngp"):
+            raise ValueError(f"kernel must be 'ntk' or 'nngp'; got {self.kernel!r}")
+        if self.t is not None and not (isinstance(self.t, numbers.Real) and self.t >= 0):
+            raise ValueError(f"t must be None (trained to convergence) or a time >= 0; got {self.t!r}")
+        kernel_fn = self._network()[2]
+        k = kernel_fn(X, None, self.kernel)
+        if isinstance(self.diag_reg, str):
+            if self.diag_reg != "gcv":
+                raise ValueError(f"diag_reg must be a number >= 0 or 'gcv'; got {self.diag_reg!r}")
+            self.diag_reg_selection_ = predict.select_diag_reg(k, Y, GCV_GRID)
+            self.diag_reg_ = self.diag_reg_selection_.diag_reg
+        else:
+            self.diag_reg_ = self.diag_reg
+        if self.t is None:
+            self.dual_coef_ = predict.kernel_ridge(k, Y, self.diag_reg_).dual_coef
+        else:
+            # f_test(t) = K_test,train · α_t: α_t is the test prediction for K_test,train = I.
+            predict_fn = predict.gradient_descent_mse(k, Y, self.learning_rate, self.diag_reg_)
+            self.dual_coef_ = predict_fn(self.t, 0.0, 0.0, np.eye(k.shape[0], dtype=k.dtype))[1]
+        self.X_fit_ = X
+        return self
+
+    def _decision(self, X):
+        check_is_fitted(self, "dual_coef_")
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        return self.kernel_fn_(X, self.X_fit_, self.kernel) @ self.dual_coef_
+
+
+class NTKRegressor(RegressorMixin, _NTKBase):
+    """Regression by an infinitely wide fully-connected network trained with gradient flow.
+
+    Parameters
+    ----------
+    depth : int, default 3
+        Hidden layers.
+    activation : str, default 'relu'
+        A name in ``fastntk.activations.ACTIVATIONS``.
+    W_std, b_std : float, default √2 and 0.1
+        Weight and bias standard deviations (b_std None: no biases).
+    parameterization : {'ntk', 'standard'}
+    width : int, default 512
+        Hidden width; enters the kernel in the 'standard' parameterization only.
+    kernel : {'ntk', 'nngp'}
+        NTK: the trained network's mean prediction; NNGP: Bayesian posterior mean.
+    t : float or None
+        Training time in units of ``learning_rate`` (τ = learning_rate·t); None = ∞.
+    learning_rate : float
+    diag_reg : float >= 0 or 'gcv'
+        Ridge relative to trace(K)/N, as neural-tangents; 'gcv' picks it on ``GCV_GRID``.
+
+    Attributes
+    ----------
+    dual_coef_ : ndarray of shape (N,) or (N, O)
+    X_fit_ : ndarray of shape (N, d)
+    diag_reg_ : float
+    diag_reg_selection_ : fastntk.predict.DiagRegSelection, when diag_reg='gcv'
+    kernel_fn_ : the architecture's kernel_fn
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), y_numeric=True, multi_output=True)
+        self._fit_targets(X, np.asarray(y, dtype=X.dtype))
+        return self
+
+    def predict(self, X):
+        """Predictions, shape (N_test,) or (N_test, O)."""
+        return self._decision(X)
+
+
+class NTKClassifier(ClassifierMixin, _NTKBase):
+    """Classification by regressing one-hot targets with an infinitely wide network (Arora et al. 2019).
+
+    Parameters are those of :class:`NTKRegressor`. ``predict`` takes the arg-max output.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (C,)
+    dual_coef_ : ndarray of shape (N, C)
+    """
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32))
+        self._binarizer = LabelBinarizer().fit(y)
+        self.classes_ = self._binarizer.classes_
+        Y = self._binarizer.transform(y).astype(X.dtype)
+        if Y.shape[1] == 1:  # two classes: one column per class
+            Y = np.hstack([1 - Y, Y])
+        self._fit_targets(X, Y)
+        return self
+
+    def decision_function(self, X):
+        """Network outputs, shape (N_test, C); for two classes output₁ − output₀, shape (N_test,)."""
+        out = self._decision(X)
+        return out[:, 1] - out[:, 0] if out.shape[1] == 2 else out
+
+    def predict(self, X):
+        scores = self.decision_function(X)
+        return self.classes_[(scores > 0).astype(int) if scores.ndim == 1 else np.argmax(scores, axis=1)]

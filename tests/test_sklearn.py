@@ -1,0 +1,88 @@
+"""scikit-learn estimators."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from fastntk import predict, stax
+from fastntk.sklearn import NTKClassifier, NTKRegressor
+
+
+@parametrize_with_checks([NTKRegressor(), NTKClassifier(), NTKRegressor(diag_reg="gcv", kernel="nngp", depth=1)])
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 4))
+    y = np.sin(x[:, 0]) + 0.1 * x[:, 1] ** 2
+    return x[:40], y[:40], x[40:], y[40:]
+
+
+def test_regressor_is_kernel_regression(data):
+    x, y, xt, _ = data
+    est = NTKRegressor(depth=2, diag_reg=1e-3).fit(x, y)
+    _, _, kernel_fn = stax.fc_network(2, "relu", np.sqrt(2), 0.1)
+    k = kernel_fn(x, None, "ntk")
+    expected = predict.kernel_ridge(k, y, 1e-3, k_test_train=kernel_fn(xt, x, "ntk")).fx_test
+    np.testing.assert_allclose(est.predict(xt), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_regressor_finite_time_is_gradient_flow(data):
+    x, y, xt, _ = data
+    est = NTKRegressor(depth=1, t=50.0, learning_rate=0.5, diag_reg=0.0).fit(x, y)
+    _, _, kernel_fn = stax.fc_network(1, "relu", np.sqrt(2), 0.1)
+    predict_fn = predict.gradient_descent_mse(kernel_fn(x, None, "ntk"), y[:, None], 0.5)
+    _, expected = predict_fn(50.0, 0.0, 0.0, kernel_fn(xt, x, "ntk"))
+    np.testing.assert_allclose(est.predict(xt), expected[:, 0], rtol=1e-9, atol=1e-12)
+
+
+def test_long_training_converges_to_ridge(data):
+    x, y, xt, _ = data
+    ridge = NTKRegressor(diag_reg=1e-2).fit(x, y).predict(xt)
+    flow = NTKRegressor(diag_reg=1e-2, t=1e9).fit(x, y).predict(xt)
+    np.testing.assert_allclose(flow, ridge, rtol=1e-7, atol=1e-9)
+
+
+def test_gcv_selection_is_exposed(data):
+    x, y, xt, yt = data
+    est = NTKRegressor(diag_reg="gcv").fit(x, y)
+    sel = est.diag_reg_selection_
+    assert est.diag_reg_ == sel.diag_reg
+    assert sel.gcv.shape == sel.diag_regs.shape
+    assert est.score(xt, yt) > 0.5
+
+
+def test_classifier_on_digits():
+    x, y = load_digits(return_X_y=True)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, random_state=0)
+    clf = make_pipeline(StandardScaler(), NTKClassifier(depth=2)).fit(xtr, ytr)
+    assert clf.score(xte, yte) > 0.95
+
+
+def test_grid_search_and_pickle(data):
+    x, y, xt, _ = data
+    search = GridSearchCV(NTKRegressor(), {"depth": [1, 2], "kernel": ["ntk", "nngp"]}, cv=3).fit(x, y)
+    assert search.best_params_["depth"] in (1, 2)
+    est = pickle.loads(pickle.dumps(search.best_estimator_))
+    np.testing.assert_array_equal(est.predict(xt), search.predict(xt))
+    np.testing.assert_array_equal(est.kernel_fn_(xt, None, "ntk"), search.best_estimator_.kernel_fn_(xt, None, "ntk"))
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [({"kernel": "rbf"}, "kernel must be"), ({"diag_reg": "loo2"}, "diag_reg must be"), ({"t": -1.0}, "t must be"),
+     ({"activation": "rleu"}, "unknown activation"), ({"depth": -1}, "depth must be")],
+)
+def test_bad_parameters(data, params, match):
+    x, y, _, _ = data
+    with pytest.raises(ValueError, match=match):
+        NTKRegressor(**params).fit(x, y)

@@ -1,11 +1,35 @@
 """fastntk: Neural Tangent Kernels, fast.
 
 Infinite-width NNGP and NTK of fully-connected networks (``fastntk.stax``, a drop-in for
-``neural_tangents.stax``), computed by a fused C++ recursion over BLAS Gram tiles.
+``neural_tangents.stax``), computed by a fused C++ recursion over BLAS Gram tiles; the
+empirical NTK of finite networks (``fastntk.empirical``); kernel regression and training
+dynamics (``fastntk.predict``); scikit-learn estimators (``fastntk.sklearn``).
 """
 
-from . import activations, predict, stax
+from . import activations, empirical, predict, stax
+from .empirical import (
+    empirical_kernel_fn,
+    empirical_nngp_fn,
+    empirical_ntk_fn,
+    linearize,
+    monte_carlo_kernel_fn,
+    pseudo_ntk,
+)
 from ._backend import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "activations", "get_num_threads", "predict", "set_num_threads", "stax"]
+__all__ = [
+    "__version__",
+    "activations",
+    "empirical",
+    "empirical_kernel_fn",
+    "empirical_nngp_fn",
+    "empirical_ntk_fn",
+    "get_num_threads",
+    "linearize",
+    "monte_carlo_kernel_fn",
+    "predict",
+    "pseudo_ntk",
+    "set_num_threads",
+    "stax",
+]

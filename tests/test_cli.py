@@ -81,3 +81,49 @@ def test_load_data_target_column(tmp_path):
     np.testing.assert_array_equal(y, [0, 1])
     with pytest.raises(cli.CLIError, match="--target: no column 'nope'"):
         cli.load_data(str(path), target="nope")
+
+
+def test_fit_builtin_reports_and_plots(tmp_path, capsys):
+    code, out, _ = run(["fit", "--data", "iris", "--depth", "1", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0
+    assert "RBF kernel ridge" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["task"] == "classification"
+    assert report["n_train"] + report["n_test"] == 150
+    assert report["test"]["accuracy"] > 0.85
+    assert {"test_nngp", "test_rbf_kernel_ridge", "spectrum", "gcv"} <= set(report)
+    for name in ("spectrum.png", "loss.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pred = np.loadtxt(tmp_path / "predictions.csv", delimiter=",", skiprows=1)
+    assert pred.shape == (report["n_test"], 2)
+    assert np.mean(pred[:, 0] == pred[:, 1]) == pytest.approx(report["test"]["accuracy"])
+
+
+def test_fit_regression_at_finite_time(tmp_path, capsys):
+    args = ["fit", "--data", "diabetes", "--depth", "2", "--t", "100", "--diag-reg", "1e-3", "--out", str(tmp_path),
+            "--quiet"]
+    assert run(args, capsys)[0] == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["task"] == "regression"
+    assert report["t"] == 100
+    assert np.isfinite(report["test"]["mse"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "iris", "--test-size", "0.995"], "leaves"),
+        (["--data", "iris", "--test-size", "0"], "--test-size must be"),
+        (["--data", "{csv}", "--target", "nope"], "--target: no column 'nope'"),
+        (["--data", "{csv}"], "needs a target column"),
+        (["--data", "missing.csv", "--target", "y"], "no file"),
+    ],
+)
+def test_fit_bad_input_is_one_line(tmp_path, capsys, args, message):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,y\n" + "\n".join(f"{i},{i % 3},{i % 2}" for i in range(20)))
+    args = [a.replace("{csv}", str(path)) for a in args]
+    code, _, err = run(["fit", *args, "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1

@@ -1,0 +1,745 @@
+"""Finite-width (empirical) NTK and NNGP of fastntk networks, neural-tangents compatible.
+
+``empirical_ntk_fn(apply_fn)(x1, x2, params)`` gives Θ̂(x1, x2) = J(x1) J(x2)ᵀ, the Gram matrix of
+the parameter Jacobians of a finite network, with neural-tangents' ``trace_axes`` /
+``diagonal_axes`` conventions (a traced axis is *averaged*: divided by its size).
+
+Two implementations (neural-tangents' enum values):
+
+* ``STRUCTURED_DERIVATIVES`` (3, the default here; 0 and 2 map to it). A Dense layer
+  z = c·h W + β·b contributes (c² A Aʹᵀ + β²) ∘ (G Gʹᵀ) to the kernel, with A the layer inputs and
+  G = ∂f/∂z the back-propagated output sensitivities (Novak et al. 2022, arXiv:2206.08720, §3).
+  Both Grams are BLAS GEMMs; rows of x1 are processed in tiles, so the extra memory is
+  O(N·O·width + tile), never O(N·P). The readout sensitivity is the identity and is never formed.
+* ``JACOBIAN_CONTRACTION`` (1): explicit per-sample Jacobians (N, O, P), contracted with
+  einsum. Small models only; the cross-check of the fast path.
+
+Parameterization factors: 'ntk' c = W_std/√fan_in, β = b_std (derivatives with respect to the raw
+N(0, 1) draws); 'standard' c = β = 1.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import functools
+import numbers
+import warnings
+from collections.abc import Iterable
+
+import numpy as np
+from scipy.special import ndtr
+
+from . import activations as _act
+from ._validation import check_array, check_memory, check_pair
+from .stax import _DenseSpec, _Network, _rng
+
+__all__ = [
+    "NtkImplementation",
+    "empirical_kernel_fn",
+    "empirical_nngp_fn",
+    "empirical_ntk_fn",
+    "linearize",
+    "monte_carlo_kernel_fn",
+    "pseudo_ntk",
+    "train_and_track",
+]
+
+_TILE_BYTES = 256 * 2**20  # per-tile scratch of the structured path (bytes); bigger tiles = faster GEMMs
+_JACOBIAN_BYTES = 2 * 2**30  # refuse explicit Jacobians above this
+
+
+class NtkImplementation(enum.IntEnum):
+    """neural-tangents' enum; AUTO and NTK_VECTOR_PRODUCTS run the structured path."""
+
+    AUTO = 0
+    JACOBIAN_CONTRACTION = 1
+    NTK_VECTOR_PRODUCTS = 2
+    STRUCTURED_DERIVATIVES = 3
+
+
+# --------------------------------------------------------------------------- network access
+def _network_of(apply_fn):
+    """The fastntk network behind ``apply_fn`` (``apply_fn.network`` or its closure)."""
+    net = getattr(apply_fn, "network", None)
+    if isinstance(net, _Network):
+        return net
+    for cell in getattr(apply_fn, "__closure__", None) or ():
+        try:
+            val = cell.cell_contents
+        except ValueError:  # empty cell
+            continue
+        if isinstance(val, _Network):
+            return val
+    raise TypeError(
+        "apply_fn must be the apply_fn of a fastntk.stax network (fully-connected Dense and "
+        f"activation layers); got {getattr(apply_fn, '__qualname__', type(apply_fn).__name__)}"
+    )
+
+
+def _check_params(network, params, d):
+    """Validate ``params`` against the network for inputs with d features; return a list."""
+    if not isinstance(params, (list, tuple)) or len(params) != len(network.items):
+        got = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
+        raise ValueError(f"params must be a list with one entry per layer ({len(network.items)}); got {got}")
+    fan_in = d
+    for k, (it, p) in enumerate(zip(network.items, params)):
+        if not isinstance(it, _DenseSpec):
+            continue
+        if not isinstance(p, (list, tuple)) or len(p) != 2:
+            raise ValueError(f"params[{k}] must be a (W, b) pair for a Dense layer; got {type(p).__name__}")
+        W, b = p
+        if np.shape(W) != (fan_in, it.out_dim):
+            raise ValueError(f"params[{k}][0] (W) must have shape {(fan_in, it.out_dim)}; got {np.shape(W)}")
+        if (b is None) != (it.b_std is None) or (b is not None and np.shape(b) != (1, it.out_dim)):
+            want = "None (b_std=None)" if it.b_std is None else f"shape {(1, it.out_dim)}"
+            raise ValueError(f"params[{k}][1] (b) must be {want}; got {None if b is None else np.shape(b)}")
+        fan_in = it.out_dim
+    return list(params)
+
+
+def _coefs(it, W):
+    """(c, β) of z = c·h W + β·b for Dense spec ``it`` with weights W (fan_in, out)."""
+    if it.parameterization == "ntk":
+        return float(it.W_std / np.sqrt(W.shape[0])), float(it.b_std or 0.0)
+    return 1.0, 1.0
+
+
+# --------------------------------------------------------------------------- activations φ'
+def _relu_family_prime(a, b):
+    # φ' = a (x < 0), b (x > 0), 0 at x = 0 exactly (jax.nn.relu's convention; measure zero).
+    return lambda x: np.where(x > 0, b, np.where(x < 0, a, 0.0))
+
+
+@functools.lru_cache(maxsize=None)
+def _derivative(layer):
+    """φ' for an activation's layer tuple (see ``fastntk.activations.Activation.layer``)."""
+    kind = layer[0]
+    if kind == "abrelu":
+        return _relu_family_prime(layer[1], layer[2])
+    if kind == "erf":  # d/dx a·erf(bx) + c = a·b·2/√π·exp(−b²x²)
+        a, b = layer[1], layer[2]
+        return lambda x: (a * b * 2 / np.sqrt(np.pi)) * np.exp(-(b * x) ** 2)
+    if kind == "sin":
+        a, b, c = layer[1:]
+        return lambda x: (a * b) * np.cos(b * x + c)
+    if kind == "gelu":  # d/dx x·Φ(x) = Φ(x) + x·φ(x)
+        return lambda x: ndtr(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+    if kind == "numerical":
+        return layer[2]
+    if kind == "elementwise":
+        return _act.central_difference(layer[1])
+    raise ValueError(f"no derivative for activation layer {kind!r}")
+
+
+def _dphi(it, h):
+    return np.asarray(_derivative(it.layer)(h), dtype=h.dtype)
+
+
+# --------------------------------------------------------------------------- forward / backward
+def _forward(items, params, x):
+    """Outputs f (N, O) and the input of every item."""
+    inputs, h = [], x
+    for it, p in zip(items, params):
+        inputs.append(h)
+        if isinstance(it, _DenseSpec):
+            W, b = p
+            c, beta = _coefs(it, W)
+            h = h @ W if c == 1.0 else c * (h @ W)
+            if b is not None:
+                h = h + (beta * b if beta != 1.0 else b)
+        else:
+            h = np.asarray(it.fn(h), dtype=h.dtype)
+    return h, inputs
+
+
+# G-states of ∂f_a/∂z (N, O, w): ("eye",) G[i,a,k] = δ_ak; ("fact", V, D) G[i,a,k] = V[a,k]·D[i,k]
+# (D None = ones); ("dense", G). The readout is "eye", one activation below it "fact".
+def _back_dense(state, cW):
+    if state[0] == "eye":
+        return ("fact", cW.T, None)
+    if state[0] == "fact":
+        V, D = state[1], state[2]
+        if D is None:
+            return ("fact", V @ cW.T, None)
+        state = ("dense", _materialize(state, D.shape[0]))
+    G = state[1]
+    n, o, w = G.shape
+    return ("dense", (G.reshape(n * o, w) @ cW.T).reshape(n, o, cW.shape[0]))
+
+
+def _back_act(state, dphi, n_out):
+    if state[0] == "eye":
+        return ("fact", np.eye(n_out, dtype=dphi.dtype), dphi)
+    if state[0] == "fact":
+        return ("fact", state[1], dphi if state[2] is None else state[2] * dphi)
+    G = state[1] * dphi[:, None, :]
+    return ("dense", G)
+
+
+def _materialize(state, n):
+    V, D = state[1], state[2]
+    if D is None:
+        return np.broadcast_to(V, (n, *V.shape)).copy()
+    return V[None, :, :] * D[:, None, :]
+
+
+def _features(items, params, x, readout=None):
+    """Per Dense layer: (A inputs (N, fan_in), c², β² or None, G-state); and f (N, O)."""
+    f, inputs = _forward(items, params, x)
+    first = next(k for k, it in enumerate(items) if isinstance(it, _DenseSpec))
+    state = ("eye",) if readout is None else ("fact", readout, None)
+    n_out = f.shape[1]
+    feats = []
+    for k in range(len(items) - 1, first - 1, -1):
+        it, h = items[k], inputs[k]
+        if isinstance(it, _DenseSpec):
+            W, b = params[k]
+            c, beta = _coefs(it, W)
+            feats.append((h, c * c, None if b is None else beta * beta, state))
+            if k > first:
+                state = _back_dense(state, c * W)
+        else:
+            state = _back_act(state, _dphi(it, h), n_out)
+    return feats[::-1], f
+
+
+def _slice_state(state, rows):
+    if state[0] == "eye":
+        return state
+    if state[0] == "fact":
+        return ("fact", state[1], None if state[2] is None else state[2][rows])
+    return ("dense", state[1][rows])
+
+
+# --------------------------------------------------------------------------- structured contraction
+def _ones_if_none(D, n, w, dtype):
+    return np.ones((n, w), dtype) if D is None else D
+
+
+def _add_layer(acc, mode, M, s1, s2, n_out):
+    """acc += M ∘ (G1 G2ᵀ) for one layer; acc layout: trace (T, N2), diag (O, T, N2), full (T, O, N2, O)."""
+    T, N2 = M.shape
+    if s1[0] == "eye":  # readout: G1 G2ᵀ = I_O
+        if mode == "trace":
+            acc += n_out * M
+        elif mode == "diag":
+            acc += M[None]
+        else:
+            r = np.arange(n_out)
+            acc[:, r, :, r] += M[None]
+        return
+    if mode == "full":
+        G1 = s1[1] if s1[0] == "dense" else _materialize(s1, T)
+        G2 = s2[1]  # prepared: always dense
+        S = (G1.reshape(T * n_out, -1) @ G2.reshape(N2 * n_out, -1).T).reshape(T, n_out, N2, n_out)
+        S *= M[:, None, :, None]
+        acc += S
+        return
+    if s1[0] == "fact":
+        V, w, dt = s1[1], s1[1].shape[1], M.dtype
+        D1, D2 = _ones_if_none(s1[2], T, w, dt), _ones_if_none(s2[2], N2, w, dt)
+        weights = [(V * V).sum(0)] if mode == "trace" else list(V * V)
+        for a, wa in enumerate(weights):
+            S = (D1 * wa) @ D2.T
+            S *= M
+            (acc if mode == "trace" else acc[a])[...] += S
+        return
+    G1, G2 = s1[1], s2[1]
+    if mode == "trace":
+        S = G1.reshape(T, -1) @ G2.reshape(N2, -1).T
+        S *= M
+        acc += S
+    else:
+        for a in range(n_out):
+            S = G1[:, a, :] @ G2[:, a, :].T
+            S *= M
+            acc[a] += S
+
+
+def _structured(items, params, x1, x2, mode, readout=None, block_rows=None):
+    """Kernel of x1 vs x2 (None: x1) in mode 'trace' (N1, N2, summed over outputs), 'diag' or 'full'."""
+    feats2, f2 = _features(items, params, x1 if x2 is None else x2, readout)
+    n_out, N1, N2 = f2.shape[1], x1.shape[0], f2.shape[0]
+    if mode == "full":  # the x2 side is reused by every tile: materialise once
+        feats2 = [(h, c2, b2, s if s[0] != "fact" else ("dense", _materialize(s, N2))) for h, c2, b2, s in feats2]
+    shape = {"trace": (N1, N2), "diag": (N1, N2, n_out), "full": (N1, N2, n_out, n_out)}[mode]
+    per_row = N2 * (3 * int(np.prod(shape[2:], dtype=np.int64)) + 2) * f2.itemsize
+    T = block_rows or int(max(1, min(N1, _TILE_BYTES // max(per_row, 1))))
+    out = np.empty(shape, dtype=f2.dtype)
+    for r0 in range(0, N1, T):
+        rows = slice(r0, min(N1, r0 + T))
+        if x2 is None:
+            feats1 = [(h[rows], c2, b2, _slice_state(s, rows)) for h, c2, b2, s in feats2]
+        else:
+            feats1 = _features(items, params, x1[rows], readout)[0]
+        t = rows.stop - rows.start
+        acc = np.zeros({"trace": (t, N2), "diag": (n_out, t, N2), "full": (t, n_out, N2, n_out)}[mode], f2.dtype)
+        for (h1, c2, b2, s1), (h2, _, _, s2) in zip(feats1, feats2):
+            M = h1 @ h2.T  # GEMM with separate operands (never syrk)
+            M *= c2
+            if b2 is not None:
+                M += b2
+            _add_layer(acc, mode, M, s1, s2, n_out)
+        out[rows] = acc if mode == "trace" else acc.transpose(1, 2, 0) if mode == "diag" else acc.transpose(0, 2, 1, 3)
+    return out
+
+
+# --------------------------------------------------------------------------- brute force
+def _jacobian(items, params, x, readout=None):
+    """Explicit per-sample Jacobian (N, O, P) by reverse mode, one output at a time."""
+    f, inputs = _forward(items, params, x)
+    R = np.eye(f.shape[1], dtype=f.dtype) if readout is None else readout
+    n_p = sum(p[0].size + (0 if p[1] is None else p[1].size) for p in params if len(p) == 2)
+    check_memory(x.shape[0] * R.shape[0] * n_p * f.itemsize, "the explicit Jacobian (implementation=1)",
+                 "implementation=3 (structured derivatives)")
+    J = np.empty((x.shape[0], R.shape[0], n_p), f.dtype)
+    for a in range(R.shape[0]):
+        delta = np.broadcast_to(R[a], f.shape).copy()  # ∂(R f)_a / ∂z at the top
+        cols = []
+        for k in range(len(items) - 1, -1, -1):
+            it, h = items[k], inputs[k]
+            if isinstance(it, _DenseSpec):
+                W, b = params[k]
+                c, beta = _coefs(it, W)
+                if b is not None:
+                    cols.append(beta * delta)
+                cols.append((c * h[:, :, None] * delta[:, None, :]).reshape(len(h), -1))
+                delta = delta @ (c * W).T
+            else:
+                delta = delta * _dphi(it, h)
+        J[:, a, :] = np.concatenate(cols[::-1], axis=1)
+    return J
+
+
+def _brute_full(items, params, x1, x2, readout=None):
+    J1 = _jacobian(items, params, x1, readout)
+    J2 = J1 if x2 is None else _jacobian(items, params, x2, readout)
+    return np.einsum("iap,jbp->ijab", J1, J2)
+
+
+# --------------------------------------------------------------------------- axes
+def _canonical_axes(trace_axes, diagonal_axes):
+    """Canonical (trace, diagonal) axes of the 2-D output (batch axis 0, output axis 1)."""
+    out = []
+    for name, axes in (("trace_axes", trace_axes), ("diagonal_axes", diagonal_axes)):
+        seq = (axes,) if isinstance(axes, numbers.Integral) else axes
+        if not isinstance(seq, Iterable) or isinstance(seq, str):
+            raise TypeError(f"{name} must be an int or a tuple of ints; got {axes!r}")
+        seq = tuple(seq)
+        if any(isinstance(a, bool) or not isinstance(a, numbers.Integral) or not -2 <= a <= 1 for a in seq):
+            raise ValueError(f"{name} must hold axes of the (N, O) outputs, in [-2, 1]; got {axes!r}")
+        out.append(tuple(sorted({int(a) % 2 for a in seq})))
+    if set(out[0]) & set(out[1]):
+        raise ValueError(f"trace_axes and diagonal_axes must be disjoint; got {trace_axes!r} and {diagonal_axes!r}")
+    return out[0], out[1]
+
+
+def _reduce_full(full, trace, diag):
+    """Apply trace/diagonal axes to a full kernel (N1, N2, O, O); traced axes are averaged."""
+    if (0 in trace or 0 in diag) and full.shape[0] != full.shape[1]:
+        raise ValueError(f"axis 0 in trace_axes or diagonal_axes needs N1 == N2; got N1={full.shape[0]}, N2={full.shape[1]}")
+    sub_in, sub_out = "", ""
+    for ax, (l1, l2) in enumerate((("i", "j"), ("a", "b"))):
+        tied = ax in trace or ax in diag
+        sub_in += l1 + (l1 if tied else l2)
+        sub_out += "" if ax in trace else l1 if tied else l1 + l2
+    size = float(np.prod([full.shape[2 * ax] for ax in trace]))
+    return np.einsum(f"{sub_in}->{sub_out}", full) / size
+
+
+def _mode(trace, diag):
+    return {((1,), ()): "trace", ((), (1,)): "diag", ((), ()): "full"}.get((trace, diag))
+
+
+def _check_implementation(implementation):
+    try:
+        return NtkImplementation(implementation)
+    except (ValueError, TypeError):
+        raise ValueError(f"implementation must be one of 0, 1, 2, 3 (NtkImplementation); got {implementation!r}") from None
+
+
+def _check_vmap_axes(vmap_axes):
+    if vmap_axes not in (None, 0, (0, 0, {}), (0, 0, None)):
+        raise ValueError(f"vmap_axes must be None or 0 (inputs and outputs batched along axis 0); got {vmap_axes!r}")
+
+
+def _prepare(apply_fn, x1, x2, params):
+    network = _network_of(apply_fn)
+    if not any(isinstance(it, _DenseSpec) for it in network.items):
+        raise ValueError("apply_fn's network has no Dense layer, hence no parameters and no NTK")
+    x1, x2, dtype = check_pair(x1, x2)
+    params = _check_params(network, params, x1.shape[1])
+    params = [p if len(p) != 2 else (np.asarray(p[0], dtype), None if p[1] is None else np.asarray(p[1], dtype))
+              for p in params]
+    return network.items, params, x1, x2
+
+
+def _ntk(items, params, x1, x2, trace, diag, implementation, readout=None, block_rows=None):
+    mode = _mode(trace, diag)
+    if implementation == NtkImplementation.JACOBIAN_CONTRACTION or mode is None:
+        if implementation == NtkImplementation.JACOBIAN_CONTRACTION:
+            full = _brute_full(items, params, x1, x2, readout)
+        else:
+            full = _structured(items, params, x1, x2, "full", readout, block_rows)
+        return _reduce_full(full, trace, diag)
+    out = _structured(items, params, x1, x2, mode, readout, block_rows)
+    if mode == "trace":
+        out /= out.dtype.type(readout.shape[0] if readout is not None else _out_dim(items))
+    return out
+
+
+def _out_dim(items):
+    return [it for it in items if isinstance(it, _DenseSpec)][-1].out_dim
+
+
+# --------------------------------------------------------------------------- public API
+def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
+                     implementation=NtkImplementation.STRUCTURED_DERIVATIVES):
+    """Function computing the empirical NTK Θ̂(x1, x2) = J(x1) J(x2)ᵀ of a finite network.
+
+    Parameters
+    ----------
+    f : callable
+        ``apply_fn`` of a :mod:`fastntk.stax` network.
+    trace_axes : int or tuple of int
+        Output axes (of f(x), shape (N, O)) to contract; each is *averaged* (divided by its
+        size), as neural-tangents does. Default (-1,): the mean over the O outputs.
+    diagonal_axes : int or tuple of int
+        Output axes of which only the diagonal is kept (present once in the result).
+    vmap_axes : None or 0
+        Accepted for neural-tangents compatibility (inputs are always batched on axis 0).
+    implementation : int or NtkImplementation
+        3 (default), 0 or 2: structured derivatives (per-layer GEMMs, tiled over x1);
+        1: explicit Jacobian contraction (memory O(N·O·P), small models only).
+
+    Returns
+    -------
+    ntk_fn : callable ``ntk_fn(x1, x2, params) -> ndarray``
+        x1 of shape (N1, d), x2 of shape (N2, d) or None (x1). The result has shape
+        (N1, N2) for the default axes, (N1, N2, O, O) for ``trace_axes=()`` and (N1, N2, O) for
+        ``trace_axes=(), diagonal_axes=(-1,)``; dtype of the inputs.
+
+    Raises
+    ------
+    TypeError
+        ``f`` is not a fastntk.stax apply_fn; bad input dtypes.
+    ValueError
+        Bad axes, implementation, shapes or params.
+
+    Notes
+    -----
+    Dense layer z = c·h W + β·b, sensitivities G_a = ∂f_a/∂z: its contribution is
+    Θ̂[i, j, a, b] += (c² hᵢ·hⱼ' + β²)(G_a,ᵢ·G_b,ⱼ'), c = W_std/√fan_in and β = b_std ('ntk'),
+    c = β = 1 ('standard').
+
+    References
+    ----------
+    Novak, Sohl-Dickstein, Schoenholz (2022), Fast Finite Width Neural Tangent Kernel,
+    arXiv:2206.08720.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastntk import stax
+    >>> from fastntk.empirical import empirical_ntk_fn
+    >>> init_fn, apply_fn, _ = stax.serial(stax.Dense(64), stax.Relu(), stax.Dense(3))
+    >>> x = np.random.default_rng(0).standard_normal((4, 5))
+    >>> _, params = init_fn(0, x.shape)
+    >>> empirical_ntk_fn(apply_fn)(x, None, params).shape
+    (4, 4)
+    """
+    trace, diag = _canonical_axes(trace_axes, diagonal_axes)
+    _check_vmap_axes(vmap_axes)
+    implementation = _check_implementation(implementation)
+    _network_of(f)
+
+    def ntk_fn(x1, x2, params, block_rows=None):
+        items, params, x1, x2 = _prepare(f, x1, x2, params)
+        return _ntk(items, params, x1, x2, trace, diag, implementation, block_rows=_check_rows(block_rows))
+
+    ntk_fn.__doc__ = "Empirical NTK of x1 (N1, d) vs x2 (N2, d) or None at params; see empirical_ntk_fn."
+    return ntk_fn
+
+
+def _check_rows(block_rows):
+    if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, numbers.Integral)
+                                   or block_rows < 1):
+        raise ValueError(f"block_rows must be a positive integer; got {block_rows!r}")
+    return block_rows
+
+
+def pseudo_ntk(f, x1, x2, params, *, implementation=NtkImplementation.STRUCTURED_DERIVATIVES, block_rows=None):
+    """pNTK: the NTK of g(x) = Σ_a f_a(x)/√O, shape (N1, N2) (= full NTK summed over outputs / O).
+
+    Costs one output's NTK whatever O is (Mohamadi, Bae & Sutherland, ICML 2023,
+    arXiv:2206.12543).
+
+    Parameters
+    ----------
+    f : callable
+        ``apply_fn`` of a :mod:`fastntk.stax` network.
+    x1 : ndarray of shape (N1, d); x2 : ndarray of shape (N2, d) or None (x1)
+    params : list, the network's parameters (as from ``init_fn``).
+
+    Returns
+    -------
+    ndarray of shape (N1, N2), dtype of the inputs.
+    """
+    implementation = _check_implementation(implementation)
+    items, params, x1, x2 = _prepare(f, x1, x2, params)
+    n_out = _out_dim(items)
+    R = np.full((1, n_out), 1 / np.sqrt(n_out), dtype=x1.dtype)
+    return _ntk(items, params, x1, x2, (1,), (), implementation, readout=R, block_rows=_check_rows(block_rows))
+
+
+def empirical_nngp_fn(f, trace_axes=(-1,), diagonal_axes=()):
+    """Function computing the empirical NNGP f(x1) f(x2)ᵀ (neural-tangents' definition).
+
+    As in neural-tangents 0.6.5 this is the outer product of the network *outputs* (not of
+    hidden features), with traced axes averaged. Shapes as in :func:`empirical_ntk_fn`.
+
+    Returns
+    -------
+    nngp_fn : callable ``nngp_fn(x1, x2, params) -> ndarray``
+    """
+    trace, diag = _canonical_axes(trace_axes, diagonal_axes)
+    _network_of(f)
+
+    def nngp_fn(x1, x2, params):
+        items, params, x1, x2 = _prepare(f, x1, x2, params)
+        f1 = _forward(items, params, x1)[0]
+        f2 = f1 if x2 is None else _forward(items, params, x2)[0]
+        if (trace, diag) == ((1,), ()):
+            return (f1 @ f2.T) / f1.shape[1]
+        return _reduce_full(np.einsum("ia,jb->ijab", f1, f2), trace, diag)
+
+    return nngp_fn
+
+
+def empirical_kernel_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
+                        implementation=NtkImplementation.STRUCTURED_DERIVATIVES):
+    """Function ``kernel_fn(x1, x2, get, params)`` returning empirical 'nngp' and/or 'ntk'.
+
+    ``get`` None means ('nngp', 'ntk') and returns a namedtuple; a string returns that array.
+    Shapes as in :func:`empirical_ntk_fn`.
+    """
+    fns = {"nngp": empirical_nngp_fn(f, trace_axes, diagonal_axes),
+           "ntk": empirical_ntk_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation)}
+
+    def kernel_fn(x1, x2=None, get=None, params=None):
+        names = _check_get(get)
+        if params is None:
+            raise ValueError("params must be given (the network parameters, as from init_fn)")
+        res = {name: fns[name](x1, x2, params) for name in names}
+        return res[get] if isinstance(get, str) else _kernel_tuple(names)(*(res[n] for n in names))
+
+    return kernel_fn
+
+
+def _check_get(get):
+    names = ("nngp", "ntk") if get is None else (get,) if isinstance(get, str) else tuple(get) \
+        if isinstance(get, (tuple, list)) else ()
+    if not names or any(n not in ("nngp", "ntk") for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"get must be None, 'nngp', 'ntk' or a tuple of distinct ones; got {get!r}")
+    return names
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel_tuple(names):
+    return collections.namedtuple("EmpiricalKernel", names)
+
+
+# --------------------------------------------------------------------------- linearization
+def _jvp(items, params, dparams, x):
+    """(f(params, x), J(x)·dparams) by forward mode through the stack: two GEMMs per Dense."""
+    h, dh = x, None
+    for it, p, dp in zip(items, params, dparams):
+        if isinstance(it, _DenseSpec):
+            (W, b), (dW, db) = p, dp
+            c, beta = _coefs(it, W)
+            tangent = h @ dW if dh is None else dh @ W + h @ dW
+            h, dh = c * (h @ W), c * tangent
+            if b is not None:
+                h, dh = h + beta * b, dh + beta * db
+        else:
+            dh = None if dh is None else _dphi(it, h) * dh
+            h = np.asarray(it.fn(h), dtype=h.dtype)
+    return h, dh
+
+
+def _sub_params(params, params0):
+    return [p if len(p) != 2 else (p[0] - q[0], None if p[1] is None else p[1] - q[1])
+            for p, q in zip(params, params0)]
+
+
+def linearize(f, params):
+    """First-order Taylor expansion of the network in its parameters around ``params``.
+
+    Parameters
+    ----------
+    f : callable
+        ``apply_fn`` of a :mod:`fastntk.stax` network.
+    params : list
+        θ₀, the expansion point.
+
+    Returns
+    -------
+    f_lin : callable ``f_lin(params, x) -> ndarray of shape (N, O)``
+        f(θ₀, x) + J(x)(θ − θ₀), by one forward-mode JVP (no Jacobian is formed).
+    """
+    network = _network_of(f)
+    params0 = [p if len(p) != 2 else (np.array(p[0]), None if p[1] is None else np.array(p[1])) for p in params]
+
+    def f_lin(params, x, **kwargs):
+        x = check_array(x, "x")
+        p0 = _check_params(network, params0, x.shape[1])
+        p = _check_params(network, params, x.shape[1])
+        f0, df = _jvp(network.items, p0, _sub_params(p, p0), x)
+        return f0 + df
+
+    return f_lin
+
+
+# --------------------------------------------------------------------------- Monte Carlo
+def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size=0, device_count=-1,
+                          store_on_device=True, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
+                          implementation=NtkImplementation.STRUCTURED_DERIVATIVES):
+    """Empirical NNGP/NTK averaged over ``n_samples`` random initialisations (as neural-tangents).
+
+    Parameters
+    ----------
+    init_fn, apply_fn : the network's ``init_fn`` and ``apply_fn`` (fastntk.stax).
+    key : int, numpy Generator or SeedSequence
+        Seed; sample s uses ``SeedSequence(key).spawn(...)[s]``, so results are reproducible.
+    n_samples : int or increasing sequence of int
+        With a sequence, ``kernel_fn`` returns a generator of the running averages at those counts.
+    batch_size, device_count, store_on_device : accepted for neural-tangents compatibility.
+    trace_axes, diagonal_axes, vmap_axes, implementation : as :func:`empirical_ntk_fn`.
+
+    Returns
+    -------
+    kernel_fn : callable ``kernel_fn(x1, x2=None, get=None)``
+        namedtuple (nngp, ntk) for ``get=None``, the array for a string ``get``.
+    """
+    counts = _check_n_samples(n_samples)
+    seeds = (key if isinstance(key, np.random.SeedSequence) else
+             np.random.SeedSequence(_rng(key).integers(2**63)) if isinstance(key, np.random.Generator) else
+             np.random.SeedSequence(key)).spawn(counts[-1])
+    emp = empirical_kernel_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation)
+
+    def running(x1, x2, get):
+        names = _check_get(get)
+        total, done = None, 0
+        for n in counts:
+            for s in range(done, n):
+                _, params = init_fn(np.random.default_rng(seeds[s]), np.shape(x1))
+                k = emp(x1, x2, names, params)
+                total = list(k) if total is None else [t + v for t, v in zip(total, k)]
+            done = n
+            mean = [t / n for t in total]
+            yield mean[0] if isinstance(get, str) else _kernel_tuple(names)(*mean)
+
+    def kernel_fn(x1, x2=None, get=None):
+        gen = running(x1, x2, get)
+        return gen if not isinstance(n_samples, numbers.Integral) else next(gen)
+
+    return kernel_fn
+
+
+def _check_n_samples(n_samples):
+    seq = [n_samples] if isinstance(n_samples, numbers.Integral) else list(n_samples) \
+        if isinstance(n_samples, Iterable) else None
+    if (not seq or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in seq)
+            or any(b <= a for a, b in zip(seq, seq[1:]))):
+        raise ValueError(f"n_samples must be a positive int or an increasing sequence of them; got {n_samples!r}")
+    return [int(n) for n in seq]
+
+
+# --------------------------------------------------------------------------- lazy-regime diagnostics
+def _grad(items, params, x, ct):
+    """Σᵢ ctᵢ·∂f(xᵢ)/∂θ (a VJP), as a params-shaped list."""
+    _, inputs = _forward(items, params, x)
+    grads, delta = [() for _ in params], ct
+    for k in range(len(items) - 1, -1, -1):
+        it, h = items[k], inputs[k]
+        if isinstance(it, _DenseSpec):
+            W, b = params[k]
+            c, beta = _coefs(it, W)
+            grads[k] = (c * (h.T @ delta), None if b is None else beta * delta.sum(0, keepdims=True))
+            delta = delta @ (c * W).T
+        else:
+            delta = delta * _dphi(it, h)
+    return grads
+
+
+def _axpy(params, grads, scale):
+    return [p if len(p) != 2 else (p[0] + scale * g[0], None if p[1] is None else p[1] + scale * g[1])
+            for p, g in zip(params, grads)]
+
+
+def _flat(params):
+    return np.concatenate([a.ravel() for p in params if len(p) == 2 for a in p if a is not None])
+
+
+def train_and_track(f, params, x_train, y_train, x_test, *, learning_rate=1.0, n_steps=100, record_every=10):
+    """Full-batch gradient descent of a finite network and of its linearization, with lazy-regime metrics.
+
+    Loss L(θ) = 1/(2n) Σᵢₐ (f_a(xᵢ) − yᵢₐ)², n = y_train.size (neural-tangents' ``predict``
+    convention). The linearized model f_lin(θ) = f(θ₀) + J₀(θ − θ₀) is trained by the same GD.
+
+    Parameters
+    ----------
+    f : callable, ``apply_fn`` of a :mod:`fastntk.stax` network.
+    params : list, θ₀ (not modified).
+    x_train : ndarray of shape (n_train, d); y_train : ndarray of shape (n_train, O)
+    x_test : ndarray of shape (n_test, d), held-out points for the linearization gap.
+    learning_rate : float > 0; n_steps : int >= 0; record_every : int >= 1 (steps).
+
+    Returns
+    -------
+    dict of ndarrays of shape (R,), R = number of recorded steps (0, record_every, ..., n_steps):
+    ``step``; ``loss``; ``param_change`` ‖θₜ − θ₀‖/‖θ₀‖; ``kernel_change`` ‖Θ̂ₜ − Θ̂₀‖_F/‖Θ̂₀‖_F (trace
+    NTK on x_train); ``lin_gap`` max |f(θₜ, x_test) − f_lin(θₜ_lin, x_test)|.
+
+    Notes
+    -----
+    In the NTK parameterization all three shrink as width m grows (Lee et al. 2019,
+    arXiv:1902.06720: ‖θₜ − θ₀‖/‖θ₀‖ = O(1/√m), Θ̂ₜ − Θ̂₀ = O(1/√m)).
+    """
+    network = _network_of(f)
+    items = network.items
+    x_train, x_test, _ = check_pair(x_train, x_test)
+    y_train = check_array(y_train, "y_train")
+    if y_train.shape != (x_train.shape[0], _out_dim(items)):
+        raise ValueError(f"y_train must have shape {(x_train.shape[0], _out_dim(items))}; got {y_train.shape}")
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real) or not learning_rate > 0:
+        raise ValueError(f"learning_rate must be a positive number; got {learning_rate!r}")
+    for name, v, lo in (("n_steps", n_steps, 0), ("record_every", record_every, 1)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}; got {v!r}")
+    p0 = _check_params(network, params, x_train.shape[1])
+    ntk = empirical_ntk_fn(f)
+    k0, norm0, n = ntk(x_train, None, p0), np.linalg.norm(_flat(p0)), y_train.size
+    lr_max = 2 * n / np.linalg.eigvalsh(k0).max()  # GD on the linearized model is stable iff η < 2n/λ_max(Θ̂₀)
+    if learning_rate >= lr_max:
+        warnings.warn(f"learning_rate={learning_rate} >= 2n/λ_max(Θ̂₀) = {lr_max:.3g}: the linearized model "
+                      "diverges (the network itself may still converge, in the catapult phase)", RuntimeWarning,
+                      stacklevel=2)
+    f0_test, f0_train, p, p_lin = _forward(items, p0, x_test)[0], _forward(items, p0, x_train)[0], p0, p0
+    rec = {k: [] for k in ("step", "loss", "param_change", "kernel_change", "lin_gap")}
+    for t in range(n_steps + 1):
+        resid = _forward(items, p, x_train)[0] - y_train
+        if t % record_every == 0 or t == n_steps:
+            lin_test = f0_test + _jvp(items, p0, _sub_params(p_lin, p0), x_test)[1]
+            rec["step"].append(t)
+            rec["loss"].append(0.5 * np.sum(resid**2) / n)
+            rec["param_change"].append(np.linalg.norm(_flat(p) - _flat(p0)) / norm0)
+            rec["kernel_change"].append(np.linalg.norm(ntk(x_train, None, p) - k0) / np.linalg.norm(k0))
+            rec["lin_gap"].append(np.abs(_forward(items, p, x_test)[0] - lin_test).max())
+        if t == n_steps:
+            break
+        dlin = _jvp(items, p0, _sub_params(p_lin, p0), x_train)[1]
+        p = _axpy(p, _grad(items, p, x_train, resid), -learning_rate / n)
+        p_lin = _axpy(p_lin, _grad(items, p0, x_train, f0_train + dlin - y_train), -learning_rate / n)
+    return {k: np.asarray(v) for k, v in rec.items()}

@@ -1,0 +1,267 @@
+"""fastntk.empirical: fixtures from neural-tangents, structured vs brute force, limits, lazy regime."""
+
+import numpy as np
+import pytest
+from conftest import RTOL, assert_close, fixture_paths, load_fixture
+
+from fastntk import stax
+from fastntk.empirical import (
+    empirical_kernel_fn,
+    empirical_nngp_fn,
+    empirical_ntk_fn,
+    linearize,
+    monte_carlo_kernel_fn,
+    pseudo_ntk,
+    train_and_track,
+)
+
+TOL = RTOL["empirical"]
+ACTIVATIONS = {"relu": stax.Relu, "erf": stax.Erf, "gelu": stax.Gelu, "tanh": stax.Tanh,
+               "sin": lambda: stax.Sin(1.2, 0.7, 0.3), "leaky": lambda: stax.LeakyRelu(0.1)}
+
+
+def _mlp(widths, out_dim, act="relu", W_std=1.5, b_std=0.1, parameterization="ntk"):
+    layers = []
+    for m in widths:
+        layers += [stax.Dense(m, W_std, b_std, parameterization), ACTIVATIONS[act]()]
+    return stax.serial(*layers, stax.Dense(out_dim, W_std, b_std, parameterization))
+
+
+def _fixture_params(z, init_fn, d):
+    """Parameters from W0, b0, ... in the layout of init_fn (b absent when b_std=None)."""
+    _, template = init_fn(0, (1, d))
+    params, k = [], 0
+    for p in template:
+        if len(p) == 2:
+            params.append((z[f"W{k}"], z.get(f"b{k}")))
+            k += 1
+        else:
+            params.append(())
+    return params
+
+
+@pytest.mark.parametrize("implementation", [1, 3])
+@pytest.mark.parametrize("path", fixture_paths("empirical"), ids=lambda p: p.stem)
+def test_fixture(path, implementation):
+    z, spec = load_fixture(path)
+    init_fn, apply_fn, _ = eval(spec["stax"], {"stax": stax})
+    params = _fixture_params(z, init_fn, z["x1"].shape[1])
+    x1, x2 = z["x1"], z.get("x2")
+    assert_close(apply_fn(params, x1), z["f1"], TOL, "f1")
+    if x2 is not None:
+        assert_close(apply_fn(params, x2), z["f2"], TOL, "f2")
+    full = empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0, implementation=implementation)(x1, x2, params)
+    assert_close(full, z["ntk_full"], TOL, "ntk_full")
+    trace = empirical_ntk_fn(apply_fn, implementation=implementation)(x1, x2, params)
+    assert_close(trace, z["ntk_trace"], TOL, "ntk_trace")
+    assert_close(pseudo_ntk(apply_fn, x1, x2, params, implementation=implementation), z["ntk_pseudo"], TOL, "pseudo")
+
+
+def _all_kernels(apply_fn, x1, x2, params, implementation):
+    return [empirical_ntk_fn(apply_fn, t, d, implementation=implementation)(x1, x2, params)
+            for t, d in (((-1,), ()), ((), ()), ((), (-1,)))] + [
+        pseudo_ntk(apply_fn, x1, x2, params, implementation=implementation)]
+
+
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+@pytest.mark.parametrize("b_std", [0.2, None])
+@pytest.mark.parametrize("act", ["relu", "erf", "gelu", "tanh", "sin", "leaky"])
+def test_structured_matches_brute_force(act, b_std, parameterization, rng):
+    for widths, O, n1, n2 in (((7, 5), 3, 4, 3), ((6,), 1, 1, None), ((4, 5, 3), 2, 3, None)):
+        init_fn, apply_fn, _ = _mlp(widths, O, act, 1.3, b_std, parameterization)
+        x1 = rng.standard_normal((n1, 4))
+        x2 = None if n2 is None else rng.standard_normal((n2, 4))
+        _, params = init_fn(rng, x1.shape)
+        for fast, brute in zip(_all_kernels(apply_fn, x1, x2, params, 3), _all_kernels(apply_fn, x1, x2, params, 1)):
+            assert fast.shape == brute.shape
+            assert_close(fast, brute, TOL, f"{widths} O={O}")
+
+
+@pytest.mark.parametrize("layers", [
+    (stax.Dense(5), stax.Dense(4, b_std=0.3), stax.Relu(), stax.Dense(3)),  # Dense after Dense
+    (stax.Erf(), stax.Dense(6, b_std=0.1), stax.Gelu(), stax.Dense(3), stax.Sin()),  # act first and last
+    (stax.Dense(6), stax.Relu(), stax.Identity(), stax.Dense(4), stax.Tanh(), stax.Erf(), stax.Dense(2)),
+    (stax.Dense(3, parameterization="standard"),),  # a linear model
+], ids=["dense-dense", "act-ends", "act-act", "linear"])
+def test_unusual_layer_orders(layers, rng):
+    init_fn, apply_fn, _ = stax.serial(*layers)
+    x1, x2 = rng.standard_normal((4, 3)), rng.standard_normal((3, 3))
+    _, params = init_fn(6, x1.shape)
+    for fast, brute in zip(_all_kernels(apply_fn, x1, x2, params, 3), _all_kernels(apply_fn, x1, x2, params, 1)):
+        assert_close(fast, brute, TOL)
+
+
+@pytest.mark.parametrize(("trace_axes", "diagonal_axes", "shape"), [
+    ((-1,), (), (5, 5)), ((), (), (5, 5, 3, 3)), ((), (-1,), (5, 5, 3)), ((0,), (), (3, 3)),
+    ((), (0,), (5, 3, 3)), ((0,), (1,), (3,)), ((1,), (0,), (5,)), ((0, 1), (), ()), ((), (0, 1), (5, 3)),
+])
+def test_axes_match_brute_force(trace_axes, diagonal_axes, shape, rng):
+    init_fn, apply_fn, _ = _mlp((6, 4), 3, "erf")
+    x1, x2 = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+    _, params = init_fn(1, x1.shape)
+    fast = empirical_ntk_fn(apply_fn, trace_axes, diagonal_axes)(x1, x2, params)
+    brute = empirical_ntk_fn(apply_fn, trace_axes, diagonal_axes, implementation=1)(x1, x2, params)
+    assert fast.shape == shape
+    assert_close(fast, brute, TOL)
+
+
+def test_identities_between_modes(rng):
+    init_fn, apply_fn, _ = _mlp((16, 8), 4, "gelu")
+    x1, x2 = rng.standard_normal((6, 3)), rng.standard_normal((5, 3))
+    _, params = init_fn(2, x1.shape)
+    full = empirical_ntk_fn(apply_fn, ())(x1, x2, params)
+    diag = empirical_ntk_fn(apply_fn, (), (-1,))(x1, x2, params)
+    trace = empirical_ntk_fn(apply_fn)(x1, x2, params)
+    assert_close(diag, np.einsum("ijaa->ija", full), TOL, "diag")
+    assert_close(trace, diag.mean(-1), TOL, "trace")
+    assert_close(pseudo_ntk(apply_fn, x1, x2, params), full.sum((2, 3)) / 4, TOL, "pseudo")
+    sym = empirical_ntk_fn(apply_fn, ())(x1, None, params)
+    assert_close(sym, sym.transpose(1, 0, 3, 2), TOL, "symmetry")
+    assert np.linalg.eigvalsh(empirical_ntk_fn(apply_fn)(x1, None, params)).min() > -1e-10
+
+
+@pytest.mark.parametrize("trace_axes", [(-1,), ()])
+@pytest.mark.parametrize("x2_none", [True, False])
+def test_tiled_equals_untiled(trace_axes, x2_none, rng):
+    init_fn, apply_fn, _ = _mlp((12, 9), 3, "tanh")
+    x1, x2 = rng.standard_normal((7, 4)), None if x2_none else rng.standard_normal((5, 4))
+    _, params = init_fn(3, x1.shape)
+    ntk_fn = empirical_ntk_fn(apply_fn, trace_axes)
+    ref = ntk_fn(x1, x2, params)
+    for rows in (1, 3):
+        assert_close(ntk_fn(x1, x2, params, block_rows=rows), ref, TOL, f"block_rows={rows}")
+
+
+def test_float32_follows_inputs_and_inputs_unchanged(rng):
+    init_fn, apply_fn, _ = _mlp((32,), 2)
+    x = rng.standard_normal((4, 3))
+    _, params = init_fn(0, x.shape)
+    x_copy, w_copy = x.copy(), params[0][0].copy()
+    k64 = empirical_ntk_fn(apply_fn)(x, None, params)
+    k32 = empirical_ntk_fn(apply_fn)(x.astype(np.float32), None, params)
+    assert k64.dtype == np.float64 and k32.dtype == np.float32
+    assert_close(k32, k64, RTOL["float32_vs_float64"])
+    np.testing.assert_array_equal(x, x_copy)
+    np.testing.assert_array_equal(params[0][0], w_copy)
+
+
+def test_linearize_matches_central_difference(rng):
+    init_fn, apply_fn, _ = _mlp((10, 8), 3, "erf", b_std=0.3)
+    x = rng.standard_normal((5, 4))
+    _, p0 = init_fn(4, x.shape)
+    f_lin = linearize(apply_fn, p0)
+    v = [() if not p else (rng.standard_normal(p[0].shape), rng.standard_normal(p[1].shape)) for p in p0]
+
+    def shifted(eps):
+        return [() if not p else (p[0] + eps * dv[0], p[1] + eps * dv[1]) for p, dv in zip(p0, v)]
+
+    eps = 1e-5
+    jv = (apply_fn(shifted(eps), x) - apply_fn(shifted(-eps), x)) / (2 * eps)
+    assert_close(f_lin(p0, x), apply_fn(p0, x), 1e-14, "f_lin(θ₀)")
+    assert_close(f_lin(shifted(1.0), x) - apply_fn(p0, x), jv, 1e-8, "J·v")
+
+
+def test_nngp_and_kernel_fn(rng):
+    init_fn, apply_fn, _ = _mlp((8,), 3, "relu")
+    x1, x2 = rng.standard_normal((4, 3)), rng.standard_normal((2, 3))
+    _, params = init_fn(5, x1.shape)
+    f1, f2 = apply_fn(params, x1), apply_fn(params, x2)
+    assert_close(empirical_nngp_fn(apply_fn)(x1, x2, params), f1 @ f2.T / 3, TOL, "nngp trace")
+    assert_close(empirical_nngp_fn(apply_fn, ())(x1, x2, params), np.einsum("ia,jb->ijab", f1, f2), TOL)
+    kernel_fn = empirical_kernel_fn(apply_fn)
+    k = kernel_fn(x1, x2, None, params)
+    assert k._fields == ("nngp", "ntk")
+    assert_close(k.ntk, empirical_ntk_fn(apply_fn)(x1, x2, params), TOL)
+    assert kernel_fn(x1, None, "ntk", params).shape == (4, 4)
+
+
+def test_width_limit_rate(rng):
+    """‖Θ̂_m − Θ‖/‖Θ‖ = O(m^(−1/2)): the log-log slope over widths is about −1/2."""
+    x = rng.standard_normal((8, 6))
+    widths, errors = [64, 256, 1024, 4096], []
+    for m in widths:
+        init_fn, apply_fn, kernel_fn = stax.serial(stax.Dense(m, 1.5, 0.1), stax.Relu(), stax.Dense(m, 1.5, 0.1),
+                                                   stax.Erf(), stax.Dense(4, 1.5, 0.1))
+        inf = kernel_fn(x, None, "ntk")
+        ntk_fn = empirical_ntk_fn(apply_fn)
+        errors.append(np.mean([np.linalg.norm(ntk_fn(x, None, init_fn(s, x.shape)[1]) - inf) / np.linalg.norm(inf)
+                               for s in range(3)]))
+    slope = np.polyfit(np.log(widths), np.log(errors), 1)[0]
+    assert -0.7 <= slope <= -0.3, (slope, errors)
+
+
+def test_monte_carlo_running_average(rng):
+    init_fn, apply_fn, kernel_fn = _mlp((256,), 2, "relu")
+    x = rng.standard_normal((4, 3))
+    mc = monte_carlo_kernel_fn(init_fn, apply_fn, 7, [1, 4, 16])
+    estimates = list(mc(x, None, "ntk"))
+    assert len(estimates) == 3
+    assert_close(estimates[-1], monte_carlo_kernel_fn(init_fn, apply_fn, 7, 16)(x, None, "ntk"), TOL)
+    single = empirical_ntk_fn(apply_fn)(x, None, init_fn(np.random.default_rng(np.random.SeedSequence(7).spawn(1)[0]),
+                                                          x.shape)[1])
+    assert_close(estimates[0], single, TOL, "first sample")
+    inf = kernel_fn(x, None, "ntk")
+    assert np.linalg.norm(estimates[-1] - inf) < 0.1 * np.linalg.norm(inf)
+    k = monte_carlo_kernel_fn(init_fn, apply_fn, 7, 2)(x)
+    assert k.nngp.shape == k.ntk.shape == (4, 4)
+
+
+def test_lazy_regime_shrinks_with_width(rng):
+    x_train, x_test = rng.standard_normal((16, 5)), rng.standard_normal((8, 5))
+    y = np.sin(x_train[:, :1])
+    final = {}
+    for m in (32, 2048):
+        init_fn, apply_fn, _ = _mlp((m,), 1, "relu")
+        _, params = init_fn(1, x_train.shape)
+        rec = train_and_track(apply_fn, params, x_train, y, x_test, learning_rate=1.0, n_steps=100, record_every=50)
+        assert list(rec["step"]) == [0, 50, 100] and rec["loss"][-1] < rec["loss"][0]
+        assert rec["param_change"][0] == rec["kernel_change"][0] == rec["lin_gap"][0] == 0
+        final[m] = {k: v[-1] for k, v in rec.items()}
+    for key in ("param_change", "kernel_change", "lin_gap"):
+        assert final[2048][key] < 0.5 * final[32][key], key
+
+
+@pytest.mark.parametrize(("kwargs", "exc", "match"), [
+    ({"trace_axes": (2,)}, ValueError, "trace_axes"),
+    ({"trace_axes": "a"}, TypeError, "trace_axes"),
+    ({"trace_axes": (-1,), "diagonal_axes": (-1,)}, ValueError, "disjoint"),
+    ({"implementation": 7}, ValueError, "implementation"),
+    ({"vmap_axes": 1}, ValueError, "vmap_axes"),
+])
+def test_bad_construction(kwargs, exc, match):
+    _, apply_fn, _ = _mlp((4,), 1)
+    with pytest.raises(exc, match=match):
+        empirical_ntk_fn(apply_fn, **kwargs)
+
+
+def test_bad_inputs(rng):
+    init_fn, apply_fn, _ = _mlp((4,), 2)
+    x = rng.standard_normal((3, 5))
+    _, params = init_fn(0, x.shape)
+    ntk_fn = empirical_ntk_fn(apply_fn)
+    with pytest.raises(TypeError, match="apply_fn"):
+        empirical_ntk_fn(lambda p, x: x)
+    with pytest.raises(ValueError, match="x2"):
+        ntk_fn(x, rng.standard_normal((2, 4)), params)
+    with pytest.raises(ValueError, match="x1"):
+        ntk_fn(np.full((2, 5), np.nan), None, params)
+    with pytest.raises(TypeError, match="x1"):
+        ntk_fn(np.ones((2, 5), int), None, params)
+    with pytest.raises(ValueError, match="params"):
+        ntk_fn(x, None, params[:-1])
+    with pytest.raises(ValueError, match=r"params\[0\]\[0\]"):
+        ntk_fn(x[:, :4], None, params)
+    with pytest.raises(ValueError, match="block_rows"):
+        ntk_fn(x, None, params, block_rows=0)
+    with pytest.raises(ValueError, match="N1 == N2"):
+        empirical_ntk_fn(apply_fn, (0,))(x, x[:2], params)
+    with pytest.raises(ValueError, match="get"):
+        empirical_kernel_fn(apply_fn)(x, None, "nnpg", params)
+    with pytest.raises(ValueError, match="n_samples"):
+        monte_carlo_kernel_fn(init_fn, apply_fn, 0, [4, 2])
+    with pytest.raises(ValueError, match="learning_rate"):
+        train_and_track(apply_fn, params, x, np.zeros((3, 2)), x, learning_rate=-1.0)
+    with pytest.warns(RuntimeWarning, match="learning_rate"):
+        train_and_track(apply_fn, params, x, np.zeros((3, 2)), x, learning_rate=1e3, n_steps=1)
+    with pytest.raises(ValueError, match="y_train"):
+        train_and_track(apply_fn, params, x, np.zeros((3, 1)), x)

@@ -1,10 +1,13 @@
 """Gram driver: infinite-width NNGP/NTK of a network spec, tile by tile.
 
-Cost model (DESIGN §2): one row block of the Gram matrix x1·x2ᵀ by BLAS gemm, written
-straight into the result, then one fused pass of all layers over that block
-(``fastntk._core.fc_tile``). When x2 is None only the upper triangle is computed and
-then mirrored. The results are the only O(N1·N2) allocations; extra memory is one row
-block (when the NNGP itself is not requested) plus O(N·depth) per-point variances.
+Cost model (DESIGN §2): the Gram matrix x1·x2ᵀ by BLAS gemm, row block by row block,
+written straight into a result buffer, then one fused pass of all layers over each row
+block (``fastntk._core.fc_tile``), which reads each Gram entry once and writes Σ and Θ
+once whatever the depth. When x2 is None only the upper triangle is computed and then
+mirrored. The two phases do not alternate per block: BLAS threads keep spinning after a
+gemm and would share the cores with the OpenMP pass. The results are the only O(N1·N2)
+allocations (with get='ntk' alone the Gram is held in the NTK buffer); the rest is
+O(N·depth) per-point variances.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ O(N·depth) per-point variances.
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg.blas
 
 from . import _backend
 from ._validation import check_memory
@@ -102,17 +103,26 @@ def _row_blocks(n1, rows, symmetric):
     return [(i0, min(n1, i0 + rows), i0 if symmetric else 0) for i0 in range(0, n1, rows)]
 
 
-def _gram_block(x1, x2, sigma, i0, i1, c0, sq_norms):
-    """sigma[i0:i1, c0:] = x1[i0:i1] · x2[c0:]ᵀ by BLAS gemm, in place.
+def _gram(x1, x2, sigma, blocks):
+    """sigma = x1·x2ᵀ in place (upper triangle only when x2 is None), by BLAS.
 
-    With sq_norms (x2 is x1), the diagonal entries are set to the squared norms the
-    diagonal pass used, so coincident points see exactly Σ₁₂ = Σ₁₁ = Σ₂₂.
+    x2 None and sigma C-contiguous: one syrk into sigma's memory (OpenBLAS's syrk is
+    faster than gemm on row blocks of the triangle: 1.0 vs 1.3 CPU-s at N=8000, d=784).
+    Otherwise gemm on each row block ``sigma[i0:i1, c0:]``.
     """
-    blk = sigma[i0:i1, c0:]
-    np.matmul(x1[i0:i1], x2[c0:].T, out=blk)
-    if sq_norms is not None:
-        r = np.arange(i1 - i0)
-        blk[r, r + (i0 - c0)] = sq_norms[i0:i1]
+    if x2 is None and sigma.flags.c_contiguous:
+        syrk = scipy.linalg.blas.dsyrk if x1.dtype == np.float64 else scipy.linalg.blas.ssyrk
+        # sigma.T is Fortran-ordered; its lower triangle is sigma's upper one.
+        if np.shares_memory(syrk(1.0, x1.T, beta=0.0, c=sigma.T, trans=1, lower=1, overwrite_c=1), sigma):
+            # The row blocks' diagonal squares reach below the diagonal: fill those
+            # entries too, so no layer reads uninitialised memory.
+            for i0, i1, _ in blocks:
+                square = sigma[i0:i1, i0:i1]
+                lower = np.tril_indices(i1 - i0, -1)
+                square[lower] = square.T[lower]
+            return
+    for i0, i1, c0 in blocks:
+        np.matmul(x1[i0:i1], (x1 if x2 is None else x2)[c0:].T, out=sigma[i0:i1, c0:])
 
 
 def _block_rows(n2, itemsize, block_rows):
@@ -147,19 +157,13 @@ def infinite_kernels(x1, x2, layers, get, dtype, *, diagonal=False, out=None, bl
     n1, d = x1.shape
     with_ntk = "ntk" in get
     segments = _segments(layers, d)
-    sq1 = _sq_norms(x1)
-    k1, t1, var1 = _diagonal_pass(sq1, segments, with_ntk)
-    if x2 is None:
-        k2, var2 = k1, var1
-    else:
-        k2, _, var2 = _diagonal_pass(_sq_norms(x2), segments, False)
     if diagonal:
+        k1, t1, _ = _diagonal_pass(_sq_norms(x1), segments, with_ntk)
         res = {"nngp": k1.astype(dtype), "ntk": t1.astype(dtype) if with_ntk else None}
         return {name: res[name] for name in get} | {"cov1": res["nngp"], "cov2": None}
 
     symmetric = x2 is None
-    x2m = x1 if symmetric else x2
-    n2 = x2m.shape[0]
+    n2 = n1 if symmetric else x2.shape[0]
     out = dict(out or {})
     # Σ needs a buffer of its own only when it is returned or a Python-level layer reads
     # it; otherwise the Gram is written into the NTK buffer and the NNGP is discarded.
@@ -179,9 +183,13 @@ def infinite_kernels(x1, x2, layers, get, dtype, *, diagonal=False, out=None, bl
     with _backend.progress_bar(2 * n1, progress) as bar:
         # Two phases, not alternating per block: BLAS threads spin for a while after each
         # gemm and would take the cores from the OpenMP pass that follows it.
-        for i0, i1, c0 in blocks:
-            _gram_block(x1, x2m, out[sigma_name], i0, i1, c0, sq1 if symmetric else None)
-            bar.update(i1 - i0)
+        _gram(x1, x2, out[sigma_name], blocks)
+        bar.update(n1)
+        # x·x from the Gram itself when x2 is None, so coincident points see exactly
+        # Σ₁₂ = Σ₁₁ = Σ₂₂ (θ = 0 for the ReLU family).
+        sq1 = np.diagonal(out[sigma_name]).astype(np.float64) if symmetric else _sq_norms(x1)
+        k1, _, var1 = _diagonal_pass(sq1, segments, False)
+        k2, var2 = (k1, var1) if symmetric else _diagonal_pass(_sq_norms(x2), segments, False)[::2]
         rho_tol = rho_tolerance(d, dtype)
         for i0, i1, c0 in blocks:
             sigma = out[sigma_name][i0:i1, c0:]

@@ -63,13 +63,16 @@ std::vector<fastntk::Op> read_ops(const Array<double>& ops, idx* n_act) {
     return out;
 }
 
-// An optional output: None or an array with the same shape and row stride as sigma.
+// An optional output: None, or an array of exactly dtype T and shape (n1, n2) with
+// contiguous rows. Never converted: a converted copy would receive the result.
 template <class T>
-T* optional_out(const py::object& obj, const char* name, idx n1, idx n2, idx ld) {
+T* optional_out(const py::object& obj, const char* name, idx n1, idx n2, idx* ld) {
+    *ld = n2;
     if (obj.is_none()) return nullptr;
-    auto a = obj.cast<Array<T>>();
-    if (row_stride<T>(a, name, n1, n2) != ld)
-        throw std::invalid_argument(std::string(name) + " and sigma must have the same row stride");
+    if (!py::isinstance<Array<T>>(obj))
+        throw std::invalid_argument(std::string(name) + " must be None or an array of the dtype of sigma");
+    auto a = py::reinterpret_borrow<Array<T>>(obj);
+    *ld = row_stride<T>(a, name, n1, n2);
     return a.mutable_data();
 }
 
@@ -79,16 +82,17 @@ void fc_tile(const Array<T>& sigma, py::object nngp, py::object ntk, const Array
     idx n_act;
     const auto op = read_ops(ops, &n_act);
     const idx n1 = sigma.ndim() == 2 ? sigma.shape(0) : -1, n2 = sigma.ndim() == 2 ? sigma.shape(1) : -1;
-    const idx ld = row_stride<T>(sigma, "sigma", n1, n2);
-    T* nngp_ptr = optional_out<T>(nngp, "nngp", n1, n2, ld);
-    T* ntk_ptr = optional_out<T>(ntk, "ntk", n1, n2, ld);
+    fastntk::Strides ld;
+    ld.sigma = row_stride<T>(sigma, "sigma", n1, n2);
+    T* nngp_ptr = optional_out<T>(nngp, "nngp", n1, n2, &ld.nngp);
+    T* ntk_ptr = optional_out<T>(ntk, "ntk", n1, n2, &ld.ntk);
     if (ntk_ptr && ntk_ptr == sigma.data() && (op.empty() || op[0].kind != fastntk::OpKind::Input))
         throw std::invalid_argument("sigma may share its buffer with ntk only when ops start with the input op");
-    const idx ld1 = row_stride<double>(var1, "var1", n_act, n1);
-    const idx ld2 = row_stride<double>(var2, "var2", n_act, n2);
+    ld.var1 = row_stride<double>(var1, "var1", n_act, n1);
+    ld.var2 = row_stride<double>(var2, "var2", n_act, n2);
     const T* sigma_ptr = sigma.data();
     py::gil_scoped_release release;
-    fastntk::fc_tile<T>(sigma_ptr, nngp_ptr, ntk_ptr, n1, n2, ld, var1.data(), ld1, var2.data(), ld2, op.data(),
+    fastntk::fc_tile<T>(sigma_ptr, nngp_ptr, ntk_ptr, n1, n2, ld, var1.data(), var2.data(), op.data(),
                         static_cast<int>(op.size()), rho_tol);
 }
 
@@ -100,7 +104,9 @@ void fc_diagonal(Array<double> nngp, py::object ntk_obj, Array<double> var, cons
     const idx n = nngp.shape(0);
     double* t = nullptr;
     if (!ntk_obj.is_none()) {
-        auto ntk = ntk_obj.cast<Array<double>>();
+        if (!py::isinstance<Array<double>>(ntk_obj))
+            throw std::invalid_argument("ntk must be None or a float64 array");
+        auto ntk = py::reinterpret_borrow<Array<double>>(ntk_obj);
         if (ntk.ndim() != 1 || ntk.shape(0) != n || ntk.strides(0) != sizeof(double))
             throw std::invalid_argument("ntk must be a contiguous array of shape (" + std::to_string(n) + ",)");
         t = ntk.mutable_data();
@@ -152,16 +158,16 @@ int get_num_threads() {
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fastntk compiled kernels (see cpp/include/fastntk)";
-    m.def("fc_tile", &fc_tile<double>, "Walk a tile of Sigma12 (and Theta12) through all ops.", py::arg("sigma"),
-          py::arg("nngp"), py::arg("ntk"), py::arg("var1"), py::arg("var2"), py::arg("ops"), py::arg("rho_tol"));
-    m.def("fc_tile", &fc_tile<float>, "Walk a tile of Sigma12 (and Theta12) through all ops.", py::arg("sigma"),
-          py::arg("nngp"), py::arg("ntk"), py::arg("var1"), py::arg("var2"), py::arg("ops"), py::arg("rho_tol"));
+    m.def("fc_tile", &fc_tile<double>, "Walk a tile of Sigma12 (and Theta12) through all ops.", py::arg("sigma").noconvert(),
+          py::arg("nngp"), py::arg("ntk"), py::arg("var1").noconvert(), py::arg("var2").noconvert(), py::arg("ops").noconvert(), py::arg("rho_tol"));
+    m.def("fc_tile", &fc_tile<float>, "Walk a tile of Sigma12 (and Theta12) through all ops.", py::arg("sigma").noconvert(),
+          py::arg("nngp"), py::arg("ntk"), py::arg("var1").noconvert(), py::arg("var2").noconvert(), py::arg("ops").noconvert(), py::arg("rho_tol"));
     m.def("fc_diagonal", &fc_diagonal, "Per-point Sigma(x, x), Theta(x, x) and activation variances, in place.",
-          py::arg("nngp"), py::arg("ntk"), py::arg("var"), py::arg("ops"));
-    m.def("mirror_upper", &mirror_upper<double>, "Copy the upper triangle onto the lower.", py::arg("a"));
-    m.def("mirror_upper", &mirror_upper<float>, "Copy the upper triangle onto the lower.", py::arg("a"));
-    m.def("atan2", &atan2_array, "Vectorisable atan2 used by the kernels (for tests).", py::arg("y"), py::arg("x"),
-          py::arg("out"));
+          py::arg("nngp").noconvert(), py::arg("ntk"), py::arg("var").noconvert(), py::arg("ops").noconvert());
+    m.def("mirror_upper", &mirror_upper<double>, "Copy the upper triangle onto the lower.", py::arg("a").noconvert());
+    m.def("mirror_upper", &mirror_upper<float>, "Copy the upper triangle onto the lower.", py::arg("a").noconvert());
+    m.def("atan2", &atan2_array, "Vectorisable atan2 used by the kernels (for tests).", py::arg("y").noconvert(), py::arg("x").noconvert(),
+          py::arg("out").noconvert());
     m.def("set_num_threads", &set_num_threads, "Set the OpenMP thread count.", py::arg("n"));
     m.def("get_num_threads", &get_num_threads, "OpenMP thread count.");
     m.attr("has_openmp") =

@@ -187,44 +187,52 @@ inline void fc_diagonal(double* k, double* t, idx n, const Op* ops, int n_ops, d
     }
 }
 
-// Tile pass over an n1 x n2 tile (row stride ld for every array).
+// Row strides (in elements) of the arrays fc_tile reads and writes.
+struct Strides {
+    idx sigma, nngp, ntk, var1, var2;
+};
+
+// Tile pass over an n1 x n2 tile.
 // sigma_in: Sigma12 on entry (the Gram x1.x2 when ops[0] is Input). nngp: Sigma12
 // after all ops, or nullptr to discard it. ntk: Theta12 on entry (unless ops[0] is
 // Input, which sets it to 0) and on exit, or nullptr for the NNGP alone. sigma_in may
 // be the same buffer as nngp, or as ntk when ops[0] is Input: each chunk is read
-// before it is written. var1[a * ld_v1 + i], var2[a * ld_v2 + j]: variances entering
-// activation a. Rows run in parallel; each row is walked through all ops in
+// before it is written. var1[a * ld.var1 + i], var2[a * ld.var2 + j]: variances entering
+// activation a; row strides in ld. Rows run in parallel; each row is walked through all ops in
 // cache-sized chunks, so every entry is read and written once whatever the depth.
 template <class T>
-FASTNTK_SIMD_CLONES void fc_tile(const T* sigma_in, T* nngp, T* ntk, idx n1, idx n2, idx ld,
-                                 const double* var1, idx ld_v1, const double* var2, idx ld_v2,
-                                 const Op* ops, int n_ops, double rho_tol) noexcept {
+FASTNTK_SIMD_CLONES void fc_tile(const T* sigma_in, T* nngp, T* ntk, idx n1, idx n2, const Strides& ld,
+                                 const double* var1, const double* var2, const Op* ops, int n_ops,
+                                 double rho_tol) noexcept {
     constexpr idx kChunk = 256;
     const bool starts_with_input = n_ops > 0 && ops[0].kind == OpKind::Input;
 #pragma omp parallel for schedule(dynamic, 1)
     for (idx i = 0; i < n1; ++i) {
         double k[kChunk], t[kChunk];
         for (idx j0 = 0; j0 < n2; j0 += kChunk) {
-            const idx m = std::min(kChunk, n2 - j0), at = i * ld + j0;
-            for (idx j = 0; j < m; ++j) k[j] = static_cast<double>(sigma_in[at + j]);
-            if (ntk && !starts_with_input)
-                for (idx j = 0; j < m; ++j) t[j] = static_cast<double>(ntk[at + j]);
+            const idx m = std::min(kChunk, n2 - j0);
+            const T* s_row = sigma_in + i * ld.sigma + j0;
+            T* k_row = nngp ? nngp + i * ld.nngp + j0 : nullptr;
+            T* t_row = ntk ? ntk + i * ld.ntk + j0 : nullptr;
+            for (idx j = 0; j < m; ++j) k[j] = static_cast<double>(s_row[j]);
+            if (t_row && !starts_with_input)
+                for (idx j = 0; j < m; ++j) t[j] = static_cast<double>(t_row[j]);
             int a = 0;
             for (int l = 0; l < n_ops; ++l) {
                 const double* v1 = nullptr;
                 const double* v2 = nullptr;
                 if (is_activation(ops[l].kind)) {
-                    v1 = var1 + a * ld_v1 + i;
-                    v2 = var2 + a * ld_v2 + j0;
+                    v1 = var1 + a * ld.var1 + i;
+                    v2 = var2 + a * ld.var2 + j0;
                     ++a;
                 }
-                if (ntk) apply_op<true, false>(ops[l], k, t, m, v1, v2, rho_tol);
+                if (t_row) apply_op<true, false>(ops[l], k, t, m, v1, v2, rho_tol);
                 else apply_op<false, false>(ops[l], k, t, m, v1, v2, rho_tol);
             }
-            if (nngp)
-                for (idx j = 0; j < m; ++j) nngp[at + j] = static_cast<T>(k[j]);
-            if (ntk)
-                for (idx j = 0; j < m; ++j) ntk[at + j] = static_cast<T>(t[j]);
+            if (k_row)
+                for (idx j = 0; j < m; ++j) k_row[j] = static_cast<T>(k[j]);
+            if (t_row)
+                for (idx j = 0; j < m; ++j) t_row[j] = static_cast<T>(t[j]);
         }
     }
 }

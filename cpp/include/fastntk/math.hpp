@@ -4,7 +4,8 @@
 // time (~8 ns each). The ReLU-family, erf and GELU dual kernels need an angle
 // per kernel entry and per layer, so the angle is computed here with
 // selects instead of branches and a rational core, which GCC and Clang turn
-// into SIMD code. Accuracy: within 2 ulp of std::atan2 (tests/test_core.py).
+// into SIMD code. Accuracy: within 2 ulp of std::atan2 for finite, normal-range
+// arguments (tests/test_core.py).
 #pragma once
 
 #include <cmath>
@@ -48,13 +49,15 @@ inline double atan_ratio(double lo, double hi) noexcept {
     return upper ? kPio4Hi + (a + kPio4Lo) : a;
 }
 
-// atan2(y, x) in [-pi, pi], with atan2(0, 0) = 0 as std::atan2 on +0.
+// atan2(y, x) in [-pi, pi] for finite arguments that are zero or of normal magnitude
+// (the kernels see no other), within 2 ulp of std::atan2. Zeros count as +0 (atan2(0, 0)
+// = 0); a NaN argument gives NaN; infinite and subnormal arguments are out of contract.
 inline double atan2_v(double y, double x) noexcept {
     using namespace detail;
     const double ay = std::fabs(y), ax = std::fabs(x);
     const bool steep = ay > ax;
     const double hi = steep ? ay : ax, lo = steep ? ax : ay;
-    double a = atan_ratio(lo, hi > 0.0 ? hi : 1.0);
+    double a = atan_ratio(lo, hi == 0.0 ? 1.0 : hi);  // NaN in, NaN out
     a = steep ? kPio2Hi - (a - kPio2Lo) : a;
     a = x < 0.0 ? kPiHi - (a - kPiLo) : a;
     return y < 0.0 ? -a : a;

@@ -4,7 +4,10 @@ Gradient flow on the MSE loss ``L(f) = 1/(2n) Σ (f − y)²`` (``n = y_train.si
 outputs as ``df/dτ = −(1/n) K (f − y)``, with ``τ = learning_rate · t`` (Jacot et al. 2018,
 arXiv:1806.07572; Lee et al. 2019, arXiv:1902.06720). Every finite-``t`` prediction comes from
 one eigendecomposition ``K_reg = V diag(λ) V^T`` of ``K_reg = K + diag_reg·(trace(K)/N)·I``,
-computed on the first call and cached; ``t=None`` (t = ∞) uses a Cholesky solve.
+computed on the first call and cached; ``t=None`` (t = ∞) uses a Cholesky solve (the cached
+eigendecomposition when there is one: no second factorization). V is kept
+factored (:func:`fastntk.solvers.eigh_factored`): two N×N arrays, and no 2N³-flop
+back-transformation. Solvers that never form an N×N matrix are in :mod:`fastntk.solvers`.
 
 Numerical rules (where neural-tangents is fragile):
 
@@ -37,9 +40,11 @@ from typing import NamedTuple
 
 import numpy as np
 import scipy.linalg as sl
-from scipy.sparse.linalg import LinearOperator, expm_multiply
+from scipy.sparse.linalg import LinearOperator
 
+from . import solvers
 from ._validation import check_array, check_finite, check_positive
+from .solvers import eigh_factored, gradient_descent_mse_expm
 
 __all__ = [
     "DiagRegSelection",
@@ -190,7 +195,7 @@ def _attr(k, g, name):
 
 
 class _Factor:
-    """Lazy factorizations of K_reg = K + reg·I: eigendecomposition and Cholesky (≤ one N×N each)."""
+    """Lazy factorizations of K_reg = K + reg·I: eigendecomposition and Cholesky (≤ two N×N each)."""
 
     def __init__(self, k, diag_reg, absolute, name):
         self.k, self.name, self.n = k, name, k.shape[0]
@@ -200,42 +205,44 @@ class _Factor:
         self.singular = False
 
     def regularized(self):
-        k_reg = np.array(self.k, dtype=np.float64, order="F")  # Fortran order: LAPACK works in place
-        k_reg[np.diag_indices(self.n)] += self.reg
+        """K_reg as a private Fortran-order float64 copy (K^T: a plain copy of a C-order K), for LAPACK."""
+        k_reg = np.array(self.k.T, dtype=np.float64, order="F")
+        k_reg.flat[:: self.n + 1] += self.reg
         return k_reg
 
     def eig(self):
-        """(λ, V) ascending, with λ ≤ N·eps·λ_max set to 0 (module docstring)."""
+        """(λ, V as a solvers.FactoredEigenbasis) ascending, with λ ≤ N·eps·λ_max set to 0 (module docstring)."""
         if self._eig is None:
-            # 'evr': K_reg copy + V (2 N²); 'evd' is faster but its workspace adds 2 N²
-            lam, vecs = sl.eigh(self.regularized(), overwrite_a=True, driver="evr", check_finite=False)
+            lam, basis = eigh_factored(self.regularized())
             top = max(lam[-1], 0.0)
             if lam[0] < -np.sqrt(self.eps) * top:
                 warnings.warn(f"{self.name} is indefinite beyond rounding: λ_min = {lam[0]:.3g}, λ_max = {top:.3g}; "
                               "negative eigenvalues are treated as 0", RuntimeWarning, stacklevel=4)
-            self._eig = (np.where(lam > self.n * self.eps * top, lam, 0.0), vecs)
+            self._eig = (np.where(lam > self.n * self.eps * top, lam, 0.0), basis)
         return self._eig
 
     def solve(self, b):
-        """K_reg⁻¹ b by Cholesky, or the pseudo-inverse when K_reg is numerically singular."""
+        """K_reg⁻¹ b by Cholesky (by the eigendecomposition if cached); the pseudo-inverse if singular."""
         if self._chol is None and not self.singular:
-            try:
-                c = sl.cho_factor(self.regularized(), lower=False, overwrite_a=True, check_finite=False)
-                piv = np.abs(np.diag(c[0]))
-                self.singular = piv.min() ** 2 <= self.n * self.eps * piv.max() ** 2
-            except np.linalg.LinAlgError:
-                c, self.singular = None, True
+            c, self.singular = None, self._eig is not None and not self._eig[0].all()
+            if self._eig is None:
+                try:
+                    c = sl.cho_factor(self.regularized(), lower=False, overwrite_a=True, check_finite=False)
+                    piv = np.abs(np.diag(c[0]))
+                    self.singular = piv.min() ** 2 <= self.n * self.eps * piv.max() ** 2
+                except np.linalg.LinAlgError:
+                    self.singular = True
             if self.singular:
-                warnings.warn(f"{self.name} (+ diag_reg) is numerically singular: Cholesky failed or lost all "
-                              "precision; using the eigendecomposition pseudo-inverse", RuntimeWarning, stacklevel=4)
-            else:
-                self._chol = c
+                warnings.warn(f"{self.name} (+ diag_reg) is numerically singular: Cholesky failed, lost all precision "
+                              "or eigenvalues ≤ N·eps·λ_max; using the eigendecomposition pseudo-inverse",
+                              RuntimeWarning, stacklevel=4)
+            self._chol = None if self.singular else c
         return sl.cho_solve(self._chol, b, check_finite=False) if self._chol is not None else self.pinv_solve(b)
 
     def pinv_solve(self, b):
         """K_reg⁺ b: eigenvalues counted as zero are dropped."""
-        lam, vecs = self.eig()
-        return vecs @ (np.divide(1.0, lam, out=np.zeros_like(lam), where=lam > 0)[:, None] * (vecs.T @ b))
+        lam, basis = self.eig()
+        return basis.apply(np.divide(1.0, lam, out=np.zeros_like(lam), where=lam > 0)[:, None] * basis.apply_t(b))
 
 
 def _flow(lam, tau, n):
@@ -255,9 +262,17 @@ def _steps(lam, steps, learning_rate, n):
     return e, e / np.where(lam > 0, lam, 1.0)
 
 
-def _in_eigenbasis(vecs, d, z):
-    """V diag(d_t) z for every row d_t of d (T, N); z = V^T b (N, M) -> (T, N, M)."""
-    return vecs @ (d[:, :, None] * z)
+def _in_eigenbasis(basis, d, z, left=None):
+    """V diag(d_l) z, or ``left`` @ it, for every row d_l of d (L, N): (L, N or N_left, M).
+
+    z = V^T b (N, M). All L·M columns go through one product with V, then one with ``left``
+    (N_test, N): 4N²·LM + 2·N_test·N·LM flops, against 4N²·N_test to form ``left @ V`` first.
+    """
+    n, m, big_l = z.shape[0], z.shape[1], d.shape[0]
+    w = basis.apply((d.T[:, :, None] * z[:, None, :]).reshape(n, big_l * m))
+    if left is not None:
+        w = left @ w
+    return np.moveaxis(w.reshape(-1, big_l, m), 1, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +349,8 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
             shape = ()
         else:
             t = _times(t, integer=discrete)
-            train, test = _predict_finite(factor, r, ktd, t.reshape(-1, 1), discrete, learning_rate)
+            train, test = _predict_finite(factor, r, ktd, t.reshape(-1, 1), discrete, learning_rate,
+                                          fx_train_0 is not None)
             shape = t.shape
         fx_train = y if train is None else f0.reshape(y.shape) + train  # t = None: y exactly, as neural-tangents
         fx_train = None if fx_train_0 is None else fx_train.reshape(*shape, *f0.shape)
@@ -355,17 +371,20 @@ def _check_stable(factor, learning_rate, n):
                       "discrete gradient descent diverges along the top eigendirections", RuntimeWarning, stacklevel=4)
 
 
-def _predict_finite(factor, r, ktd, t, discrete, learning_rate):
+def _predict_finite(factor, r, ktd, t, discrete, learning_rate, train=True):
     """Changes (T, N, M) of the train and (T, N_test, M) of the test outputs at times t (T, 1)."""
-    lam, vecs = factor.eig()
+    lam, basis = factor.eig()
     if discrete:
         _check_stable(factor, learning_rate, r.size)
         e, h = _steps(lam, t, learning_rate, r.size)
     else:
         e, h = _flow(lam, learning_rate * t, r.size)
-    z = vecs.T @ r
-    test = None if ktd is None else ktd @ _in_eigenbasis(vecs, h, z)
-    return _in_eigenbasis(vecs, e, z), test
+    z = basis.apply_t(r)  # the residual projected once; then one product with V for every time
+    if ktd is None or not train:
+        return (_in_eigenbasis(basis, e, z), None) if ktd is None else (None, _in_eigenbasis(basis, h, z, ktd))
+    w = _in_eigenbasis(basis, np.concatenate([e, h]), z)  # train and test: one product with V
+    test = ktd @ np.moveaxis(w[len(e):], 0, 1).reshape(ktd.shape[1], -1)
+    return w[: len(e)], np.moveaxis(test.reshape(ktd.shape[0], len(e), -1), 1, 0)
 
 
 def _predict_limit(factor, r, ktd, discrete, learning_rate):
@@ -375,8 +394,8 @@ def _predict_limit(factor, r, ktd, discrete, learning_rate):
     test = None if ktd is None else ktd @ factor.solve(-r)
     if not factor.singular:
         return None, test
-    lam, vecs = factor.eig()
-    return -vecs @ ((lam > 0)[:, None] * (vecs.T @ r)), test
+    lam, basis = factor.eig()
+    return -basis.apply((lam > 0)[:, None] * basis.apply_t(r)), test
 
 
 def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, trace_axes=(-1,)):
@@ -451,16 +470,13 @@ def _test_kernel(k, g, n, name, n_test=None):
 
 
 def _posterior_cov(g, factor, ktd, k_test_train, k_test_test):
-    init = "ntk" if g == "ntkgp" else "nngp"
-    n_t = ktd.shape[0]
+    init, n_t = "ntk" if g == "ntkgp" else "nngp", ktd.shape[0]
     ktt = _kernel(_attr(k_test_test, init, "k_test_test"), f"k_test_test.{init}", (n_t, n_t))
     ktd_init = _test_kernel(k_test_train, init, ktd.shape[1], "k_test_train", n_t)
     if g != "ntk":
         return ktt - ktd @ factor(g if g == "nngp" else "ntk").solve(ktd_init.T)
-    nngp_dd = factor("nngp").k
-    term_1 = factor("ntk").solve(ktd.T)
-    term_2 = ktd @ factor("ntk").solve(ktd_init.T)
-    return term_1.T @ (nngp_dd @ term_1) - (term_2 + term_2.T) + ktt
+    term_1, term_2 = factor("ntk").solve(ktd.T), ktd @ factor("ntk").solve(ktd_init.T)
+    return term_1.T @ (factor("nngp").k @ term_1) - (term_2 + term_2.T) + ktt
 
 
 def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0, diag_reg=0.0,
@@ -501,11 +517,12 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
     y, tail, y_dtype = _targets(y_train, trace_axes, np.shape(x_train)[0])
     learning_rate = check_positive(learning_rate, "learning_rate")
     diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
-    k_dd, factors = {}, {}
+    k_dd, factors, memo = {}, {}, {}
 
     def train_kernels(names):
         missing = tuple(g for g in names if g not in k_dd)
         if missing:
+            missing = ("nngp", "ntk") if "ntk" in missing else missing  # the NNGP comes with the NTK
             res = kernel_fn(x_train, None, missing, **kernel_fn_train_train_kwargs)
             for g in missing:
                 k_dd[g] = _kernel(_attr(res, g, "kernel_fn(x_train)"), f"kernel_fn(x_train).{g}")
@@ -517,10 +534,11 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
         need = tuple(g for g in ("nngp", "ntk") if g in names or (g == "nngp" and compute_cov))
         dtype = _result_dtype(*train_kernels(need), np.empty(0, y_dtype))
         kw = {**kernel_fn_train_train_kwargs, **kernel_fn_test_test_kwargs}
-        k_td = None if x_test is None else kernel_fn(x_test, x_train, need, **kw)
+        k_td = None if x_test is None else _memo_kernel(memo, kernel_fn, x_test, x_train, need, kw)
         k_tt = compute_cov or None
         if x_test is not None and compute_cov:
-            k_tt = collections.namedtuple("Kernel", "nngp")(kernel_fn(x_test, None, ("nngp",), **kw).nngp)
+            k_tt = _memo_kernel(memo, kernel_fn, x_test, None, ("nngp",), kw)
+            k_tt = collections.namedtuple("Kernel", "nngp")(k_tt.nngp)
         if t is None:
             out = {g: _posterior(g, factors.get, y, tail, k_td, k_tt, dtype) for g in names}
         else:
@@ -532,15 +550,26 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
     return predict_fn
 
 
+def _memo_kernel(memo, kernel_fn, x_test, x2, get, kw):
+    """kernel_fn(x_test, x2, get, **kw), reused while x_test (by value) and kw (by identity) repeat, per get."""
+    x_old, kw_old, out = memo.get((x2 is None, get), (None, {}, None))
+    same_kw = kw_old.keys() == kw.keys() and all(kw_old[k] is v for k, v in kw.items())
+    if out is None or not same_kw or not np.array_equal(x_old, x_test):
+        out = kernel_fn(x_test, x2, get, **kw)
+        memo[(x2 is None, get)] = (np.array(x_test, copy=True), dict(kw), out)
+    return out
+
+
 def _ensemble_t(g, factors, y, tail, tau, k_td, k_tt, compute_cov):
-    lam, vecs = factors[g].eig()
+    lam, basis = factors[g].eig()
     n = y.size
     e, h = _flow(lam, tau.reshape(-1, 1), n)
     shape = tau.shape
     if k_td is None:
-        mean = _in_eigenbasis(vecs, -e, vecs.T @ y).reshape(*shape, y.shape[0], *tail)
+        mean = _in_eigenbasis(basis, -e, basis.apply_t(y)).reshape(*shape, y.shape[0], *tail)
         if not compute_cov:
             return mean
+        vecs = basis.dense()
         if g == "nngp":
             cov = (vecs * (lam * (1.0 + e) ** 2)[:, None, :]) @ vecs.T  # E_τ 𝒦_reg E_τ
         else:
@@ -548,17 +577,17 @@ def _ensemble_t(g, factors, y, tail, tau, k_td, k_tt, compute_cov):
             cov = exp_t @ factors["nngp"].k @ exp_t
         return Gaussian(mean, cov.reshape(*shape, *cov.shape[1:]))
     ktd = _test_kernel(k_td, g, factors[g].n, "kernel_fn(x_test, x_train)")
-    mean = (ktd @ _in_eigenbasis(vecs, -h, vecs.T @ y)).reshape(*shape, ktd.shape[0], *tail)
+    mean = _in_eigenbasis(basis, -h, basis.apply_t(y), ktd).reshape(*shape, ktd.shape[0], *tail)
     if not compute_cov:
         return mean
     nngp_td = _test_kernel(k_td, "nngp", factors[g].n, "kernel_fn(x_test, x_train)")
-    a = vecs.T @ nngp_td.T
+    a = basis.apply_t(nngp_td.T)
     if g == "nngp":
         _, h2 = _flow(lam, 2 * tau.reshape(-1, 1), n)
         cov = k_tt.nngp + (a.T * h2[:, None, :]) @ a
     else:
-        term_1 = _in_eigenbasis(vecs, -h, vecs.T @ ktd.T)
-        term_2 = ktd @ _in_eigenbasis(vecs, -h, a)
+        term_1 = _in_eigenbasis(basis, -h, basis.apply_t(ktd.T))
+        term_2 = _in_eigenbasis(basis, -h, a, ktd)
         cov = np.swapaxes(term_1, 1, 2) @ factors["nngp"].k @ term_1 - (term_2 + np.swapaxes(term_2, 1, 2)) + k_tt.nngp
     return Gaussian(mean, cov.reshape(*shape, *cov.shape[1:]))
 
@@ -587,7 +616,8 @@ def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps=1e-1
     momentum = check_positive(momentum, "momentum", allow_zero=True)
     eps = check_positive(eps, "eps", allow_zero=True)
     n = k.shape[0] if y_train_size is None else int(y_train_size)
-    top = sl.eigh(k.astype(np.float64), eigvals_only=True, subset_by_index=(k.shape[0] - 1, k.shape[0] - 1))[-1]
+    top = sl.eigh(k.astype(np.float64), eigvals_only=True, overwrite_a=True, check_finite=False,
+                  subset_by_index=(k.shape[0] - 1, k.shape[0] - 1))[-1]
     return 2 * (1 + momentum) * n / (top + eps)
 
 
@@ -596,7 +626,8 @@ def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps=1e-1
 
 
 def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, *, k_test_train=None,
-                 fx_train_0=0.0, fx_test_0=0.0, solver="cholesky", tol=1e-10, maxiter=None):
+                 fx_train_0=0.0, fx_test_0=0.0, solver="cholesky", tol=1e-10, maxiter=None,
+                 preconditioner=None, rank=100, seed=0):
     """Kernel ridge regression on the residuals ``y − f_0`` (the t = ∞ limit of regularized gradient flow).
 
     Parameters
@@ -612,7 +643,11 @@ def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     solver : {'cholesky', 'eigh', 'cg'}, keyword-only
         'cholesky' falls back to the eigendecomposition pseudo-inverse (RuntimeWarning) when
         K_reg is indefinite or singular; 'cg' runs conjugate gradients on all outputs at once to
-        relative residual ``tol`` (RuntimeWarning if ``maxiter``, default 10·N, is reached).
+        relative residual ``tol`` (RuntimeWarning if ``maxiter``, default 10·N, is reached), with
+        products ``K @ V`` only (:func:`fastntk.solvers.cg`).
+    preconditioner : {None, 'nystrom'}, keyword-only
+        'cg' only: randomized Nyström preconditioner of rank ``rank`` drawn with ``seed``
+        (:func:`fastntk.solvers.nystrom_preconditioner`); needs ``diag_reg > 0``.
 
     Returns
     -------
@@ -623,11 +658,13 @@ def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     if solver not in ("cholesky", "eigh", "cg"):
         raise ValueError(f"unknown solver {solver!r}; supported: 'cholesky', 'eigh', 'cg'")
     diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
-    k, reg = _operator(k_train_train, diag_reg, diag_reg_absolute_scale, solver == "cg")
+    if solver != "cg" and isinstance(k_train_train, LinearOperator):
+        raise TypeError("k_train_train may be a LinearOperator only with solver='cg'")
+    k, reg = solvers._regularized(k_train_train, diag_reg, diag_reg_absolute_scale)
     y, tail, y_dtype = _outputs(y_train, k.shape[0])
     r = y - _initial(fx_train_0, "fx_train_0", (k.shape[0], *tail)).reshape(y.shape)
     if solver == "cg":
-        alpha = _cg(lambda v: k @ v + reg * v, r, check_positive(tol, "tol"), maxiter or 10 * k.shape[0])
+        alpha = solvers.solve_regularized(k, reg, r, tol, maxiter, preconditioner, rank, seed)
     else:
         fac = _Factor(k, diag_reg, diag_reg_absolute_scale, "k_train_train")
         alpha = fac.solve(r) if solver == "cholesky" else fac.pinv_solve(r)
@@ -641,41 +678,6 @@ def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     dtype = np.float64 if isinstance(k, LinearOperator) else _result_dtype(k, np.empty(0, y_dtype))
     alpha, fx_train = (a.reshape(-1, *tail).astype(dtype, copy=False) for a in (alpha, fx_train))
     return KernelRidge(alpha, fx_train, None if fx_test is None else fx_test.astype(dtype, copy=False))
-
-
-def _operator(k, diag_reg, absolute, allow_operator):
-    """(kernel, absolute regularizer) for an array or, where allowed, a LinearOperator."""
-    if isinstance(k, LinearOperator):
-        if not allow_operator:
-            raise TypeError("k_train_train may be a LinearOperator only with solver='cg'")
-        if k.shape[0] != k.shape[1]:
-            raise ValueError(f"k_train_train must be square (N, N); got shape {k.shape}")
-        if diag_reg and not absolute:
-            raise ValueError("diag_reg relative to trace(K)/N needs K's diagonal: pass diag_reg_absolute_scale=True "
-                             "with a LinearOperator k_train_train")
-        return k, diag_reg
-    k = _kernel(k, "k_train_train")
-    return k, diag_reg if absolute else diag_reg * float(np.trace(k, dtype=np.float64)) / k.shape[0]
-
-
-def _cg(matmat, b, tol, maxiter):
-    """Conjugate gradients on every column of b (N, M) at once, to ‖r‖ ≤ tol·‖b‖ per column."""
-    x, r = np.zeros_like(b), b.copy()
-    p, rs, goal = r.copy(), (r * r).sum(0), (tol * np.linalg.norm(b, axis=0)) ** 2
-    for _ in range(maxiter):
-        active = rs > goal
-        if not active.any():
-            return x
-        ap = matmat(p)
-        alpha = np.divide(rs, (p * ap).sum(0), out=np.zeros_like(rs), where=active)
-        x += alpha * p
-        r -= alpha * ap
-        rs_new = (r * r).sum(0)
-        p = r + np.divide(rs_new, rs, out=np.zeros_like(rs), where=active) * p
-        rs = rs_new
-    warnings.warn(f"conjugate gradients stopped after maxiter={maxiter} iterations above tol", RuntimeWarning,
-                  stacklevel=3)
-    return x
 
 
 def select_diag_reg(k_train_train, y_train, diag_regs, diag_reg_absolute_scale=False, *, fx_train_0=0.0,
@@ -714,13 +716,13 @@ def select_diag_reg(k_train_train, y_train, diag_regs, diag_reg_absolute_scale=F
     y, tail, _ = _outputs(y_train, k.shape[0])
     r = y - _initial(fx_train_0, "fx_train_0", (k.shape[0], *tail)).reshape(y.shape)
     fac = _Factor(k, 0.0, True, "k_train_train")
-    lam, vecs = fac.eig()
+    lam, basis = fac.eig()
     reg = grid if diag_reg_absolute_scale else grid * float(np.trace(k, dtype=np.float64)) / k.shape[0]
     s = reg[:, None] / (lam[None, :] + reg[:, None])  # (G, N): eigenvalues of S
-    z = vecs.T @ r
+    z = basis.apply_t(r)
     gcv = (s**2 @ (z**2).sum(1)) / r.size / (s.sum(1) / k.shape[0]) ** 2
-    s_diag = (vecs**2 @ s.T).T  # (G, N): diag(S)
-    resid = _in_eigenbasis(vecs, s, z)  # (G, N, M)
+    s_diag = (basis.dense() ** 2 @ s.T).T  # (G, N): diag(S)
+    resid = _in_eigenbasis(basis, s, z)  # (G, N, M)
     loo = ((resid / s_diag[:, :, None]) ** 2).mean(axis=(1, 2))
     best = int(np.argmin(gcv if criterion == "gcv" else loo))
     return DiagRegSelection(float(grid[best]), grid, gcv, loo)
@@ -796,69 +798,3 @@ def kernel_alignment(k_train_train, y_train, centered=False):
     if den == 0:
         raise ValueError("kernel alignment is undefined for a zero kernel or zero targets")
     return float(num / den)
-
-
-def gradient_descent_mse_expm(k_train_train, y_train, t, fx_train_0=0.0, fx_test_0=None, k_test_train=None,
-                              learning_rate=1.0, diag_reg=0.0, diag_reg_absolute_scale=False):
-    """Gradient-flow predictions at times ``t`` by Krylov ``expm_multiply``: matrix–vector products only.
-
-    For large N, where an eigendecomposition is out of reach. ``k_train_train`` (N, N) array or a
-    symmetric scipy LinearOperator (then ``diag_reg`` must be absolute); ``k_test_train``
-    (N_test, N) array or LinearOperator. ``t``: scalar or array of times (units of
-    ``learning_rate``), finite. Returns as the predict_fn of :func:`gradient_descent_mse`.
-
-    Notes
-    -----
-    ``W(τ) = ∫₀^τ e^{−sK/n} ds (f_train_0 − y)`` is the top block of
-    ``exp(τ [[−K/n, R], [0, 0]]) [0; I]``; then ``f_train = f_train_0 − K W/n``,
-    ``f_test = f_test_0 − K_test,train W/n``. Times are visited in increasing order, each step
-    continuing from the previous state.
-    """
-    diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
-    k, reg = _operator(k_train_train, diag_reg, diag_reg_absolute_scale, True)
-    y, tail, _ = _outputs(y_train, k.shape[0])
-    t = _times(t)
-    if not np.all(np.isfinite(t)):
-        raise ValueError("t must be finite for gradient_descent_mse_expm (use gradient_descent_mse(...)(None))")
-    if fx_train_0 is None and fx_test_0 is None:
-        raise ValueError("fx_train_0 and fx_test_0 are both None: nothing to predict")
-    if fx_test_0 is not None and k_test_train is None:
-        raise ValueError("k_test_train is needed for test predictions (fx_test_0 is not None)")
-    n_tr, m, n = k.shape[0], y.shape[1], y.size
-    f0 = _initial(0.0 if fx_train_0 is None else fx_train_0, "fx_train_0", (n_tr, *tail)).reshape(y.shape)
-    eta = check_positive(learning_rate, "learning_rate")
-    step = _augmented(k, reg, f0 - y, eta)
-    trace = 0.0 if isinstance(k, LinearOperator) else -eta * (np.trace(k) + n_tr * reg) / n
-    state, now, ws = np.vstack([np.zeros((n_tr, m)), np.eye(m)]), 0.0, np.empty((t.size, n_tr, m))
-    for i in np.argsort(t.ravel(), kind="stable"):
-        if t.flat[i] > now:
-            state = expm_multiply((t.flat[i] - now) * step, state, traceA=(t.flat[i] - now) * trace)
-        now, ws[i] = t.flat[i], state[:n_tr]
-    ws = ws.transpose(1, 0, 2).reshape(n_tr, -1)  # (N, T·M): one product with K for all times
-    fx_train = (f0[:, None, :] - (k @ ws + reg * ws).reshape(n_tr, t.size, m) / n).transpose(1, 0, 2)
-    fx_train = fx_train.reshape(*t.shape, n_tr, *tail)
-    if fx_test_0 is None:
-        return fx_train
-    ktd = k_test_train if isinstance(k_test_train, LinearOperator) else _kernel(
-        k_test_train, "k_test_train", (np.shape(k_test_train)[0], n_tr))
-    ft0 = _initial(fx_test_0, "fx_test_0", (ktd.shape[0], *tail)).reshape(ktd.shape[0], 1, m)
-    fx_test = (ft0 - (ktd @ ws).reshape(ktd.shape[0], t.size, m) / n).transpose(1, 0, 2)
-    fx_test = fx_test.reshape(*t.shape, ktd.shape[0], *tail)
-    return fx_test if fx_train_0 is None else (fx_train, fx_test)
-
-
-def _augmented(k, reg, r, eta):
-    """η [[−K_reg/n, R], [0, 0]] as a LinearOperator of size N + M (R = f_train_0 − y, n = R.size)."""
-    n_tr, m, c = r.shape[0], r.shape[1], eta / r.size
-
-    def matmat(v):
-        u, w = v[:n_tr], v[n_tr:]
-        return np.vstack([-c * (k @ u + reg * u) + eta * (r @ w), np.zeros_like(w)])
-
-    def rmatmat(v):
-        u = v[:n_tr]
-        return np.vstack([-c * (k @ u + reg * u), eta * (r.T @ u)])
-
-    shape = (n_tr + m, n_tr + m)
-    return LinearOperator(shape, matvec=lambda v: matmat(v.reshape(-1, 1)).ravel(), matmat=matmat,
-                          rmatvec=lambda v: rmatmat(v.reshape(-1, 1)).ravel(), rmatmat=rmatmat, dtype=np.float64)

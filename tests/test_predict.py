@@ -282,19 +282,38 @@ def test_kernel_alignment():
     assert -1 <= predict.kernel_alignment(k, y, centered=True) <= 1
 
 
-# --- large N --------------------------------------------------------------------------------------
+# --- caching: no kernel or factorization twice ------------------------------------------------------
 
 
-def test_expm_multiply_path_equals_dense():
-    k, ktd, y, f0 = _problem(n=150, n_test=20, d=10, out=2)
-    times = np.array([30.0, 0.0, 5.0])
-    dense = predict.gradient_descent_mse(k, y, 0.7, diag_reg=1e-3, diag_reg_absolute_scale=True)(times, f0, 0.1, ktd)
-    krylov = predict.gradient_descent_mse_expm(k, y, times, f0, 0.1, ktd, 0.7, 1e-3, True)
-    for a, b in zip(krylov, dense):
-        assert_close(a, b, 1e-9, "expm_multiply vs eigh")
-    op = predict.gradient_descent_mse_expm(aslinearoperator(k), y, 5.0, f0, learning_rate=0.7, diag_reg=1e-3,
-                                           diag_reg_absolute_scale=True)
-    assert_close(op, dense[0][2], 1e-9, "LinearOperator")
+def test_ensemble_reuses_kernels_and_factorizations(monkeypatch):
+    kernel_fn = stax.serial(stax.Dense(8, 1.5, 0.1), stax.Relu(), stax.Dense(1, 1.5, 0.1)).kernel_fn
+    calls = []
+
+    def counting(x1, x2=None, get=None, **kw):
+        calls.append((len(x1), x2 is None, get))
+        return kernel_fn(x1, x2, get, **kw)
+
+    rng = np.random.default_rng(4)
+    x, x_test, y = rng.standard_normal((12, 3)), rng.standard_normal((4, 3)), rng.standard_normal((12, 2))
+    e = predict.gradient_descent_mse_ensemble(counting, x, y, diag_reg=1e-3)
+    cholesky, cho_factor = [], sl.cho_factor
+    monkeypatch.setattr(predict.sl, "cho_factor", lambda *a, **k: cholesky.append(1) or cho_factor(*a, **k))
+    first = e(t=[1.0, 10.0], x_test=x_test, get="ntk")
+    again = e(t=5.0, x_test=x_test.copy(), get="nngp")  # same points: no new test kernel
+    limit = e(t=None, x_test=x_test, get="ntk")  # t = ∞ from the cached eigendecomposition
+    assert calls == [(12, True, ("nngp", "ntk")), (4, False, ("ntk",)), (4, False, ("nngp",))]
+    assert not cholesky
+    fresh = predict.gradient_descent_mse_ensemble(kernel_fn, x, y, diag_reg=1e-3)
+    assert_close(first, fresh(t=[1.0, 10.0], x_test=x_test, get="ntk"), 1e-12, "ntk")
+    assert_close(again, fresh(t=5.0, x_test=x_test, get="nngp"), 1e-12, "nngp")
+    assert_close(limit, fresh(t=None, x_test=x_test, get="ntk"), 1e-10, "limit")
+
+
+def test_test_only_prediction_skips_the_train_set():
+    k, ktd, y, f0 = _problem(n=40, n_test=6)
+    predict_fn = predict.gradient_descent_mse(k, y, diag_reg=1e-3)
+    both = predict_fn([2.0, 50.0], 0.0, 0.1, ktd)
+    assert_close(predict_fn([2.0, 50.0], None, 0.1, ktd), both[1], 1e-13, "test only")
 
 
 # --- bad input ------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""asv benchmarks of fastntk (configuration: asv.conf.json at the repository root)."""

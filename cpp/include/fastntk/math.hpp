@@ -27,11 +27,11 @@ constexpr double kPio2Hi = 1.57079632679489661923, kPio2Lo = 6.12323399573676588
 constexpr double kPiHi = 3.14159265358979323846, kPiLo = 1.224646799147353177226e-16;
 }  // namespace detail
 
-// Loops that call these are compiled for AVX2 and AVX-512 as well as the baseline, and
-// the best one is picked once at load time (GCC function multiversioning). No FMA
-// contraction (-ffp-contract=off), so every variant gives the same bits.
+// Loops that call these are compiled for x86-64-v3 (AVX2, FMA) and x86-64-v4 (AVX-512) as
+// well as the baseline, and the best one is picked once at load time (GCC function
+// multiversioning). The variants agree to rounding (FMA contraction).
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(FASTNTK_NATIVE)
-#define FASTNTK_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define FASTNTK_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define FASTNTK_SIMD_CLONES
 #endif

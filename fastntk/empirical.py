@@ -9,13 +9,19 @@ Two implementations (neural-tangents' enum values):
 * ``STRUCTURED_DERIVATIVES`` (3, the default here; 0 and 2 map to it). A Dense layer
   z = c·h W + β·b contributes (c² A Aʹᵀ + β²) ∘ (G Gʹᵀ) to the kernel, with A the layer inputs and
   G = ∂f/∂z the back-propagated output sensitivities (Novak et al. 2022, arXiv:2206.08720, §3).
-  Both Grams are BLAS GEMMs; rows of x1 are processed in tiles, so the extra memory is
-  O(N·O·width + tile), never O(N·P). The readout sensitivity is the identity and is never formed.
+  Both Grams are BLAS GEMMs. The forward and backward passes run once per input set; rows of x1
+  are then processed in tiles (with x2 None only the upper-triangle tiles, mirrored), so the
+  extra memory is O(N·O·width + tile), never O(N·P). The readout sensitivity is the identity
+  and is never formed. The work lives in ``fastntk._empirical_structured``.
 * ``JACOBIAN_CONTRACTION`` (1): explicit per-sample Jacobians (N, O, P), contracted with
   einsum. Small models only; the cross-check of the fast path.
 
 Parameterization factors: 'ntk' c = W_std/√fan_in, β = b_std (derivatives with respect to the raw
 N(0, 1) draws); 'standard' c = β = 1.
+
+``empirical_ntk_fn`` also accepts a PyTorch ``nn.Module`` (``fastntk._empirical_torch``):
+``nn.Sequential`` stacks of ``nn.Linear`` and elementwise activations run the structured path
+above; other modules go through ``torch.func``.
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ import warnings
 from collections.abc import Iterable
 
 import numpy as np
-from scipy.special import ndtr
 
-from . import activations as _act
-from ._validation import check_array, check_memory, check_pair
+from . import _empirical_torch as _torch
+from ._empirical_structured import _brute_full, _coefs, _dphi, _forward, _structured
+from ._validation import check_array, check_pair
 from .stax import _DenseSpec, _Network, _rng
 
 __all__ = [
@@ -44,9 +50,6 @@ __all__ = [
     "pseudo_ntk",
     "train_and_track",
 ]
-
-_TILE_BYTES = 256 * 2**20  # per-tile scratch of the structured path (bytes); bigger tiles = faster GEMMs
-_JACOBIAN_BYTES = 2 * 2**30  # refuse explicit Jacobians above this
 
 
 class NtkImplementation(enum.IntEnum):
@@ -96,226 +99,6 @@ def _check_params(network, params, d):
             raise ValueError(f"params[{k}][1] (b) must be {want}; got {None if b is None else np.shape(b)}")
         fan_in = it.out_dim
     return list(params)
-
-
-def _coefs(it, W):
-    """(c, β) of z = c·h W + β·b for Dense spec ``it`` with weights W (fan_in, out)."""
-    if it.parameterization == "ntk":
-        return float(it.W_std / np.sqrt(W.shape[0])), float(it.b_std or 0.0)
-    return 1.0, 1.0
-
-
-# --------------------------------------------------------------------------- activations φ'
-def _relu_family_prime(a, b):
-    # φ' = a (x < 0), b (x > 0), 0 at x = 0 exactly (jax.nn.relu's convention; measure zero).
-    return lambda x: np.where(x > 0, b, np.where(x < 0, a, 0.0))
-
-
-@functools.lru_cache(maxsize=None)
-def _derivative(layer):
-    """φ' for an activation's layer tuple (see ``fastntk.activations.Activation.layer``)."""
-    kind = layer[0]
-    if kind == "abrelu":
-        return _relu_family_prime(layer[1], layer[2])
-    if kind == "erf":  # d/dx a·erf(bx) + c = a·b·2/√π·exp(−b²x²)
-        a, b = layer[1], layer[2]
-        return lambda x: (a * b * 2 / np.sqrt(np.pi)) * np.exp(-(b * x) ** 2)
-    if kind == "sin":
-        a, b, c = layer[1:]
-        return lambda x: (a * b) * np.cos(b * x + c)
-    if kind == "gelu":  # d/dx x·Φ(x) = Φ(x) + x·φ(x)
-        return lambda x: ndtr(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
-    if kind == "numerical":
-        return layer[2]
-    if kind == "elementwise":
-        return _act.central_difference(layer[1])
-    raise ValueError(f"no derivative for activation layer {kind!r}")
-
-
-def _dphi(it, h):
-    return np.asarray(_derivative(it.layer)(h), dtype=h.dtype)
-
-
-# --------------------------------------------------------------------------- forward / backward
-def _forward(items, params, x):
-    """Outputs f (N, O) and the input of every item."""
-    inputs, h = [], x
-    for it, p in zip(items, params):
-        inputs.append(h)
-        if isinstance(it, _DenseSpec):
-            W, b = p
-            c, beta = _coefs(it, W)
-            h = h @ W if c == 1.0 else c * (h @ W)
-            if b is not None:
-                h = h + (beta * b if beta != 1.0 else b)
-        else:
-            h = np.asarray(it.fn(h), dtype=h.dtype)
-    return h, inputs
-
-
-# G-states of ∂f_a/∂z (N, O, w): ("eye",) G[i,a,k] = δ_ak; ("fact", V, D) G[i,a,k] = V[a,k]·D[i,k]
-# (D None = ones); ("dense", G). The readout is "eye", one activation below it "fact".
-def _back_dense(state, cW):
-    if state[0] == "eye":
-        return ("fact", cW.T, None)
-    if state[0] == "fact":
-        V, D = state[1], state[2]
-        if D is None:
-            return ("fact", V @ cW.T, None)
-        state = ("dense", _materialize(state, D.shape[0]))
-    G = state[1]
-    n, o, w = G.shape
-    return ("dense", (G.reshape(n * o, w) @ cW.T).reshape(n, o, cW.shape[0]))
-
-
-def _back_act(state, dphi, n_out):
-    if state[0] == "eye":
-        return ("fact", np.eye(n_out, dtype=dphi.dtype), dphi)
-    if state[0] == "fact":
-        return ("fact", state[1], dphi if state[2] is None else state[2] * dphi)
-    G = state[1] * dphi[:, None, :]
-    return ("dense", G)
-
-
-def _materialize(state, n):
-    V, D = state[1], state[2]
-    if D is None:
-        return np.broadcast_to(V, (n, *V.shape)).copy()
-    return V[None, :, :] * D[:, None, :]
-
-
-def _features(items, params, x, readout=None):
-    """Per Dense layer: (A inputs (N, fan_in), c², β² or None, G-state); and f (N, O)."""
-    f, inputs = _forward(items, params, x)
-    first = next(k for k, it in enumerate(items) if isinstance(it, _DenseSpec))
-    state = ("eye",) if readout is None else ("fact", readout, None)
-    n_out = f.shape[1]
-    feats = []
-    for k in range(len(items) - 1, first - 1, -1):
-        it, h = items[k], inputs[k]
-        if isinstance(it, _DenseSpec):
-            W, b = params[k]
-            c, beta = _coefs(it, W)
-            feats.append((h, c * c, None if b is None else beta * beta, state))
-            if k > first:
-                state = _back_dense(state, c * W)
-        else:
-            state = _back_act(state, _dphi(it, h), n_out)
-    return feats[::-1], f
-
-
-def _slice_state(state, rows):
-    if state[0] == "eye":
-        return state
-    if state[0] == "fact":
-        return ("fact", state[1], None if state[2] is None else state[2][rows])
-    return ("dense", state[1][rows])
-
-
-# --------------------------------------------------------------------------- structured contraction
-def _ones_if_none(D, n, w, dtype):
-    return np.ones((n, w), dtype) if D is None else D
-
-
-def _add_layer(acc, mode, M, s1, s2, n_out):
-    """acc += M ∘ (G1 G2ᵀ) for one layer; acc layout: trace (T, N2), diag (O, T, N2), full (T, O, N2, O)."""
-    T, N2 = M.shape
-    if s1[0] == "eye":  # readout: G1 G2ᵀ = I_O
-        if mode == "trace":
-            acc += n_out * M
-        elif mode == "diag":
-            acc += M[None]
-        else:
-            r = np.arange(n_out)
-            acc[:, r, :, r] += M[None]
-        return
-    if mode == "full":
-        G1 = s1[1] if s1[0] == "dense" else _materialize(s1, T)
-        G2 = s2[1]  # prepared: always dense
-        S = (G1.reshape(T * n_out, -1) @ G2.reshape(N2 * n_out, -1).T).reshape(T, n_out, N2, n_out)
-        S *= M[:, None, :, None]
-        acc += S
-        return
-    if s1[0] == "fact":
-        V, w, dt = s1[1], s1[1].shape[1], M.dtype
-        D1, D2 = _ones_if_none(s1[2], T, w, dt), _ones_if_none(s2[2], N2, w, dt)
-        weights = [(V * V).sum(0)] if mode == "trace" else list(V * V)
-        for a, wa in enumerate(weights):
-            S = (D1 * wa) @ D2.T
-            S *= M
-            (acc if mode == "trace" else acc[a])[...] += S
-        return
-    G1, G2 = s1[1], s2[1]
-    if mode == "trace":
-        S = G1.reshape(T, -1) @ G2.reshape(N2, -1).T
-        S *= M
-        acc += S
-    else:
-        for a in range(n_out):
-            S = G1[:, a, :] @ G2[:, a, :].T
-            S *= M
-            acc[a] += S
-
-
-def _structured(items, params, x1, x2, mode, readout=None, block_rows=None):
-    """Kernel of x1 vs x2 (None: x1) in mode 'trace' (N1, N2, summed over outputs), 'diag' or 'full'."""
-    feats2, f2 = _features(items, params, x1 if x2 is None else x2, readout)
-    n_out, N1, N2 = f2.shape[1], x1.shape[0], f2.shape[0]
-    if mode == "full":  # the x2 side is reused by every tile: materialise once
-        feats2 = [(h, c2, b2, s if s[0] != "fact" else ("dense", _materialize(s, N2))) for h, c2, b2, s in feats2]
-    shape = {"trace": (N1, N2), "diag": (N1, N2, n_out), "full": (N1, N2, n_out, n_out)}[mode]
-    per_row = N2 * (3 * int(np.prod(shape[2:], dtype=np.int64)) + 2) * f2.itemsize
-    T = block_rows or int(max(1, min(N1, _TILE_BYTES // max(per_row, 1))))
-    out = np.empty(shape, dtype=f2.dtype)
-    for r0 in range(0, N1, T):
-        rows = slice(r0, min(N1, r0 + T))
-        if x2 is None:
-            feats1 = [(h[rows], c2, b2, _slice_state(s, rows)) for h, c2, b2, s in feats2]
-        else:
-            feats1 = _features(items, params, x1[rows], readout)[0]
-        t = rows.stop - rows.start
-        acc = np.zeros({"trace": (t, N2), "diag": (n_out, t, N2), "full": (t, n_out, N2, n_out)}[mode], f2.dtype)
-        for (h1, c2, b2, s1), (h2, _, _, s2) in zip(feats1, feats2):
-            M = h1 @ h2.T  # GEMM with separate operands (never syrk)
-            M *= c2
-            if b2 is not None:
-                M += b2
-            _add_layer(acc, mode, M, s1, s2, n_out)
-        out[rows] = acc if mode == "trace" else acc.transpose(1, 2, 0) if mode == "diag" else acc.transpose(0, 2, 1, 3)
-    return out
-
-
-# --------------------------------------------------------------------------- brute force
-def _jacobian(items, params, x, readout=None):
-    """Explicit per-sample Jacobian (N, O, P) by reverse mode, one output at a time."""
-    f, inputs = _forward(items, params, x)
-    R = np.eye(f.shape[1], dtype=f.dtype) if readout is None else readout
-    n_p = sum(p[0].size + (0 if p[1] is None else p[1].size) for p in params if len(p) == 2)
-    check_memory(x.shape[0] * R.shape[0] * n_p * f.itemsize, "the explicit Jacobian (implementation=1)",
-                 "implementation=3 (structured derivatives)")
-    J = np.empty((x.shape[0], R.shape[0], n_p), f.dtype)
-    for a in range(R.shape[0]):
-        delta = np.broadcast_to(R[a], f.shape).copy()  # ∂(R f)_a / ∂z at the top
-        cols = []
-        for k in range(len(items) - 1, -1, -1):
-            it, h = items[k], inputs[k]
-            if isinstance(it, _DenseSpec):
-                W, b = params[k]
-                c, beta = _coefs(it, W)
-                if b is not None:
-                    cols.append(beta * delta)
-                cols.append((c * h[:, :, None] * delta[:, None, :]).reshape(len(h), -1))
-                delta = delta @ (c * W).T
-            else:
-                delta = delta * _dphi(it, h)
-        J[:, a, :] = np.concatenate(cols[::-1], axis=1)
-    return J
-
-
-def _brute_full(items, params, x1, x2, readout=None):
-    J1 = _jacobian(items, params, x1, readout)
-    J2 = J1 if x2 is None else _jacobian(items, params, x2, readout)
-    return np.einsum("iap,jbp->ijab", J1, J2)
 
 
 # --------------------------------------------------------------------------- axes
@@ -400,8 +183,16 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
 
     Parameters
     ----------
-    f : callable
-        ``apply_fn`` of a :mod:`fastntk.stax` network.
+    f : callable or torch.nn.Module
+        ``apply_fn`` of a :mod:`fastntk.stax` network, or a PyTorch module mapping (N, d) to
+        (N, O) or (N,). ``nn.Sequential`` stacks of ``nn.Linear`` and elementwise activations
+        (ReLU, LeakyReLU, Tanh, GELU, Sigmoid, SiLU, Softplus, Identity) run the structured NumPy
+        path, with derivatives taken with respect to the stored ``weight`` and ``bias``
+        (y = x Wᵀ + b, i.e. the 'standard' parameterization); other modules go through
+        ``torch.func`` (Jacobian contraction, or NTK-vector products for implementation 2).
+        For a module, ``ntk_fn(x1, x2=None, params=None)`` takes NumPy arrays or tensors
+        (tensors in, tensor out) and ``params`` a dict like ``dict(module.named_parameters())``
+        (None: the module's own).
     trace_axes : int or tuple of int
         Output axes (of f(x), shape (N, O)) to contract; each is *averaged* (divided by its
         size), as neural-tangents does. Default (-1,): the mean over the O outputs.
@@ -410,8 +201,9 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
     vmap_axes : None or 0
         Accepted for neural-tangents compatibility (inputs are always batched on axis 0).
     implementation : int or NtkImplementation
-        3 (default), 0 or 2: structured derivatives (per-layer GEMMs, tiled over x1);
-        1: explicit Jacobian contraction (memory O(N·O·P), small models only).
+        3 (default), 0 or 2: structured derivatives (per-layer GEMMs, tiled over x1; with x2
+        None only upper-triangle tiles, mirrored); 1: explicit Jacobian contraction (memory
+        O(N·O·P), small models only). For a torch module 2 means NTK-vector products.
 
     Returns
     -------
@@ -452,6 +244,8 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
     trace, diag = _canonical_axes(trace_axes, diagonal_axes)
     _check_vmap_axes(vmap_axes)
     implementation = _check_implementation(implementation)
+    if _torch.is_module(f):
+        return _torch_ntk_fn(f, trace, diag, implementation)
     _network_of(f)
 
     def ntk_fn(x1, x2, params, block_rows=None):
@@ -459,6 +253,44 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
         return _ntk(items, params, x1, x2, trace, diag, implementation, block_rows=_check_rows(block_rows))
 
     ntk_fn.__doc__ = "Empirical NTK of x1 (N1, d) vs x2 (N2, d) or None at params; see empirical_ntk_fn."
+    return ntk_fn
+
+
+def _torch_ntk_fn(module, trace, diag, implementation):
+    """ntk_fn(x1, x2=None, params=None) of a torch nn.Module (see fastntk._empirical_torch)."""
+    net = _torch.structured_network(module) if implementation in (0, 3) else None
+
+    def ntk_fn(x1, x2=None, params=None, block_rows=None):
+        block_rows = _check_rows(block_rows)
+        theta = _torch.module_params(module, params)
+        x1n, x2n, dtype = check_pair(_torch.to_numpy(x1), None if x2 is None else _torch.to_numpy(x2))
+        if net is not None:  # nn.Linear: y = x Wᵀ + b, 'standard' parameterization with W stored transposed
+            items, keys = net
+            p = [() if not k else (np.ascontiguousarray(_torch.to_numpy(theta[k[0]]).T, dtype),
+                                   None if k[1] is None else _torch.to_numpy(theta[k[1]]).astype(dtype)[None])
+                 for k in keys]
+            if p[0][0].shape[0] != x1n.shape[1]:
+                raise ValueError(f"x1 must have {p[0][0].shape[0]} features (the module's first nn.Linear); "
+                                 f"got x1.shape={x1n.shape}")
+            p = _check_params(_Network(items), p, x1n.shape[1])
+            out = _ntk(tuple(items), p, x1n, x2n, trace, diag, NtkImplementation.STRUCTURED_DERIVATIVES,
+                       block_rows=block_rows)
+        else:
+            import torch
+
+            theta = {k: v.to(getattr(torch, dtype.name)) for k, v in theta.items()}
+            mode = _mode(trace, diag)
+            out, n_out = _torch.func_ntk(module, theta, x1n, x2n, mode or "full",
+                                         implementation == NtkImplementation.NTK_VECTOR_PRODUCTS, block_rows)
+            out = _reduce_full(out, trace, diag) if mode is None else out / dtype.type(n_out) if mode == "trace" \
+                else out
+        if hasattr(x1, "detach"):  # tensors in, tensor out
+            import torch
+
+            return torch.from_numpy(np.ascontiguousarray(out))
+        return out
+
+    ntk_fn.__doc__ = "Empirical NTK of a torch module at x1 (N1, d), x2 (N2, d) or None, params dict or None."
     return ntk_fn
 
 

@@ -139,7 +139,8 @@ def test_float32_follows_inputs_and_inputs_unchanged(rng):
     x_copy, w_copy = x.copy(), params[0][0].copy()
     k64 = empirical_ntk_fn(apply_fn)(x, None, params)
     k32 = empirical_ntk_fn(apply_fn)(x.astype(np.float32), None, params)
-    assert k64.dtype == np.float64 and k32.dtype == np.float32
+    assert k64.dtype == np.float64
+    assert k32.dtype == np.float32
     assert_close(k32, k64, RTOL["float32_vs_float64"])
     np.testing.assert_array_equal(x, x_copy)
     np.testing.assert_array_equal(params[0][0], w_copy)
@@ -214,7 +215,8 @@ def test_lazy_regime_shrinks_with_width(rng):
         init_fn, apply_fn, _ = _mlp((m,), 1, "relu")
         _, params = init_fn(1, x_train.shape)
         rec = train_and_track(apply_fn, params, x_train, y, x_test, learning_rate=1.0, n_steps=100, record_every=50)
-        assert list(rec["step"]) == [0, 50, 100] and rec["loss"][-1] < rec["loss"][0]
+        assert list(rec["step"]) == [0, 50, 100]
+        assert rec["loss"][-1] < rec["loss"][0]
         assert rec["param_change"][0] == rec["kernel_change"][0] == rec["lin_gap"][0] == 0
         final[m] = {k: v[-1] for k, v in rec.items()}
     for key in ("param_change", "kernel_change", "lin_gap"):
@@ -265,3 +267,131 @@ def test_bad_inputs(rng):
         train_and_track(apply_fn, params, x, np.zeros((3, 2)), x, learning_rate=1e3, n_steps=1)
     with pytest.raises(ValueError, match="y_train"):
         train_and_track(apply_fn, params, x, np.zeros((3, 1)), x)
+
+
+# --------------------------------------------------------------------------- symmetric tiles (x2=None)
+@pytest.mark.parametrize(("trace_axes", "diagonal_axes"), [((-1,), ()), ((), (-1,)), ((), ())])
+def test_upper_triangle_tiles_match_x2_given(trace_axes, diagonal_axes, rng):
+    """x2=None (upper-triangle tiles, mirrored) == x2 = a copy of x1 (all tiles), several tilings."""
+    init_fn, apply_fn, _ = _mlp((8, 6), 3, "gelu")
+    x = rng.standard_normal((300, 3))  # > 128 rows: the automatic tiling splits the triangle
+    _, params = init_fn(9, x.shape)
+    ntk_fn = empirical_ntk_fn(apply_fn, trace_axes, diagonal_axes)
+    ref = ntk_fn(x, x.copy(), params)
+    for rows in (None, 7, 300):
+        sym = ntk_fn(x, None, params, block_rows=rows)
+        assert_close(sym, ref, TOL, f"block_rows={rows}")
+        mirrored = sym.transpose((1, 0, 3, 2)[:sym.ndim] if sym.ndim != 3 else (1, 0, 2))
+        iu = np.triu_indices(300, 1)  # exact: the lower triangle is a copy of the upper one
+        np.testing.assert_array_equal(sym[iu], mirrored[iu])
+
+
+# --------------------------------------------------------------------------- PyTorch modules
+def _torch_reference(model, x1, x2):
+    """Full (N1, N2, O, O) NTK by PyTorch's tutorial recipe: vmap(jacrev) + einsum."""
+    torch = pytest.importorskip("torch")
+    from torch.func import functional_call, jacrev, vmap
+
+    theta = {k: v.detach() for k, v in model.named_parameters()}
+
+    def f(th, x):
+        return functional_call(model, th, (x[None],))[0]
+
+    def jac(x):
+        return [j.flatten(2) for j in vmap(jacrev(f), (None, 0))(theta, x).values()]
+
+    return sum(torch.einsum("iap,jbp->ijab", a, b) for a, b in zip(jac(x1), jac(x2))).numpy()
+
+
+def _torch_act(name):
+    nn = pytest.importorskip("torch").nn
+    return {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU("tanh"),
+            "sigmoid": nn.Sigmoid, "silu": nn.SiLU, "softplus": lambda: nn.Softplus(beta=2.0, threshold=1.5),
+            "leaky": lambda: nn.LeakyReLU(0.1), "identity": nn.Identity}[name]()
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu", "gelu_tanh", "sigmoid", "silu", "softplus", "leaky",
+                                 "identity"])
+def test_torch_sequential_matches_torch_func(act):
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 7), _torch_act(act),
+                          nn.Sequential(nn.Linear(7, 5, bias=False), _torch_act(act)), nn.Linear(5, 3)).double()
+    x1, x2 = torch.randn(6, 4, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    full = _torch_reference(model, x1, x2)
+    refs = {"trace": np.einsum("ijaa->ij", full) / 3, "full": full, "diag": np.einsum("ijaa->ija", full)}
+    for (ta, da), name in zip((((-1,), ()), ((), ()), ((), (-1,))), ("trace", "full", "diag")):
+        for implementation in (3, 1, 2):
+            k = empirical_ntk_fn(model, ta, da, implementation=implementation)(x1, x2)
+            assert isinstance(k, torch.Tensor)
+            assert k.dtype == torch.float64
+            assert_close(k.numpy(), refs[name], TOL, f"{name} implementation={implementation}")
+
+
+def test_torch_generic_module_and_params():
+    """A non-Sequential module (torch.func path) and params given as a dict; NumPy in, NumPy out."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.hidden, self.out = nn.Linear(3, 6), nn.Linear(6, 6), nn.Linear(6, 2)
+
+        def forward(self, x):
+            h = torch.tanh(self.inp(x))
+            return self.out(h + torch.relu(self.hidden(h)))
+
+    torch.manual_seed(1)
+    model = Residual().double()
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    ref = _torch_reference(model, torch.from_numpy(x), torch.from_numpy(x))
+    for implementation, rows in ((0, None), (2, None), (1, 2), (2, 2)):
+        k = empirical_ntk_fn(model, (), implementation=implementation)(x, None, block_rows=rows)
+        assert isinstance(k, np.ndarray)
+        assert_close(k, ref, TOL, f"implementation={implementation} block_rows={rows}")
+    assert_close(empirical_ntk_fn(model)(x), np.einsum("ijaa->ij", ref) / 2, TOL, "trace")
+    assert_close(empirical_ntk_fn(model, (0,))(x), np.einsum("iiab->ab", ref) / 5, TOL, "trace over the batch axis")
+    # params dict = the module's parameters replaced
+    seq = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 2)).double()
+    params = {k: torch.randn_like(v) for k, v in seq.named_parameters()}
+    k_params = empirical_ntk_fn(seq)(x, None, params)
+    with torch.no_grad():
+        for k, v in seq.named_parameters():
+            v.copy_(params[k])
+    assert_close(k_params, empirical_ntk_fn(seq)(x), TOL, "params dict")
+
+
+def test_torch_linear_equals_stax_standard(rng):
+    """nn.Linear stack == stax Dense(parameterization='standard') with W = weightᵀ, b = bias; float32 kept."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(4, 9), nn.ReLU(), nn.Linear(9, 3))
+    apply_fn = stax.serial(stax.Dense(9, 1.0, 1.0, "standard"), stax.Relu(), stax.Dense(3, 1.0, 1.0, "standard"))[1]
+    lin = [m for m in model if isinstance(m, nn.Linear)]
+    params = [(lin[0].weight.detach().numpy().T, lin[0].bias.detach().numpy()[None]), (),
+              (lin[1].weight.detach().numpy().T, lin[1].bias.detach().numpy()[None])]
+    x = rng.standard_normal((7, 4)).astype(np.float32)
+    k = empirical_ntk_fn(model)(x)
+    assert k.dtype == np.float32
+    assert_close(k, empirical_ntk_fn(apply_fn)(x, None, params), 1e-6)
+
+
+def test_torch_bad_inputs():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    ntk_fn = empirical_ntk_fn(model)
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match="params lacks"):
+        ntk_fn(x, None, {"0.weight": model[0].weight})
+    with pytest.raises(ValueError, match=r"params\['0.bias'\]"):
+        ntk_fn(x, None, {**dict(model.named_parameters()), "0.bias": torch.zeros(5)})
+    with pytest.raises(TypeError, match="params"):
+        ntk_fn(x, None, [1, 2])
+    with pytest.raises(ValueError, match="x2"):
+        ntk_fn(x, np.ones((2, 4), np.float32))
+    with pytest.raises(ValueError, match="x1 must have 3 features"):
+        ntk_fn(np.ones((2, 5), np.float32))

@@ -1,0 +1,303 @@
+"""Structured-derivative and brute-force contractions behind :mod:`fastntk.empirical`.
+
+A Dense layer z = c·h W + β·b contributes (c² A Aʹᵀ + β²) ∘ (G Gʹᵀ) to the empirical NTK, with
+A the layer inputs and G = ∂f/∂z the back-propagated output sensitivities (Novak et al. 2022,
+arXiv:2206.08720, §3). The forward and backward passes run once per input set; the N1×N2
+products are then formed tile by tile (upper-triangle tiles only when x2 is None). G is kept
+factored where it can be: the identity at the readout, V ∘ D one activation below it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from scipy.special import ndtr
+
+from . import activations as _act
+from ._validation import check_memory
+from .stax import _DenseSpec
+
+_TILE_BYTES = 256 * 2**20  # per-tile scratch of the structured path (bytes); bigger tiles = faster GEMMs
+
+
+def _coefs(it, W):
+    """(c, β) of z = c·h W + β·b for Dense spec ``it`` with weights W (fan_in, out)."""
+    if it.parameterization == "ntk":
+        return float(it.W_std / np.sqrt(W.shape[0])), float(it.b_std or 0.0)
+    return 1.0, 1.0
+
+
+# --------------------------------------------------------------------------- activations φ'
+def _relu_family_prime(a, b):
+    # φ' = a (x < 0), b (x > 0), 0 at x = 0 exactly (jax.nn.relu's convention; measure zero).
+    # Scalars of x's dtype, so float32 stays float32 (no float64 temporary and cast).
+    def prime(x):
+        t = x.dtype.type
+        if a == 0:
+            d = (x > 0).astype(x.dtype)
+            return d if b == 1 else np.multiply(d, t(b), out=d)
+        return np.where(x > 0, t(b), np.where(x < 0, t(a), t(0)))
+
+    return prime
+
+
+@functools.lru_cache(maxsize=None)
+def _derivative(layer):
+    """φ' for an activation's layer tuple (see ``fastntk.activations.Activation.layer``)."""
+    kind = layer[0]
+    if kind == "abrelu":
+        return _relu_family_prime(layer[1], layer[2])
+    if kind == "erf":  # d/dx a·erf(bx) + c = a·b·2/√π·exp(−b²x²)
+        a, b = layer[1], layer[2]
+        return lambda x: (a * b * 2 / np.sqrt(np.pi)) * np.exp(-(b * x) ** 2)
+    if kind == "sin":
+        a, b, c = layer[1:]
+        return lambda x: (a * b) * np.cos(b * x + c)
+    if kind == "gelu":  # d/dx x·Φ(x) = Φ(x) + x·φ(x)
+        return lambda x: ndtr(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+    if kind == "numerical":
+        return layer[2]
+    if kind == "elementwise":
+        return _act.central_difference(layer[1])
+    raise ValueError(f"no derivative for activation layer {kind!r}")
+
+
+def _dphi(it, h):
+    return np.asarray(_derivative(it.layer)(h), dtype=h.dtype)
+
+
+# --------------------------------------------------------------------------- forward / backward
+def _forward(items, params, x):
+    """Outputs f (N, O) and the input of every item."""
+    inputs, h = [], x
+    for it, p in zip(items, params):
+        inputs.append(h)
+        if isinstance(it, _DenseSpec):
+            W, b = p
+            c, beta = _coefs(it, W)
+            h = h @ W if c == 1.0 else c * (h @ W)
+            if b is not None:
+                h = h + (beta * b if beta != 1.0 else b)
+        else:
+            h = np.asarray(it.fn(h), dtype=h.dtype)
+    return h, inputs
+
+
+# G-states of ∂f_a/∂z (N, O, w): ("eye",) G[i,a,k] = δ_ak; ("fact", V, D) G[i,a,k] = V[a,k]·D[i,k]
+# (D None = ones); ("dense", G). The readout is "eye", one activation below it "fact".
+def _back_dense(state, cW):
+    if state[0] == "eye":
+        return ("fact", cW.T, None)
+    if state[0] == "fact":
+        V, D = state[1], state[2]
+        if D is None:
+            return ("fact", V @ cW.T, None)
+        state = ("dense", _materialize(state, D.shape[0]))
+    G = state[1]
+    n, o, w = G.shape
+    return ("dense", (G.reshape(n * o, w) @ cW.T).reshape(n, o, cW.shape[0]))
+
+
+def _back_act(state, dphi, n_out):
+    if state[0] == "eye":
+        return ("fact", np.eye(n_out, dtype=dphi.dtype), dphi)
+    if state[0] == "fact":
+        return ("fact", state[1], dphi if state[2] is None else state[2] * dphi)
+    G = state[1]  # a fresh array from _back_dense: scale in place
+    G *= dphi[:, None, :]
+    return ("dense", G)
+
+
+def _materialize(state, n):
+    V, D = state[1], state[2]
+    if D is None:
+        return np.broadcast_to(V, (n, *V.shape)).copy()
+    return V[None, :, :] * D[:, None, :]
+
+
+def _features(items, params, x, readout=None):
+    """Per Dense layer: (A inputs (N, fan_in), c², β² or None, G-state); and f (N, O)."""
+    f, inputs = _forward(items, params, x)
+    first = next(k for k, it in enumerate(items) if isinstance(it, _DenseSpec))
+    state = ("eye",) if readout is None else ("fact", readout, None)
+    n_out = f.shape[1]
+    feats = []
+    for k in range(len(items) - 1, first - 1, -1):
+        it, h = items[k], inputs[k]
+        if isinstance(it, _DenseSpec):
+            W, b = params[k]
+            c, beta = _coefs(it, W)
+            feats.append((h, c * c, None if b is None else beta * beta, state))
+            if k > first:
+                state = _back_dense(state, c * W)
+        else:
+            state = _back_act(state, _dphi(it, h), n_out)
+    return feats[::-1], f
+
+
+def _slice_state(state, rows):
+    if state[0] == "eye":
+        return state
+    if state[0] == "fact":
+        return ("fact", state[1], None if state[2] is None else state[2][rows])
+    return ("dense", state[1][rows])
+
+
+# --------------------------------------------------------------------------- structured contraction
+def _ones_if_none(D, n, w, dtype):
+    return np.ones((n, w), dtype) if D is None else D
+
+
+def _add_layer(acc, mode, M, s1, s2, n_out, scratch):
+    """acc += M ∘ (G1 G2ᵀ) for one layer; acc layout: trace (T, N2), diag (O, T, N2), full (T, O, N2, O).
+
+    M (T, N2) may be overwritten; ``scratch(shape)`` returns a reusable buffer for the G Gram.
+    """
+    T, N2 = M.shape
+    if s1[0] == "eye":  # readout: G1 G2ᵀ = I_O
+        if mode == "trace":
+            M *= n_out
+            acc += M
+        elif mode == "diag":
+            acc += M[None]
+        else:
+            r = np.arange(n_out)
+            acc[:, r, :, r] += M[None]
+        return
+    if mode == "full":  # both states dense (materialised once by _structured)
+        G1, G2 = s1[1], s2[1]
+        S = np.matmul(G1.reshape(T * n_out, -1), G2.reshape(N2 * n_out, -1).T, out=scratch((T * n_out, N2 * n_out)))
+        S = S.reshape(T, n_out, N2, n_out)
+        S *= M[:, None, :, None]
+        acc += S
+        return
+    S = scratch((T, N2))
+    if s1[0] == "fact":  # G_a = V_a ∘ D: Σ_a G1_a G2_aᵀ = (D1 diag(Σ_a V_a²)) D2ᵀ
+        V, w, dt = s1[1], s1[1].shape[1], M.dtype
+        D1, D2 = _ones_if_none(s1[2], T, w, dt), _ones_if_none(s2[2], N2, w, dt)
+        weights = [(V * V).sum(0)] if mode == "trace" else list(V * V)
+        for a, wa in enumerate(weights):
+            np.matmul(D1 * wa, D2.T, out=S)
+            S *= M
+            (acc if mode == "trace" else acc[a])[...] += S
+        return
+    G1, G2 = s1[1], s2[1]
+    if mode == "trace":
+        np.matmul(G1.reshape(T, -1), G2.reshape(N2, -1).T, out=S)
+        S *= M
+        acc += S
+    else:
+        for a in range(n_out):
+            np.matmul(G1[:, a, :], G2[:, a, :].T, out=S)
+            S *= M
+            acc[a] += S
+
+
+def _dense_feats(feats, n):
+    return [(h, c2, b2, s if s[0] != "fact" else ("dense", _materialize(s, n))) for h, c2, b2, s in feats]
+
+
+def _tile_rows(N1, N2, mode, n_out, itemsize, sym, block_rows):
+    """Rows per tile: the scratch budget, and for x2=None at most ⌈N/8⌉ (upper-triangle tiles then
+    cost (nb + 1)/(2 nb) of the full square: 56 % for nb = 8 tiles)."""
+    if block_rows:
+        return block_rows
+    per_row = N2 * (3 * {"trace": 1, "diag": n_out, "full": n_out * n_out}[mode] + 2) * itemsize
+    T = max(1, min(N1, _TILE_BYTES // max(per_row, 1)))
+    if sym and N1 > 128:
+        T = min(T, max(64, -(-N1 // 8)))
+    return int(T)
+
+
+class _Scratch:
+    """One flat buffer handed out as C-contiguous arrays of any shape (GEMM out= targets)."""
+
+    def __init__(self, dtype):
+        self.dtype, self.buf = dtype, np.empty(0, dtype)
+
+    def __call__(self, shape):
+        size = int(np.prod(shape))
+        if self.buf.size < size:
+            self.buf = np.empty(size, self.dtype)
+        return self.buf[:size].reshape(shape)
+
+
+def _store(out, acc, rows, cols, mode, sym):
+    """Write a tile (layout of _add_layer) to out[rows, cols]; with sym also its mirror out[cols, rows]."""
+    to_out = {"trace": (0, 1), "diag": (1, 2, 0), "full": (0, 2, 1, 3)}[mode]
+    if sym:  # Θ(x_j, x_i)_ba = Θ(x_i, x_j)_ab
+        out[cols, rows] = acc.transpose({"trace": (1, 0), "diag": (2, 1, 0), "full": (2, 0, 3, 1)}[mode])
+    out[rows, cols] = acc.transpose(to_out)
+    if sym:  # the diagonal block was written twice: make it exactly symmetric (lower ← upper)
+        blk = out[rows, rows]
+        il = np.tril_indices(rows.stop - rows.start, -1)
+        blk[il] = blk.transpose({"trace": (1, 0), "diag": (1, 0, 2), "full": (1, 0, 3, 2)}[mode])[il]
+
+
+def _structured(items, params, x1, x2, mode, readout=None, block_rows=None):
+    """Kernel of x1 vs x2 (None: x1) in mode 'trace' (N1, N2, summed over outputs), 'diag' or 'full'.
+
+    The forward and backward passes run once per input set (A_l and the factored G_l for all rows);
+    tiles of rows then only form the N1×N2 products. With x2 None only upper-triangle tiles are
+    computed and mirrored.
+    """
+    sym = x2 is None
+    feats1, f1 = _features(items, params, x1, readout)
+    feats2, f2 = (feats1, f1) if sym else _features(items, params, x2, readout)
+    n_out, N1, N2, dtype = f1.shape[1], f1.shape[0], f2.shape[0], f1.dtype
+    if mode == "full":  # dense G on both sides, formed once
+        feats1 = _dense_feats(feats1, N1)
+        feats2 = feats1 if sym else _dense_feats(feats2, N2)
+    shape = {"trace": (N1, N2), "diag": (N1, N2, n_out), "full": (N1, N2, n_out, n_out)}[mode]
+    check_memory(int(np.prod(shape)) * dtype.itemsize, f"the {mode} empirical NTK of shape {shape}",
+                 "trace_axes=(-1,) (the trace NTK, N1×N2), pseudo_ntk, or smaller batches")
+    out = np.empty(shape, dtype=dtype)
+    T = _tile_rows(N1, N2, mode, n_out, dtype.itemsize, sym, block_rows)
+    scratch_m, scratch_s = _Scratch(dtype), _Scratch(dtype)
+    for r0 in range(0, N1, T):
+        rows = slice(r0, min(N1, r0 + T))
+        cols = slice(r0 if sym else 0, N2)
+        t, n = rows.stop - rows.start, cols.stop - cols.start
+        acc = np.zeros({"trace": (t, n), "diag": (n_out, t, n), "full": (t, n_out, n, n_out)}[mode], dtype)
+        for (h1, c2, b2, s1), (h2, _, _, s2) in zip(feats1, feats2):
+            M = np.matmul(h1[rows], h2[cols].T, out=scratch_m((t, n)))  # gemm, separate operands
+            M *= c2
+            if b2 is not None:
+                M += b2
+            _add_layer(acc, mode, M, _slice_state(s1, rows), _slice_state(s2, cols), n_out, scratch_s)
+        _store(out, acc, rows, cols, mode, sym)
+    return out
+
+
+# --------------------------------------------------------------------------- brute force
+def _jacobian(items, params, x, readout=None):
+    """Explicit per-sample Jacobian (N, O, P) by reverse mode, one output at a time."""
+    f, inputs = _forward(items, params, x)
+    R = np.eye(f.shape[1], dtype=f.dtype) if readout is None else readout
+    n_p = sum(p[0].size + (0 if p[1] is None else p[1].size) for p in params if len(p) == 2)
+    check_memory(x.shape[0] * R.shape[0] * n_p * f.itemsize, "the explicit Jacobian (implementation=1)",
+                 "implementation=3 (structured derivatives)")
+    J = np.empty((x.shape[0], R.shape[0], n_p), f.dtype)
+    for a in range(R.shape[0]):
+        delta = np.broadcast_to(R[a], f.shape).copy()  # ∂(R f)_a / ∂z at the top
+        cols = []
+        for k in range(len(items) - 1, -1, -1):
+            it, h = items[k], inputs[k]
+            if isinstance(it, _DenseSpec):
+                W, b = params[k]
+                c, beta = _coefs(it, W)
+                if b is not None:
+                    cols.append(beta * delta)
+                cols.append((c * h[:, :, None] * delta[:, None, :]).reshape(len(h), -1))
+                delta = delta @ (c * W).T
+            else:
+                delta = delta * _dphi(it, h)
+        J[:, a, :] = np.concatenate(cols[::-1], axis=1)
+    return J
+
+
+def _brute_full(items, params, x1, x2, readout=None):
+    J1 = _jacobian(items, params, x1, readout)
+    J2 = J1 if x2 is None else _jacobian(items, params, x2, readout)
+    return np.einsum("iap,jbp->ijab", J1, J2)

@@ -41,10 +41,12 @@ NT_PYTHON = ROOT / ".venv-nt" / "bin" / "python"
 DIAG_REG, LEARNING_RATE = 1e-4, 1.0
 
 NT_WORKER = """
-import sys, time
+import sys, time, types
 import numpy as np
 import jax
 jax.config.update("jax_enable_x64", True)
+# neural_tangents.experimental imports TensorFlow; predict does not need it.
+sys.modules.setdefault("neural_tangents.experimental", types.ModuleType("neural_tangents.experimental"))
 import neural_tangents as nt
 a = dict(np.load(sys.argv[1]))
 repeats = int(sys.argv[3])

@@ -129,16 +129,16 @@ def _silu_prime(x):
     return s * (1 + x * (1 - s))
 
 
-def tanh() -> Activation:
-    return numerical(np.tanh, deg=25, df=_tanh_prime, name="tanh")
+def tanh(deg: int = 25) -> Activation:
+    return numerical(np.tanh, deg=deg, df=_tanh_prime, name="tanh")
 
 
-def softplus() -> Activation:
-    return numerical(_softplus, deg=25, df=_sigmoid, name="softplus")
+def softplus(deg: int = 25) -> Activation:
+    return numerical(_softplus, deg=deg, df=_sigmoid, name="softplus")
 
 
-def silu() -> Activation:
-    return numerical(_silu, deg=25, df=_silu_prime, name="silu")
+def silu(deg: int = 25) -> Activation:
+    return numerical(_silu, deg=deg, df=_silu_prime, name="silu")
 
 
 def central_difference(fn: Callable) -> Callable:
@@ -154,6 +154,11 @@ def central_difference(fn: Callable) -> Callable:
 
 def numerical(fn: Callable, deg: int, df: Callable | None = None, name: str = "numerical") -> Activation:
     """Any φ: dual kernels by deg×deg Gauss–Hermite quadrature (neural-tangents ``ElementwiseNumerical``).
+
+    The rule is exact for polynomial φ of degree < deg and converges fast for φ analytic in a
+    wide strip; saturating φ converge slowly as the pre-activation variance Σ grows (tanh at
+    deg 25, ρ = 1: absolute error 3e-4 in E[φφ] and 2e-3 in E[φ'φ'] at Σ = 1.7, 1e-2 and 4e-2
+    at Σ = 5). Raise deg for more: the cost is deg² evaluations of φ per entry and layer.
 
     ``fn`` (and ``df``) must be NumPy-vectorised and compilable by Numba (plain arithmetic
     and ``np`` ufuncs). Without ``df`` the derivative is a central difference of ``fn``.

@@ -382,19 +382,19 @@ def Identity():
     return _layer([_act.identity()])
 
 
-def Tanh():
-    """tanh; dual kernels by Gauss–Hermite quadrature (degree 25)."""
-    return _layer([_act.tanh()])
+def Tanh(deg=25):
+    """tanh; dual kernels by deg×deg Gauss–Hermite quadrature (accuracy: ``activations.numerical``)."""
+    return _layer([_act.tanh(deg)])
 
 
-def Softplus():
-    """log(1 + eˣ); dual kernels by Gauss–Hermite quadrature (degree 25)."""
-    return _layer([_act.softplus()])
+def Softplus(deg=25):
+    """log(1 + eˣ); dual kernels by deg×deg Gauss–Hermite quadrature (accuracy: ``activations.numerical``)."""
+    return _layer([_act.softplus(deg)])
 
 
-def Silu():
-    """x·sigmoid(x) (SiLU, Swish); dual kernels by Gauss–Hermite quadrature (degree 25)."""
-    return _layer([_act.silu()])
+def Silu(deg=25):
+    """x·sigmoid(x) (SiLU, Swish); dual kernels by deg×deg Gauss–Hermite quadrature (accuracy: ``activations.numerical``)."""
+    return _layer([_act.silu(deg)])
 
 
 def ElementwiseNumerical(fn, deg, df=None):

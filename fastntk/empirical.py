@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Iterable
 
 import numpy as np
+import scipy.linalg
 
 from . import _empirical_torch as _torch
 from ._empirical_structured import _brute_full, _coefs, _dphi, _forward, _structured
@@ -514,6 +515,16 @@ def _flat(params):
     return np.concatenate([a.ravel() for p in params if len(p) == 2 for a in p if a is not None])
 
 
+def _kernel_regression(f, params, x_train, y_train, x_test, f0_train, f0_test):
+    """f₀(x_test) + Θ̂₀(x_test, X) Θ̂₀(X, X)⁻¹ (y − f₀(X)), with the full (N·O × N·O) empirical NTK."""
+    full = empirical_ntk_fn(f, trace_axes=())
+    n, o = y_train.shape
+    k_dd = full(x_train, None, params).transpose(0, 2, 1, 3).reshape(n * o, n * o)
+    k_td = full(x_test, x_train, params).transpose(0, 2, 1, 3).reshape(x_test.shape[0] * o, n * o)
+    alpha = scipy.linalg.lstsq(k_dd, (y_train - f0_train).ravel(), cond=None)[0]
+    return f0_test + (k_td @ alpha).reshape(x_test.shape[0], o)
+
+
 def train_and_track(f, params, x_train, y_train, x_test, *, learning_rate=1.0, n_steps=100, record_every=10):
     """Full-batch gradient descent of a finite network and of its linearization, with lazy-regime metrics.
 
@@ -532,7 +543,9 @@ def train_and_track(f, params, x_train, y_train, x_test, *, learning_rate=1.0, n
     -------
     dict of ndarrays of shape (R,), R = number of recorded steps (0, record_every, ..., n_steps):
     ``step``; ``loss``; ``param_change`` ‖θₜ − θ₀‖/‖θ₀‖; ``kernel_change`` ‖Θ̂ₜ − Θ̂₀‖_F/‖Θ̂₀‖_F (trace
-    NTK on x_train); ``lin_gap`` max |f(θₜ, x_test) − f_lin(θₜ_lin, x_test)|.
+    NTK on x_train); ``lin_gap`` max |f(θₜ, x_test) − f_lin(θₜ_lin, x_test)|; ``kr_gap``
+    max |f(θₜ, x_test) − f_KR(x_test)|, with f_KR = f₀ + Θ̂₀(x, X)Θ̂₀(X, X)⁻¹(y − f₀(X)) the
+    kernel-regression solution that the linearized model reaches as t → ∞.
 
     Notes
     -----
@@ -559,7 +572,8 @@ def train_and_track(f, params, x_train, y_train, x_test, *, learning_rate=1.0, n
                       "diverges (the network itself may still converge, in the catapult phase)", RuntimeWarning,
                       stacklevel=2)
     f0_test, f0_train, p, p_lin = _forward(items, p0, x_test)[0], _forward(items, p0, x_train)[0], p0, p0
-    rec = {k: [] for k in ("step", "loss", "param_change", "kernel_change", "lin_gap")}
+    f_kr = _kernel_regression(f, p0, x_train, y_train, x_test, f0_train, f0_test)
+    rec = {k: [] for k in ("step", "loss", "param_change", "kernel_change", "lin_gap", "kr_gap")}
     for t in range(n_steps + 1):
         resid = _forward(items, p, x_train)[0] - y_train
         if t % record_every == 0 or t == n_steps:
@@ -568,7 +582,9 @@ def train_and_track(f, params, x_train, y_train, x_test, *, learning_rate=1.0, n
             rec["loss"].append(0.5 * np.sum(resid**2) / n)
             rec["param_change"].append(np.linalg.norm(_flat(p) - _flat(p0)) / norm0)
             rec["kernel_change"].append(np.linalg.norm(ntk(x_train, None, p) - k0) / np.linalg.norm(k0))
-            rec["lin_gap"].append(np.abs(_forward(items, p, x_test)[0] - lin_test).max())
+            f_test = _forward(items, p, x_test)[0]
+            rec["lin_gap"].append(np.abs(f_test - lin_test).max())
+            rec["kr_gap"].append(np.abs(f_test - f_kr).max())
         if t == n_steps:
             break
         dlin = _jvp(items, p0, _sub_params(p_lin, p0), x_train)[1]

@@ -5,6 +5,7 @@ import pytest
 from conftest import RTOL, assert_close, fixture_paths, load_fixture
 
 from fastntk import stax
+from fastntk.predict import max_learning_rate
 from fastntk.empirical import (
     empirical_kernel_fn,
     empirical_nngp_fn,
@@ -221,6 +222,41 @@ def test_lazy_regime_shrinks_with_width(rng):
         final[m] = {k: v[-1] for k, v in rec.items()}
     for key in ("param_change", "kernel_change", "lin_gap"):
         assert final[2048][key] < 0.5 * final[32][key], key
+
+
+def test_trained_network_approaches_kernel_regression(rng):
+    """Trained to convergence, a wide network predicts the kernel-regression solution
+    f₀ + Θ̂₀(x, X)Θ̂₀⁻¹(y − f₀) of its initial NTK; the gap shrinks as the width grows."""
+    x_train, x_test = rng.standard_normal((6, 4)), rng.standard_normal((6, 4))
+    y = np.cos(x_train[:, :2])
+    gaps = {}
+    for m in (32, 512, 4096):
+        init_fn, apply_fn, _ = _mlp((m,), 2, "erf")
+        _, params = init_fn(2, x_train.shape)
+        lr = 0.9 * max_learning_rate(empirical_ntk_fn(apply_fn)(x_train, None, params), y.size)
+        rec = train_and_track(apply_fn, params, x_train, y, x_test, learning_rate=lr, n_steps=600, record_every=600)
+        assert rec["loss"][-1] < 1e-6 * rec["loss"][0], m  # converged
+        gaps[m] = rec["kr_gap"][-1]
+    assert gaps[4096] < gaps[512] < gaps[32], gaps
+    assert gaps[4096] < 0.1 * gaps[32], gaps
+
+
+def test_pseudo_ntk_approaches_trace_ntk(rng):
+    """pNTK − trace eNTK = (1/O) Σ_{a≠b} Θ̂_ab, whose entries are O(m^(−1/2)) at
+    initialisation (Mohamadi, Bae & Sutherland 2023, Thm. 4.1): log-log slope ≈ −1/2."""
+    x = rng.standard_normal((10, 5))
+    widths, errors = [64, 256, 1024, 4096], []
+    for m in widths:
+        init_fn, apply_fn, _ = _mlp((m, m), 5, "relu")
+        trace_fn = empirical_ntk_fn(apply_fn)
+        errs = []
+        for seed in range(3):
+            _, params = init_fn(seed, x.shape)
+            trace = trace_fn(x, None, params)
+            errs.append(np.linalg.norm(pseudo_ntk(apply_fn, x, None, params) - trace) / np.linalg.norm(trace))
+        errors.append(np.mean(errs))
+    slope = np.polyfit(np.log(widths), np.log(errors), 1)[0]
+    assert -0.75 <= slope <= -0.3, (slope, errors)
 
 
 @pytest.mark.parametrize(("kwargs", "exc", "match"), [

@@ -9,10 +9,11 @@ regression with the initial NTK; all shrink roughly like 1/√m (Lee et al. 2019
 import numpy as np
 
 from fastntk import stax
-from fastntk.empirical import train_and_track
+from fastntk.empirical import empirical_ntk_fn, train_and_track
+from fastntk.predict import max_learning_rate
 
 
-def main(widths=(32, 128, 512, 2048), n_steps=200, seed=0):
+def main(widths=(32, 128, 512), n_steps=1000, seed=0):
     rng = np.random.default_rng(seed)
     x_train, x_test = rng.standard_normal((32, 5)), rng.standard_normal((16, 5))
     y_train = np.sin(x_train[:, :1]) + 0.1 * rng.standard_normal((32, 1))
@@ -21,7 +22,8 @@ def main(widths=(32, 128, 512, 2048), n_steps=200, seed=0):
         init_fn, apply_fn, _ = stax.serial(stax.Dense(m, 1.5, 0.1), stax.Relu(), stax.Dense(m, 1.5, 0.1), stax.Relu(),
                                            stax.Dense(1, 1.5, 0.1))
         _, params = init_fn(seed, x_train.shape)
-        rec = train_and_track(apply_fn, params, x_train, y_train, x_test, learning_rate=0.5, n_steps=n_steps,
+        lr = 0.9 * max_learning_rate(empirical_ntk_fn(apply_fn)(x_train, None, params), y_train.size)
+        rec = train_and_track(apply_fn, params, x_train, y_train, x_test, learning_rate=lr, n_steps=n_steps,
                               record_every=n_steps)
         print(f"{m:>6} {rec['loss'][-1]:>10.2e} {rec['param_change'][-1]:>13.3e} {rec['kernel_change'][-1]:>14.3e} "
               f"{rec['lin_gap'][-1]:>10.3e} {rec['kr_gap'][-1]:>10.3e}")

@@ -38,33 +38,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-NT_PYTHON = ROOT / ".venv-nt" / "bin" / "python"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # import peers: as a script, a --worker, or under asv
+import peers
+from peers import NT_PYTHON
+
 W_STD, B_STD, N_OUT = 2.0**0.5, 0.1, 10
 N_SAMPLE_ROWS = 256
 SIDES = ("fastntk", "nt structured", "torch.func jac", "torch.func ntvp")
-
-
-def _rss_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _cpu_s():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 # --------------------------------------------------------------------------- the three libraries
@@ -79,13 +65,7 @@ def _fastntk_fn(params, kernel, width):
 
 
 def _nt_fn(params, kernel, width, dtype):
-    import types
-
-    sys.modules.setdefault("neural_tangents.experimental", types.ModuleType("neural_tangents.experimental"))
-    import jax
-
-    jax.config.update("jax_enable_x64", dtype == "float64")
-    import neural_tangents as nt
+    jax, nt = peers.import_neural_tangents(x64=dtype == "float64")
     from neural_tangents import stax
 
     apply_fn = stax.serial(stax.Dense(width, W_STD, B_STD), stax.Relu(), stax.Dense(width, W_STD, B_STD),
@@ -169,36 +149,16 @@ def worker(side, x_path, params_path, kernel, width, repeats, block, sample_path
         fn = _nt_fn(params, kernel, width, x.dtype.name)
     else:
         fn = _torch_fn(params, kernel, side.split()[-1], block)
-    rss0 = _rss_kib("VmRSS")
-    t0 = time.perf_counter()
-    out = fn(x)
-    first = time.perf_counter() - t0
-    peak = _rss_kib("VmHWM")
     rows = np.linspace(0, x.shape[0] - 1, N_SAMPLE_ROWS).astype(int)
-    np.save(sample_path, np.asarray(out)[rows])
-    nbytes = int(np.asarray(out).nbytes)
-    del out
-    times, cpus = [first], [None]
-    for _ in range(repeats):
-        c0, t0 = _cpu_s(), time.perf_counter()
-        out = fn(x)
-        times.append(time.perf_counter() - t0)
-        cpus.append(_cpu_s() - c0)
-        del out
-    best = int(np.argmin(times[1:])) + 1 if repeats else 0
-    print(json.dumps({"first_s": first, "best_s": times[best], "cpu_s": cpus[best], "rss_before": rss0 * 1024,
-                      "peak_rss": peak * 1024, "nbytes": nbytes}))
+
+    def keep_first(out):
+        np.save(sample_path, np.asarray(out)[rows])
+        return {"nbytes": int(np.asarray(out).nbytes)}
+
+    print(json.dumps(peers.measure(fn, x, repeats, keep_first)))
 
 
 # --------------------------------------------------------------------------- driver
-def _limit_memory(gib):
-    def set_limit():
-        lim = int(gib * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
-
-    return set_limit
-
-
 def run_side(side, args, x_path, params_path, workdir, repeats):
     python = str(NT_PYTHON) if side == "nt structured" else sys.executable
     sample = Path(workdir) / f"sample-{SIDES.index(side)}.npy"
@@ -206,37 +166,27 @@ def run_side(side, args, x_path, params_path, workdir, repeats):
            args.kernel, "--width", str(args.width), "--repeats", str(repeats),
            "--block", str(args.ntvp_block if side == "torch.func ntvp" else args.block),
            "--sample", str(sample)]
-    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout,
-                           preexec_fn=_limit_memory(args.mem_limit_gib))
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {args.timeout} s"}
-    if p.returncode != 0:
-        tail = (p.stderr.strip().splitlines() or ["(no stderr)"])[-1][:160]
-        return {"error": f"rc={p.returncode}: {tail}"}
-    res = json.loads(p.stdout.strip().splitlines()[-1])
+    res = peers.run_worker(cmd, timeout=args.timeout, mem_limit_gib=args.mem_limit_gib, prefer_error_lines=False,
+                           width=160)
+    if "error" in res:
+        return res
     res["sample"] = np.load(sample)
     return res
 
 
 def print_table(title, results):
     ref = results.get("fastntk", {"error": "not run"})
-    print(f"\n{title}")
     head = f"{'side':<16} {'first s':>8} {'best s':>8} {'ratio':>8} {'cpu s':>6} {'peak RSS GiB':>12} {'rel.err':>8}"
-    print(head)
-    print("-" * len(head))
-    for side, r in results.items():
-        if "error" in r:
-            print(f"{side:<16} failed ({r['error']})")
-            continue
+
+    def row(side, r):
         ok = "error" not in ref
         ratio = f"{r['best_s'] / ref['best_s']:7.1f}x" if ok else "-"
         err = (f"{np.linalg.norm(r['sample'] - ref['sample']) / np.linalg.norm(ref['sample']):.1e}"
                if ok and side != "fastntk" else "-")
         cpu = "-" if r["cpu_s"] is None else f"{r['cpu_s']:.2f}"
-        print(f"{side:<16} {r['first_s']:8.3f} {r['best_s']:8.3f} {ratio:>8} {cpu:>6} "
-              f"{r['peak_rss'] / 2**30:12.2f} {err:>8}")
+        return f"{r['first_s']:8.3f} {r['best_s']:8.3f} {ratio:>8} {cpu:>6} {r['peak_rss'] / 2**30:12.2f} {err:>8}"
+
+    peers.print_table(title, head, results, row)
     sys.stdout.flush()
 
 

@@ -42,38 +42,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-NT_PYTHON = ROOT / ".venv-nt" / "bin" / "python"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # import peers: as a script, a --worker, or under asv
+import peers
+from peers import NT_PYTHON
+
 W_STD, B_STD, WIDTH = 2.0**0.5, 0.1, 512
 GET = ("nngp", "ntk")
 N_SAMPLE_ROWS = 256
 
 
 # --------------------------------------------------------------------------- workers
-def _rss_kib(field):
-    """VmRSS or VmHWM of this process, KiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _cpu_s():
-    """User + system CPU seconds of this process (all threads)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def _fastntk_fn(depth, dtype):
     from fastntk import stax
 
@@ -85,13 +69,7 @@ def _fastntk_fn(depth, dtype):
 
 
 def _nt_fn(depth, dtype):
-    import types
-
-    # neural_tangents.experimental imports TensorFlow; stax does not need it.
-    sys.modules.setdefault("neural_tangents.experimental", types.ModuleType("neural_tangents.experimental"))
-    import jax
-
-    jax.config.update("jax_enable_x64", dtype == "float64")
+    jax, _ = peers.import_neural_tangents(x64=dtype == "float64")
     from neural_tangents import stax
 
     layers = []
@@ -119,53 +97,25 @@ def worker(side, x_path, depth, repeats, sample_path):
     else:  # "x @ y.T": gemm
         y = x.copy()
         fn = lambda x: (x @ y.T,)  # noqa: E731
-    rss0 = _rss_kib("VmRSS")
-    t0 = time.perf_counter()
-    out = fn(x)
-    first = time.perf_counter() - t0
-    peak = _rss_kib("VmHWM")
     rows = np.linspace(0, x.shape[0] - 1, N_SAMPLE_ROWS).astype(int)
-    np.savez(sample_path, *[np.asarray(k)[rows] for k in out])
-    nbytes = sum(int(np.asarray(k).nbytes) for k in out)
-    del out
-    times, cpus = [first], [None]
-    for _ in range(repeats):
-        c0, t0 = _cpu_s(), time.perf_counter()
-        out = fn(x)
-        times.append(time.perf_counter() - t0)
-        cpus.append(_cpu_s() - c0)
-        del out
-    best = int(np.argmin(times[1:])) + 1 if repeats else 0
-    print(json.dumps({"first_s": first, "best_s": times[best], "cpu_s": cpus[best], "times_s": times,
-                      "rss_before": rss0 * 1024, "peak_rss": peak * 1024, "nbytes": nbytes}))
+
+    def keep_first(out):
+        np.savez(sample_path, *[np.asarray(k)[rows] for k in out])
+        return {"nbytes": sum(int(np.asarray(k).nbytes) for k in out)}
+
+    print(json.dumps(peers.measure(fn, x, repeats, keep_first)))
 
 
 # --------------------------------------------------------------------------- driver
-def _limit_memory(gib):
-    def set_limit():
-        lim = int(gib * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (lim, lim))
-
-    return set_limit
-
-
 def run_side(side, x_path, depth, repeats, workdir, mem_limit_gib, timeout):
     """Run one side in a fresh subprocess; returns its JSON dict, or {'error': ...}."""
     python = str(NT_PYTHON) if side == "neural-tangents" else sys.executable
     sample = Path(workdir) / f"sample-{side.replace(' ', '').replace('@', 'at').replace('.', '')}.npz"
     cmd = [python, __file__, "--worker", side, "--x", str(x_path), "--depth", str(depth),
            "--repeats", str(repeats), "--sample", str(sample)]
-    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
-                           preexec_fn=_limit_memory(mem_limit_gib))
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout} s"}
-    if p.returncode != 0:
-        lines = p.stderr.strip().splitlines() or ["(no stderr)"]
-        errors = [line for line in lines if "Error" in line or "error" in line] or lines
-        return {"error": f"rc={p.returncode}: {errors[-1][:200]}"}
-    res = json.loads(p.stdout.strip().splitlines()[-1])
+    res = peers.run_worker(cmd, timeout=timeout, mem_limit_gib=mem_limit_gib)
+    if "error" in res:
+        return res
     with np.load(sample) as z:
         res["sample"] = [z[k] for k in sorted(z.files)]
     return res
@@ -181,24 +131,21 @@ def _gib(nbytes):
 
 def print_table(title, results, compare_kernels):
     ref = results["fastntk"]
-    print(f"\n{title}")
     head = (f"{'side':<16} {'first s':>8} {'best s':>8} {'ratio':>7} {'cpu s':>6} {'peak RSS GiB':>12} "
             f"{'call GiB':>9} {'out GiB':>8} {'RSS/out':>8} {'rel.err nngp, ntk':>20}")
-    print(head)
-    print("-" * len(head))
-    for side, r in results.items():
-        if "error" in r:
-            print(f"{side:<16} failed ({r['error']})")
-            continue
+
+    def row(side, r):
         ratio = r["best_s"] / ref["best_s"] if "error" not in ref else float("nan")
         if compare_kernels and side != "fastntk" and "error" not in ref:
             err = ", ".join(f"{_rel_err(a, b):.1e}" for a, b in zip(r["sample"], ref["sample"]))
         else:
             err = "-"
         cpu = "-" if r["cpu_s"] is None else f"{r['cpu_s']:.2f}"
-        print(f"{side:<16} {r['first_s']:8.3f} {r['best_s']:8.3f} {ratio:6.2f}x {cpu:>6} {_gib(r['peak_rss']):>12} "
-              f"{_gib(r['peak_rss'] - r['rss_before']):>9} {_gib(r['nbytes']):>8} "
-              f"{r['peak_rss'] / r['nbytes']:8.2f} {err:>20}")
+        return (f"{r['first_s']:8.3f} {r['best_s']:8.3f} {ratio:6.2f}x {cpu:>6} {_gib(r['peak_rss']):>12} "
+                f"{_gib(r['peak_rss'] - r['rss_before']):>9} {_gib(r['nbytes']):>8} "
+                f"{r['peak_rss'] / r['nbytes']:8.2f} {err:>20}")
+
+    peers.print_table(title, head, results, row)
     print("first s: the first call in a fresh process (neural-tangents: with jit compilation); best s: best of the "
           "calls after it;\nratio = best s / fastntk's best s (> 1: slower than fastntk); cpu s: CPU time of that "
           "call, all threads;\ncall GiB = peak RSS - RSS before the first call; out GiB: returned kernels; "

@@ -27,7 +27,7 @@ Command (the 2-core development machine)::
 from __future__ import annotations
 
 import argparse
-import subprocess
+import json
 import sys
 import tempfile
 import time
@@ -36,29 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-NT_PYTHON = ROOT / ".venv-nt" / "bin" / "python"
-DIAG_REG, LEARNING_RATE = 1e-4, 1.0
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # import peers: as a script, a --worker, or under asv
+import peers
+from peers import NT_PYTHON
 
-NT_WORKER = """
-import sys, time, types
-import numpy as np
-import jax
-jax.config.update("jax_enable_x64", True)
-# neural_tangents.experimental imports TensorFlow; predict does not need it.
-sys.modules.setdefault("neural_tangents.experimental", types.ModuleType("neural_tangents.experimental"))
-import neural_tangents as nt
-a = dict(np.load(sys.argv[1]))
-repeats = int(sys.argv[3])
-best = np.inf
-for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn = nt.predict.gradient_descent_mse(a["k_train_train"], a["y_train"], learning_rate={lr}, diag_reg={reg})
-    out = fn(a["t"], a["fx_train_0"], a["fx_test_0"], a["k_test_train"])
-    out = jax.block_until_ready(out)
-    best = min(best, time.perf_counter() - t0)
-np.savez(sys.argv[2], fx_train=np.asarray(out[0]), fx_test=np.asarray(out[1]), seconds=best)
-""".format(lr=LEARNING_RATE, reg=DIAG_REG)
+DIAG_REG, LEARNING_RATE = 1e-4, 1.0
 
 
 def problem(n, n_test, outputs, n_times, seed=0):
@@ -101,6 +83,22 @@ def run_fastntk(a):
     return fn(a["t"], a["fx_train_0"], a["fx_test_0"], a["k_test_train"])
 
 
+def nt_worker(in_path, out_path, repeats):
+    """neural-tangents' side (run by .venv-nt/bin/python): predictions to ``out_path``, best seconds as JSON."""
+    jax, nt = peers.import_neural_tangents(x64=True)
+    a = dict(np.load(in_path))
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn = nt.predict.gradient_descent_mse(a["k_train_train"], a["y_train"], learning_rate=LEARNING_RATE,
+                                             diag_reg=DIAG_REG)
+        out = fn(a["t"], a["fx_train_0"], a["fx_test_0"], a["k_test_train"])
+        out = jax.block_until_ready(out)
+        best = min(best, time.perf_counter() - t0)
+    np.savez(out_path, fx_train=np.asarray(out[0]), fx_test=np.asarray(out[1]))
+    print(json.dumps({"seconds": best}))
+
+
 def run_nt(a, repeats):
     """(seconds, (fx_train, fx_test)) from neural-tangents in a subprocess, or (None, reason)."""
     if not NT_PYTHON.exists():
@@ -108,12 +106,12 @@ def run_nt(a, repeats):
     with tempfile.TemporaryDirectory() as tmp:
         inp, outp = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(inp, **a)
-        proc = subprocess.run([str(NT_PYTHON), "-c", NT_WORKER, str(inp), str(outp), str(repeats)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            return None, "failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
+        res = peers.run_worker([str(NT_PYTHON), __file__, "--worker", str(inp), str(outp), "--repeats", str(repeats)],
+                               prefer_error_lines=False, width=None)
+        if "error" in res:
+            return None, "failed: " + res["error"]
         z = np.load(outp)
-        return float(z["seconds"]), (z["fx_train"], z["fx_test"])
+        return float(res["seconds"]), (z["fx_train"], z["fx_test"])
 
 
 def main(argv=None):
@@ -124,7 +122,10 @@ def main(argv=None):
     parser.add_argument("--times", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-nt", action="store_true", help="skip neural-tangents")
+    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        return nt_worker(*args.worker, args.repeats)
     a = problem(args.N, args.n_test, args.outputs, args.times)
     nn_bytes = 8.0 * args.N**2
     print(f"N={args.N} N_test={args.n_test} O={args.outputs} times={args.times} repeats={args.repeats}", flush=True)

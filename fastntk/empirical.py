@@ -21,7 +21,9 @@ N(0, 1) draws); 'standard' c = β = 1.
 
 ``empirical_ntk_fn`` also accepts a PyTorch ``nn.Module`` (``fastntk._empirical_torch``):
 ``nn.Sequential`` stacks of ``nn.Linear`` and elementwise activations run the structured path
-above; other modules go through ``torch.func``.
+above; other modules go through ``torch.func``. With jax imported, any other callable is taken as a
+plain JAX function ``apply_fn(params, x)`` of a parameter pytree (``fastntk._empirical_jax``:
+per-sample Jacobians or NTK-vector products).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from collections.abc import Iterable
 import numpy as np
 import scipy.linalg
 
+from . import _empirical_jax as _jax
 from . import _empirical_torch as _torch
 from ._empirical_structured import _brute_full, _coefs, _dphi, _forward, _structured
 from ._validation import check_array, check_pair
@@ -193,7 +196,9 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
         ``torch.func`` (Jacobian contraction, or NTK-vector products for implementation 2).
         For a module, ``ntk_fn(x1, x2=None, params=None)`` takes NumPy arrays or tensors
         (tensors in, tensor out) and ``params`` a dict like ``dict(module.named_parameters())``
-        (None: the module's own).
+        (None: the module's own). With jax imported, any other callable is taken as a JAX
+        function ``f(params, x)`` (params a pytree of float arrays, output (N, O) or (N,));
+        implementations 0, 1, 3 contract per-sample Jacobians, 2 uses NTK-vector products.
     trace_axes : int or tuple of int
         Output axes (of f(x), shape (N, O)) to contract; each is *averaged* (divided by its
         size), as neural-tangents does. Default (-1,): the mean over the O outputs.
@@ -247,6 +252,8 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
     implementation = _check_implementation(implementation)
     if _torch.is_module(f):
         return _torch_ntk_fn(f, trace, diag, implementation)
+    if _is_jax(f):
+        return _jax.ntk_fn(f, trace, diag, implementation)
     _network_of(f)
 
     def ntk_fn(x1, x2, params, block_rows=None):
@@ -255,6 +262,15 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
 
     ntk_fn.__doc__ = "Empirical NTK of x1 (N1, d) vs x2 (N2, d) or None at params; see empirical_ntk_fn."
     return ntk_fn
+
+
+def _is_jax(f):
+    """A plain JAX function f(params, x): not a fastntk apply_fn or torch module, jax imported."""
+    try:
+        _network_of(f)
+    except TypeError:
+        return _jax.is_function(f) and not _torch.is_module(f)
+    return False
 
 
 def _torch_ntk_fn(module, trace, diag, implementation):
@@ -320,6 +336,8 @@ def pseudo_ntk(f, x1, x2, params, *, implementation=NtkImplementation.STRUCTURED
     ndarray of shape (N1, N2), dtype of the inputs.
     """
     implementation = _check_implementation(implementation)
+    if _is_jax(f):
+        return _jax.pseudo_ntk(f, x1, x2, params, implementation, block_rows)
     items, params, x1, x2 = _prepare(f, x1, x2, params)
     n_out = _out_dim(items)
     R = np.full((1, n_out), 1 / np.sqrt(n_out), dtype=x1.dtype)

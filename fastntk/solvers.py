@@ -198,7 +198,12 @@ def eigh_factored(k_reg):
     n = k_reg.shape[0]
     lwork = max(int(lapack.dsytrd_lwork(n, lower=1)[0]), 1)
     reflectors, diag, off, tau, _ = lapack.dsytrd(k_reg, lower=1, lwork=lwork, overwrite_a=1)
-    lam, s = sl.eigh_tridiagonal(diag, off, lapack_driver="stemr", check_finite=False)
+    try:
+        lam, s = sl.eigh_tridiagonal(diag, off, lapack_driver="stemr", check_finite=False)
+    except np.linalg.LinAlgError:
+        # MRRR can fail on tightly clustered spectra (e.g. the NTK of digits at a tiny
+        # ridge: stemr info=22); implicit QL (stev) is slower, O(N³), but always converges.
+        lam, s = sl.eigh_tridiagonal(diag, off, lapack_driver="stev", check_finite=False)
     return lam, FactoredEigenbasis(reflectors, tau, s)
 
 

@@ -127,3 +127,14 @@ def test_fit_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_fit_default_is_the_readme_job(tmp_path, capsys, monkeypatch):
+    """`fastntk fit` with defaults: digits, 3 hidden ReLU layers, GCV (its tiny ridge gives a
+    tightly clustered spectrum, where LAPACK's MRRR eigensolver can fail: solvers falls back)."""
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(["fit", "--quiet"], capsys)
+    assert code == 0, out
+    report = json.loads((tmp_path / "fastntk-fit" / "report.json").read_text())
+    assert report["data"] == "digits"
+    assert report["test"]["accuracy"] > 0.97

@@ -131,3 +131,25 @@ def test_bad_input():
         solvers.gradient_descent_mse_expm(aslinearoperator(k), y, 1.0, diag_reg=1e-3)
     with pytest.raises(TypeError, match="LinearOperator only with solver='cg'"):
         predict.kernel_ridge(aslinearoperator(k), y)
+
+
+def test_eigh_factored_survives_mrrr_failure(monkeypatch):
+    """When stemr does not converge, the implicit-QL driver takes over."""
+    import scipy.linalg as sl
+
+    from fastntk import solvers
+
+    real = sl.eigh_tridiagonal
+
+    def failing_stemr(d, e, lapack_driver="auto", **kwargs):
+        if lapack_driver == "stemr":
+            raise np.linalg.LinAlgError("stemr (eigh_tridiagonal) did not converge (LAPACK info=22)")
+        return real(d, e, lapack_driver=lapack_driver, **kwargs)
+
+    monkeypatch.setattr(sl, "eigh_tridiagonal", failing_stemr)
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((40, 40))
+    k = a @ a.T
+    lam, basis = solvers.eigh_factored(k.copy())
+    v = basis.apply(np.eye(40))
+    np.testing.assert_allclose(v @ np.diag(lam) @ v.T, k, atol=1e-10 * np.abs(k).max())

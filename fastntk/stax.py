@@ -81,15 +81,11 @@ def _kernel_tuple(fields):
 
 
 class Layer(NamedTuple):
-    """``(init_fn, apply_fn, kernel_fn)`` of a network; ``layers`` is its spec."""
+    """``(init_fn, apply_fn, kernel_fn)`` of a network; each carries it as ``.network``."""
 
     init_fn: object
     apply_fn: object
     kernel_fn: object
-
-    @property
-    def layers(self):
-        return self.kernel_fn.network
 
 
 def _rng(rng):
@@ -218,6 +214,9 @@ dtype : float32 or float64, keyword-only
     Result dtype; by default float32 when every input is float32, else float64.
 progress : bool, keyword-only
     Show a progress bar.
+block_rows : int, keyword-only
+    Rows of x1 per tile of the fused pass; by default about 32 MiB of each result per tile.
+    Results do not depend on it.
 
 Returns
 -------

@@ -21,12 +21,14 @@ _FLOATS = (np.float32, np.float64)
 
 def check_finite(x, name):
     """ValueError naming ``name`` if x holds NaN or inf (cheap sum test first, as scikit-learn)."""
-    if not np.isfinite(x.sum(dtype=np.float64)):
-        what = "NaN" if np.isnan(x).any() else "inf"
-        if np.isfinite(x).all():  # the sum overflowed, the entries are fine
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(x.sum(dtype=np.float64)):
             return
-        bad = np.argwhere(~np.isfinite(x))[0]
-        raise ValueError(f"{name} contains {what} (first at index {tuple(int(i) for i in bad)})")
+    finite = np.isfinite(x)
+    if finite.all():  # the sum overflowed; the entries are fine
+        return
+    bad = tuple(int(i) for i in np.argwhere(~finite)[0])
+    raise ValueError(f"{name} contains {'NaN' if np.isnan(x[bad]) else 'inf'} (first at index {bad})")
 
 
 def check_array(x, name, *, ndim=2, dtype=None, allow_empty=False):

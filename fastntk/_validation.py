@@ -78,6 +78,12 @@ def check_pair(x1, x2, dtype=None):
         dtype = np.result_type(x1, x2) if x2 is not None else x1.dtype
     x1 = x1.astype(dtype, copy=False)
     x2 = None if x2 is None else x2.astype(dtype, copy=False)
+    # x·x' must stay finite: |x|² · d below the largest float of the dtype.
+    limit = np.sqrt(np.finfo(dtype).max / x1.shape[1]) / 4
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is not None and np.abs(x).max() > limit:
+            raise ValueError(f"{name} has entries up to {np.abs(x).max():.3g}; the Gram x·x' would overflow "
+                             f"{np.dtype(dtype).name} above {limit:.3g}: rescale the inputs")
     return x1, x2, np.dtype(dtype)
 
 

@@ -274,3 +274,11 @@ def test_one_thread_gives_the_same_numbers(restore_threads, act):
 def test_set_num_threads_rejects_non_positive(restore_threads, n):
     with pytest.raises(ValueError, match=f"n must be >= 1; got {n}"):
         fastntk.set_num_threads(n)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inputs_whose_gram_would_overflow_are_refused(dtype):
+    kernel_fn = stax.fc_network(1, "relu", 1.5, 0.1)[2]
+    big = np.full((3, 4), np.sqrt(np.finfo(dtype).max), dtype)
+    with pytest.raises(ValueError, match="x2 has entries up to .* would overflow"):
+        kernel_fn(np.ones((2, 4), dtype), big)

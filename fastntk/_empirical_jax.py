@@ -172,15 +172,15 @@ def _contract(Ji, Jj, mode):
 
 def ntk_fn(f, trace, diag, implementation):
     """ntk_fn(x1, x2, params, block_rows=None) of a JAX function f(params, x) (canonical axes)."""
-    from ._validation import check_pair
-    from .empirical import NtkImplementation, _check_rows, _mode, _reduce_full
+    from ._validation import check_block_rows, check_pair
+    from .empirical import NtkImplementation, _mode, _reduce_full
 
     kernel = _kernel(f)
     mode = _mode(trace, diag)
     ntvp = implementation == NtkImplementation.NTK_VECTOR_PRODUCTS
 
     def ntk_fn(x1, x2, params, block_rows=None):
-        block_rows = _check_rows(block_rows)
+        block_rows = check_block_rows(block_rows)
         x1, x2, dtype = check_pair(x1, x2)
         out, n_out = kernel(params, x1, x2, mode or "full", ntvp, block_rows)
         if mode is None:
@@ -204,10 +204,10 @@ def _summed(f):
 
 def pseudo_ntk(f, x1, x2, params, implementation, block_rows):
     """NTK of g(params, x) = Σ_a f_a(params, x)/√O, shape (N1, N2): one output's cost."""
-    from ._validation import check_pair
-    from .empirical import NtkImplementation, _check_rows
+    from ._validation import check_block_rows, check_pair
+    from .empirical import NtkImplementation
 
-    block_rows = _check_rows(block_rows)
+    block_rows = check_block_rows(block_rows)
     x1, x2, _ = check_pair(x1, x2)
     ntvp = implementation == NtkImplementation.NTK_VECTOR_PRODUCTS
     return _kernel(f, pseudo=True)(params, x1, x2, "trace", ntvp, block_rows)[0]

@@ -19,7 +19,6 @@ Conventions are neural-tangents' (0.6.5, ``stax/linear.py`` and ``stax/elementwi
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import erf
 
 __all__ = ["dual", "infinite_kernels", "rho_tolerance"]
 

@@ -10,6 +10,8 @@ import numpy as np
 __all__ = [
     "available_memory",
     "check_array",
+    "check_block_rows",
+    "check_get",
     "check_finite",
     "check_memory",
     "check_positive",
@@ -123,3 +125,22 @@ def check_memory(nbytes, what, alternatives):
             f"{what} needs {nbytes / 2**30:.2f} GiB but only {avail / 2**30:.2f} GiB is available; "
             f"alternatives: {alternatives}"
         )
+
+
+def check_get(get, allowed=("nngp", "ntk")):
+    """Names requested by ``get`` (None: nngp and ntk; a name; a tuple of distinct names)."""
+    if get is None:
+        return ("nngp", "ntk")
+    names = (get,) if isinstance(get, str) else tuple(get) if isinstance(get, (tuple, list)) else ()
+    if not names or any(not isinstance(g, str) or g not in allowed for g in names) or len(set(names)) != len(names):
+        choices = ", ".join(map(repr, allowed))
+        raise ValueError(f"unknown get {get!r}: get must be None, {choices} or a tuple of distinct ones")
+    return names
+
+
+def check_block_rows(block_rows):
+    """None or a positive integer (rows of x1 per tile)."""
+    if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, numbers.Integral)
+                                   or block_rows < 1):
+        raise ValueError(f"block_rows must be a positive integer; got {block_rows!r}")
+    return block_rows

@@ -28,9 +28,7 @@ per-sample Jacobians or NTK-vector products).
 
 from __future__ import annotations
 
-import collections
 import enum
-import functools
 import numbers
 import warnings
 from collections.abc import Iterable
@@ -41,7 +39,8 @@ import scipy.linalg
 from . import _empirical_jax as _jax
 from . import _empirical_torch as _torch
 from ._empirical_structured import _brute_full, _coefs, _dphi, _forward, _structured
-from ._validation import check_array, check_pair
+from ._validation import check_array, check_block_rows, check_get, check_pair
+from .kernels import kernel_tuple
 from .stax import _DenseSpec, _Network, _rng
 
 __all__ = [
@@ -258,7 +257,7 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
 
     def ntk_fn(x1, x2, params, block_rows=None):
         items, params, x1, x2 = _prepare(f, x1, x2, params)
-        return _ntk(items, params, x1, x2, trace, diag, implementation, block_rows=_check_rows(block_rows))
+        return _ntk(items, params, x1, x2, trace, diag, implementation, block_rows=check_block_rows(block_rows))
 
     ntk_fn.__doc__ = "Empirical NTK of x1 (N1, d) vs x2 (N2, d) or None at params; see empirical_ntk_fn."
     return ntk_fn
@@ -278,7 +277,7 @@ def _torch_ntk_fn(module, trace, diag, implementation):
     net = _torch.structured_network(module) if implementation in (0, 3) else None
 
     def ntk_fn(x1, x2=None, params=None, block_rows=None):
-        block_rows = _check_rows(block_rows)
+        block_rows = check_block_rows(block_rows)
         theta = _torch.module_params(module, params)
         x1n, x2n, dtype = check_pair(_torch.to_numpy(x1), None if x2 is None else _torch.to_numpy(x2))
         if net is not None:  # nn.Linear: y = x Wᵀ + b, 'standard' parameterization with W stored transposed
@@ -311,13 +310,6 @@ def _torch_ntk_fn(module, trace, diag, implementation):
     return ntk_fn
 
 
-def _check_rows(block_rows):
-    if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, numbers.Integral)
-                                   or block_rows < 1):
-        raise ValueError(f"block_rows must be a positive integer; got {block_rows!r}")
-    return block_rows
-
-
 def pseudo_ntk(f, x1, x2, params, *, implementation=NtkImplementation.STRUCTURED_DERIVATIVES, block_rows=None):
     """pNTK: the NTK of g(x) = Σ_a f_a(x)/√O, shape (N1, N2) (= full NTK summed over outputs / O).
 
@@ -341,7 +333,7 @@ def pseudo_ntk(f, x1, x2, params, *, implementation=NtkImplementation.STRUCTURED
     items, params, x1, x2 = _prepare(f, x1, x2, params)
     n_out = _out_dim(items)
     R = np.full((1, n_out), 1 / np.sqrt(n_out), dtype=x1.dtype)
-    return _ntk(items, params, x1, x2, (1,), (), implementation, readout=R, block_rows=_check_rows(block_rows))
+    return _ntk(items, params, x1, x2, (1,), (), implementation, readout=R, block_rows=check_block_rows(block_rows))
 
 
 def empirical_nngp_fn(f, trace_axes=(-1,), diagonal_axes=()):
@@ -379,26 +371,13 @@ def empirical_kernel_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
            "ntk": empirical_ntk_fn(f, trace_axes, diagonal_axes, vmap_axes, implementation)}
 
     def kernel_fn(x1, x2=None, get=None, params=None):
-        names = _check_get(get)
+        names = check_get(get)
         if params is None:
             raise ValueError("params must be given (the network parameters, as from init_fn)")
         res = {name: fns[name](x1, x2, params) for name in names}
-        return res[get] if isinstance(get, str) else _kernel_tuple(names)(*(res[n] for n in names))
+        return res[get] if isinstance(get, str) else kernel_tuple(names)(*(res[n] for n in names))
 
     return kernel_fn
-
-
-def _check_get(get):
-    names = ("nngp", "ntk") if get is None else (get,) if isinstance(get, str) else tuple(get) \
-        if isinstance(get, (tuple, list)) else ()
-    if not names or any(n not in ("nngp", "ntk") for n in names) or len(set(names)) != len(names):
-        raise ValueError(f"get must be None, 'nngp', 'ntk' or a tuple of distinct ones; got {get!r}")
-    return names
-
-
-@functools.lru_cache(maxsize=None)
-def _kernel_tuple(names):
-    return collections.namedtuple("EmpiricalKernel", names)
 
 
 # --------------------------------------------------------------------------- linearization
@@ -480,7 +459,7 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size=0, devic
     emp = empirical_kernel_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation)
 
     def running(x1, x2, get):
-        names = _check_get(get)
+        names = check_get(get)
         total, done = None, 0
         for n in counts:
             for s in range(done, n):
@@ -489,7 +468,7 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size=0, devic
                 total = list(k) if total is None else [t + v for t, v in zip(total, k)]
             done = n
             mean = [t / n for t in total]
-            yield mean[0] if isinstance(get, str) else _kernel_tuple(names)(*mean)
+            yield mean[0] if isinstance(get, str) else kernel_tuple(names)(*mean)
 
     def kernel_fn(x1, x2=None, get=None):
         gen = running(x1, x2, get)

@@ -12,15 +12,24 @@ O(N·depth) per-point variances.
 
 from __future__ import annotations
 
+import collections
+import functools
+
 import numpy as np
 import scipy.linalg.blas
 
 from . import _backend
 from ._validation import check_memory
 
-__all__ = ["KERNELS", "infinite_kernels", "rho_tolerance"]
+__all__ = ["KERNELS", "infinite_kernels", "kernel_tuple", "rho_tolerance"]
 
 KERNELS = ("nngp", "ntk")
+
+@functools.lru_cache(maxsize=None)
+def kernel_tuple(names):
+    """The namedtuple ``Kernel`` with fields ``names`` (what a tuple ``get`` returns)."""
+    return collections.namedtuple("Kernel", names)
+
 
 #: Op kinds of fastntk._core (cpp/include/fastntk/fc.hpp, OpKind).
 _OP_INPUT, _OP_DENSE_NTK, _OP_DENSE_STANDARD = 0, 1, 2

@@ -43,7 +43,8 @@ import scipy.linalg as sl
 from scipy.sparse.linalg import LinearOperator
 
 from . import solvers
-from ._validation import check_array, check_finite, check_positive
+from ._validation import check_array, check_finite, check_get, check_positive
+from .kernels import kernel_tuple
 from .solvers import eigh_factored, gradient_descent_mse_expm
 
 __all__ = [
@@ -153,16 +154,6 @@ def _times(t, name="t", integer=False):
         kind = "whole numbers of steps >= 0" if integer else "times >= 0"
         raise ValueError(f"{name} must hold {kind}; got {t!r}")
     return arr
-
-
-def _check_get(get, allowed):
-    """(names, single) for get=None, a name or a tuple of distinct names from ``allowed``."""
-    if get is None:
-        return ("nngp", "ntk"), False
-    names = (get,) if isinstance(get, str) else tuple(get) if isinstance(get, (tuple, list)) else ()
-    if not names or any(not isinstance(g, str) or g not in allowed for g in names) or len(set(names)) != len(names):
-        raise ValueError(f"unknown get {get!r}; supported: None, one of {allowed} or a tuple of distinct ones")
-    return names, isinstance(get, str)
 
 
 @functools.lru_cache(maxsize=None)
@@ -443,7 +434,7 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
         return factors[g]
 
     def predict_fn(get=None, k_test_train=None, k_test_test=None):
-        names, single = _check_get(get, ("nngp", "ntk", "ntkgp"))
+        names, single = check_get(get, ("nngp", "ntk", "ntkgp")), isinstance(get, str)
         out = {g: _posterior(g, factor, y, tail, k_test_train, k_test_test, dtype) for g in names}
         return _pack(out, names, single)
 
@@ -527,10 +518,10 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
             for g in missing:
                 k_dd[g] = _kernel(_attr(res, g, "kernel_fn(x_train)"), f"kernel_fn(x_train).{g}")
                 factors[g] = _Factor(k_dd[g], diag_reg, bool(diag_reg_absolute_scale), f"kernel_fn(x_train).{g}")
-        return collections.namedtuple("Kernel", names)(*(k_dd[g] for g in names))
+        return kernel_tuple(names)(*(k_dd[g] for g in names))
 
     def predict_fn(t=None, x_test=None, get=None, compute_cov=False, **kernel_fn_test_test_kwargs):
-        names, single = _check_get(get, ("nngp", "ntk"))
+        names, single = check_get(get), isinstance(get, str)
         need = tuple(g for g in ("nngp", "ntk") if g in names or (g == "nngp" and compute_cov))
         dtype = _result_dtype(*train_kernels(need), np.empty(0, y_dtype))
         kw = {**kernel_fn_train_train_kwargs, **kernel_fn_test_test_kwargs}

@@ -16,8 +16,6 @@ an activation holds ``()``.
 
 from __future__ import annotations
 
-import collections
-import functools
 import numbers
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -25,8 +23,8 @@ from typing import NamedTuple
 import numpy as np
 
 from . import activations as _act
-from ._validation import check_pair, check_positive
-from .kernels import KERNELS, infinite_kernels
+from ._validation import check_block_rows, check_get, check_pair, check_positive
+from .kernels import infinite_kernels, kernel_tuple
 
 __all__ = [
     "ABRelu",
@@ -73,11 +71,6 @@ class Kernel:
     ntk: np.ndarray | None
     cov1: np.ndarray
     cov2: np.ndarray | None
-
-
-@functools.lru_cache(maxsize=None)
-def _kernel_tuple(fields):
-    return collections.namedtuple("Kernel", fields)
 
 
 class Layer(NamedTuple):
@@ -175,23 +168,21 @@ class _KernelFn:
 
     def __call__(self, x1, x2=None, get=None, *, diagonal=False, out=None, dtype=None, progress=False,
                  block_rows=None):
-        names = _check_get(get)
+        names = check_get(get)
         x1, x2, dtype = check_pair(x1, x2, dtype)
         if diagonal and x2 is not None:
             raise ValueError("diagonal=True gives Σ(x, x) and Θ(x, x) of x1 alone; x2 must be None")
         outs = _check_out(out, get, names, (x1.shape[0], (x1 if x2 is None else x2).shape[0]), dtype)
         if diagonal and outs:
             raise ValueError("out is for full (N1, N2) kernels; it cannot be used with diagonal=True")
-        if block_rows is not None and (isinstance(block_rows, bool) or not isinstance(block_rows, numbers.Integral)
-                                       or block_rows < 1):
-            raise ValueError(f"block_rows must be a positive integer; got {block_rows!r}")
+        check_block_rows(block_rows)
         res = infinite_kernels(x1, x2, self.network.spec(), names, dtype, diagonal=diagonal, out=outs,
                                block_rows=block_rows, progress=progress)
         if get is None:
             return Kernel(res["nngp"], res["ntk"], res["cov1"], res["cov2"])
         if isinstance(get, str):
             return res[get]
-        return _kernel_tuple(names)(*(res[n] for n in names))
+        return kernel_tuple(names)(*(res[n] for n in names))
 
 
 _KERNEL_FN_DOC = """Infinite-width NNGP Σ and NTK Θ of the network.
@@ -230,15 +221,6 @@ ValueError, TypeError
 MemoryError
     The results would not fit in available memory (checked before allocating).
 """
-
-
-def _check_get(get):
-    if get is None:
-        return KERNELS
-    names = (get,) if isinstance(get, str) else tuple(get) if isinstance(get, (tuple, list)) else None
-    if not names or any(not isinstance(n, str) or n not in KERNELS for n in names) or len(set(names)) != len(names):
-        raise ValueError(f"get must be None, 'nngp', 'ntk' or a tuple of distinct ones; got {get!r}")
-    return names
 
 
 def _check_out(out, get, names, shape, dtype):

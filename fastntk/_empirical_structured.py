@@ -9,10 +9,8 @@ factored where it can be: the identity at the readout, V ∘ D one activation be
 
 from __future__ import annotations
 
-import functools
 
 import numpy as np
-from scipy.special import ndtr
 
 from . import activations as _act
 from ._validation import check_memory
@@ -28,43 +26,8 @@ def _coefs(it, W):
     return 1.0, 1.0
 
 
-# --------------------------------------------------------------------------- activations φ'
-def _relu_family_prime(a, b):
-    # φ' = a (x < 0), b (x > 0), 0 at x = 0 exactly (jax.nn.relu's convention; measure zero).
-    # Scalars of x's dtype, so float32 stays float32 (no float64 temporary and cast).
-    def prime(x):
-        t = x.dtype.type
-        if a == 0:
-            d = (x > 0).astype(x.dtype)
-            return d if b == 1 else np.multiply(d, t(b), out=d)
-        return np.where(x > 0, t(b), np.where(x < 0, t(a), t(0)))
-
-    return prime
-
-
-@functools.lru_cache(maxsize=None)
-def _derivative(layer):
-    """φ' for an activation's layer tuple (see ``fastntk.activations.Activation.layer``)."""
-    kind = layer[0]
-    if kind == "abrelu":
-        return _relu_family_prime(layer[1], layer[2])
-    if kind == "erf":  # d/dx a·erf(bx) + c = a·b·2/√π·exp(−b²x²)
-        a, b = layer[1], layer[2]
-        return lambda x: (a * b * 2 / np.sqrt(np.pi)) * np.exp(-(b * x) ** 2)
-    if kind == "sin":
-        a, b, c = layer[1:]
-        return lambda x: (a * b) * np.cos(b * x + c)
-    if kind == "gelu":  # d/dx x·Φ(x) = Φ(x) + x·φ(x)
-        return lambda x: ndtr(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
-    if kind == "numerical":
-        return layer[2]
-    if kind == "elementwise":
-        return _act.central_difference(layer[1])
-    raise ValueError(f"no derivative for activation layer {kind!r}")
-
-
 def _dphi(it, h):
-    return np.asarray(_derivative(it.layer)(h), dtype=h.dtype)
+    return np.asarray(_act.derivative(it.layer)(h), dtype=h.dtype)
 
 
 # --------------------------------------------------------------------------- forward / backward

@@ -33,11 +33,6 @@ def is_module(f):
 
 
 # --------------------------------------------------------------------------- activations
-def _sigmoid_prime(x):
-    s = 0.5 * (1 + np.tanh(0.5 * x))
-    return s * (1 - s)
-
-
 @functools.lru_cache(maxsize=None)
 def _softplus(beta, threshold):
     """torch.nn.Softplus: log(1 + e^(βx))/β, and x where βx > threshold; φ' = σ(βx) (1 there)."""
@@ -58,9 +53,7 @@ def _activation(kind, arg=None):
         return _act.leaky_relu(arg)
     if kind == "GELU":
         return _act.gelu(arg == "tanh")
-    if kind == "Sigmoid":
-        return _act.numerical(lambda x: 0.5 * (1 + np.tanh(0.5 * x)), 25, _sigmoid_prime, name="sigmoid")
-    return {"Tanh": _act.tanh, "SiLU": _act.silu}[kind]()
+    return {"Tanh": _act.tanh, "SiLU": _act.silu, "Sigmoid": _act.sigmoid}[kind]()
 
 
 def _activation_of(layer):

@@ -9,6 +9,7 @@ with Numba once per function.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -17,7 +18,7 @@ import numpy as np
 from scipy.special import erf as _erf
 from scipy.special import ndtr
 
-__all__ = ["ACTIVATIONS", "Activation", "by_name"]
+__all__ = ["ACTIVATIONS", "Activation", "by_name", "derivative"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,6 +38,11 @@ class Activation:
     name: str
     fn: Callable
     layer: tuple
+
+    @property
+    def df(self) -> Callable:
+        """φ', applied elementwise (NumPy)."""
+        return derivative(self.layer)
 
     @property
     def closed_form(self) -> bool:
@@ -214,6 +220,50 @@ def _d_cov12(nngp_fn, cov12, var1, var2):
     return np.where(h > 0, d, 0.0)
 
 
+def _relu_family_prime(a, b):
+    # φ' = a (x < 0), b (x > 0), 0 at x = 0 exactly (jax.nn.relu's convention; measure zero).
+    # Scalars of x's dtype, so float32 stays float32 (no float64 temporary and cast).
+    def prime(x):
+        t = x.dtype.type
+        if a == 0:
+            d = (x > 0).astype(x.dtype)
+            return d if b == 1 else np.multiply(d, t(b), out=d)
+        return np.where(x > 0, t(b), np.where(x < 0, t(a), t(0)))
+
+    return prime
+
+
+@functools.lru_cache(maxsize=None)
+def derivative(layer):
+    """φ' (NumPy, vectorised) for an activation's layer tuple (see :class:`Activation`)."""
+    kind = layer[0]
+    if kind == "abrelu":
+        return _relu_family_prime(layer[1], layer[2])
+    if kind == "erf":  # d/dx a·erf(bx) + c = a·b·2/√π·exp(−b²x²)
+        a, b = layer[1], layer[2]
+        return lambda x: (a * b * 2 / np.sqrt(np.pi)) * np.exp(-(b * x) ** 2)
+    if kind == "sin":
+        a, b, c = layer[1:]
+        return lambda x: (a * b) * np.cos(b * x + c)
+    if kind == "gelu":  # d/dx x·Φ(x) = Φ(x) + x·φ(x)
+        return lambda x: ndtr(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+    if kind == "numerical":
+        return layer[2]
+    if kind == "elementwise":
+        return central_difference(layer[1])
+    raise ValueError(f"no derivative for activation layer {kind!r}")
+
+
+def _sigmoid_prime(x):
+    s = _sigmoid(x)
+    return s * (1 - s)
+
+
+def sigmoid(deg: int = 25) -> Activation:
+    """Logistic σ(x) = 1/(1 + e^(−x)); dual kernels by quadrature (``Sigmoid_like`` is its erf stand-in)."""
+    return numerical(_sigmoid, deg=deg, df=_sigmoid_prime, name="sigmoid")
+
+
 #: Activations by name, for estimators and the command line. Values build an Activation.
 ACTIVATIONS: dict[str, Callable[[], Activation]] = {
     "relu": relu,
@@ -227,6 +277,7 @@ ACTIVATIONS: dict[str, Callable[[], Activation]] = {
     "identity": identity,
     "tanh": tanh,
     "softplus": softplus,
+    "sigmoid": sigmoid,
     "silu": silu,
     "swish": silu,
 }

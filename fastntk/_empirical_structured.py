@@ -14,39 +14,16 @@ import numpy as np
 
 from . import activations as _act
 from ._validation import check_memory
-from .stax import _DenseSpec
+from .stax import _DenseSpec, dense_coefs, forward
 
 _TILE_BYTES = 256 * 2**20  # per-tile scratch of the structured path (bytes); bigger tiles = faster GEMMs
-
-
-def _coefs(it, W):
-    """(c, β) of z = c·h W + β·b for Dense spec ``it`` with weights W (fan_in, out)."""
-    if it.parameterization == "ntk":
-        return float(it.W_std / np.sqrt(W.shape[0])), float(it.b_std or 0.0)
-    return 1.0, 1.0
 
 
 def _dphi(it, h):
     return np.asarray(_act.derivative(it.layer)(h), dtype=h.dtype)
 
 
-# --------------------------------------------------------------------------- forward / backward
-def _forward(items, params, x):
-    """Outputs f (N, O) and the input of every item."""
-    inputs, h = [], x
-    for it, p in zip(items, params):
-        inputs.append(h)
-        if isinstance(it, _DenseSpec):
-            W, b = p
-            c, beta = _coefs(it, W)
-            h = h @ W if c == 1.0 else c * (h @ W)
-            if b is not None:
-                h = h + (beta * b if beta != 1.0 else b)
-        else:
-            h = np.asarray(it.fn(h), dtype=h.dtype)
-    return h, inputs
-
-
+# --------------------------------------------------------------------------- backward
 # G-states of ∂f_a/∂z (N, O, w): ("eye",) G[i,a,k] = δ_ak; ("fact", V, D) G[i,a,k] = V[a,k]·D[i,k]
 # (D None = ones); ("dense", G). The readout is "eye", one activation below it "fact".
 def _back_dense(state, cW):
@@ -81,7 +58,7 @@ def _materialize(state, n):
 
 def _features(items, params, x, readout=None):
     """Per Dense layer: (A inputs (N, fan_in), c², β² or None, G-state); and f (N, O)."""
-    f, inputs = _forward(items, params, x)
+    f, inputs = forward(items, params, x)
     first = next(k for k, it in enumerate(items) if isinstance(it, _DenseSpec))
     state = ("eye",) if readout is None else ("fact", readout, None)
     n_out = f.shape[1]
@@ -90,7 +67,7 @@ def _features(items, params, x, readout=None):
         it, h = items[k], inputs[k]
         if isinstance(it, _DenseSpec):
             W, b = params[k]
-            c, beta = _coefs(it, W)
+            c, beta = dense_coefs(it, W)
             feats.append((h, c * c, None if b is None else beta * beta, state))
             if k > first:
                 state = _back_dense(state, c * W)
@@ -236,7 +213,7 @@ def _structured(items, params, x1, x2, mode, readout=None, block_rows=None):
 # --------------------------------------------------------------------------- brute force
 def _jacobian(items, params, x, readout=None):
     """Explicit per-sample Jacobian (N, O, P) by reverse mode, one output at a time."""
-    f, inputs = _forward(items, params, x)
+    f, inputs = forward(items, params, x)
     R = np.eye(f.shape[1], dtype=f.dtype) if readout is None else readout
     n_p = sum(p[0].size + (0 if p[1] is None else p[1].size) for p in params if len(p) == 2)
     check_memory(x.shape[0] * R.shape[0] * n_p * f.itemsize, "the explicit Jacobian (implementation=1)",
@@ -249,7 +226,7 @@ def _jacobian(items, params, x, readout=None):
             it, h = items[k], inputs[k]
             if isinstance(it, _DenseSpec):
                 W, b = params[k]
-                c, beta = _coefs(it, W)
+                c, beta = dense_coefs(it, W)
                 if b is not None:
                     cols.append(beta * delta)
                 cols.append((c * h[:, :, None] * delta[:, None, :]).reshape(len(h), -1))

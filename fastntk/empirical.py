@@ -38,10 +38,10 @@ import scipy.linalg
 
 from . import _empirical_jax as _jax
 from . import _empirical_torch as _torch
-from ._empirical_structured import _brute_full, _coefs, _dphi, _forward, _structured
+from ._empirical_structured import _brute_full, _dphi, _structured
 from ._validation import check_array, check_block_rows, check_get, check_pair
 from .kernels import kernel_tuple
-from .stax import _DenseSpec, _Network, _rng
+from .stax import _DenseSpec, _Network, _rng, dense_coefs, forward
 
 __all__ = [
     "NtkImplementation",
@@ -351,8 +351,8 @@ def empirical_nngp_fn(f, trace_axes=(-1,), diagonal_axes=()):
 
     def nngp_fn(x1, x2, params):
         items, params, x1, x2 = _prepare(f, x1, x2, params)
-        f1 = _forward(items, params, x1)[0]
-        f2 = f1 if x2 is None else _forward(items, params, x2)[0]
+        f1 = forward(items, params, x1)[0]
+        f2 = f1 if x2 is None else forward(items, params, x2)[0]
         if (trace, diag) == ((1,), ()):
             return (f1 @ f2.T) / f1.shape[1]
         return _reduce_full(np.einsum("ia,jb->ijab", f1, f2), trace, diag)
@@ -387,7 +387,7 @@ def _jvp(items, params, dparams, x):
     for it, p, dp in zip(items, params, dparams):
         if isinstance(it, _DenseSpec):
             (W, b), (dW, db) = p, dp
-            c, beta = _coefs(it, W)
+            c, beta = dense_coefs(it, W)
             tangent = h @ dW if dh is None else dh @ W + h @ dW
             h, dh = c * (h @ W), c * tangent
             if b is not None:
@@ -489,13 +489,13 @@ def _check_n_samples(n_samples):
 # --------------------------------------------------------------------------- lazy-regime diagnostics
 def _grad(items, params, x, ct):
     """Σᵢ ctᵢ·∂f(xᵢ)/∂θ (a VJP), as a params-shaped list."""
-    _, inputs = _forward(items, params, x)
+    _, inputs = forward(items, params, x)
     grads, delta = [() for _ in params], ct
     for k in range(len(items) - 1, -1, -1):
         it, h = items[k], inputs[k]
         if isinstance(it, _DenseSpec):
             W, b = params[k]
-            c, beta = _coefs(it, W)
+            c, beta = dense_coefs(it, W)
             grads[k] = (c * (h.T @ delta), None if b is None else beta * delta.sum(0, keepdims=True))
             delta = delta @ (c * W).T
         else:
@@ -568,18 +568,18 @@ def train_and_track(f, params, x_train, y_train, x_test, *, learning_rate=1.0, n
         warnings.warn(f"learning_rate={learning_rate} >= 2n/λ_max(Θ̂₀) = {lr_max:.3g}: the linearized model "
                       "diverges (the network itself may still converge, in the catapult phase)", RuntimeWarning,
                       stacklevel=2)
-    f0_test, f0_train, p, p_lin = _forward(items, p0, x_test)[0], _forward(items, p0, x_train)[0], p0, p0
+    f0_test, f0_train, p, p_lin = forward(items, p0, x_test)[0], forward(items, p0, x_train)[0], p0, p0
     f_kr = _kernel_regression(f, p0, x_train, y_train, x_test, f0_train, f0_test)
     rec = {k: [] for k in ("step", "loss", "param_change", "kernel_change", "lin_gap", "kr_gap")}
     for t in range(n_steps + 1):
-        resid = _forward(items, p, x_train)[0] - y_train
+        resid = forward(items, p, x_train)[0] - y_train
         if t % record_every == 0 or t == n_steps:
             lin_test = f0_test + _jvp(items, p0, _sub_params(p_lin, p0), x_test)[1]
             rec["step"].append(t)
             rec["loss"].append(0.5 * np.sum(resid**2) / n)
             rec["param_change"].append(np.linalg.norm(_flat(p) - _flat(p0)) / norm0)
             rec["kernel_change"].append(np.linalg.norm(ntk(x_train, None, p) - k0) / np.linalg.norm(k0))
-            f_test = _forward(items, p, x_test)[0]
+            f_test = forward(items, p, x_test)[0]
             rec["lin_gap"].append(np.abs(f_test - lin_test).max())
             rec["kr_gap"].append(np.abs(f_test - f_kr).max())
         if t == n_steps:

@@ -142,21 +142,37 @@ class _Network:
         h = np.asarray(x)
         if len(params) != len(self.items):
             raise ValueError(f"params must have one entry per layer ({len(self.items)}); got {len(params)}")
-        for it, p in zip(self.items, params):
-            if isinstance(it, _DenseSpec):
-                W, b = p
-                if h.shape[-1] != W.shape[0]:
-                    raise ValueError(f"x has {h.shape[-1]} features but the Dense layer expects {W.shape[0]}")
-                if it.parameterization == "ntk":
-                    # z = (W_std/√fan_in)·h W + b_std·b  (neural-tangents Dense.apply_fn)
-                    h = (it.W_std / np.sqrt(W.shape[0])) * (h @ W)
-                    if b is not None:
-                        h = h + it.b_std * b
-                else:
-                    h = h @ W if b is None else h @ W + b
-            else:
-                h = it.fn(h)
-        return h
+        first = next((p for it, p in zip(self.items, params) if isinstance(it, _DenseSpec)), None)
+        if first is not None and h.shape[-1] != first[0].shape[0]:
+            raise ValueError(f"x has {h.shape[-1]} features but the Dense layer expects {first[0].shape[0]}")
+        return forward(self.items, params, h)[0]
+
+
+def dense_coefs(it, W):
+    """(c, β) with z = c·h W + β·b for the Dense spec ``it`` and its weights W (fan_in, out).
+
+    'ntk': c = W_std/√fan_in, β = b_std (W, b are the raw N(0, 1) draws, neural-tangents'
+    Dense.apply_fn); 'standard': c = β = 1 (init_fn already scaled W and b).
+    """
+    if it.parameterization == "ntk":
+        return float(it.W_std / np.sqrt(W.shape[0])), float(it.b_std or 0.0)
+    return 1.0, 1.0
+
+
+def forward(items, params, x):
+    """Outputs of the network ``items`` and the input of every item: ``(f, [h_0, h_1, ...])``."""
+    inputs, h = [], x
+    for it, p in zip(items, params):
+        inputs.append(h)
+        if isinstance(it, _DenseSpec):
+            W, b = p
+            c, beta = dense_coefs(it, W)
+            h = h @ W if c == 1.0 else c * (h @ W)
+            if b is not None:
+                h = h + (beta * b if beta != 1.0 else b)
+        else:
+            h = np.asarray(it.fn(h), dtype=h.dtype)
+    return h, inputs
 
 
 class _KernelFn:

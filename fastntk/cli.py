@@ -129,10 +129,11 @@ def _features(x, source):
     return x
 
 
-def standardize(x):
-    """Columns to mean 0 and variance 1 (constant columns to 0)."""
-    std = x.std(axis=0)
-    return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+def standardize(x, fit=None):
+    """Columns to mean 0 and variance 1 by the statistics of ``fit`` (default x); constant columns to 0."""
+    fit = x if fit is None else fit
+    std = fit.std(axis=0)
+    return (x - fit.mean(axis=0)) / np.where(std > 0, std, 1.0)
 
 
 def _add_network_args(p):
@@ -280,8 +281,7 @@ def cmd_fit(args):
         raise CLIError(f"--target: {args.data} needs a target column (--target NAME or index)")
     task = _task(y, name, args.task)
     xtr, xte, ytr, yte = _split(x, y, task, args.test_size, args.seed)
-    mean, std = xtr.mean(0), xtr.std(0)
-    xtr, xte = (xtr - mean) / np.where(std > 0, std, 1), (xte - mean) / np.where(std > 0, std, 1)
+    xtr, xte = standardize(xtr), standardize(xte, fit=xtr)
     classes = np.unique(ytr) if task == "classification" else None
     y_train = _targets_of(ytr, task, classes)
     _, _, kernel_fn = stax.fc_network(args.depth, args.activation, args.W_std, args.b_std, args.parameterization,

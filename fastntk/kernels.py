@@ -21,9 +21,7 @@ import scipy.linalg.blas
 from . import _backend
 from ._validation import check_memory
 
-__all__ = ["KERNELS", "infinite_kernels", "kernel_tuple", "rho_tolerance"]
-
-KERNELS = ("nngp", "ntk")
+__all__ = ["infinite_kernels", "kernel_tuple", "rho_tolerance"]
 
 @functools.lru_cache(maxsize=None)
 def kernel_tuple(names):

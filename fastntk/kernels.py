@@ -23,6 +23,7 @@ from ._validation import check_memory
 
 __all__ = ["infinite_kernels", "kernel_tuple", "rho_tolerance"]
 
+
 @functools.lru_cache(maxsize=None)
 def kernel_tuple(names):
     """The namedtuple ``Kernel`` with fields ``names`` (what a tuple ``get`` returns)."""

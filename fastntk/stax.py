@@ -223,7 +223,7 @@ progress : bool, keyword-only
     Show a progress bar.
 block_rows : int, keyword-only
     Rows of x1 per tile of the fused pass; by default about 32 MiB of each result per tile.
-    Results do not depend on it.
+    Results agree to rounding whatever its value (BLAS may block other tiles differently).
 
 Returns
 -------

@@ -53,6 +53,8 @@ def check_array(x, name, *, ndim=2, dtype=None, allow_empty=False):
         raise ValueError(f"{name} must be {ndim}-D of shape (N, d); got {arr.ndim}-D array of shape {arr.shape}")
     if not allow_empty and arr.size == 0:
         raise ValueError(f"{name} must be non-empty; got shape {arr.shape}")
+    if not arr.dtype.isnative:  # big-endian data (e.g. from a file): the kernels read native floats
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)
     check_finite(arr, name)

@@ -40,7 +40,7 @@ from . import _empirical_jax as _jax
 from . import _empirical_torch as _torch
 from ._empirical_structured import _brute_full, _dphi, _structured
 from ._validation import check_array, check_block_rows, check_get, check_pair
-from .kernels import kernel_tuple
+from ._types import kernel_tuple
 from .stax import _DenseSpec, _Network, _rng, dense_coefs, forward
 
 __all__ = [

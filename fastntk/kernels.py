@@ -12,27 +12,18 @@ O(N·depth) per-point variances.
 
 from __future__ import annotations
 
-import collections
-import functools
-
 import numpy as np
 import scipy.linalg.blas
 
 from . import _backend
 from ._validation import check_memory
 
-__all__ = ["infinite_kernels", "kernel_tuple", "rho_tolerance"]
+__all__ = ["infinite_kernels", "rho_tolerance"]
 
 
-@functools.lru_cache(maxsize=None)
-def kernel_tuple(names):
-    """The namedtuple ``Kernel`` with fields ``names`` (what a tuple ``get`` returns)."""
-    return collections.namedtuple("Kernel", names)
-
-
-#: Op kinds of fastntk._core (cpp/include/fastntk/fc.hpp, OpKind).
-_OP_INPUT, _OP_DENSE_NTK, _OP_DENSE_STANDARD = 0, 1, 2
-_OP_ACTIVATION = {"abrelu": 3, "erf": 4, "sin": 5, "gelu": 6}
+#: Op kinds of fastntk._core (cpp/include/fastntk/fc.hpp, OpKind), as the module exports them.
+_OP = _backend.OP_KINDS
+_OP_ACTIVATION = {name: _OP[name] for name in ("abrelu", "erf", "sin", "gelu")}
 
 #: Bytes of one row block of one result; rows = this / (N2 · itemsize), within [16, 2048].
 _BLOCK_BYTES = 32 * 2**20
@@ -50,7 +41,7 @@ def _segments(layers, d):
     n_act: activations among them) and ``("layer", layer, 1)`` entries, in network order.
     The first run starts with the input op Σ = x·x'/d, Θ = 0.
     """
-    segments, ops = [], [[_OP_INPUT, 1.0 / d, 0.0, 0.0, 0.0]]
+    segments, ops = [], [[_OP["input"], 1.0 / d, 0.0, 0.0, 0.0]]
     fan_in = d
 
     def flush():
@@ -65,9 +56,9 @@ def _segments(layers, d):
             _, W_std, b_std, parameterization, out_dim = layer
             b2 = 0.0 if b_std is None else b_std**2
             if parameterization == "ntk":
-                ops.append([_OP_DENSE_NTK, W_std**2, b2, 0.0, 0.0])
+                ops.append([_OP["dense_ntk"], W_std**2, b2, 0.0, 0.0])
             else:
-                ops.append([_OP_DENSE_STANDARD, W_std**2, b2, fan_in, 0.0 if b_std is None else 1.0])
+                ops.append([_OP["dense_standard"], W_std**2, b2, fan_in, 0.0 if b_std is None else 1.0])
             fan_in = out_dim
         elif kind in _OP_ACTIVATION:
             ops.append([_OP_ACTIVATION[kind], *layer[1:], *[0.0] * (5 - len(layer))])

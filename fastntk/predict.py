@@ -44,7 +44,7 @@ from scipy.sparse.linalg import LinearOperator
 
 from . import solvers
 from ._validation import check_array, check_finite, check_get, check_positive
-from .kernels import kernel_tuple
+from ._types import kernel_tuple
 from .solvers import eigh_factored, gradient_descent_mse_expm
 
 __all__ = [

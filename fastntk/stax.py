@@ -24,7 +24,8 @@ import numpy as np
 
 from . import activations as _act
 from ._validation import check_block_rows, check_get, check_pair, check_positive
-from .kernels import infinite_kernels, kernel_tuple
+from ._types import Kernel, kernel_tuple
+from .kernels import infinite_kernels
 
 __all__ = [
     "ABRelu",
@@ -57,20 +58,6 @@ class _DenseSpec:
     W_std: float
     b_std: float | None
     parameterization: str
-
-
-@dataclass
-class Kernel:
-    """Kernels of x1 against x2, as neural-tangents' ``Kernel`` (the fields users read).
-
-    nngp, ntk : ndarray of shape (N1, N2)
-    cov1 : ndarray of shape (N1,), Σ(x1ᵢ, x1ᵢ); cov2 : (N2,) or None when x2 is None.
-    """
-
-    nngp: np.ndarray
-    ntk: np.ndarray | None
-    cov1: np.ndarray
-    cov2: np.ndarray | None
 
 
 class Layer(NamedTuple):

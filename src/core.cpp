@@ -6,6 +6,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #ifdef _OPENMP
@@ -170,6 +171,14 @@ PYBIND11_MODULE(_core, m) {
           py::arg("out").noconvert());
     m.def("set_num_threads", &set_num_threads, "Set the OpenMP thread count.", py::arg("n"));
     m.def("get_num_threads", &get_num_threads, "OpenMP thread count.");
+    // The op codes of cpp/include/fastntk/fc.hpp (OpKind), by name: Python reads them from here.
+    py::dict op_kinds;
+    using fastntk::OpKind;
+    for (const auto& [name, kind] : {std::pair<const char*, OpKind>{"input", OpKind::Input}, {"dense_ntk", OpKind::DenseNtk},
+                                     {"dense_standard", OpKind::DenseStandard}, {"abrelu", OpKind::ABRelu},
+                                     {"erf", OpKind::Erf}, {"sin", OpKind::Sin}, {"gelu", OpKind::Gelu}})
+        op_kinds[name] = static_cast<int>(kind);
+    m.attr("op_kinds") = op_kinds;
     m.attr("has_openmp") =
 #ifdef _OPENMP
         true;

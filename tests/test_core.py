@@ -125,7 +125,9 @@ def test_mirror_upper_rejects_read_only():
 # --- fc_tile / fc_diagonal --------------------------------------------------------------
 
 #: Input Σ = x·x'/d (d = 4), Dense ntk (W² = 2, b² = 0.01), ReLU, Dense ntk.
-RELU_OPS = np.array([[0, 0.25, 0, 0, 0], [1, 2.0, 0.01, 0, 0], [3, 0.0, 1.0, 0, 0], [1, 2.0, 0.01, 0, 0]], float)
+_OP = _core.op_kinds
+RELU_OPS = np.array([[_OP["input"], 0.25, 0, 0, 0], [_OP["dense_ntk"], 2.0, 0.01, 0, 0], [_OP["abrelu"], 0.0, 1.0, 0, 0],
+                     [_OP["dense_ntk"], 2.0, 0.01, 0, 0]], float)
 
 
 def _tile_inputs(dtype=np.float64):

@@ -282,3 +282,12 @@ def test_inputs_whose_gram_would_overflow_are_refused(dtype):
     big = np.full((3, 4), np.sqrt(np.finfo(dtype).max), dtype)
     with pytest.raises(ValueError, match="x2 has entries up to .* would overflow"):
         kernel_fn(np.ones((2, 4), dtype), big)
+
+
+@pytest.mark.parametrize("dtype", [">f8", ">f4"])
+def test_big_endian_inputs_are_converted(dtype):
+    """Arrays read from big-endian files are accepted (converted), not refused by the compiled module."""
+    x = _points()
+    kernel_fn = fc_net(stax.Relu(), 2).kernel_fn
+    native = kernel_fn(x.astype(np.dtype(dtype).newbyteorder("=")), None, "ntk")
+    assert_rounding(kernel_fn(x.astype(dtype), None, "ntk"), native, dtype)

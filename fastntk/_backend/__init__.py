@@ -20,7 +20,11 @@ except ImportError as e:  # pragma: no cover - only on a broken install
         "from a source checkout (it needs a C++17 compiler and CMake)"
     ) from e
 
+#: Op codes of the compiled fused pass by name ("input", "dense_ntk", ..., "gelu").
+OP_KINDS = dict(_core.op_kinds)
+
 __all__ = [
+    "OP_KINDS",
     "fc_diagonal",
     "fc_tile",
     "get_num_threads",

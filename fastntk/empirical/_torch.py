@@ -20,8 +20,8 @@ import warnings
 
 import numpy as np
 
-from . import activations as _act
-from .stax import _DenseSpec
+from .. import activations as _act
+from ..stax import _DenseSpec
 
 _JAC_BYTES = 512 * 2**20  # per-block Jacobian budget of the torch.func paths (bytes)
 

@@ -12,17 +12,17 @@ Two implementations (neural-tangents' enum values):
   Both Grams are BLAS GEMMs. The forward and backward passes run once per input set; rows of x1
   are then processed in tiles (with x2 None only the upper-triangle tiles, mirrored), so the
   extra memory is O(N·O·width + tile), never O(N·P). The readout sensitivity is the identity
-  and is never formed. The work lives in ``fastntk._empirical_structured``.
+  and is never formed. The work lives in ``fastntk.empirical._structured``.
 * ``JACOBIAN_CONTRACTION`` (1): explicit per-sample Jacobians (N, O, P), contracted with
   einsum. Small models only; the cross-check of the fast path.
 
 Parameterization factors: 'ntk' c = W_std/√fan_in, β = b_std (derivatives with respect to the raw
 N(0, 1) draws); 'standard' c = β = 1.
 
-``empirical_ntk_fn`` also accepts a PyTorch ``nn.Module`` (``fastntk._empirical_torch``):
+``empirical_ntk_fn`` also accepts a PyTorch ``nn.Module`` (``fastntk.empirical._torch``):
 ``nn.Sequential`` stacks of ``nn.Linear`` and elementwise activations run the structured path
 above; other modules go through ``torch.func``. With jax imported, any other callable is taken as a
-plain JAX function ``apply_fn(params, x)`` of a parameter pytree (``fastntk._empirical_jax``:
+plain JAX function ``apply_fn(params, x)`` of a parameter pytree (``fastntk.empirical._jax``:
 per-sample Jacobians or NTK-vector products).
 """
 
@@ -36,12 +36,12 @@ from collections.abc import Iterable
 import numpy as np
 import scipy.linalg
 
-from . import _empirical_jax as _jax
-from . import _empirical_torch as _torch
-from ._empirical_structured import _brute_full, _dphi, _structured
-from ._validation import check_array, check_block_rows, check_get, check_pair
-from ._types import kernel_tuple
-from .stax import _DenseSpec, _Network, _rng, dense_coefs, forward
+from . import _jax
+from . import _torch
+from ._structured import _brute_full, _dphi, _structured
+from .._validation import check_array, check_block_rows, check_get, check_pair
+from .._types import kernel_tuple
+from ..stax import _DenseSpec, _Network, _rng, dense_coefs, forward
 
 __all__ = [
     "NtkImplementation",
@@ -273,7 +273,7 @@ def _is_jax(f):
 
 
 def _torch_ntk_fn(module, trace, diag, implementation):
-    """ntk_fn(x1, x2=None, params=None) of a torch nn.Module (see fastntk._empirical_torch)."""
+    """ntk_fn(x1, x2=None, params=None) of a torch nn.Module (see fastntk.empirical._torch)."""
     net = _torch.structured_network(module) if implementation in (0, 3) else None
 
     def ntk_fn(x1, x2=None, params=None, block_rows=None):

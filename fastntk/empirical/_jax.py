@@ -172,8 +172,8 @@ def _contract(Ji, Jj, mode):
 
 def ntk_fn(f, trace, diag, implementation):
     """ntk_fn(x1, x2, params, block_rows=None) of a JAX function f(params, x) (canonical axes)."""
-    from ._validation import check_block_rows, check_pair
-    from .empirical import NtkImplementation, _mode, _reduce_full
+    from .._validation import check_block_rows, check_pair
+    from . import NtkImplementation, _mode, _reduce_full
 
     kernel = _kernel(f)
     mode = _mode(trace, diag)
@@ -204,8 +204,8 @@ def _summed(f):
 
 def pseudo_ntk(f, x1, x2, params, implementation, block_rows):
     """NTK of g(params, x) = Σ_a f_a(params, x)/√O, shape (N1, N2): one output's cost."""
-    from ._validation import check_block_rows, check_pair
-    from .empirical import NtkImplementation
+    from .._validation import check_block_rows, check_pair
+    from . import NtkImplementation
 
     block_rows = check_block_rows(block_rows)
     x1, x2, _ = check_pair(x1, x2)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import activations as _act
-from ._validation import check_memory
-from .stax import _DenseSpec, dense_coefs, forward
+from .. import activations as _act
+from .._validation import check_memory
+from ..stax import _DenseSpec, dense_coefs, forward
 
 _TILE_BYTES = 256 * 2**20  # per-tile scratch of the structured path (bytes); bigger tiles = faster GEMMs
 

@@ -6,11 +6,12 @@
 The NTK is taken with respect to every leaf of ``params``:
 
 * implementation 1 (and 0, 3: an arbitrary function has no structured path): per-sample
-  Jacobians ``vmap(jacrev(f))``, flattened leaf by leaf to (B, O, P) and contracted by BLAS, over
-  blocks of rows so that the memory stays O(block·O·P); with x2 None the diagonal blocks reuse
-  x1's Jacobian.
+  Jacobians ``vmap(jacrev(f))``, flattened leaf by leaf to (B, O, P);
 * implementation 2: NTK-vector products, as neural-tangents does: vjp on an x2 block pulls back
   the N2·O unit cotangents, then jvp on the x1 block pushes each forward.
+
+Both are jitted here and run by the block loop of :mod:`fastntk.empirical._autodiff` (blocks of
+rows, memory O(block·O·P); with x2 None the diagonal blocks reuse x1's Jacobian).
 
 Recognition (``is_function``): a callable that is neither a fastntk apply_fn nor a torch module,
 with ``jax`` already imported (a JAX function cannot exist otherwise). jax is imported only here,
@@ -26,7 +27,9 @@ import sys
 
 import numpy as np
 
-_JAC_BYTES = 512 * 2**20  # per-block Jacobian budget (bytes), as the torch.func paths
+from .._validation import check_block_rows, check_finite, check_pair
+from . import _autodiff, _axes
+from ._axes import NtkImplementation
 _KERNELS = collections.OrderedDict()  # f -> JaxNtk, the last few f: ntk_fns of one f share jax's jit cache
 _CACHE_SIZE = 8
 
@@ -59,10 +62,11 @@ def _params(params, dtype):
                          f"got {type(params).__name__}")
     out = []
     for path, leaf in leaves:
-        kind = np.dtype(leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype).kind
-        if kind != "f":
-            raise TypeError(f"params{jax.tree_util.keystr(path)} must be a floating-point array; "
-                            f"got {getattr(leaf, 'dtype', type(leaf).__name__)}")
+        name = f"params{jax.tree_util.keystr(path)}"
+        arr = np.asarray(leaf)
+        if arr.dtype.kind != "f":
+            raise TypeError(f"{name} must be a floating-point array; got {getattr(leaf, 'dtype', type(leaf).__name__)}")
+        check_finite(arr, name)
         out.append(jnp.asarray(leaf, dtype))
     return jax.tree_util.tree_unflatten(treedef, out), sum(a.size for a in out)
 
@@ -76,6 +80,10 @@ def _output_dim(f, params, x, name):
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError) as err:
         raise TypeError("f is neither a fastntk.stax apply_fn nor a torch module, so it is taken as a JAX "
                         "function f(params, x), but jax cannot trace it") from err
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError) as err:  # f itself failed on params, x
+        raise ValueError(f"the JAX function f(params, x) raised {type(err).__name__} for params and {name} of shape "
+                         f"{tuple(x.shape)} (wrong parameter structure or shapes, or features of {name}?): "
+                         f"{err}") from err
     if len(shape) not in (1, 2) or shape[0] != x.shape[0]:
         raise ValueError(f"the JAX function f(params, x) must return an array of shape (N, O) or (N,) for x of "
                          f"shape (N, d); got shape {tuple(shape)} for {name} of shape {tuple(x.shape)}")
@@ -136,56 +144,43 @@ class JaxNtk:
         """Θ̂ as NumPy: 'trace' (N1, N2) summed over outputs, 'diag' (N1, N2, O) or 'full'; and O."""
         dtype = x1.dtype
         with _x64(dtype):
-            import jax.numpy as jnp
-
-            p, n_p = _params(params, dtype)
-            t1 = jnp.asarray(x1)
-            t2 = t1 if x2 is None else jnp.asarray(x2)
-            n_out = _output_dim(self.f_batch, p, t1, "x1")
-            if x2 is not None and _output_dim(self.f_batch, p, t2, "x2") != n_out:
-                raise ValueError("the JAX function f(params, x) must return the same number of outputs for x1 and x2")
-            B = block_rows or max(1, min(x1.shape[0], _JAC_BYTES // max(1, n_out * n_p * dtype.itemsize)))
-            rows = []
-            for r0 in range(0, x1.shape[0], B):
-                xi = t1[r0:r0 + B]
-                if ntvp:
-                    k = np.concatenate([np.asarray(self.ntvp(p, xi, t2[c0:c0 + B]))
-                                        for c0 in range(0, t2.shape[0], B)], 1)
-                    rows.append(np.einsum({"trace": "ijaa->ij", "diag": "ijaa->ija", "full": "ijab->ijab"}[mode], k))
-                else:
-                    Ji = np.asarray(self.jacobian(p, xi))
-                    cols = [Ji if x2 is None and c0 == r0 else np.asarray(self.jacobian(p, t2[c0:c0 + B]))
-                            for c0 in range(0, t2.shape[0], B)]
-                    rows.append(np.concatenate([_contract(Ji, Jj, mode) for Jj in cols], 1))
-        return np.concatenate(rows, 0).astype(dtype, copy=False), n_out
+            shim = _Shim(self, params, x1, x2)
+            return _autodiff.ntk(shim, mode, ntvp, block_rows, dtype), shim.n_out
 
 
-def _contract(Ji, Jj, mode):
-    """Σ_p Ji[i, a, p] Jj[j, b, p] as 'trace' (a = b summed), 'diag' (a = b kept) or 'full', by GEMMs."""
-    (n1, n_out, n_p), n2 = Ji.shape, Jj.shape[0]
-    if mode == "full":
-        return (Ji.reshape(n1 * n_out, n_p) @ Jj.reshape(n2 * n_out, n_p).T).reshape(n1, n_out, n2, n_out) \
-            .transpose(0, 2, 1, 3)
-    per_out = np.matmul(Ji.transpose(1, 0, 2), Jj.transpose(1, 2, 0))  # (O, N1, N2)
-    return per_out.sum(0) if mode == "trace" else per_out.transpose(1, 2, 0)
+class _Shim:
+    """The jitted jax pieces of the autodiff loop (:mod:`fastntk.empirical._autodiff`), at one params."""
+
+    def __init__(self, kernel, params, x1, x2):
+        import jax.numpy as jnp
+
+        self.kernel = kernel
+        self.p, self.n_params = _params(params, x1.dtype)
+        self.x1 = jnp.asarray(x1)
+        self.x2 = None if x2 is None else jnp.asarray(x2)
+        self.n_out = _output_dim(kernel.f_batch, self.p, self.x1, "x1")
+        if x2 is not None and _output_dim(kernel.f_batch, self.p, self.x2, "x2") != self.n_out:
+            raise ValueError("the JAX function f(params, x) must return the same number of outputs for x1 and x2")
+
+    def jacobian(self, x):
+        return np.asarray(self.kernel.jacobian(self.p, x))
+
+    def ntvp(self, xa, xb):
+        return np.asarray(self.kernel.ntvp(self.p, xa, xb))
 
 
 def ntk_fn(f, trace, diag, implementation):
     """ntk_fn(x1, x2, params, block_rows=None) of a JAX function f(params, x) (canonical axes)."""
-    from .._validation import check_block_rows, check_pair
-    from . import NtkImplementation, _mode, _reduce_full
-
     kernel = _kernel(f)
-    mode = _mode(trace, diag)
+    mode = _axes.mode(trace, diag)
     ntvp = implementation == NtkImplementation.NTK_VECTOR_PRODUCTS
 
     def ntk_fn(x1, x2, params, block_rows=None):
         block_rows = check_block_rows(block_rows)
-        x1, x2, dtype = check_pair(x1, x2)
+        x1, x2, _ = check_pair(x1, x2)
+        _axes.check_batch_axes(trace, diag, x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0])
         out, n_out = kernel(params, x1, x2, mode or "full", ntvp, block_rows)
-        if mode is None:
-            return _reduce_full(out, trace, diag)
-        return out / dtype.type(n_out) if mode == "trace" else out
+        return _axes.finish(out, trace, diag, n_out)
 
     ntk_fn.__doc__ = "Empirical NTK of a JAX function at x1 (N1, d), x2 (N2, d) or None, params pytree."
     return ntk_fn
@@ -204,9 +199,6 @@ def _summed(f):
 
 def pseudo_ntk(f, x1, x2, params, implementation, block_rows):
     """NTK of g(params, x) = Σ_a f_a(params, x)/√O, shape (N1, N2): one output's cost."""
-    from .._validation import check_block_rows, check_pair
-    from . import NtkImplementation
-
     block_rows = check_block_rows(block_rows)
     x1, x2, _ = check_pair(x1, x2)
     ntvp = implementation == NtkImplementation.NTK_VECTOR_PRODUCTS

@@ -1,4 +1,4 @@
-"""Structured-derivative and brute-force contractions behind :mod:`fastntk.empirical`.
+"""Structured derivatives: the fast empirical NTK of fastntk networks (implementation 3).
 
 A Dense layer z = c·h W + β·b contributes (c² A Aʹᵀ + β²) ∘ (G Gʹᵀ) to the empirical NTK, with
 A the layer inputs and G = ∂f/∂z the back-propagated output sensitivities (Novak et al. 2022,
@@ -9,18 +9,10 @@ factored where it can be: the identity at the readout, V ∘ D one activation be
 
 from __future__ import annotations
 
-
 import numpy as np
 
-from .. import activations as _act
-from .._validation import check_memory
-from ..stax import _DenseSpec, dense_coefs, forward
-
-_TILE_BYTES = 256 * 2**20  # per-tile scratch of the structured path (bytes); bigger tiles = faster GEMMs
-
-
-def _dphi(it, h):
-    return np.asarray(_act.derivative(it.layer)(h), dtype=h.dtype)
+from . import _memory
+from ._net import Dense
 
 
 # --------------------------------------------------------------------------- backward
@@ -56,24 +48,44 @@ def _materialize(state, n):
     return V[None, :, :] * D[:, None, :]
 
 
-def _features(items, params, x, readout=None):
+def _features(net, params, x, readout=None):
     """Per Dense layer: (A inputs (N, fan_in), c², β² or None, G-state); and f (N, O)."""
-    f, inputs = forward(items, params, x)
-    first = next(k for k, it in enumerate(items) if isinstance(it, _DenseSpec))
+    f, inputs = net.forward(params, x)
+    layers = net.bind(params)
+    first = next(k for k, L in enumerate(layers) if isinstance(L, Dense))
     state = ("eye",) if readout is None else ("fact", readout, None)
     n_out = f.shape[1]
     feats = []
-    for k in range(len(items) - 1, first - 1, -1):
-        it, h = items[k], inputs[k]
-        if isinstance(it, _DenseSpec):
-            W, b = params[k]
-            c, beta = dense_coefs(it, W)
-            feats.append((h, c * c, None if b is None else beta * beta, state))
+    for k in range(len(layers) - 1, first - 1, -1):
+        L, h = layers[k], inputs[k]
+        if isinstance(L, Dense):
+            feats.append((h, L.c * L.c, None if L.b is None else L.beta * L.beta, state))
             if k > first:
-                state = _back_dense(state, c * W)
+                state = _back_dense(state, L.c * L.W)
         else:
-            state = _back_act(state, _dphi(it, h), n_out)
+            state = _back_act(state, L.dphi(h), n_out)
     return feats[::-1], f
+
+
+def _feature_bytes(layers, n, n_out, mode, readout, itemsize):
+    """Bytes that _features holds for n points: f, every layer input (N, width), and per Dense layer
+    its G-state by kind (identity: none; V ∘ D: D (N, w); dense: (N, O, w); 'full' densifies all)."""
+    width = next(L.W.shape[0] for L in layers if isinstance(L, Dense))
+    in_widths = []
+    for L in layers:
+        in_widths.append(width)
+        width = L.W.shape[1] if isinstance(L, Dense) else width
+    per_row, kind = n_out, "eye" if readout is None else "fact0"  # fact0: V ∘ D with D = ones
+    for L, w_in in zip(layers[::-1], in_widths[::-1]):
+        per_row += w_in
+        if isinstance(L, Dense):
+            w = L.W.shape[1]
+            g = {"eye": 0, "fact0": 0, "fact": w, "dense": n_out * w}[kind]
+            per_row += n_out * w if mode == "full" and kind != "eye" else g
+            kind = "dense" if kind in ("fact", "dense") else "fact0"
+        else:
+            kind = "dense" if kind == "dense" else "fact"
+    return n * per_row * itemsize
 
 
 def _slice_state(state, rows):
@@ -138,18 +150,6 @@ def _dense_feats(feats, n):
     return [(h, c2, b2, s if s[0] != "fact" else ("dense", _materialize(s, n))) for h, c2, b2, s in feats]
 
 
-def _tile_rows(N1, N2, mode, n_out, itemsize, sym, block_rows):
-    """Rows per tile: the scratch budget, and for x2=None at most ⌈N/8⌉ (upper-triangle tiles then
-    cost (nb + 1)/(2 nb) of the full square: 56 % for nb = 8 tiles)."""
-    if block_rows:
-        return block_rows
-    per_row = N2 * (3 * {"trace": 1, "diag": n_out, "full": n_out * n_out}[mode] + 2) * itemsize
-    T = max(1, min(N1, _TILE_BYTES // max(per_row, 1)))
-    if sym and N1 > 128:
-        T = min(T, max(64, -(-N1 // 8)))
-    return int(T)
-
-
 class _Scratch:
     """One flat buffer handed out as C-contiguous arrays of any shape (GEMM out= targets)."""
 
@@ -175,25 +175,29 @@ def _store(out, acc, rows, cols, mode, sym):
         blk[il] = blk.transpose({"trace": (1, 0), "diag": (1, 0, 2), "full": (1, 0, 3, 2)}[mode])[il]
 
 
-def _structured(items, params, x1, x2, mode, readout=None, block_rows=None):
+def structured(net, params, x1, x2, mode, readout=None, block_rows=None):
     """Kernel of x1 vs x2 (None: x1) in mode 'trace' (N1, N2, summed over outputs), 'diag' or 'full'.
 
-    The forward and backward passes run once per input set (A_l and the factored G_l for all rows);
-    tiles of rows then only form the N1×N2 products. With x2 None only upper-triangle tiles are
-    computed and mirrored.
+    The memory (result, features, one tile) is checked first. The forward and backward passes then
+    run once per input set (A_l and the factored G_l for all rows); tiles of rows only form the
+    N1×N2 products. With x2 None only upper-triangle tiles are computed and mirrored.
     """
     sym = x2 is None
-    feats1, f1 = _features(items, params, x1, readout)
-    feats2, f2 = (feats1, f1) if sym else _features(items, params, x2, readout)
-    n_out, N1, N2, dtype = f1.shape[1], f1.shape[0], f2.shape[0], f1.dtype
+    layers = net.bind(params)
+    n_out = net.out_dim if readout is None else readout.shape[0]
+    N1, N2, dtype = x1.shape[0], x1.shape[0] if sym else x2.shape[0], x1.dtype
+    shape = _memory.result_shape(mode, N1, N2, n_out)
+    T = _memory.tile_rows(N1, N2, mode, n_out, dtype.itemsize, sym, block_rows)
+    work = (_feature_bytes(layers, N1 if sym else N1 + N2, n_out, mode, readout, dtype.itemsize)
+            + _memory.tile_bytes(min(T, N1), N2, mode, n_out, dtype.itemsize))
+    _memory.check(f"the {mode} empirical NTK", shape, dtype, work)
+    feats1, f1 = _features(net, params, x1, readout)
+    feats2, f2 = (feats1, f1) if sym else _features(net, params, x2, readout)
+    dtype = f1.dtype
     if mode == "full":  # dense G on both sides, formed once
         feats1 = _dense_feats(feats1, N1)
         feats2 = feats1 if sym else _dense_feats(feats2, N2)
-    shape = {"trace": (N1, N2), "diag": (N1, N2, n_out), "full": (N1, N2, n_out, n_out)}[mode]
-    check_memory(int(np.prod(shape)) * dtype.itemsize, f"the {mode} empirical NTK of shape {shape}",
-                 "trace_axes=(-1,) (the trace NTK, N1×N2), pseudo_ntk, or smaller batches")
     out = np.empty(shape, dtype=dtype)
-    T = _tile_rows(N1, N2, mode, n_out, dtype.itemsize, sym, block_rows)
     scratch_m, scratch_s = _Scratch(dtype), _Scratch(dtype)
     for r0 in range(0, N1, T):
         rows = slice(r0, min(N1, r0 + T))
@@ -208,36 +212,3 @@ def _structured(items, params, x1, x2, mode, readout=None, block_rows=None):
             _add_layer(acc, mode, M, _slice_state(s1, rows), _slice_state(s2, cols), n_out, scratch_s)
         _store(out, acc, rows, cols, mode, sym)
     return out
-
-
-# --------------------------------------------------------------------------- brute force
-def _jacobian(items, params, x, readout=None):
-    """Explicit per-sample Jacobian (N, O, P) by reverse mode, one output at a time."""
-    f, inputs = forward(items, params, x)
-    R = np.eye(f.shape[1], dtype=f.dtype) if readout is None else readout
-    n_p = sum(p[0].size + (0 if p[1] is None else p[1].size) for p in params if len(p) == 2)
-    check_memory(x.shape[0] * R.shape[0] * n_p * f.itemsize, "the explicit Jacobian (implementation=1)",
-                 "implementation=3 (structured derivatives)")
-    J = np.empty((x.shape[0], R.shape[0], n_p), f.dtype)
-    for a in range(R.shape[0]):
-        delta = np.broadcast_to(R[a], f.shape).copy()  # ∂(R f)_a / ∂z at the top
-        cols = []
-        for k in range(len(items) - 1, -1, -1):
-            it, h = items[k], inputs[k]
-            if isinstance(it, _DenseSpec):
-                W, b = params[k]
-                c, beta = dense_coefs(it, W)
-                if b is not None:
-                    cols.append(beta * delta)
-                cols.append((c * h[:, :, None] * delta[:, None, :]).reshape(len(h), -1))
-                delta = delta @ (c * W).T
-            else:
-                delta = delta * _dphi(it, h)
-        J[:, a, :] = np.concatenate(cols[::-1], axis=1)
-    return J
-
-
-def _brute_full(items, params, x1, x2, readout=None):
-    J1 = _jacobian(items, params, x1, readout)
-    J2 = J1 if x2 is None else _jacobian(items, params, x2, readout)
-    return np.einsum("iap,jbp->ijab", J1, J2)

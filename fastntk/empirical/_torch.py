@@ -5,9 +5,9 @@
   fastntk network and run by the structured NumPy path. ``nn.Linear`` computes y = x Wᵀ + b and the
   NTK is taken with respect to the stored W and b, i.e. fastntk's 'standard' parameterization
   (c = β = 1) with weights Wᵀ of shape (in, out).
-* Any other module goes through ``torch.func``: per-sample Jacobians ``vmap(jacrev(f))`` contracted
-  by einsum (implementation 1), or NTK-vector products (vjp, then jvp; implementation 2), over
-  blocks of rows so that the memory stays O(block·O·P).
+* Any other module goes through ``torch.func``: per-sample Jacobians ``vmap(jacrev(f))``
+  (implementation 1), or NTK-vector products (vjp, then jvp; implementation 2), run by the block
+  loop of :mod:`fastntk.empirical._autodiff` so that the memory stays O(block·O·P).
 
 torch is imported only here, and only when a module is passed.
 """
@@ -21,9 +21,9 @@ import warnings
 import numpy as np
 
 from .. import activations as _act
-from ..stax import _DenseSpec
-
-_JAC_BYTES = 512 * 2**20  # per-block Jacobian budget of the torch.func paths (bytes)
+from .._validation import check_block_rows, check_finite, check_pair
+from . import _autodiff, _axes, _native, _net
+from ._axes import NtkImplementation
 
 
 def is_module(f):
@@ -82,7 +82,7 @@ def _flat_layers(module):
 
 
 def structured_network(module):
-    """(items, [(name_W, name_b or None) | ()]) for a supported nn.Sequential, else None."""
+    """(Net, [(name_W, name_b or None) | ()]) for a supported nn.Sequential, else None."""
     torch = sys.modules["torch"]
     if not isinstance(module, torch.nn.Sequential):
         return None
@@ -91,7 +91,7 @@ def structured_network(module):
     for layer in _flat_layers(module):
         if type(layer) is torch.nn.Linear:
             b = layer.bias
-            items.append(_DenseSpec(layer.out_features, 1.0, None if b is None else 0.0, "standard"))
+            items.append(_net.standard_dense(layer.out_features, b is not None))
             keys.append((names[id(layer.weight)], None if b is None else names[id(b)]))
             continue
         try:
@@ -101,18 +101,19 @@ def structured_network(module):
         if act is not None:
             items.append(act)
             keys.append(())
-    if not any(isinstance(it, _DenseSpec) for it in items):
+    net = _net.network(items)
+    if not net.has_dense:
         return None
-    return items, keys
+    return net, keys
 
 
 # --------------------------------------------------------------------------- parameters and inputs
 def module_params(module, params):
-    """{name: tensor} of the module's parameters, taken from ``params`` when given."""
+    """{name: tensor} of the module's parameters, taken from ``params`` when given; all finite floats."""
     own = dict(module.named_parameters())
     if params is None:
-        return {k: v.detach() for k, v in own.items()}
-    if not isinstance(params, dict):
+        params = own
+    elif not isinstance(params, dict):
         raise TypeError(f"params must be None or a dict name -> tensor (as module.named_parameters()); "
                         f"got {type(params).__name__}")
     missing = sorted(set(own) - set(params))
@@ -121,9 +122,13 @@ def module_params(module, params):
     out = {}
     for k, v in own.items():
         p = params[k]
-        if tuple(p.shape) != tuple(v.shape):
-            raise ValueError(f"params[{k!r}] must have shape {tuple(v.shape)}; got {tuple(p.shape)}")
-        out[k] = p.detach() if hasattr(p, "detach") else sys.modules["torch"].as_tensor(p)
+        if tuple(np.shape(p)) != tuple(v.shape):
+            raise ValueError(f"params[{k!r}] must have shape {tuple(v.shape)}; got {tuple(np.shape(p))}")
+        t = p.detach() if hasattr(p, "detach") else sys.modules["torch"].as_tensor(np.asarray(p))
+        if not t.is_floating_point():
+            raise TypeError(f"params[{k!r}] must be a floating-point tensor; got {t.dtype}")
+        check_finite(t.cpu().numpy(), f"params[{k!r}]")
+        out[k] = t
     return out
 
 
@@ -177,27 +182,64 @@ def _ntvp_block(f_batch, theta, x1, x2):
     return k.reshape(n2, n_out, x1.shape[0], n_out).permute(2, 0, 3, 1)
 
 
-def func_ntk(module, theta, x1, x2, mode, ntvp, block_rows):
-    """Θ̂ of a generic module: 'trace' (N1, N2) summed over outputs, 'diag' (N1, N2, O) or 'full'."""
-    import torch
+class _Shim:
+    """The torch.func pieces of the autodiff loop (:mod:`fastntk.empirical._autodiff`)."""
 
-    f_single, f_batch = _func_model(module, theta)
-    t1 = torch.as_tensor(x1)
-    t2 = t1 if x2 is None else torch.as_tensor(x2)
-    with torch.no_grad():
-        n_out = f_batch(theta, t1[:1]).shape[1]
-    n_p = sum(v.numel() for v in theta.values())
-    B = block_rows or max(1, min(t1.shape[0], _JAC_BYTES // max(1, n_out * n_p * t1.element_size())))
-    eq = {"trace": "iap,jap->ij", "diag": "iap,jap->ija", "full": "iap,jbp->ijab"}[mode]
-    blocks = []
-    for r0 in range(0, t1.shape[0], B):
-        xi = t1[r0:r0 + B]
-        if ntvp:
-            k = torch.cat([_ntvp_block(f_batch, theta, xi, t2[c0:c0 + B]) for c0 in range(0, t2.shape[0], B)], 1)
-            blocks.append(torch.einsum({"trace": "ijaa->ij", "diag": "ijaa->ija", "full": "ijab->ijab"}[mode], k))
+    def __init__(self, module, theta, x1, x2):
+        import torch
+
+        self.f_single, self.f_batch = _func_model(module, theta)
+        self.theta = theta
+        self.x1 = torch.as_tensor(x1)
+        self.x2 = None if x2 is None else torch.as_tensor(x2)
+        self.n_params = sum(v.numel() for v in theta.values())
+        with torch.no_grad():
+            try:
+                self.n_out = self.f_batch(theta, self.x1[:1]).shape[1]
+            except RuntimeError as err:  # e.g. a feature mismatch inside the module
+                raise ValueError(f"the module cannot be applied to x1 of shape {tuple(x1.shape)}: {err}") from err
+
+    def jacobian(self, x):
+        return _jacobian(self.f_single, self.theta, x).detach().numpy()
+
+    def ntvp(self, xa, xb):
+        return _ntvp_block(self.f_batch, self.theta, xa, xb).detach().numpy()
+
+
+def ntk_fn(module, trace, diag, implementation):
+    """``ntk_fn(x1, x2=None, params=None, block_rows=None)`` of a torch nn.Module (canonical axes)."""
+    net = structured_network(module) if implementation in (0, 3) else None
+    mode = _axes.mode(trace, diag)
+
+    def ntk_fn(x1, x2=None, params=None, block_rows=None):
+        block_rows = check_block_rows(block_rows)
+        theta = module_params(module, params)
+        x1n, x2n, dtype = check_pair(to_numpy(x1), None if x2 is None else to_numpy(x2))
+        if net is not None:  # nn.Linear: y = x Wᵀ + b, 'standard' parameterization with W stored transposed
+            snet, keys = net
+            p = [() if not k else (np.ascontiguousarray(to_numpy(theta[k[0]]).T, dtype),
+                                   None if k[1] is None else to_numpy(theta[k[1]]).astype(dtype)[None])
+                 for k in keys]
+            if p[0][0].shape[0] != x1n.shape[1]:
+                raise ValueError(f"x1 must have {p[0][0].shape[0]} features (the module's first nn.Linear); "
+                                 f"got x1.shape={x1n.shape}")
+            p = snet.check_params(p, x1n.shape[1])
+            out = _native.ntk(snet, p, x1n, x2n, trace, diag, NtkImplementation.STRUCTURED_DERIVATIVES,
+                              block_rows=block_rows)
         else:
-            Ji = _jacobian(f_single, theta, xi)
-            cols = [Ji if x2 is None and c0 == r0 else _jacobian(f_single, theta, t2[c0:c0 + B])
-                    for c0 in range(0, t2.shape[0], B)]
-            blocks.append(torch.cat([torch.einsum(eq, Ji, Jj) for Jj in cols], 1))
-    return torch.cat(blocks, 0).detach().numpy(), n_out
+            import torch
+
+            theta = {k: v.to(getattr(torch, dtype.name)) for k, v in theta.items()}
+            _axes.check_batch_axes(trace, diag, x1n.shape[0], x1n.shape[0] if x2n is None else x2n.shape[0])
+            shim = _Shim(module, theta, x1n, x2n)
+            out = _autodiff.ntk(shim, mode or "full", implementation == NtkImplementation.NTK_VECTOR_PRODUCTS,
+                                block_rows, dtype)
+            out = _axes.finish(out, trace, diag, shim.n_out)
+        if hasattr(x1, "detach"):  # tensors in, tensor out
+            import torch
+
+            return torch.from_numpy(np.ascontiguousarray(out))
+        return out
+
+    ntk_fn.__doc__ = "Empirical NTK of a torch module at x1 (N1, d), x2 (N2, d) or None, params dict or None."
+    return ntk_fn

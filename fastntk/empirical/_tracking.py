@@ -72,10 +72,13 @@ def _check_training(net, params, x_train, y_train, x_test, learning_rate, n_step
     if x_test.shape[1] != x_train.shape[1]:
         raise ValueError(f"x_test must have the same number of features as x_train (d={x_train.shape[1]}); "
                          f"got x_test.shape={x_test.shape}")
+    want = (x_train.shape[0], net.out_dim)
+    if y_train is not None and np.ndim(y_train) != 2:
+        raise ValueError(f"y_train must be 2-D of shape {want} (x_train rows, network outputs); "
+                         f"got shape {np.shape(y_train)}")
     y_train = check_array(y_train, "y_train")
-    if y_train.shape != (x_train.shape[0], net.out_dim):
-        raise ValueError(f"y_train must have shape {(x_train.shape[0], net.out_dim)} (x_train rows, network "
-                         f"outputs); got {y_train.shape}")
+    if y_train.shape != want:
+        raise ValueError(f"y_train must have shape {want} (x_train rows, network outputs); got {y_train.shape}")
     dtype = np.result_type(x_train, x_test)
     learning_rate = check_positive(learning_rate, "learning_rate")
     for name, v, lo in (("n_steps", n_steps, 0), ("record_every", record_every, 1)):

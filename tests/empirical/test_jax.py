@@ -119,3 +119,26 @@ def test_jax_bad_inputs(monkeypatch, rng):
     monkeypatch.delitem(sys.modules, "jax")  # without jax imported, an unknown callable is refused
     with pytest.raises(TypeError, match="apply_fn"):
         empirical_ntk_fn(lambda p, x: x)
+
+
+def test_jax_bad_params_and_inputs_name_the_argument(rng):
+    """NaN/inf leaves are named; a pytree or x1 that f cannot take is reported against params and x1."""
+    jnp = pytest.importorskip("jax.numpy")
+    p = {"W": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
+    x = rng.standard_normal((4, 3))
+
+    def f(p, x):
+        return jnp.tanh(x @ p["W"]) + p["b"]
+
+    with pytest.raises(ValueError, match=r"params\['W'\] contains NaN"):
+        empirical_ntk_fn(f)(x, None, {**p, "W": np.full((3, 2), np.nan)})
+    with pytest.raises(ValueError, match=r"params\['b'\] contains inf"):
+        pseudo_ntk(f, x, None, {**p, "b": np.full(2, np.inf)})
+    with pytest.raises(ValueError, match=r"raised TypeError for params and x1 of shape \(4, 5\)"):
+        empirical_ntk_fn(f)(rng.standard_normal((4, 5)), None, p)
+    with pytest.raises(ValueError, match="raised TypeError for params and x1"):
+        empirical_ntk_fn(f)(x, None, [p["W"]])
+    with pytest.raises(TypeError, match=r"params\['W'\] must be a floating-point array"):
+        empirical_ntk_fn(f)(x, None, {"W": "ab", "b": p["b"]})
+    with pytest.raises(ValueError, match="N1 == N2"):
+        empirical_ntk_fn(f, (0,))(x, x[:2], p)

@@ -118,3 +118,41 @@ def test_torch_bad_inputs():
         ntk_fn(x, np.ones((2, 4), np.float32))
     with pytest.raises(ValueError, match="x1 must have 3 features"):
         ntk_fn(np.ones((2, 5), np.float32))
+
+
+def test_torch_bad_params_and_inputs_name_the_argument():
+    """NaN/inf, integer and misshapen parameters, and inputs the module cannot take."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return torch.tanh(self.lin(x)) + x[:, :2]
+
+    x = np.ones((2, 3))
+    seq = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    res = Residual().double()
+    own = dict(seq.named_parameters())
+    with pytest.raises(ValueError, match=r"params\['0.weight'\] contains NaN"):
+        empirical_ntk_fn(seq)(x, None, {**own, "0.weight": torch.full((4, 3), float("nan"))})
+    with pytest.raises(ValueError, match=r"params\['lin.bias'\] contains inf"):
+        empirical_ntk_fn(res, implementation=1)(x, None, {"lin.weight": res.lin.weight,
+                                                            "lin.bias": torch.full((2,), float("inf"))})
+    with torch.no_grad():
+        seq[2].bias[0] = float("nan")  # the module's own parameters are checked too
+    with pytest.raises(ValueError, match=r"params\['2.bias'\] contains NaN"):
+        empirical_ntk_fn(seq)(x)
+    with pytest.raises(TypeError, match=r"params\['lin.weight'\] must be a floating-point tensor"):
+        empirical_ntk_fn(res)(x, None, {"lin.weight": torch.ones((2, 3), dtype=torch.int64), "lin.bias": res.lin.bias})
+    with pytest.raises(ValueError, match=r"params\['lin.weight'\] must have shape \(2, 3\)"):
+        empirical_ntk_fn(res)(x, None, {"lin.weight": "ab", "lin.bias": res.lin.bias})
+    with pytest.raises(ValueError, match=r"the module cannot be applied to x1 of shape \(2, 5\)"):
+        empirical_ntk_fn(res)(np.ones((2, 5)))
+    with pytest.raises(TypeError, match="x1 must be a float32 or float64"):
+        empirical_ntk_fn(res)(torch.ones(2, 3, dtype=torch.int64))
+    with pytest.raises(TypeError, match="x1 must be an array"):
+        empirical_ntk_fn(res)(None)

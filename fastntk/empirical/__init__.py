@@ -223,7 +223,7 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size=0, devic
     Parameters
     ----------
     init_fn, apply_fn : the network's ``init_fn`` and ``apply_fn`` (fastntk.stax).
-    key : int, numpy Generator or SeedSequence
+    key : int >= 0, numpy Generator, SeedSequence or 1-D array of non-negative ints (a jax PRNGKey)
         Seed; sample s uses ``SeedSequence(key).spawn(...)[s]``, so results are reproducible.
     n_samples : int or increasing sequence of int
         With a sequence, ``kernel_fn`` returns a generator of the running averages at those counts.

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import activations as _act
 from ._validation import check_memory
-from .stax import _DenseSpec, dense_coefs, forward
+from .network import dense_coefs
+from .network import forward as _forward
+from .spec import Dense as _DenseSpec
 
 _TILE_BYTES = 256 * 2**20  # per-tile scratch of the structured path (bytes); bigger tiles = faster GEMMs
 
 
 def _dphi(it, h):
-    return np.asarray(_act.derivative(it.layer)(h), dtype=h.dtype)
+    return np.asarray(it.activation.df(h), dtype=h.dtype)
+
+
+def forward(items, params, x):
+    return _forward(list(zip(items, params)), x)
 
 
 # --------------------------------------------------------------------------- backward

@@ -21,7 +21,8 @@ import warnings
 import numpy as np
 
 from . import activations as _act
-from .stax import _DenseSpec
+from .spec import Act
+from .spec import Dense as _DenseSpec
 
 _JAC_BYTES = 512 * 2**20  # per-block Jacobian budget of the torch.func paths (bytes)
 
@@ -99,7 +100,7 @@ def structured_network(module):
         except KeyError:
             return None
         if act is not None:
-            items.append(act)
+            items.append(Act(act))
             keys.append(())
     if not any(isinstance(it, _DenseSpec) for it in items):
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import numbers
 import os
 
@@ -12,10 +13,12 @@ __all__ = [
     "check_array",
     "check_block_rows",
     "check_get",
+    "check_out",
     "check_finite",
     "check_memory",
     "check_positive",
     "check_pair",
+    "reserve_disk",
 ]
 
 _FLOATS = (np.float32, np.float64)
@@ -146,3 +149,71 @@ def check_block_rows(block_rows):
                                    or block_rows < 1):
         raise ValueError(f"block_rows must be a positive integer; got {block_rows!r}")
     return block_rows
+
+
+def check_out(out, get, names, shape, dtype, inputs):
+    """``out=`` of kernel_fn as a dict name -> array; ValueError unless every array has ``shape`` and
+    ``dtype``, contiguous rows, and overlaps neither another output nor an input (``inputs``: name ->
+    array or None), since the pass reads inputs while it writes outputs."""
+    if out is None:
+        return {}
+    if get is None:
+        raise ValueError("out needs an explicit get ('nngp', 'ntk' or a tuple) to say which array is which")
+    if isinstance(get, str):
+        out = {get: out}
+    elif isinstance(out, dict):
+        if set(out) - set(names):
+            raise ValueError(f"out has keys {sorted(out)} not all in get={names}")
+    else:
+        out = tuple(out)
+        if len(out) != len(names):
+            raise ValueError(f"out must hold one array per name in get={names}; got {len(out)}")
+        out = dict(zip(names, out))
+    for name, arr in out.items():
+        if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dtype:
+            got = f"{type(arr).__name__} of shape {getattr(arr, 'shape', None)} and dtype {getattr(arr, 'dtype', None)}"
+            raise ValueError(f"out[{name!r}] must be an ndarray of shape {shape} and dtype {dtype}; got {got}")
+        if not arr.flags.writeable or (shape[1] > 1 and arr.strides[1] != arr.itemsize) or arr.strides[0] < 0:
+            raise ValueError(f"out[{name!r}] must be writeable with contiguous rows")
+    others = [(f"out[{n!r}]", a) for n, a in out.items()] + [(n, a) for n, a in inputs.items() if a is not None]
+    for i, (name, arr) in enumerate(others[: len(out)]):
+        for other, b in others[i + 1:]:
+            if np.shares_memory(arr, b):
+                raise ValueError(f"{name} shares memory with {other}; each output needs a buffer of its own "
+                                 "that overlaps no input")
+    return out
+
+
+def _memmap_file(arr):
+    """(path, byte offset, bytes) of the file region behind a view of a np.memmap, or None."""
+    base = arr
+    while base is not None and not (isinstance(base, np.memmap) and getattr(base, "filename", None)):
+        base = base.base
+    if base is None or base._mmap is None:
+        return None
+    start = base.offset + (arr.__array_interface__["data"][0] - base.__array_interface__["data"][0])
+    span = (arr.shape[0] - 1) * arr.strides[0] + arr.shape[1] * arr.itemsize if arr.size else 0
+    return base.filename, start, span
+
+
+def reserve_disk(arr, name):
+    """Reserve the disk space behind ``arr`` when it is a file-backed np.memmap, so that a full disk
+    is an OSError naming ``name`` before any work, not a SIGBUS that kills the interpreter when a
+    page of a sparse file is first written."""
+    region = _memmap_file(arr)
+    if region is None or not hasattr(os, "posix_fallocate"):
+        return
+    path, start, span = region
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return  # opened read-only elsewhere or gone: the memmap itself reports that on write
+    try:
+        os.posix_fallocate(fd, start, span)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return  # a file system without fallocate: nothing to reserve with
+        raise OSError(err.errno, f"{name} is a memmap of {path} whose {span / 2**30:.2f} GiB could not be "
+                                 f"reserved on its disk ({err.strerror}); free space or write elsewhere") from None
+    finally:
+        os.close(fd)

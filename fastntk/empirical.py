@@ -41,7 +41,11 @@ from . import _empirical_torch as _torch
 from ._empirical_structured import _brute_full, _dphi, _structured
 from ._validation import check_array, check_block_rows, check_get, check_pair
 from ._types import kernel_tuple
-from .stax import _DenseSpec, _Network, _rng, dense_coefs, forward
+from . import network as _network
+from .network import dense_coefs
+from .network import generator as _rng
+from .spec import Dense as _DenseSpec
+from .spec import Identity, Layer, Serial, leaves
 
 __all__ = [
     "NtkImplementation",
@@ -65,18 +69,24 @@ class NtkImplementation(enum.IntEnum):
 
 
 # --------------------------------------------------------------------------- network access
+class _Net:
+    """A network spec and its leaves that carry work (Identity leaves dropped: no parameters, no effect)."""
+
+    def __init__(self, layer_spec):
+        self.spec = layer_spec
+        self.items = tuple(leaf for leaf in leaves(layer_spec) if not isinstance(leaf, Identity))
+
+
+def forward(items, params, x):
+    """Outputs of the leaves ``items`` with flat ``params`` and the input of every leaf."""
+    return _network.forward(list(zip(items, params)), x)
+
+
 def _network_of(apply_fn):
-    """The fastntk network behind ``apply_fn`` (``apply_fn.network`` or its closure)."""
-    net = getattr(apply_fn, "network", None)
-    if isinstance(net, _Network):
-        return net
-    for cell in getattr(apply_fn, "__closure__", None) or ():
-        try:
-            val = cell.cell_contents
-        except ValueError:  # empty cell
-            continue
-        if isinstance(val, _Network):
-            return val
+    """The fastntk network behind ``apply_fn`` (its ``.spec``)."""
+    layer_spec = getattr(apply_fn, "spec", None)
+    if isinstance(layer_spec, Layer.__args__):
+        return _Net(layer_spec)
     raise TypeError(
         "apply_fn must be the apply_fn of a fastntk.stax network (fully-connected Dense and "
         f"activation layers); got {getattr(apply_fn, '__qualname__', type(apply_fn).__name__)}"
@@ -84,24 +94,9 @@ def _network_of(apply_fn):
 
 
 def _check_params(network, params, d):
-    """Validate ``params`` against the network for inputs with d features; return a list."""
-    if not isinstance(params, (list, tuple)) or len(params) != len(network.items):
-        got = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
-        raise ValueError(f"params must be a list with one entry per layer ({len(network.items)}); got {got}")
-    fan_in = d
-    for k, (it, p) in enumerate(zip(network.items, params)):
-        if not isinstance(it, _DenseSpec):
-            continue
-        if not isinstance(p, (list, tuple)) or len(p) != 2:
-            raise ValueError(f"params[{k}] must be a (W, b) pair for a Dense layer; got {type(p).__name__}")
-        W, b = p
-        if np.shape(W) != (fan_in, it.out_dim):
-            raise ValueError(f"params[{k}][0] (W) must have shape {(fan_in, it.out_dim)}; got {np.shape(W)}")
-        if (b is None) != (it.b_std is None) or (b is not None and np.shape(b) != (1, it.out_dim)):
-            want = "None (b_std=None)" if it.b_std is None else f"shape {(1, it.out_dim)}"
-            raise ValueError(f"params[{k}][1] (b) must be {want}; got {None if b is None else np.shape(b)}")
-        fan_in = it.out_dim
-    return list(params)
+    """Validate ``params`` against the network for inputs with d features; a flat list aligned with
+    ``network.items``."""
+    return [p for leaf, p in _network.check_params(network.spec, params, d) if not isinstance(leaf, Identity)]
 
 
 # --------------------------------------------------------------------------- axes
@@ -288,7 +283,7 @@ def _torch_ntk_fn(module, trace, diag, implementation):
             if p[0][0].shape[0] != x1n.shape[1]:
                 raise ValueError(f"x1 must have {p[0][0].shape[0]} features (the module's first nn.Linear); "
                                  f"got x1.shape={x1n.shape}")
-            p = _check_params(_Network(items), p, x1n.shape[1])
+            p = _check_params(_Net(Serial(tuple(items))), p, x1n.shape[1])
             out = _ntk(tuple(items), p, x1n, x2n, trace, diag, NtkImplementation.STRUCTURED_DERIVATIVES,
                        block_rows=block_rows)
         else:
@@ -383,19 +378,7 @@ def empirical_kernel_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
 # --------------------------------------------------------------------------- linearization
 def _jvp(items, params, dparams, x):
     """(f(params, x), J(x)·dparams) by forward mode through the stack: two GEMMs per Dense."""
-    h, dh = x, None
-    for it, p, dp in zip(items, params, dparams):
-        if isinstance(it, _DenseSpec):
-            (W, b), (dW, db) = p, dp
-            c, beta = dense_coefs(it, W)
-            tangent = h @ dW if dh is None else dh @ W + h @ dW
-            h, dh = c * (h @ W), c * tangent
-            if b is not None:
-                h, dh = h + beta * b, dh + beta * db
-        else:
-            dh = None if dh is None else _dphi(it, h) * dh
-            h = np.asarray(it.fn(h), dtype=h.dtype)
-    return h, dh
+    return _network.jvp(list(zip(items, params)), dparams, x)
 
 
 def _sub_params(params, params0):
@@ -489,18 +472,7 @@ def _check_n_samples(n_samples):
 # --------------------------------------------------------------------------- lazy-regime diagnostics
 def _grad(items, params, x, ct):
     """Σᵢ ctᵢ·∂f(xᵢ)/∂θ (a VJP), as a params-shaped list."""
-    _, inputs = forward(items, params, x)
-    grads, delta = [() for _ in params], ct
-    for k in range(len(items) - 1, -1, -1):
-        it, h = items[k], inputs[k]
-        if isinstance(it, _DenseSpec):
-            W, b = params[k]
-            c, beta = dense_coefs(it, W)
-            grads[k] = (c * (h.T @ delta), None if b is None else beta * delta.sum(0, keepdims=True))
-            delta = delta @ (c * W).T
-        else:
-            delta = delta * _dphi(it, h)
-    return grads
+    return _network.vjp(list(zip(items, params)), x, ct)
 
 
 def _axpy(params, grads, scale):

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _backend, network, spec
 from . import activations as _act
-from ._types import Kernel, kernel_tuple
+from ._types import Kernel
 from ._validation import check_block_rows, check_get, check_out, check_pair, check_positive
 from .infinite import infinite_kernels
 
@@ -80,11 +80,9 @@ class _KernelFn:
         check_block_rows(block_rows)
         res = infinite_kernels(x1, x2, self.spec, names, dtype, be, diagonal=diagonal, out=outs,
                                block_rows=block_rows, progress=progress)
-        if get is None:
-            return Kernel(res["nngp"], res["ntk"], res["cov1"], res["cov2"])
         if isinstance(get, str):
             return res[get]
-        return kernel_tuple(names)(*(res[n] for n in names))
+        return Kernel(names, [res[n] for n in names], res["cov1"], res["cov2"])
 
 
 _KERNEL_FN_DOC = """Infinite-width NNGP Σ and NTK Θ of the network.
@@ -96,8 +94,8 @@ x1 : ndarray of shape (N1, d), float32 or float64
 x2 : ndarray of shape (N2, d) or None
     Second batch; None means x1 (the result is then symmetric and half the work).
 get : None, 'nngp', 'ntk' or a tuple of them
-    None returns a :class:`Kernel` (nngp, ntk, cov1, cov2); a string, that array; a
-    tuple, a namedtuple with those fields in that order.
+    A string returns that array; None (= ('nngp', 'ntk')) or a tuple, a :class:`Kernel`: a
+    namedtuple-like tuple of those kernels in that order, with ``cov1`` and ``cov2``.
 diagonal : bool, keyword-only
     Return only Σ(x1ᵢ, x1ᵢ) and Θ(x1ᵢ, x1ᵢ), shape (N1,): O(N1·depth) work and memory.
 out : ndarray, tuple or dict of them, keyword-only
@@ -115,7 +113,7 @@ block_rows : int, keyword-only
 
 Returns
 -------
-Kernel, ndarray or namedtuple, dtype as above. The readout width O does not appear:
+Kernel or ndarray, dtype as above. The readout width O does not appear:
 the kernel of an O-output network is Σ ⊗ I_O.
 
 Raises

@@ -268,6 +268,22 @@ def test_get_none_returns_kernel_with_all_fields():
     k0 = kernel_fn(x1)
     assert k0.cov2 is None
     assert k0.nngp.shape == k0.ntk.shape == (4, 4)
+    nngp, ntk = k0  # a namedtuple-like tuple (nngp, ntk), as a tuple get returns
+    assert nngp is k0.nngp and ntk is k0.ntk and k0._fields == ("nngp", "ntk")
+
+
+def test_one_kernel_type_whatever_get_is():
+    import pickle
+
+    x = np.random.default_rng(7).standard_normal((4, 3))
+    kernel_fn = fc_net(stax.Relu(), 2).kernel_fn
+    for get in (None, ("ntk",), ("ntk", "nngp")):
+        k = kernel_fn(x, None, get)
+        assert type(k) is stax.Kernel and k.cov1.shape == (4,)
+        again = pickle.loads(pickle.dumps(k))
+        assert again._fields == k._fields and np.array_equal(again.cov1, k.cov1)
+    with pytest.raises(AttributeError, match=r"this Kernel holds \('ntk',\)"):
+        kernel_fn(x, None, ("ntk",)).nngp
 
 
 @pytest.mark.parametrize("get", ["ntk", "nngp"])

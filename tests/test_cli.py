@@ -56,8 +56,8 @@ def test_fc_network_is_serial():
     ("content", "extra", "message"),
     [
         (None, [], "no file"),
-        ("a,b\n1,x\n2,3\n", [], "missing or non-numeric"),
-        ("a,b\n1,nan\n2,3\n", [], "missing or non-numeric"),
+        ("a,b\n1,x\n2,3\n", [], "row 2, column 'b': 'x' is not a number"),
+        ("a,b\n1,nan\n2,3\n", [], "row 2, column 'b': missing value ('nan')"),
         ("a,b\n1,2\n2,3\n", ["--activation", "rleu"], "unknown activation 'rleu'"),
         ("a,b\n1,2\n2,3\n", ["--get", "nngp,foo"], "get must be"),
     ],
@@ -139,3 +139,143 @@ def test_fit_default_is_the_readme_job(tmp_path, capsys, monkeypatch):
     report = json.loads((tmp_path / "fastntk-fit" / "report.json").read_text())
     assert report["data"] == "digits"
     assert report["test"]["accuracy"] > 0.97
+
+
+def _csv(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def _rows(n=20, label=lambda i: i % 2):
+    return "\n".join(f"{i},{(i * 7) % 5},{label(i)}" for i in range(n))
+
+
+@pytest.mark.parametrize(
+    ("content", "target", "message"),
+    [
+        ("", "y", "{path} is empty"),
+        ("\n\n", "y", "{path} is empty"),
+        ("a,b,y\n", "y", "{path} has a header (a,b,y) but no data rows"),
+        ("a,b,y\n1,2,0\n3,4,\n" + _rows(), "y", "--target y: {path} row 3, column 'y': missing value (empty cell)"),
+        ("a,b,y\n1,2,0\n3,4,NaN\n" + _rows(), "y", "--target y: {path} row 3, column 'y': missing value ('NaN')"),
+        ("a,b,y\n1,2,0\n3,inf,1\n" + _rows(), "y", "--data: {path} row 3, column 'b': 'inf' is not finite"),
+        ("a,b,y\n1,2,0\n3,nan,1\n" + _rows(), "y", "--data: {path} row 3, column 'b': missing value ('nan')"),
+        ("a,b,y\n1,2,0\n3,,1\n" + _rows(), "y", "--data: {path} row 3, column 'b': missing value (empty cell)"),
+        ("a,b,y\n1,2,cat\n3,4,dog\nabc,5,cat\n" + _rows(), "y",
+         "--data: {path} row 4, column 'a': 'abc' is not a number"),
+        ("a,b,y\n1,2,0\n3,4,1\n5,6,1,9\n" + _rows(), "y", "--data: {path} row 4 has 4 values; the header has 3"),
+        ("1,2,0\n3,,1\n" + _rows(), "2",
+         "--data: {path} row 2, column 2: missing value (empty cell) (rows and columns count from 1)"),
+        ("1,2,0\n3,4\n" + _rows(), "2", "--data: {path} row 2 has 2 values; row 1 has 3"),
+        ("a,b,y\n" + _rows(), "7",
+         "--target: no column '7' in {path}; it has 3 columns ('a', 'b', 'y'); an index is 0..2 (or -3..-1)"),
+        ("a,b,y\n" + _rows(), "-4", "--target: no column '-4'"),
+        ("a,b,y\n" + _rows(), "label", "--target: no column 'label' in {path}"),
+        ("y\n" + "\n".join(map(str, range(9))), "y", "--data: {path} has no feature columns besides --target y"),
+        ("a;b;y\n1;2;0\n", "y", "--data: {path} seems to separate values by ';'; fastntk reads comma-separated"),
+    ],
+)
+def test_fit_bad_csv_names_row_and_column(tmp_path, capsys, content, target, message):
+    path = _csv(tmp_path / "d.csv", content)
+    code, _, err = run(["fit", "--data", path, "--target", target, "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 2
+    assert message.format(path=path) in err
+    assert len(err.strip().splitlines()) == 1
+    assert "y_train" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def _bad_array_file(tmp_path, kind):
+    x = np.random.default_rng(0).standard_normal((12, 3))
+    path = tmp_path / ("d.npz" if kind.startswith("npz") else "d.npy")
+    if kind == "object":
+        np.save(path, np.array([[1, "a"], [2, None]], dtype=object), allow_pickle=True)
+    elif kind == "text":
+        np.save(path, np.array([["1", "2"], ["3", "4"]]))
+    elif kind in ("1-D", "3-D", "empty"):
+        np.save(path, {"1-D": x[:, 0], "3-D": x.reshape(12, 3, 1), "empty": x[:0]}[kind])
+    elif kind in ("nan", "target nan"):
+        x[4, 1 if kind == "nan" else 2] = np.nan
+        np.save(path, x)
+    elif kind == "npz keys":
+        np.savez(path, a=x, b=x)
+    elif kind == "npz target length":
+        np.savez(path, x=x, y=np.arange(11))
+    elif kind == "npz target nan":
+        np.savez(path, x=x, y=np.r_[np.zeros(11), np.nan])
+    elif kind == "npz target missing":
+        np.savez(path, x=x, y=np.array(["cat"] * 11 + [""]))
+    elif kind == "npz object":
+        np.savez(path, x=x.astype(object))
+    elif kind == "npz no target":
+        np.savez(path, x=x)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "target", "message"),
+    [
+        ("object", None, "--data: {path} holds an object array (Python objects)"),
+        ("text", None, "--data: {path} holds <U1 values; expected numbers"),
+        ("1-D", None, "has shape (12,); for one feature save x.reshape(-1, 1)"),
+        ("3-D", None, "has shape (12, 3, 1); flatten each point first"),
+        ("empty", None, "expected a non-empty 2-D array (N, d); {path} has shape (0, 3)"),
+        ("nan", None, "--data: {path} has nan at [4, 1] (0-based index)"),
+        ("target nan", "2", "--target 2: {path} has nan at [4, 2] (0-based index)"),
+        ("nan", "5", "--target: no column '5' in {path}; it has 3 columns (no header); an index is 0..2"),
+        ("npz keys", "y", "--target: {path} has no array 'y'; it has ['a', 'b']"),
+        ("npz keys", None, "--data: {path} has no feature array named 'x', 'X' or 'data'"),
+        ("npz target length", "y", "--target y: {path}['y'] has shape (11,); expected (12,)"),
+        ("npz target nan", "y", "--target y: {path}['y'][11] (0-based index) is nan"),
+        ("npz target missing", "y", "--target y: {path}['y'][11] (0-based index) is missing ('')"),
+        ("npz object", None, "--data: {path} holds an object array"),
+        ("npz no target", "x", "--data: {path} has no feature array named 'x', 'X' or 'data'"),
+    ],
+)
+def test_bad_arrays_are_one_line(tmp_path, capsys, kind, target, message):
+    path = _bad_array_file(tmp_path, kind)
+    command = ["kernel"] if target is None else ["fit", "--target", target]
+    code, _, err = run([*command, "--data", path, "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 2
+    assert message.format(path=path) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_npz_single_array_and_target(tmp_path):
+    x = np.random.default_rng(0).standard_normal((6, 2))
+    np.savez(tmp_path / "a.npz", x)  # saved as arr_0
+    np.testing.assert_array_equal(cli.load_data(str(tmp_path / "a.npz"))[0], x)
+    np.savez(tmp_path / "b.npz", features=x, label=np.array(list("abcabc")))
+    got, y, _ = cli.load_data(str(tmp_path / "b.npz"), target="label")
+    np.testing.assert_array_equal(got, x)
+    assert y.tolist() == list("abcabc")
+
+
+@pytest.mark.parametrize(
+    ("text", "columns", "y"),
+    [
+        ("0,1,y\n0.5,2,1\n1.5,3,0\n", 2, [1, 0]),  # numeric column names: still a header
+        ("1,2,cat\n3,4,dog\n", 3, ["cat", "dog"]),  # text labels in the first row: no header
+        ('\ufeff"a","b","y"\n1,2,0\n\n3,4,1\n\n', 2, [0, 1]),  # byte-order mark, quotes, blank lines
+    ],
+)
+def test_load_data_header_detection(tmp_path, text, columns, y):
+    path = tmp_path / "h.csv"
+    path.write_text(text, encoding="utf-8")
+    x, got, _ = cli.load_data(str(path), target="y" if columns == 2 and "y" in text else "2")
+    assert got.tolist() == y
+    assert x.shape == (2, 2)
+
+
+def test_parquet_bad_cell_names_row_and_column(tmp_path, capsys):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"a": [1.0, 2.0, None], "y": ["cat", "dog", "cat"]}).to_parquet(path)
+    code, _, err = run(["fit", "--data", str(path), "--target", "y", "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 2
+    assert f"--data: {path} row 3, column 'a': missing value (empty cell) (data rows count from 1)" in err
+    pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": ["cat", "dog", "cat"]}).to_parquet(path)
+    x, y, _ = cli.load_data(str(path), "y")
+    np.testing.assert_array_equal(x, [[1.0], [2.0], [3.0]])
+    assert y.tolist() == ["cat", "dog", "cat"]

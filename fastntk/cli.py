@@ -294,10 +294,19 @@ def _load_parquet(path, target):
 
 
 def standardize(x, fit=None):
-    """Columns to mean 0 and variance 1 by the statistics of ``fit`` (default x); constant columns to 0."""
+    """Columns to mean 0 and variance 1 by the statistics of ``fit`` (default x); constant columns to 0.
+
+    Each column is first divided by its largest magnitude in ``fit``, so that values near the ends
+    of the float64 range (1e200, 1e-300) neither overflow nor underflow when squared: the result is
+    that of the same data times any power of 2, and to rounding of any other factor.
+    """
     fit = x if fit is None else fit
-    std = fit.std(axis=0)
-    return (x - fit.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    scale = np.abs(fit).max(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    f = fit / scale
+    constant = np.ptp(f, axis=0) == 0  # exactly: std() of identical values can be 1e-17, not 0
+    mean = np.where(constant, f[0], f.mean(axis=0))
+    return (x / scale - mean) / np.where(constant, 1.0, f.std(axis=0))
 
 
 def _add_network_args(p):

@@ -267,6 +267,52 @@ def test_load_data_header_detection(tmp_path, text, columns, y):
     assert x.shape == (2, 2)
 
 
+def test_standardize_is_scale_free_and_constant_columns_are_zero():
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.standard_normal((50, 3)), np.full(50, 0.1)])
+    z = cli.standardize(x)
+    np.testing.assert_array_equal(z[:, 3], 0.0)  # std(0.1, ..., 0.1) is 1.4e-17, not 0
+    np.testing.assert_allclose(z[:, :3].std(axis=0), 1.0, rtol=1e-12)
+    for factor in (1e200, 1e-300, 2.0**600):
+        np.testing.assert_allclose(cli.standardize(x * factor), z, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(cli.standardize(x * 2.0**600), z)  # a power of 2: exactly
+    np.testing.assert_array_equal(cli.standardize(np.zeros((4, 2))), 0.0)
+
+
+def test_fit_on_huge_features_matches_scaled_data(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((40, 3))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    reports = []
+    for scale in (1e200, 1.0):
+        path = tmp_path / f"s{scale:g}.csv"
+        path.write_text("a,b,c,y\n" + "\n".join(",".join(map(repr, [*(r * scale).tolist(), t]))
+                                               for r, t in zip(x, y.tolist())))
+        out = tmp_path / f"o{scale:g}"
+        assert run(["fit", "--data", str(path), "--target", "y", "--depth", "1", "--out", str(out), "--quiet"],
+                   capsys)[0] == 0
+        reports.append(json.loads((out / "report.json").read_text()))
+        reports[-1]["predictions"] = (out / "predictions.csv").read_text()
+    big, small = reports
+    assert big["test"]["accuracy"] > 0.8
+    for key in ("test", "test_nngp", "test_rbf_kernel_ridge", "predictions"):
+        assert big[key] == small[key]
+    assert big["diag_reg"] == pytest.approx(small["diag_reg"], rel=1e-9)
+
+
+def test_kernel_on_huge_features_matches_scaled_data(tmp_path, capsys):
+    x = np.random.default_rng(2).standard_normal((15, 4))
+    kernels = []
+    for scale in (1e200, 1e-200):
+        np.save(tmp_path / "x.npy", x * scale)
+        out = tmp_path / f"o{scale:g}"
+        assert run(["kernel", "--data", str(tmp_path / "x.npy"), "--get", "ntk", "--out", str(out), "--quiet"],
+                   capsys)[0] == 0
+        kernels.append(np.load(out / "ntk.npy"))
+    assert np.isfinite(kernels[0]).all()
+    np.testing.assert_allclose(kernels[0], kernels[1], rtol=1e-12)
+
+
 def test_parquet_bad_cell_names_row_and_column(tmp_path, capsys):
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")

@@ -366,11 +366,14 @@ def cmd_kernel(args):
     return 0
 
 
-def _task(y, name, task):
-    """'classification' or 'regression' for target y."""
+def _task(y, name, task, target):
+    """'classification' or 'regression' for target y; text labels are classes."""
+    text = np.asarray(y).dtype.kind in "US"
+    if task == "regression" and text:
+        raise CLIError(f"--task regression needs numbers in --target {target}; it holds text such as {str(y[0])!r}")
     if task != "auto":
         return task
-    if name in ("digits", "breast_cancer", "wine", "iris"):
+    if name in ("digits", "breast_cancer", "wine", "iris") or text:
         return "classification"
     y = np.asarray(y)
     integral = y.dtype.kind in "iub" or (y.dtype.kind == "f" and np.all(y == np.round(y)))
@@ -389,8 +392,8 @@ def _score(task, y_true, f, classes):
     if task == "classification":
         return {"accuracy": float(np.mean(classes[np.argmax(f, axis=1)] == y_true))}
     y = np.asarray(y_true, dtype=np.float64).reshape(f.shape)
-    mse = float(np.mean((f - y) ** 2))
-    return {"mse": mse, "r2": float(1 - mse / np.mean((y - y.mean(0)) ** 2))}
+    mse, var = float(np.mean((f - y) ** 2)), float(np.mean((y - y.mean(0)) ** 2))
+    return {"mse": mse, "r2": 1 - mse / var if var > 0 else None}  # None: test targets constant
 
 
 def _ridge(k_train, k_test, y, diag_reg):
@@ -447,66 +450,112 @@ def _split(x, y, task, test_size, seed):
 
 
 def cmd_fit(args):
-    from . import predict, stax
-
     x, y, name = load_data(args.data, args.target)
     if y is None:
         raise CLIError(f"--target: {args.data} needs a target column (--target NAME or index)")
-    task = _task(y, name, args.task)
+    task = _task(y, name, args.task, args.target)
     xtr, xte, ytr, yte = _split(x, y, task, args.test_size, args.seed)
     xtr, xte = standardize(xtr), standardize(xte, fit=xtr)
+    if not np.isfinite(xte).all():
+        raise CLIError(f"--data: test rows of {args.data} lie too far outside the training range to standardise")
     classes = np.unique(ytr) if task == "classification" else None
-    y_train = _targets_of(ytr, task, classes)
+    fit = _fit(args, xtr, xte, _targets_of(ytr, task, classes))
+    other = "nngp" if args.kernel == "ntk" else "ntk"
+    report = {
+        "data": name, "task": task, "target": args.target, "n_train": len(xtr), "n_test": len(xte), "d": x.shape[1],
+        "network": {"depth": args.depth, "activation": args.activation, "W_std": args.W_std, "b_std": args.b_std,
+                    "parameterization": args.parameterization, "width": args.width},
+        "kernel": args.kernel, "t": args.t, "diag_reg": fit["reg"], "kernel_seconds": fit["kernel_seconds"],
+        "test": _score(task, yte, fit["f_t"], classes),
+        "test_t_infinity": _score(task, yte, fit["f_inf"], classes),
+        f"test_{other}": _score(task, yte, fit["f_other"], classes),
+        "test_rbf_kernel_ridge": _score(task, yte, fit["f_rbf"], classes),
+        "spectrum": fit["spectrum"],
+    }
+    if classes is not None:
+        report["classes"] = [c.item() for c in classes]
+    if fit["sel"] is not None:
+        report["gcv"] = {"diag_regs": fit["sel"].diag_regs.tolist(), "gcv": fit["sel"].gcv.tolist()}
+    text = _json_text(report)  # before anything is written: no report with NaN in it
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pred = classes[np.argmax(fit["f_t"], axis=1)] if task == "classification" else fit["f_t"][:, 0]
+    _write_predictions(out_dir / "predictions.csv", yte, pred)
+    (out_dir / "report.json").write_text(text)
+    yte_m = _targets_of(yte, task, classes)
+    loss = lambda f, yy: 0.5 * np.mean((f - yy) ** 2, axis=(-2, -1))  # noqa: E731
+    _plots(out_dir, fit["eigenvalues"], fit["times"], loss(fit["ftr_t"], fit["y_train"]), loss(fit["fte_t"], yte_m),
+           loss(fit["f_inf"], yte_m), args.kernel)
+    _print_fit(args, report, name, task, other, out_dir)
+    return 0
+
+
+def _fit(args, xtr, xte, y_train):
+    """Test outputs of the NTK/NNGP at t and t = ∞, of the other kernel and of RBF kernel ridge."""
+    from . import predict, stax
+
     _, _, kernel_fn = stax.fc_network(args.depth, args.activation, args.W_std, args.b_std, args.parameterization,
                                       args.width)
     start = time.perf_counter()
     k_dd = kernel_fn(xtr, None, ("nngp", "ntk"), progress=not args.quiet)
     k_td = kernel_fn(xte, xtr, ("nngp", "ntk"), progress=not args.quiet)
-    kernel_seconds = time.perf_counter() - start
+    kernel_seconds = round(time.perf_counter() - start, 3)
     other = "nngp" if args.kernel == "ntk" else "ntk"
-    f_inf, reg, sel = _ridge(getattr(k_dd, args.kernel), getattr(k_td, args.kernel), y_train, args.diag_reg)
+    k, k_test = getattr(k_dd, args.kernel), getattr(k_td, args.kernel)
+    f_inf, reg, sel = _ridge(k, k_test, y_train, args.diag_reg)
     f_other = _ridge(getattr(k_dd, other), getattr(k_td, other), y_train, args.diag_reg)[0]
-    gamma = 1.0 / x.shape[1]
+    gamma = 1.0 / xtr.shape[1]
     f_rbf = _ridge(_rbf(xtr, xtr, gamma), _rbf(xte, xtr, gamma), y_train, args.diag_reg)[0]
-    k = getattr(k_dd, args.kernel)
     predict_fn = predict.gradient_descent_mse(k, y_train, args.learning_rate, reg)
-    spectrum = predict.kernel_spectrum(k, reg)
-    times = np.logspace(-1, np.log10(max(10.0, 100 * y_train.size / max(spectrum.lambda_min, 1e-300))), 60)
+    s = predict.kernel_spectrum(k, reg)
+    times = np.logspace(-1, np.log10(max(10.0, 100 * y_train.size / max(s.lambda_min, 1e-300))), 60)
     times = times[times < 1e15]
-    ftr_t, fte_t = predict_fn(times, 0.0, 0.0, getattr(k_td, args.kernel))
-    yte_m = _targets_of(yte, task, classes)
-    loss = lambda f, yy: 0.5 * np.mean((f - yy) ** 2, axis=(-2, -1))  # noqa: E731
-    f_t = f_inf if args.t is None else predict_fn(args.t, 0.0, 0.0, getattr(k_td, args.kernel))[1]
-    report = {
-        "data": name, "task": task, "n_train": len(xtr), "n_test": len(xte), "d": x.shape[1],
-        "network": {"depth": args.depth, "activation": args.activation, "W_std": args.W_std, "b_std": args.b_std,
-                    "parameterization": args.parameterization, "width": args.width},
-        "kernel": args.kernel, "t": args.t, "diag_reg": reg, "kernel_seconds": round(kernel_seconds, 3),
-        "test": _score(task, yte, f_t, classes),
-        "test_t_infinity": _score(task, yte, f_inf, classes),
-        f"test_{other}": _score(task, yte, f_other, classes),
-        "test_rbf_kernel_ridge": _score(task, yte, f_rbf, classes),
-        "spectrum": {"lambda_max": spectrum.lambda_max, "lambda_min": spectrum.lambda_min,
-                     "condition_number": spectrum.condition_number, "effective_rank": spectrum.effective_rank},
-    }
-    if sel is not None:
-        report["gcv"] = {"diag_regs": sel.diag_regs.tolist(), "gcv": sel.gcv.tolist()}
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pred = classes[np.argmax(f_t, axis=1)] if task == "classification" else f_t[:, 0]
-    np.savetxt(out_dir / "predictions.csv", np.column_stack([np.asarray(yte, float), np.asarray(pred, float)]),
-               delimiter=",", header="y_true,y_pred", comments="")
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    _plots(out_dir, spectrum.eigenvalues, times, loss(ftr_t, y_train), loss(fte_t, yte_m), loss(f_inf, yte_m),
-           args.kernel)
+    ftr_t, fte_t = predict_fn(times, 0.0, 0.0, k_test)
+    f_t = f_inf if args.t is None else predict_fn(args.t, 0.0, 0.0, k_test)[1]
+    spectrum = {"lambda_max": s.lambda_max, "lambda_min": s.lambda_min, "effective_rank": s.effective_rank,
+                "condition_number": s.condition_number if np.isfinite(s.condition_number) else None}  # None: λ_min 0
+    return {"f_t": f_t, "f_inf": f_inf, "f_other": f_other, "f_rbf": f_rbf, "reg": reg, "sel": sel,
+            "kernel_seconds": kernel_seconds, "spectrum": spectrum, "eigenvalues": s.eigenvalues, "times": times,
+            "ftr_t": ftr_t, "fte_t": fte_t, "y_train": y_train}
+
+
+def _json_text(report):
+    """report as JSON, or CLIError naming the entries that are NaN or inf (not valid JSON)."""
+    try:
+        return json.dumps(report, indent=2, allow_nan=False)
+    except ValueError:
+        bad = ", ".join(_non_finite(report))
+        raise CLIError(f"the fit gave non-finite {bad}; nothing written (check the data and --diag-reg)") from None
+
+
+def _non_finite(value, key=""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _non_finite(v, f"{key}.{k}" if key else k)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _non_finite(v, f"{key}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield f"{key} ({value})"
+
+
+def _write_predictions(path, y_true, y_pred):
+    """y_true,y_pred rows: class labels as they are (text or numbers), floats exactly (repr)."""
+    text = lambda v: repr(float(v)) if isinstance(v, (float, np.floating)) else str(v)  # noqa: E731
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["y_true", "y_pred"])
+        out.writerows(zip(map(text, y_true), map(text, y_pred)))
+
+
+def _print_fit(args, report, name, task, other, out_dir):
     metric = "accuracy" if task == "classification" else "mse"
-    print(f"{name}: {task}, {len(xtr)} train / {len(xte)} test, d={x.shape[1]}; "
-          f"{args.activation} depth {args.depth}, diag_reg={reg:.3g}")
+    print(f"{name}: {task}, {report['n_train']} train / {report['n_test']} test, d={report['d']}; "
+          f"{args.activation} depth {args.depth}, diag_reg={report['diag_reg']:.3g}")
     for label, key in ((f"{args.kernel.upper()} (t={args.t})", "test"), (f"{other.upper()}", f"test_{other}"),
                        ("RBF kernel ridge", "test_rbf_kernel_ridge")):
         print(f"  test {metric:8s} {report[key][metric]:.4f}  {label}")
     print(f"  wrote {out_dir}/report.json, predictions.csv, spectrum.png, loss.png")
-    return 0
 
 
 def make_parser():

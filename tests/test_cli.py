@@ -185,6 +185,14 @@ def test_fit_bad_csv_names_row_and_column(tmp_path, capsys, content, target, mes
     assert not (tmp_path / "o").exists()
 
 
+def test_fit_regression_on_text_labels_is_refused(tmp_path, capsys):
+    path = _csv(tmp_path / "d.csv", "a,b,y\n" + _rows(label=lambda i: "cat" if i % 2 else "dog"))
+    code, _, err = run(["fit", "--data", path, "--target", "y", "--task", "regression", "--out", str(tmp_path),
+                        "--quiet"], capsys)
+    assert code == 2
+    assert "--task regression needs numbers in --target y; it holds text such as 'dog'" in err
+
+
 def _bad_array_file(tmp_path, kind):
     x = np.random.default_rng(0).standard_normal((12, 3))
     path = tmp_path / ("d.npz" if kind.startswith("npz") else "d.npy")
@@ -267,6 +275,26 @@ def test_load_data_header_detection(tmp_path, text, columns, y):
     assert x.shape == (2, 2)
 
 
+def test_fit_text_labels_match_numeric_labels(tmp_path, capsys):
+    """String classes are classes: the fit equals the one with 0/1 labels, reported by name."""
+    names = {0: "cat", 1: "dog"}  # the same order as 0, 1: the same stratified split
+    label = lambda i: int((i * 7) % 5 > 1)  # noqa: E731
+    results = {}
+    for kind, lab in (("num", label), ("text", lambda i: names[label(i)])):
+        rows = "\n".join(f"{i},{(i * 7) % 5},{lab(i)}" for i in range(30))
+        path = _csv(tmp_path / f"{kind}.csv", "a,b,y\n" + rows)
+        out = tmp_path / kind
+        args = ["fit", "--data", path, "--target", "y", "--depth", "1", "--out", str(out), "--quiet"]
+        assert run(args, capsys)[0] == 0
+        report = json.loads((out / "report.json").read_text())
+        rows = (out / "predictions.csv").read_text().splitlines()
+        results[kind] = report, [r.split(",") for r in rows[1:]]
+    (num, num_rows), (text, text_rows) = results["num"], results["text"]
+    assert text["task"] == "classification" and text["classes"] == ["cat", "dog"]
+    assert text["test"] == num["test"] and text["test_rbf_kernel_ridge"] == num["test_rbf_kernel_ridge"]
+    assert text_rows == [[names[int(float(v))] for v in row] for row in num_rows]
+
+
 def test_standardize_is_scale_free_and_constant_columns_are_zero():
     rng = np.random.default_rng(0)
     x = np.column_stack([rng.standard_normal((50, 3)), np.full(50, 0.1)])
@@ -311,6 +339,20 @@ def test_kernel_on_huge_features_matches_scaled_data(tmp_path, capsys):
         kernels.append(np.load(out / "ntk.npy"))
     assert np.isfinite(kernels[0]).all()
     np.testing.assert_allclose(kernels[0], kernels[1], rtol=1e-12)
+
+
+def test_report_is_strict_json_when_r2_is_undefined(tmp_path, capsys):
+    path = _csv(tmp_path / "c.csv", "a,b,y\n" + "\n".join(f"{i},{i % 3},{0.5}" for i in range(20)))
+    args = ["fit", "--data", path, "--target", "y", "--task", "regression", "--depth", "1", "--diag-reg", "1e-3",
+            "--out", str(tmp_path / "o"), "--quiet"]
+    assert run(args, capsys)[0] == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text(), parse_constant=pytest.fail)
+    assert report["test"]["r2"] is None
+
+
+def test_json_guard_names_the_non_finite_entry():
+    with pytest.raises(cli.CLIError, match=r"non-finite test\.mse \(nan\), spectrum\[1\] \(inf\); nothing written"):
+        cli._json_text({"test": {"mse": float("nan"), "r2": 0.5}, "spectrum": [1.0, float("inf")]})
 
 
 def test_parquet_bad_cell_names_row_and_column(tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg as sl
 from scipy.sparse.linalg import aslinearoperator
 
-from fastntk import predict, stax
+from fastntk import _types, predict, solvers, spectrum, stax
 
 from conftest import RTOL, assert_close, fixture_paths, load_fixture
 
@@ -212,7 +212,7 @@ def test_ensemble_train_set_and_scalar_time():
     assert np.array_equal(e(t=None, get="nngp"), y)
 
 
-# --- kernel ridge, λ selection, spectrum ---------------------------------------------------------
+# --- kernel ridge (λ selection and the spectrum: test_spectrum.py) ---------------------------
 
 
 def test_kernel_ridge_solvers_agree():
@@ -237,49 +237,12 @@ def test_kernel_ridge_indefinite_falls_back():
     assert_close(res.fx_train, [1.0, 1.0], 1e-12)  # y lies along the positive eigenvector
 
 
-def test_select_diag_reg_matches_brute_force():
-    k, _, y, f0 = _problem(n=15)
-    grid = np.logspace(-4, 1, 6)
-    sel = predict.select_diag_reg(k, y, grid, True, fx_train_0=f0, criterion="loo")
-    r, n = y - f0, 15
-    for i, lam in enumerate(grid):
-        s = lam * np.linalg.inv(k + lam * np.eye(n))
-        gcv = np.sum((s @ r) ** 2) / r.size / (np.trace(s) / n) ** 2
-        loo = []
-        for j in range(n):
-            keep = np.arange(n) != j
-            coef = np.linalg.solve(k[np.ix_(keep, keep)] + lam * np.eye(n - 1), r[keep])
-            loo.append(r[j] - k[j, keep] @ coef)
-        assert sel.gcv[i] == pytest.approx(gcv, rel=1e-9)
-        assert sel.loo[i] == pytest.approx(np.mean(np.square(loo)), rel=1e-9)
-    assert sel.diag_reg == grid[np.argmin(sel.loo)]
-    assert predict.select_diag_reg(k, y, grid, True).diag_reg in grid
-
-
-def test_spectrum_convergence_and_loss_bound():
-    k, _, y, f0 = _problem()
-    spec = predict.kernel_spectrum(k)
-    lam = np.linalg.eigvalsh(k)[::-1]
-    assert_close(spec.eigenvalues, lam, 1e-13)
-    assert spec.condition_number == pytest.approx(lam[0] / lam[-1], rel=1e-10)
-    assert predict.kernel_spectrum(np.eye(5)).effective_rank == pytest.approx(5.0)
-    assert predict.kernel_spectrum(np.ones((4, 4))).condition_number == np.inf
-    times = predict.convergence_times(k, y.size, tol=1e-3, learning_rate=0.5)
-    assert_close(np.exp(-lam * 0.5 * times / y.size), np.full(12, 1e-3), 1e-12)
-    predict_fn = predict.gradient_descent_mse(k, y, 0.5)
-    t = np.linspace(0.0, 200.0, 9)
-    loss = 0.5 * ((predict_fn(t, f0) - y) ** 2).sum(axis=(1, 2)) / y.size
-    assert np.all(loss <= predict.loss_bound(k, t, loss[0], y.size, 0.5) * (1 + 1e-12))
-    bottom = np.linalg.eigh(k)[1][:, :1]  # residual along the bottom eigenvector: the bound is tight
-    loss = 0.5 * ((predict.gradient_descent_mse(k, bottom)(t, 0.0) - bottom) ** 2).sum(axis=(1, 2)) / 12
-    assert_close(loss, predict.loss_bound(k, t, loss[0], 12), 1e-10)
-
-
-def test_kernel_alignment():
-    y = np.random.default_rng(2).standard_normal((6, 2))
-    assert predict.kernel_alignment(3.0 * y @ y.T, y) == pytest.approx(1.0)
-    k = _problem(n=6)[0]
-    assert -1 <= predict.kernel_alignment(k, y, centered=True) <= 1
+def test_spectrum_functions_are_reexported():
+    for name in ("select_diag_reg", "kernel_spectrum", "convergence_times", "loss_bound", "kernel_alignment"):
+        assert getattr(predict, name) is getattr(spectrum, name)
+    for name in ("Gaussian", "KernelRidge", "Spectrum", "DiagRegSelection"):
+        assert getattr(predict, name) is getattr(_types, name)
+    assert predict.gradient_descent_mse_expm is solvers.gradient_descent_mse_expm
 
 
 # --- caching: no kernel or factorization twice ------------------------------------------------------
@@ -297,7 +260,7 @@ def test_ensemble_reuses_kernels_and_factorizations(monkeypatch):
     x, x_test, y = rng.standard_normal((12, 3)), rng.standard_normal((4, 3)), rng.standard_normal((12, 2))
     e = predict.gradient_descent_mse_ensemble(counting, x, y, diag_reg=1e-3)
     cholesky, cho_factor = [], sl.cho_factor
-    monkeypatch.setattr(predict.sl, "cho_factor", lambda *a, **k: cholesky.append(1) or cho_factor(*a, **k))
+    monkeypatch.setattr(sl, "cho_factor", lambda *a, **k: cholesky.append(1) or cho_factor(*a, **k))
     first = e(t=[1.0, 10.0], x_test=x_test, get="ntk")
     again = e(t=5.0, x_test=x_test.copy(), get="nngp")  # same points: no new test kernel
     limit = e(t=None, x_test=x_test, get="ntk")  # t = ∞ from the cached eigendecomposition
@@ -354,3 +317,4 @@ def test_bad_input():
         predict.kernel_ridge(k, y, solver="lu")
     with pytest.raises(ValueError, match="diag_reg_absolute_scale"):
         predict.kernel_ridge(aslinearoperator(k), y, 1e-3, solver="cg")
+

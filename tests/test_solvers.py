@@ -106,7 +106,7 @@ def test_factored_eigenbasis_touches_no_input_and_keeps_two_arrays():
     fn = predict.gradient_descent_mse(k, y, diag_reg=1e-4)
     fx_train, fx_test = fn([1.0, 1e3], f0, 0.0, ktd)
     assert np.array_equal(k, k_copy)
-    basis = predict._Factor(k, 1e-4, False, "k").eig()[1]
+    basis = solvers.KernelFactor(k, 1e-4, False, "k").eig()[1]
     assert basis.reflectors.shape == basis.s.shape == (400, 400)  # two N×N arrays: reflectors and S
     lam, vecs = sl.eigh(k + 1e-4 * np.trace(k) / 400 * np.eye(400))
     e = np.expm1(-lam[None, :] * np.array([[1.0], [1e3]]) / y.size)
@@ -153,3 +153,4 @@ def test_eigh_factored_survives_mrrr_failure(monkeypatch):
     lam, basis = solvers.eigh_factored(k.copy())
     v = basis.apply(np.eye(40))
     np.testing.assert_allclose(v @ np.diag(lam) @ v.T, k, atol=1e-10 * np.abs(k).max())
+

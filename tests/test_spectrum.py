@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastntk import predict, spectrum
+from fastntk import _validation, predict, spectrum
 
 from conftest import assert_close
 
@@ -62,4 +62,100 @@ def test_kernel_alignment():
     assert spectrum.kernel_alignment(3.0 * y @ y.T, y) == pytest.approx(1.0)
     k = _problem(n=6)[0]
     assert -1 <= spectrum.kernel_alignment(k, y, centered=True) <= 1
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-200, 3.0])
+def test_select_diag_reg_is_scale_free(scale):
+    k, _, y, f0 = _problem(n=15)
+    grid = np.logspace(-8, 1, 10)
+    sel = spectrum.select_diag_reg(k, y, grid, fx_train_0=f0)
+    big = spectrum.select_diag_reg(k, scale * y, grid, fx_train_0=scale * f0)  # no overflow warning (an error here)
+    assert big.diag_reg == sel.diag_reg
+    assert np.isfinite(big.gcv).all() and np.isfinite(big.loo).all()
+    # the curves are relative to the mean square residual: the same for y and scale·y
+    assert_close(big.gcv, sel.gcv, 1e-12, "gcv")
+    assert_close(big.loo, sel.loo, 1e-12, "loo")
+    assert sel.gcv[-1] == pytest.approx(1.0, abs=0.1)  # diag_reg → ∞: no better than f_0
+
+
+def test_select_diag_reg_zero_kernel_and_zero_residual():
+    _, _, y, _ = _problem()
+    with pytest.raises(ValueError, match="k_train_train has trace 0"):
+        spectrum.select_diag_reg(np.zeros((12, 12)), y, [1e-3, 1.0])
+    sel = spectrum.select_diag_reg(np.zeros((12, 12)), y, [1e-3, 1.0], True)  # S = I: both curves are 1
+    assert_close(sel.gcv, [1.0, 1.0], 1e-15, "gcv")
+    assert_close(sel.loo, [1.0, 1.0], 1e-15, "loo")
+    k = _problem()[0]
+    sel = spectrum.select_diag_reg(k, y, [1e-3, 1.0], fx_train_0=y)  # y = f_0: every diag_reg is exact
+    assert sel.diag_reg == 1e-3 and not sel.gcv.any() and not sel.loo.any()
+
+
+def test_kernel_alignment_is_scale_free():
+    k, _, y, _ = _problem()
+    for centered in (False, True):
+        ref = spectrum.kernel_alignment(k, y, centered)
+        assert spectrum.kernel_alignment(1e200 * k, 1e200 * y, centered) == pytest.approx(ref, rel=1e-13)
+
+
+def test_zero_kernel_spectrum():
+    spec = spectrum.kernel_spectrum(np.zeros((4, 4)))
+    assert not spec.eigenvalues.any() and spec.condition_number == np.inf and spec.effective_rank == 0.0
+
+
+@pytest.mark.parametrize(("call", "error", "match"), [
+    (lambda k, y: spectrum.select_diag_reg(k, y, []), ValueError, "diag_regs"),
+    (lambda k, y: spectrum.select_diag_reg(k, y, "abc"), ValueError, "diag_regs"),
+    (lambda k, y: spectrum.select_diag_reg(k, y, None), ValueError, "diag_regs"),
+    (lambda k, y: spectrum.select_diag_reg(k, y, [[1.0, 2.0]]), ValueError, "diag_regs"),
+    (lambda k, y: spectrum.select_diag_reg(k, y, [np.nan]), ValueError, "diag_regs"),
+    (lambda k, y: spectrum.select_diag_reg(k, y, [1.0], criterion="aic"), ValueError, "criterion"),
+    (lambda k, y: spectrum.select_diag_reg(k, y, [1.0], fx_train_0="a"), TypeError, "fx_train_0"),
+    (lambda k, y: spectrum.select_diag_reg(k[:, :3], y, [1.0]), ValueError, "k_train_train"),
+    (lambda k, y: spectrum.select_diag_reg(k, y[:3], [1.0]), ValueError, "y_train"),
+    (lambda k, y: spectrum.kernel_spectrum(k, diag_reg="a"), TypeError, "diag_reg"),
+    (lambda k, y: spectrum.kernel_spectrum(k[0]), ValueError, "k_train_train"),
+    (lambda k, y: spectrum.kernel_spectrum(None), TypeError, "k_train_train"),
+    (lambda k, y: spectrum.convergence_times(k, 2.5), TypeError, "y_train_size"),
+    (lambda k, y: spectrum.convergence_times(k, True), TypeError, "y_train_size"),
+    (lambda k, y: spectrum.convergence_times(k, 0), ValueError, "y_train_size"),
+    (lambda k, y: spectrum.convergence_times(k, 12, tol=2.0), ValueError, "tol"),
+    (lambda k, y: spectrum.convergence_times(k, 12, learning_rate=-1.0), ValueError, "learning_rate"),
+    (lambda k, y: spectrum.loss_bound(k, np.nan, 1.0, 12), ValueError, "t must"),
+    (lambda k, y: spectrum.loss_bound(k, -1.0, 1.0, 12), ValueError, "t must"),
+    (lambda k, y: spectrum.loss_bound(k, "a", 1.0, 12), TypeError, "t must"),
+    (lambda k, y: spectrum.loss_bound(k, None, 1.0, 12), TypeError, "t must"),
+    (lambda k, y: spectrum.loss_bound(k, 1.0, -1.0, 12), ValueError, "loss_0"),
+    (lambda k, y: spectrum.kernel_alignment(k, None), TypeError, "y_train"),
+    (lambda k, y: spectrum.kernel_alignment(np.zeros((12, 12)), y), ValueError, "zero kernel"),
+])
+def test_bad_input(call, error, match):
+    k, _, y, _ = _problem()
+    with pytest.raises(error, match=match):
+        call(k, y)
+
+
+@pytest.mark.parametrize("call", [
+    lambda k, y: spectrum.select_diag_reg(k, y, [1.0]),
+    lambda k, y: spectrum.kernel_spectrum(k),
+    lambda k, y: spectrum.convergence_times(k, 12),
+    lambda k, y: spectrum.loss_bound(k, 1.0, 1.0, 12),
+])
+def test_asymmetric_kernel_is_refused(call):
+    k, _, y, _ = _problem()
+    k = k.copy()
+    k[0, 5] += 1e-3 * np.abs(k).max()
+    with pytest.raises(ValueError, match="k_train_train must be symmetric"):
+        call(k, y)
+
+
+@pytest.mark.parametrize("call", [
+    lambda k, y: spectrum.select_diag_reg(k, y, [1.0]),
+    lambda k, y: spectrum.kernel_spectrum(k),
+    lambda k, y: spectrum.kernel_alignment(k, y, centered=True),
+])
+def test_memory_is_checked_before_n_by_n(call, monkeypatch):
+    k, _, y, _ = _problem()
+    monkeypatch.setattr(_validation, "available_memory", lambda: 1000)  # 12×12 float64 = 1152 bytes
+    with pytest.raises(MemoryError, match="GiB.*alternatives"):
+        call(k, y)
 

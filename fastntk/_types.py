@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
-__all__ = ["Kernel", "kernel_tuple"]
+import numpy as np
+
+__all__ = ["CGResult", "DiagRegSelection", "Gaussian", "Kernel", "KernelRidge", "Spectrum", "kernel_tuple"]
 
 
 class Kernel(tuple):
@@ -51,3 +54,45 @@ def kernel_tuple(names):
 
 def _from_values(names, *values):
     return Kernel(names, values)
+
+
+class Gaussian(NamedTuple):
+    """``(mean, covariance)``; the covariance is per output column (``Cov ⊗ I_O``)."""
+
+    mean: np.ndarray
+    covariance: np.ndarray
+
+
+class KernelRidge(NamedTuple):
+    """Kernel ridge regression: ``dual_coef`` (N, ...), ``fx_train`` (N, ...), ``fx_test`` or None."""
+
+    dual_coef: np.ndarray
+    fx_train: np.ndarray
+    fx_test: np.ndarray | None
+
+
+class Spectrum(NamedTuple):
+    """Eigenvalues (descending) of K_reg and the numbers derived from them."""
+
+    eigenvalues: np.ndarray
+    lambda_min: float
+    lambda_max: float
+    condition_number: float
+    effective_rank: float
+
+
+class DiagRegSelection(NamedTuple):
+    """Chosen ``diag_reg`` and the GCV and leave-one-out curves over the grid ``diag_regs``."""
+
+    diag_reg: float
+    diag_regs: np.ndarray
+    gcv: np.ndarray
+    loo: np.ndarray
+
+
+class CGResult(NamedTuple):
+    """``solution`` (N, M), ``iterations`` run, ``residual`` ‖b − A x‖/‖b‖ per column (M,)."""
+
+    solution: np.ndarray
+    iterations: int
+    residual: np.ndarray

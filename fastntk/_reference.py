@@ -1,17 +1,16 @@
 """Plain NumPy implementations that read like the maths: the oracle for every backend.
 
-float64, a loop over layers, no tiling, no tricks. Imports nothing from fastntk.
+float64, a loop over layers, no tiling, no tricks. It reads the typed network spec
+(:mod:`fastntk.spec`: Dense, Act, Identity, Serial) and the dual rules of
+:mod:`fastntk.activations` — data only — and none of fastntk's numerics:
 
-A network is a sequence of layer tuples (the *network spec*, built by
-``fastntk.stax``):
-
-* ``("dense", W_std, b_std, parameterization, out_dim)``; ``b_std`` is None for no bias.
-* ``("abrelu", a, b)``: φ(x) = a·min(x, 0) + b·max(x, 0) (ReLU = (0, 1), Abs = (−1, 1)).
-* ``("erf", a, b, c)``: φ(x) = a·erf(b·x) + c.
-* ``("sin", a, b, c)``: φ(x) = a·sin(b·x + c).
-* ``("gelu",)``: φ(x) = x·Φ(x).
-* ``("numerical", fn, df, deg)``: any φ, by Gauss–Hermite quadrature of degree ``deg``.
-* ``("elementwise", fn, nngp_fn, d_nngp_fn)``: user-given dual kernels.
+* ``Dense(out_dim, W_std, b_std, parameterization)``; ``b_std`` is None for no bias.
+* ``ABReluDual(a, b)``: φ(x) = a·min(x, 0) + b·max(x, 0) (ReLU = (0, 1), Abs = (−1, 1)).
+* ``ErfDual(a, b, c)``: φ(x) = a·erf(b·x) + c.
+* ``SinDual(a, b, c)``: φ(x) = a·sin(b·x + c).
+* ``GeluDual()``: φ(x) = x·Φ(x).
+* ``QuadratureDual(fn, df, deg)``: any φ, by Gauss–Hermite quadrature of degree ``deg``.
+* ``GivenDual(nngp_fn, d_nngp_fn)``: user-given dual kernels.
 
 Conventions are neural-tangents' (0.6.5, ``stax/linear.py`` and ``stax/elementwise.py``).
 """
@@ -19,6 +18,9 @@ Conventions are neural-tangents' (0.6.5, ``stax/linear.py`` and ``stax/elementwi
 from __future__ import annotations
 
 import numpy as np
+
+from .activations import ABReluDual, ErfDual, GeluDual, GivenDual, QuadratureDual, SinDual
+from .spec import Act, Dense, leaves
 
 __all__ = ["dual", "infinite_kernels", "rho_tolerance"]
 
@@ -35,14 +37,14 @@ def rho_tolerance(d, dtype):
     return 16.0 * np.sqrt(d) * np.finfo(dtype).eps
 
 
-def dual(layer, k12, k11, k22, rho_tol=0.0):
+def dual(rule, k12, k11, k22, rho_tol=0.0):
     """E[φ(u)φ(v)] and E[φ'(u)φ'(v)] for (u, v) ~ N(0, [[k11, k12], [k12, k22]]).
 
-    Arrays broadcast against each other. Returns ``(sigma, t_dot)``.
+    ``rule`` is an activation's dual rule. Arrays broadcast against each other. Returns
+    ``(sigma, t_dot)``.
     """
-    kind = layer[0]
-    if kind == "abrelu":
-        a, b = layer[1:]
+    if isinstance(rule, ABReluDual):
+        a, b = rule.a, rule.b
         # Cho & Saul (2009): θ = angle between the two pre-activations.
         s2 = k11 * k22 - k12**2
         s2 = np.where(s2 > rho_tol * k11 * k22, s2, 0.0)
@@ -50,21 +52,21 @@ def dual(layer, k12, k11, k22, rho_tol=0.0):
         theta = np.where((s == 0) & (k12 == 0), np.pi / 2, np.arctan2(s, k12))
         t_dot = (a**2 + b**2) / 2 - (a - b) ** 2 * theta / (2 * np.pi)
         return (a - b) ** 2 / (2 * np.pi) * s + t_dot * k12, t_dot
-    if kind == "erf":
-        a, b, c = layer[1:]
+    if isinstance(rule, ErfDual):
+        a, b, c = rule.a, rule.b, rule.c
         # Williams (1997).
         # (1 + 2a)(1 + 2b) − 4c² = 1 + 2(a + b) + 4(ab − c²): exact at coincident points.
         a11, a22, a12 = b**2 * k11, b**2 * k22, b**2 * k12
         den = np.sqrt(1 + 2 * (a11 + a22) + 4 * (a11 * a22 - a12**2))
         sigma = a**2 * (2 / np.pi) * np.arctan2(2 * b**2 * k12, den) + c**2
         return sigma, a**2 * b**2 * (4 / np.pi) / den
-    if kind == "sin":
-        a, b, c = layer[1:]
+    if isinstance(rule, SinDual):
+        a, b, c = rule.a, rule.b, rule.c
         half_s = (k11 + k22) / 2
         ep, em = np.exp(b**2 * (k12 - half_s)), np.exp(-(b**2) * (k12 + half_s))
         sigma = a**2 / 2 * (ep - np.cos(2 * c) * em)
         return sigma, a**2 * b**2 / 2 * (ep + np.cos(2 * c) * em)
-    if kind == "gelu":
+    if isinstance(rule, GeluDual):
         p, p1 = k11 * k22, (k11 + 1) * (k22 + 1)
         delta2 = np.maximum(1 + k11 + k22 + (p - k12**2), 0.0)  # = P1 − K12², as for erf
         delta = np.sqrt(delta2)
@@ -72,13 +74,11 @@ def dual(layer, k12, k11, k22, rho_tol=0.0):
         sigma = ((k12**2 + p * delta2) / (p1 * delta) + k12 * ang) / (2 * np.pi) + k12 / 4
         t_dot = k12 / (2 * np.pi * delta) * (1 / delta2 + (1 - p) / p1 + 1) + 1 / 4 + ang / (2 * np.pi)
         return sigma, t_dot
-    if kind == "numerical":
-        fn, df, deg = layer[1:]
-        return _gauss_hermite_dual(fn, df, deg, k12, k11, k22)
-    if kind == "elementwise":
-        _, nngp_fn, d_nngp_fn = layer[1:]
-        return nngp_fn(k12, k11, k22), d_nngp_fn(k12, k11, k22)
-    raise ValueError(f"unknown layer kind {kind!r}")
+    if isinstance(rule, QuadratureDual):
+        return _gauss_hermite_dual(rule.fn, rule.df, rule.deg, k12, k11, k22)
+    if isinstance(rule, GivenDual):
+        return rule.nngp_fn(k12, k11, k22), rule.d_nngp_fn(k12, k11, k22)
+    raise ValueError(f"unknown dual rule {type(rule).__name__}")
 
 
 def _gauss_hermite_dual(fn, df, deg, k12, k11, k22):
@@ -98,14 +98,14 @@ def _gauss_hermite_dual(fn, df, deg, k12, k11, k22):
     return (ww * fn(u) * fn(v)).sum((-2, -1)), (ww * df(u) * df(v)).sum((-2, -1))
 
 
-def infinite_kernels(x1, x2, layers):
+def infinite_kernels(x1, x2, network):
     """NNGP Σ and NTK Θ of a fully-connected network, by the layer recursion.
 
     Parameters
     ----------
     x1 : ndarray of shape (N1, d)
     x2 : ndarray of shape (N2, d) or None (then x2 = x1)
-    layers : sequence of layer tuples (see module docstring)
+    network : a spec node (see module docstring), e.g. ``kernel_fn.spec``
 
     Returns
     -------
@@ -121,9 +121,9 @@ def infinite_kernels(x1, x2, layers):
     ntk = np.zeros_like(nngp)
     ntk1, ntk2 = np.zeros_like(cov1), np.zeros_like(cov2)
     fan_in = d
-    for layer in layers:
-        if layer[0] == "dense":
-            _, W_std, b_std, parameterization, out_dim = layer
+    for layer in leaves(network):
+        if isinstance(layer, Dense):
+            W_std, b_std, parameterization = layer.W_std, layer.b_std, layer.parameterization
             b2 = 0.0 if b_std is None else b_std**2
             if parameterization == "ntk":
                 # Jacot et al. (2018): Σ ← W²Σ + b², Θ ← Σ_new + W²Θ.
@@ -134,11 +134,12 @@ def infinite_kernels(x1, x2, layers):
                 c = 0.0 if b_std is None else 1.0
                 ntk, ntk1, ntk2 = (fan_in * k + W_std**2 * t + c for k, t in ((nngp, ntk), (cov1, ntk1), (cov2, ntk2)))
                 nngp, cov1, cov2 = (W_std**2 * k + b2 for k in (nngp, cov1, cov2))
-            fan_in = out_dim
-        else:
-            sigma, t_dot = dual(layer, nngp, cov1[:, None], cov2[None, :], rho_tol)
-            sigma1, t_dot1 = dual(layer, cov1, cov1, cov1)
-            sigma2, t_dot2 = dual(layer, cov2, cov2, cov2)
+            fan_in = layer.out_dim
+        elif isinstance(layer, Act):  # Identity leaves change nothing
+            rule = layer.activation.dual
+            sigma, t_dot = dual(rule, nngp, cov1[:, None], cov2[None, :], rho_tol)
+            sigma1, t_dot1 = dual(rule, cov1, cov1, cov1)
+            sigma2, t_dot2 = dual(rule, cov2, cov2, cov2)
             nngp, ntk = sigma, ntk * t_dot
             cov1, ntk1 = sigma1, ntk1 * t_dot1
             cov2, ntk2 = sigma2, ntk2 * t_dot2

@@ -2,30 +2,97 @@
 
 from __future__ import annotations
 
-import collections
 import functools
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Kernel", "kernel_tuple"]
+__all__ = ["CGResult", "DiagRegSelection", "Gaussian", "Kernel", "KernelRidge", "Spectrum", "kernel_tuple"]
 
 
-@dataclass
-class Kernel:
-    """Kernels of x1 against x2, as neural-tangents' ``Kernel`` (the fields users read).
+class Kernel(tuple):
+    """Kernels of x1 against x2: one type whatever ``get`` is.
 
-    nngp, ntk : ndarray of shape (N1, N2)
-    cov1 : ndarray of shape (N1,), Σ(x1ᵢ, x1ᵢ); cov2 : (N2,) or None when x2 is None.
+    A tuple of the requested kernels in ``get``'s order (``('nngp', 'ntk')`` for get=None),
+    each also an attribute, as the namedtuple neural-tangents returns for a tuple ``get``
+    (``_fields``, ``_asdict``, unpacking); plus ``cov1`` (N1,) = Σ(x1ᵢ, x1ᵢ) and ``cov2``
+    (N2,) or None (x2 None, or not computed), the per-point variances neural-tangents'
+    ``Kernel`` carries.
+
+    nngp, ntk : ndarray of shape (N1, N2) (empirical kernels: with the output axes kept).
     """
 
-    nngp: np.ndarray
-    ntk: np.ndarray | None
-    cov1: np.ndarray
-    cov2: np.ndarray | None
+    def __new__(cls, fields, values, cov1=None, cov2=None):
+        self = super().__new__(cls, values)
+        if len(fields) != len(self):
+            raise ValueError(f"Kernel needs one value per field {tuple(fields)}; got {len(self)}")
+        self._fields, self.cov1, self.cov2 = tuple(fields), cov1, cov2
+        return self
+
+    def __getattr__(self, name):
+        fields = self.__dict__.get("_fields", ())
+        if name in fields:
+            return self[fields.index(name)]
+        raise AttributeError(f"this Kernel holds {fields} (and cov1, cov2); not {name!r}")
+
+    def _asdict(self):
+        return dict(zip(self._fields, self))
+
+    def __reduce__(self):
+        return Kernel, (self._fields, tuple(self), self.cov1, self.cov2)
+
+    def __repr__(self):
+        shapes = ", ".join(f"{n}={getattr(v, 'shape', v)}" for n, v in zip(self._fields, self))
+        return f"Kernel({shapes})"
 
 
 @functools.lru_cache(maxsize=None)
 def kernel_tuple(names):
-    """The namedtuple ``Kernel`` with fields ``names`` (what a tuple ``get`` returns)."""
-    return collections.namedtuple("Kernel", names)
+    """The constructor of a :class:`Kernel` with fields ``names`` (what a tuple ``get`` returns)."""
+    return functools.partial(_from_values, tuple(names))
+
+
+def _from_values(names, *values):
+    return Kernel(names, values)
+
+
+class Gaussian(NamedTuple):
+    """``(mean, covariance)``; the covariance is per output column (``Cov ⊗ I_O``)."""
+
+    mean: np.ndarray
+    covariance: np.ndarray
+
+
+class KernelRidge(NamedTuple):
+    """Kernel ridge regression: ``dual_coef`` (N, ...), ``fx_train`` (N, ...), ``fx_test`` or None."""
+
+    dual_coef: np.ndarray
+    fx_train: np.ndarray
+    fx_test: np.ndarray | None
+
+
+class Spectrum(NamedTuple):
+    """Eigenvalues (descending) of K_reg and the numbers derived from them."""
+
+    eigenvalues: np.ndarray
+    lambda_min: float
+    lambda_max: float
+    condition_number: float
+    effective_rank: float
+
+
+class DiagRegSelection(NamedTuple):
+    """Chosen ``diag_reg`` and the GCV and leave-one-out curves over the grid ``diag_regs``."""
+
+    diag_reg: float
+    diag_regs: np.ndarray
+    gcv: np.ndarray
+    loo: np.ndarray
+
+
+class CGResult(NamedTuple):
+    """``solution`` (N, M), ``iterations`` run, ``residual`` ‖b − A x‖/‖b‖ per column (M,)."""
+
+    solution: np.ndarray
+    iterations: int
+    residual: np.ndarray

@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import errno
 import numbers
+import operator
 import os
 
 import numpy as np
+from scipy.sparse.linalg import LinearOperator
 
 __all__ = [
     "available_memory",
     "check_array",
     "check_block_rows",
     "check_get",
+    "check_out",
     "check_finite",
     "check_memory",
     "check_positive",
     "check_pair",
+    "reserve_disk",
+    "check_initial",
+    "check_integer",
+    "check_kernel",
+    "check_kernel_or_operator",
+    "check_outputs",
+    "check_symmetric",
+    "check_targets",
+    "check_test_operator",
+    "check_times",
+    "result_dtype",
+    "SYMMETRY_RTOL",
 ]
 
 _FLOATS = (np.float32, np.float64)
@@ -146,3 +162,205 @@ def check_block_rows(block_rows):
                                    or block_rows < 1):
         raise ValueError(f"block_rows must be a positive integer; got {block_rows!r}")
     return block_rows
+
+
+def check_out(out, get, names, shape, dtype, inputs):
+    """``out=`` of kernel_fn as a dict name -> array; ValueError unless every array has ``shape`` and
+    ``dtype``, contiguous rows, and overlaps neither another output nor an input (``inputs``: name ->
+    array or None), since the pass reads inputs while it writes outputs."""
+    if out is None:
+        return {}
+    if get is None:
+        raise ValueError("out needs an explicit get ('nngp', 'ntk' or a tuple) to say which array is which")
+    if isinstance(get, str):
+        out = {get: out}
+    elif isinstance(out, dict):
+        if set(out) - set(names):
+            raise ValueError(f"out has keys {sorted(out)} not all in get={names}")
+    else:
+        out = tuple(out)
+        if len(out) != len(names):
+            raise ValueError(f"out must hold one array per name in get={names}; got {len(out)}")
+        out = dict(zip(names, out))
+    for name, arr in out.items():
+        if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dtype:
+            got = f"{type(arr).__name__} of shape {getattr(arr, 'shape', None)} and dtype {getattr(arr, 'dtype', None)}"
+            raise ValueError(f"out[{name!r}] must be an ndarray of shape {shape} and dtype {dtype}; got {got}")
+        if not arr.flags.writeable or (shape[1] > 1 and arr.strides[1] != arr.itemsize) or arr.strides[0] < 0:
+            raise ValueError(f"out[{name!r}] must be writeable with contiguous rows")
+    others = [(f"out[{n!r}]", a) for n, a in out.items()] + [(n, a) for n, a in inputs.items() if a is not None]
+    for i, (name, arr) in enumerate(others[: len(out)]):
+        for other, b in others[i + 1:]:
+            if np.shares_memory(arr, b):
+                raise ValueError(f"{name} shares memory with {other}; each output needs a buffer of its own "
+                                 "that overlaps no input")
+    return out
+
+
+def _memmap_file(arr):
+    """(path, byte offset, bytes) of the file region behind a view of a np.memmap, or None."""
+    base = arr
+    while base is not None and not (isinstance(base, np.memmap) and getattr(base, "filename", None)):
+        base = base.base
+    if base is None or base._mmap is None:
+        return None
+    start = base.offset + (arr.__array_interface__["data"][0] - base.__array_interface__["data"][0])
+    span = (arr.shape[0] - 1) * arr.strides[0] + arr.shape[1] * arr.itemsize if arr.size else 0
+    return base.filename, start, span
+
+
+def reserve_disk(arr, name):
+    """Reserve the disk space behind ``arr`` when it is a file-backed np.memmap, so that a full disk
+    is an OSError naming ``name`` before any work, not a SIGBUS that kills the interpreter when a
+    page of a sparse file is first written."""
+    region = _memmap_file(arr)
+    if region is None or not hasattr(os, "posix_fallocate"):
+        return
+    path, start, span = region
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return  # opened read-only elsewhere or gone: the memmap itself reports that on write
+    try:
+        os.posix_fallocate(fd, start, span)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return  # a file system without fallocate: nothing to reserve with
+        raise OSError(err.errno, f"{name} is a memmap of {path} whose {span / 2**30:.2f} GiB could not be "
+                                 f"reserved on its disk ({err.strerror}); free space or write elsewhere") from None
+    finally:
+        os.close(fd)
+# ---------------------------------------------------------------------------------------------
+# kernels, targets and times (fastntk.predict, fastntk.spectrum, fastntk.solvers)
+
+#: A kernel K counts as symmetric when max|K − Kᵀ| ≤ SYMMETRY_RTOL·eps·√N·max|K| (eps of K's dtype).
+#: fastntk's own kernels are symmetric to within 1 eps (mirrored triangle, or BLAS rounding when
+#: x2 is passed); the Cholesky and eigendecomposition paths read different triangles, so a real
+#: asymmetry would make them disagree.
+SYMMETRY_RTOL = 100.0
+
+
+def check_symmetric(k, name):
+    """ValueError naming ``name`` unless max|K − Kᵀ| ≤ SYMMETRY_RTOL·eps·√N·max|K|.
+
+    Compares pairs of (256, 256) blocks: extra memory one block, no N×N temporary.
+    """
+    n, b = k.shape[0], 256
+    buf = np.empty((min(b, n), min(b, n)), dtype=k.dtype)
+    worst, top = 0.0, max(float(k.max()), -float(k.min()))
+    for i in range(0, n, b):
+        for j in range(i, n, b):
+            upper = k[i:i + b, j:j + b]
+            diff = np.subtract(upper, k[j:j + b, i:i + b].T, out=buf[:upper.shape[0], :upper.shape[1]])
+            worst = max(worst, float(diff.max()), -float(diff.min()))
+    tol = SYMMETRY_RTOL * np.finfo(k.dtype).eps * np.sqrt(n)
+    if worst > tol * top:
+        raise ValueError(f"{name} must be symmetric: max|K − Kᵀ| = {worst:.3g} exceeds {tol:.2g}·max|K| = "
+                         f"{tol * top:.3g} (tolerance {SYMMETRY_RTOL:g}·eps·√N); pass (K + K.T) / 2 if the "
+                         "asymmetry is rounding")
+
+
+def check_kernel(k, name, shape=None, *, symmetric=False):
+    """``k`` as a finite 2-D float array, square unless ``shape`` says otherwise (and symmetric if asked).
+
+    ``shape``: the expected (rows, columns); None for rows means any number of rows.
+    """
+    if k is not None and np.ndim(k) != 2:
+        want = "(N, N)" if shape is None else "(" + ", ".join("N1" if w is None else str(w) for w in shape) + ")"
+        raise ValueError(f"{name} must be a 2-D kernel of shape {want}; got shape {np.shape(k)}")
+    k = check_array(k, name)
+    want = (k.shape[0], k.shape[0]) if shape is None else tuple(k.shape[0] if w is None else w for w in shape)
+    if k.shape != tuple(want):
+        what = "square (N, N)" if shape is None else f"of shape {tuple(want)}"
+        raise ValueError(f"{name} must be {what}; got shape {k.shape}")
+    if symmetric:
+        check_symmetric(k, name)
+    return k
+
+
+def check_kernel_or_operator(k, name, diag_reg, absolute):
+    """(kernel, absolute regularizer) for a symmetric array or a square LinearOperator (absolute diag_reg only)."""
+    if isinstance(k, LinearOperator):
+        if len(k.shape) != 2 or k.shape[0] != k.shape[1]:
+            raise ValueError(f"{name} must be square (N, N); got shape {k.shape}")
+        if diag_reg and not absolute:
+            raise ValueError(f"diag_reg relative to trace(K)/N needs K's diagonal: pass diag_reg_absolute_scale=True "
+                             f"with a LinearOperator {name}")
+        return k, diag_reg
+    k = check_kernel(k, name, symmetric=True)
+    return k, diag_reg if absolute else diag_reg * float(np.trace(k, dtype=np.float64)) / k.shape[0]
+
+
+def check_test_operator(k, name, n_train):
+    """``k`` as an (N_test, n_train) array (check_kernel) or a LinearOperator with n_train columns."""
+    if isinstance(k, LinearOperator):
+        if len(k.shape) != 2 or k.shape[1] != n_train:
+            raise ValueError(f"{name} must have {n_train} columns (N_test, {n_train}); got shape {k.shape}")
+        return k
+    return check_kernel(k, name, (None, n_train))
+
+
+def check_targets(y_train, trace_axes, n_rows):
+    """y_train as float64 (N, M), its trailing shape and dtype; checks rows and trace_axes."""
+    y = check_array(y_train, "y_train", ndim=max(np.ndim(y_train), 1))
+    if y.shape[0] != n_rows:
+        raise ValueError(f"y_train must have {n_rows} rows to match the kernel; got shape {y.shape}")
+    try:
+        axes = (trace_axes,) if isinstance(trace_axes, numbers.Integral) else tuple(trace_axes)
+        axes = sorted({operator.index(a) % y.ndim for a in axes})
+    except TypeError:
+        raise TypeError(f"trace_axes must be an int or a tuple of ints; got {trace_axes!r}") from None
+    if y.ndim > 1 and axes != list(range(1, y.ndim)):
+        raise ValueError(
+            f"trace_axes must name every axis of y_train but the first (fastntk kernels are 2-D "
+            f"(N, N), i.e. K ⊗ I); got trace_axes={trace_axes!r} for y_train.shape={y.shape}")
+    return y.reshape(n_rows, -1).astype(np.float64), y.shape[1:], y.dtype
+
+
+def check_outputs(y_train, n_rows):
+    """check_targets with every axis but the first as outputs."""
+    return check_targets(y_train, tuple(range(1, max(np.ndim(y_train), 1))), n_rows)
+
+
+def _as_float64(x, name, what):
+    if x is None or isinstance(x, (str, bytes)) or np.asarray(x).dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be {what}; got {type(x).__name__}"
+                        + (f" of dtype {np.asarray(x).dtype}" if isinstance(x, np.ndarray) else ""))
+    return np.asarray(x, dtype=np.float64)
+
+
+def check_initial(fx, name, shape):
+    """fx (scalar or real array) broadcast to ``shape`` as float64."""
+    arr = _as_float64(fx, name, "a real number or array")
+    try:
+        arr = np.broadcast_to(arr, shape)
+    except ValueError:
+        raise ValueError(f"{name} must broadcast to shape {shape}; got shape {arr.shape}") from None
+    check_finite(arr, name)
+    return arr
+
+
+def check_times(t, name="t", integer=False):
+    """t as a float64 array of times ≥ 0 (inf allowed; whole numbers when ``integer``)."""
+    arr = _as_float64(t, name, "a real number or an array of times")
+    if np.isnan(arr).any() or (arr < 0).any() or (integer and not np.all(np.isfinite(arr) & (arr % 1 == 0))):
+        kind = "whole numbers of steps >= 0" if integer else "times >= 0 (not NaN)"
+        raise ValueError(f"{name} must hold {kind}; got {t!r}")
+    return arr
+
+
+def check_integer(value, name, *, minimum=1, maximum=None, allow_none=False):
+    """An int in [minimum, maximum] (bool refused); None passes with ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer; got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {bound}; got {value}")
+    return int(value)
+
+
+def result_dtype(*arrays):
+    """float32 when every array is float32, else float64 (DESIGN §5)."""
+    return np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64

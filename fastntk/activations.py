@@ -1,15 +1,20 @@
-"""One registry of activations: forward function and the layer spec of its dual kernels.
+"""One registry of activations: φ, φ' and the rule for their dual kernels.
 
-Each activation is an :class:`Activation`: ``fn`` is the pointwise φ used by
-``apply_fn`` (NumPy, vectorised), ``layer`` the tuple the kernel recursion reads
-(see ``fastntk._reference``). Closed forms exist for the ReLU family, erf, sin and
-GELU; any other φ goes through Gauss–Hermite quadrature (``numerical``), compiled
-with Numba once per function.
+Each activation is an :class:`Activation`: ``fn`` is the pointwise φ used by the finite
+network, ``df`` its derivative φ', and ``dual`` a typed rule for the dual kernels
+E[φ(u)φ(v)] and E[φ'(u)φ'(v)] that the infinite-width recursion needs:
+
+* closed forms: :class:`ABReluDual` (the arc-cosine kernels of the ReLU family),
+  :class:`ErfDual`, :class:`SinDual`, :class:`GeluDual`;
+* :class:`QuadratureDual`: any φ by Gauss–Hermite quadrature (compiled with Numba once
+  per function);
+* :class:`GivenDual`: dual kernels the user writes as Python functions.
+
+``dual`` is None for the identity, which is no layer at all in the recursion.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -18,72 +23,150 @@ import numpy as np
 from scipy.special import erf as _erf
 from scipy.special import ndtr
 
-__all__ = ["ACTIVATIONS", "Activation", "by_name", "derivative"]
+__all__ = [
+    "ACTIVATIONS",
+    "ABReluDual",
+    "Activation",
+    "ErfDual",
+    "GeluDual",
+    "GivenDual",
+    "QuadratureDual",
+    "SinDual",
+    "by_name",
+]
+
+
+@dataclass(frozen=True)
+class ABReluDual:
+    """φ(x) = a·min(x, 0) + b·max(x, 0): arc-cosine kernels of degree 1 and 0 (Cho & Saul 2009)."""
+
+    a: float
+    b: float
+
+
+@dataclass(frozen=True)
+class ErfDual:
+    """φ(x) = a·erf(b·x) + c (Williams 1997)."""
+
+    a: float
+    b: float
+    c: float
+
+
+@dataclass(frozen=True)
+class SinDual:
+    """φ(x) = a·sin(b·x + c)."""
+
+    a: float
+    b: float
+    c: float
+
+
+@dataclass(frozen=True)
+class GeluDual:
+    """φ(x) = x·Φ(x), the exact GELU."""
+
+
+@dataclass(frozen=True, eq=False)
+class QuadratureDual:
+    """Any φ: both expectations by deg×deg Gauss–Hermite quadrature of ``fn`` and ``df``."""
+
+    fn: Callable
+    df: Callable
+    deg: int
+
+
+@dataclass(frozen=True, eq=False)
+class GivenDual:
+    """User-given ``nngp_fn(cov12, var1, var2)`` = E[φ(u)φ(v)] and ``d_nngp_fn`` = E[φ'(u)φ'(v)]."""
+
+    nngp_fn: Callable
+    d_nngp_fn: Callable
+
+
+#: Rules with closed-form dual kernels (the compiled backends evaluate these).
+CLOSED_FORMS = (ABReluDual, ErfDual, SinDual, GeluDual)
 
 
 @dataclass(frozen=True, eq=False)
 class Activation:
-    """A pointwise activation φ and its dual kernels.
+    """A pointwise activation φ, its derivative and its dual-kernel rule.
 
     Attributes
     ----------
     name : str
     fn : callable, ndarray -> ndarray
         φ, applied elementwise (NumPy).
-    layer : tuple
-        Network-spec entry: ``("abrelu", a, b)``, ``("erf", a, b, c)``, ``("sin", a, b, c)``,
-        ``("gelu",)``, ``("numerical", fn, df, deg)`` or ``("elementwise", fn, nngp_fn, d_nngp_fn)``.
+    df : callable, ndarray -> ndarray
+        φ', applied elementwise (NumPy); used by the empirical NTK and the finite network's
+        derivatives.
+    dual : ABReluDual, ErfDual, SinDual, GeluDual, QuadratureDual, GivenDual or None
+        The rule for the dual kernels; None for the identity (no layer in the recursion).
     """
 
     name: str
     fn: Callable
-    layer: tuple
-
-    @property
-    def df(self) -> Callable:
-        """φ', applied elementwise (NumPy)."""
-        return derivative(self.layer)
+    df: Callable
+    dual: object
 
     @property
     def closed_form(self) -> bool:
-        return self.layer[:1] in (("abrelu",), ("erf",), ("sin",), ("gelu",))
+        return isinstance(self.dual, CLOSED_FORMS)
+
+
+def _relu_family_prime(a, b):
+    # φ' = a (x < 0), b (x > 0), 0 at x = 0 exactly (jax.nn.relu's convention; measure zero).
+    # Scalars of x's dtype, so float32 stays float32 (no float64 temporary and cast).
+    def prime(x):
+        t = x.dtype.type
+        if a == 0:
+            d = (x > 0).astype(x.dtype)
+            return d if b == 1 else np.multiply(d, t(b), out=d)
+        return np.where(x > 0, t(b), np.where(x < 0, t(a), t(0)))
+
+    return prime
+
+
+def _relu_family(name, fn, a, b):
+    return Activation(name, fn, _relu_family_prime(a, b), ABReluDual(a, b))
 
 
 def abrelu(a: float, b: float) -> Activation:
     """φ(x) = a·min(x, 0) + b·max(x, 0); arc-cosine dual kernels (Cho & Saul 2009)."""
     a, b = float(a), float(b)
-    return Activation("abrelu", lambda x: a * np.minimum(x, 0) + b * np.maximum(x, 0), ("abrelu", a, b))
+    return _relu_family("abrelu", lambda x: a * np.minimum(x, 0) + b * np.maximum(x, 0), a, b)
 
 
 def relu() -> Activation:
-    return Activation("relu", lambda x: np.maximum(x, 0), ("abrelu", 0.0, 1.0))
+    return _relu_family("relu", lambda x: np.maximum(x, 0), 0.0, 1.0)
 
 
 def leaky_relu(alpha: float = 0.01) -> Activation:
     alpha = float(alpha)
-    return Activation("leaky_relu", lambda x: np.where(x >= 0, x, alpha * x), ("abrelu", alpha, 1.0))
+    return _relu_family("leaky_relu", lambda x: np.where(x >= 0, x, alpha * x), alpha, 1.0)
 
 
 def abs_() -> Activation:
-    return Activation("abs", np.abs, ("abrelu", -1.0, 1.0))
+    return _relu_family("abs", np.abs, -1.0, 1.0)
 
 
 def erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Activation:
     """φ(x) = a·erf(b·x) + c; dual kernels of Williams (1997)."""
     a, b, c = float(a), float(b), float(c)
-    return Activation("erf", lambda x: a * _erf(b * x) + c, ("erf", a, b, c))
+    scale = a * b * 2 / np.sqrt(np.pi)  # φ' = a·b·2/√π·exp(−b²x²)
+    return Activation("erf", lambda x: a * _erf(b * x) + c, lambda x: scale * np.exp(-(b * x) ** 2), ErfDual(a, b, c))
 
 
 def sigmoid_like() -> Activation:
     """The erf that best matches the logistic sigmoid (neural-tangents ``Sigmoid_like``)."""
     act = erf(0.5, 1 / 2.4020563531719796, 0.5)
-    return Activation("sigmoid_like", act.fn, act.layer)
+    return Activation("sigmoid_like", act.fn, act.df, act.dual)
 
 
 def sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Activation:
     """φ(x) = a·sin(b·x + c)."""
     a, b, c = float(a), float(b), float(c)
-    return Activation("sin", lambda x: a * np.sin(b * x + c), ("sin", a, b, c))
+    return Activation("sin", lambda x: a * np.sin(b * x + c), lambda x: (a * b) * np.cos(b * x + c), SinDual(a, b, c))
 
 
 def cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Activation:
@@ -101,16 +184,24 @@ def _gelu_tanh_prime(x):
     return 0.5 * (1 + th) + 0.5 * x * (1 - th**2) * np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * x**2)
 
 
+def _gelu_prime(x):  # d/dx x·Φ(x) = Φ(x) + x·φ(x)
+    return ndtr(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+
+
 def gelu(approximate: bool = False) -> Activation:
     """φ(x) = x·Φ(x); ``approximate=True`` uses the tanh form, whose kernels go by quadrature."""
     if approximate:
         return numerical(_gelu_tanh, deg=25, df=_gelu_tanh_prime, name="gelu")
-    return Activation("gelu", lambda x: x * ndtr(x), ("gelu",))
+    return Activation("gelu", lambda x: x * ndtr(x), _gelu_prime, GeluDual())
+
+
+def _one(x):
+    return np.ones_like(x)
 
 
 def identity() -> Activation:
-    """φ(x) = x: no layer at all in the recursion."""
-    return Activation("identity", lambda x: x, ())
+    """φ(x) = x: no layer at all in the recursion (``dual`` is None)."""
+    return Activation("identity", lambda x: x, _one, None)
 
 
 def _tanh_prime(x):
@@ -176,7 +267,7 @@ def numerical(fn: Callable, deg: int, df: Callable | None = None, name: str = "n
     if isinstance(deg, bool) or not isinstance(deg, (int, np.integer)) or not 2 <= deg <= 200:
         raise ValueError(f"deg must be an integer in [2, 200]; got {deg!r}")
     df = central_difference(fn) if df is None else df
-    return Activation(name, fn, ("numerical", fn, df, int(deg)))
+    return Activation(name, fn, df, QuadratureDual(fn, df, int(deg)))
 
 
 def elementwise(fn: Callable, nngp_fn: Callable, d_nngp_fn: Callable | None = None) -> Activation:
@@ -184,6 +275,7 @@ def elementwise(fn: Callable, nngp_fn: Callable, d_nngp_fn: Callable | None = No
 
     Without ``d_nngp_fn``, E[φ'(u)φ'(v)] = ∂ nngp_fn/∂cov12 (Price's theorem), taken by
     second-order finite differences in cov12 (relative error ~1e-10; see ``_d_cov12``).
+    φ' (for the finite network's derivatives) is a central difference of ``fn``.
     """
     for arg, name in ((fn, "fn"), (nngp_fn, "nngp_fn")):
         if not callable(arg):
@@ -195,7 +287,7 @@ def elementwise(fn: Callable, nngp_fn: Callable, d_nngp_fn: Callable | None = No
 
     elif not callable(d_nngp_fn):
         raise TypeError(f"d_nngp_fn must be callable or None; got {type(d_nngp_fn).__name__}")
-    return Activation("elementwise", fn, ("elementwise", fn, nngp_fn, d_nngp_fn))
+    return Activation("elementwise", fn, central_difference(fn), GivenDual(nngp_fn, d_nngp_fn))
 
 
 def _d_cov12(nngp_fn, cov12, var1, var2):
@@ -218,40 +310,6 @@ def _d_cov12(nngp_fn, cov12, var1, var2):
     forward = (-3 * f(0) + 4 * f(1) - f(2)) / (2 * safe_h)
     d = np.where(c + h > bound, backward, np.where(c - h < -bound, forward, central))
     return np.where(h > 0, d, 0.0)
-
-
-def _relu_family_prime(a, b):
-    # φ' = a (x < 0), b (x > 0), 0 at x = 0 exactly (jax.nn.relu's convention; measure zero).
-    # Scalars of x's dtype, so float32 stays float32 (no float64 temporary and cast).
-    def prime(x):
-        t = x.dtype.type
-        if a == 0:
-            d = (x > 0).astype(x.dtype)
-            return d if b == 1 else np.multiply(d, t(b), out=d)
-        return np.where(x > 0, t(b), np.where(x < 0, t(a), t(0)))
-
-    return prime
-
-
-@functools.lru_cache(maxsize=None)
-def derivative(layer):
-    """φ' (NumPy, vectorised) for an activation's layer tuple (see :class:`Activation`)."""
-    kind = layer[0]
-    if kind == "abrelu":
-        return _relu_family_prime(layer[1], layer[2])
-    if kind == "erf":  # d/dx a·erf(bx) + c = a·b·2/√π·exp(−b²x²)
-        a, b = layer[1], layer[2]
-        return lambda x: (a * b * 2 / np.sqrt(np.pi)) * np.exp(-(b * x) ** 2)
-    if kind == "sin":
-        a, b, c = layer[1:]
-        return lambda x: (a * b) * np.cos(b * x + c)
-    if kind == "gelu":  # d/dx x·Φ(x) = Φ(x) + x·φ(x)
-        return lambda x: ndtr(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
-    if kind == "numerical":
-        return layer[2]
-    if kind == "elementwise":
-        return central_difference(layer[1])
-    raise ValueError(f"no derivative for activation layer {kind!r}")
 
 
 def _sigmoid_prime(x):

@@ -24,6 +24,16 @@ Numerical rules (where neural-tangents is fragile):
   ``f_train_0 + P (y − f_train_0)`` with ``P`` the projector on the non-null eigenvectors
   (``= y`` whenever ``K_reg`` is invertible, as neural-tangents returns).
 
+Inputs: ``k_train_train`` must be symmetric to rounding (``max|K − Kᵀ| ≤ 100·eps·√N·max|K|``,
+:data:`fastntk._validation.SYMMETRY_RTOL`), since the Cholesky and eigendecomposition paths read
+different triangles; a larger asymmetry raises ValueError. Before any N×N float64 factor is
+allocated its bytes are checked against the available memory (MemoryError with the alternatives).
+
+Layout: this module holds the neural-tangents API and :func:`kernel_ridge`; the spectral
+diagnostics (:func:`select_diag_reg`, :func:`kernel_spectrum`, :func:`convergence_times`,
+:func:`loss_bound`, :func:`kernel_alignment`) live in :mod:`fastntk.spectrum` and are re-exported
+here; the linear algebra lives in :mod:`fastntk.solvers`.
+
 Shapes: kernels are 2-D per-output kernels ``(N1, N2)`` (the kernel of an O-output network is
 ``K ⊗ I_O``), so ``trace_axes`` must name every axis of ``y_train`` but the first. Results are
 float32 when the kernel and ``y_train`` are float32, else float64; the linear algebra runs in
@@ -34,18 +44,18 @@ from __future__ import annotations
 
 import collections
 import functools
-import numbers
 import warnings
-from typing import NamedTuple
 
 import numpy as np
-import scipy.linalg as sl
 from scipy.sparse.linalg import LinearOperator
 
 from . import solvers
-from ._validation import check_array, check_finite, check_get, check_positive
-from ._types import kernel_tuple
-from .solvers import eigh_factored, gradient_descent_mse_expm
+from ._types import DiagRegSelection, Gaussian, KernelRidge, Spectrum, kernel_tuple
+from ._validation import (check_array, check_get, check_initial, check_integer, check_kernel, check_kernel_or_operator,
+                          check_memory, check_outputs, check_positive, check_targets, check_test_operator, check_times,
+                          result_dtype)
+from .solvers import KernelFactor, flow_factors, gradient_descent_mse_expm, in_eigenbasis, step_factors
+from .spectrum import convergence_times, kernel_alignment, kernel_spectrum, loss_bound, select_diag_reg
 
 __all__ = [
     "DiagRegSelection",
@@ -66,96 +76,6 @@ __all__ = [
 ]
 
 
-class Gaussian(NamedTuple):
-    """``(mean, covariance)``; the covariance is per output column (``Cov ⊗ I_O``)."""
-
-    mean: np.ndarray
-    covariance: np.ndarray
-
-
-class KernelRidge(NamedTuple):
-    """Kernel ridge regression: ``dual_coef`` (N, ...), ``fx_train`` (N, ...), ``fx_test`` or None."""
-
-    dual_coef: np.ndarray
-    fx_train: np.ndarray
-    fx_test: np.ndarray | None
-
-
-class Spectrum(NamedTuple):
-    """Eigenvalues (descending) of K_reg and the numbers derived from them."""
-
-    eigenvalues: np.ndarray
-    lambda_min: float
-    lambda_max: float
-    condition_number: float
-    effective_rank: float
-
-
-class DiagRegSelection(NamedTuple):
-    """Chosen ``diag_reg`` and the GCV and leave-one-out curves over the grid ``diag_regs``."""
-
-    diag_reg: float
-    diag_regs: np.ndarray
-    gcv: np.ndarray
-    loo: np.ndarray
-
-
-# ---------------------------------------------------------------------------------------------
-# validation
-
-
-def _kernel(k, name, shape=None):
-    """``k`` validated as a finite 2-D float array, square unless ``shape`` says otherwise."""
-    k = check_array(k, name)
-    want = shape or (k.shape[0], k.shape[0])
-    if k.shape != tuple(want):
-        what = "square (N, N)" if shape is None else f"of shape {tuple(want)}"
-        raise ValueError(f"{name} must be {what}; got shape {k.shape}")
-    return k
-
-
-def _targets(y_train, trace_axes, n_rows):
-    """y_train as float64 (N, M), its trailing shape and dtype; checks rows and trace_axes."""
-    y = check_array(y_train, "y_train", ndim=max(np.ndim(y_train), 1))
-    if y.shape[0] != n_rows:
-        raise ValueError(f"y_train must have {n_rows} rows to match the kernel; got shape {y.shape}")
-    axes = (trace_axes,) if isinstance(trace_axes, numbers.Integral) else tuple(trace_axes)
-    if y.ndim > 1 and sorted({int(a) % y.ndim for a in axes}) != list(range(1, y.ndim)):
-        raise ValueError(
-            f"trace_axes must name every axis of y_train but the first (fastntk kernels are 2-D "
-            f"(N, N), i.e. K ⊗ I); got trace_axes={trace_axes!r} for y_train.shape={y.shape}")
-    return y.reshape(n_rows, -1).astype(np.float64), y.shape[1:], y.dtype
-
-
-def _outputs(y_train, n_rows):
-    """_targets with every axis but the first as outputs."""
-    return _targets(y_train, tuple(range(1, max(np.ndim(y_train), 1))), n_rows)
-
-
-def _result_dtype(*arrays):
-    return np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
-
-
-def _initial(fx, name, shape):
-    """fx (scalar or array) broadcast to ``shape`` as float64."""
-    arr = np.asarray(fx, dtype=np.float64)
-    try:
-        arr = np.broadcast_to(arr, shape)
-    except ValueError:
-        raise ValueError(f"{name} must broadcast to shape {shape}; got shape {arr.shape}") from None
-    check_finite(arr, name)
-    return arr
-
-
-def _times(t, name="t", integer=False):
-    """t as a float64 array of times ≥ 0 (whole numbers when ``integer``)."""
-    arr = np.asarray(t, dtype=np.float64)
-    if np.isnan(arr).any() or (arr < 0).any() or (integer and not np.all(np.isfinite(arr) & (arr % 1 == 0))):
-        kind = "whole numbers of steps >= 0" if integer else "times >= 0"
-        raise ValueError(f"{name} must hold {kind}; got {t!r}")
-    return arr
-
-
 @functools.lru_cache(maxsize=None)
 def _gaussians(names):
     return collections.namedtuple("Gaussians", names)
@@ -171,99 +91,19 @@ def _astype(v, dtype):
     return v.astype(dtype, copy=False)
 
 
+def _is_kernels(k):
+    """Whether ``k`` is a Kernel/namedtuple of kernels (else an array-like)."""
+    return hasattr(k, "nngp") or hasattr(k, "ntk")
+
+
 def _attr(k, g, name):
-    """The ``g`` kernel of a Kernel/namedtuple ``k``; a plain array is returned as is."""
-    if isinstance(k, np.ndarray):
+    """The ``g`` kernel of a Kernel/namedtuple ``k``; an array-like is returned as is."""
+    if not _is_kernels(k):
         return k
     v = getattr(k, g, None)
     if v is None:
         raise ValueError(f"{name} has no {g!r} kernel; pass kernel_fn(..., get=('nngp', 'ntk'))")
     return v
-
-
-# ---------------------------------------------------------------------------------------------
-# the factorizations and the spectral functions
-
-
-class _Factor:
-    """Lazy factorizations of K_reg = K + reg·I: eigendecomposition and Cholesky (≤ two N×N each)."""
-
-    def __init__(self, k, diag_reg, absolute, name):
-        self.k, self.name, self.n = k, name, k.shape[0]
-        self.reg = diag_reg if absolute else diag_reg * float(np.trace(k, dtype=np.float64)) / self.n
-        self.eps = np.finfo(k.dtype).eps
-        self._eig = self._chol = None
-        self.singular = False
-
-    def regularized(self):
-        """K_reg as a private Fortran-order float64 copy (K^T: a plain copy of a C-order K), for LAPACK."""
-        k_reg = np.array(self.k.T, dtype=np.float64, order="F")
-        k_reg.flat[:: self.n + 1] += self.reg
-        return k_reg
-
-    def eig(self):
-        """(λ, V as a solvers.FactoredEigenbasis) ascending, with λ ≤ N·eps·λ_max set to 0 (module docstring)."""
-        if self._eig is None:
-            lam, basis = eigh_factored(self.regularized())
-            top = max(lam[-1], 0.0)
-            if lam[0] < -np.sqrt(self.eps) * top:
-                warnings.warn(f"{self.name} is indefinite beyond rounding: λ_min = {lam[0]:.3g}, λ_max = {top:.3g}; "
-                              "negative eigenvalues are treated as 0", RuntimeWarning, stacklevel=4)
-            self._eig = (np.where(lam > self.n * self.eps * top, lam, 0.0), basis)
-        return self._eig
-
-    def solve(self, b):
-        """K_reg⁻¹ b by Cholesky (by the eigendecomposition if cached); the pseudo-inverse if singular."""
-        if self._chol is None and not self.singular:
-            c, self.singular = None, self._eig is not None and not self._eig[0].all()
-            if self._eig is None:
-                try:
-                    c = sl.cho_factor(self.regularized(), lower=False, overwrite_a=True, check_finite=False)
-                    piv = np.abs(np.diag(c[0]))
-                    self.singular = piv.min() ** 2 <= self.n * self.eps * piv.max() ** 2
-                except np.linalg.LinAlgError:
-                    self.singular = True
-            if self.singular:
-                warnings.warn(f"{self.name} (+ diag_reg) is numerically singular: Cholesky failed, lost all precision "
-                              "or eigenvalues ≤ N·eps·λ_max; using the eigendecomposition pseudo-inverse",
-                              RuntimeWarning, stacklevel=4)
-            self._chol = None if self.singular else c
-        return sl.cho_solve(self._chol, b, check_finite=False) if self._chol is not None else self.pinv_solve(b)
-
-    def pinv_solve(self, b):
-        """K_reg⁺ b: eigenvalues counted as zero are dropped."""
-        lam, basis = self.eig()
-        return basis.apply(np.divide(1.0, lam, out=np.zeros_like(lam), where=lam > 0)[:, None] * basis.apply_t(b))
-
-
-def _flow(lam, tau, n):
-    """e = exp(−λτ/n) − 1 and h = e/λ, shape (T, N) for tau (T, 1); both 0 where λ = 0."""
-    pos = lam > 0
-    with np.errstate(invalid="ignore"):  # 0·inf at λ = 0, τ = inf, masked
-        e = np.where(pos, np.expm1(-lam * tau / n), 0.0)
-    return e, e / np.where(pos, lam, 1.0)
-
-
-def _steps(lam, steps, learning_rate, n):
-    """e = (1 − ηλ/n)^k − 1 and h = e/λ for k (T, 1) steps; expm1(k·log1p(−x)) keeps e exact for small x."""
-    x = learning_rate * lam / n
-    small = x < 1
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        e = np.where(small, np.expm1(steps * np.log1p(-np.where(small, x, 0.0))), (1.0 - x) ** steps - 1.0)
-    return e, e / np.where(lam > 0, lam, 1.0)
-
-
-def _in_eigenbasis(basis, d, z, left=None):
-    """V diag(d_l) z, or ``left`` @ it, for every row d_l of d (L, N): (L, N or N_left, M).
-
-    z = V^T b (N, M). All L·M columns go through one product with V, then one with ``left``
-    (N_test, N): 4N²·LM + 2·N_test·N·LM flops, against 4N²·N_test to form ``left @ V`` first.
-    """
-    n, m, big_l = z.shape[0], z.shape[1], d.shape[0]
-    w = basis.apply((d.T[:, :, None] * z[:, None, :]).reshape(n, big_l * m))
-    if left is not None:
-        w = left @ w
-    return np.moveaxis(w.reshape(-1, big_l, m), 1, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,29 +157,29 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
     >>> np.allclose(predict_fn(1e6, 0.0), y)
     True
     """
-    k = _kernel(k_train_train, "k_train_train")
-    y, tail, y_dtype = _targets(y_train, trace_axes, k.shape[0])
+    k = check_kernel(k_train_train, "k_train_train", symmetric=True)
+    y, tail, y_dtype = check_targets(y_train, trace_axes, k.shape[0])
     learning_rate = check_positive(learning_rate, "learning_rate")
     diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
-    factor = _Factor(k, diag_reg, bool(diag_reg_absolute_scale), "k_train_train")
-    dtype = _result_dtype(k, np.empty(0, y_dtype))
+    factor = KernelFactor(k, diag_reg, bool(diag_reg_absolute_scale), "k_train_train")
+    dtype = result_dtype(k, np.empty(0, y_dtype))
 
     def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         if fx_train_0 is None and fx_test_0 is None:
             raise ValueError("fx_train_0 and fx_test_0 are both None: nothing to predict")
         if fx_test_0 is not None and k_test_train is None:
             raise ValueError("k_test_train is needed for test predictions (fx_test_0 is not None)")
-        f0 = _initial(0.0 if fx_train_0 is None else fx_train_0, "fx_train_0", (k.shape[0], *tail))
+        f0 = check_initial(0.0 if fx_train_0 is None else fx_train_0, "fx_train_0", (k.shape[0], *tail))
         r = f0.reshape(y.shape) - y
         ktd = ft0 = None
         if fx_test_0 is not None:
-            ktd = _kernel(k_test_train, "k_test_train", (np.shape(k_test_train)[0], k.shape[0]))
-            ft0 = _initial(fx_test_0, "fx_test_0", (ktd.shape[0], *tail)).reshape(ktd.shape[0], -1)
+            ktd = check_kernel(k_test_train, "k_test_train", (None, k.shape[0]))
+            ft0 = check_initial(fx_test_0, "fx_test_0", (ktd.shape[0], *tail)).reshape(ktd.shape[0], -1)
         if t is None:
             train, test = _predict_limit(factor, r, ktd, discrete, learning_rate)
             shape = ()
         else:
-            t = _times(t, integer=discrete)
+            t = check_times(t, integer=discrete)
             train, test = _predict_finite(factor, r, ktd, t.reshape(-1, 1), discrete, learning_rate,
                                           fx_train_0 is not None)
             shape = t.shape
@@ -367,13 +207,13 @@ def _predict_finite(factor, r, ktd, t, discrete, learning_rate, train=True):
     lam, basis = factor.eig()
     if discrete:
         _check_stable(factor, learning_rate, r.size)
-        e, h = _steps(lam, t, learning_rate, r.size)
+        e, h = step_factors(lam, t, learning_rate, r.size)
     else:
-        e, h = _flow(lam, learning_rate * t, r.size)
+        e, h = flow_factors(lam, learning_rate * t, r.size)
     z = basis.apply_t(r)  # the residual projected once; then one product with V for every time
     if ktd is None or not train:
-        return (_in_eigenbasis(basis, e, z), None) if ktd is None else (None, _in_eigenbasis(basis, h, z, ktd))
-    w = _in_eigenbasis(basis, np.concatenate([e, h]), z)  # train and test: one product with V
+        return (in_eigenbasis(basis, e, z), None) if ktd is None else (None, in_eigenbasis(basis, h, z, ktd))
+    w = in_eigenbasis(basis, np.concatenate([e, h]), z)  # train and test: one product with V
     test = ktd @ np.moveaxis(w[len(e):], 0, 1).reshape(ktd.shape[1], -1)
     return w[: len(e)], np.moveaxis(test.reshape(ktd.shape[0], len(e), -1), 1, 0)
 
@@ -417,20 +257,23 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     2020, arXiv:2007.05864): ``Θ_td Θ⁻¹ y``, ``Θ_tt − Θ_td Θ⁻¹ Θ_dt``. Kernels are regularized
     where inverted.
     """
-    first = k_train_train if isinstance(k_train_train, np.ndarray) else next(
-        (getattr(k_train_train, g) for g in ("nngp", "ntk") if getattr(k_train_train, g, None) is not None), None)
-    if first is None:
-        raise TypeError("k_train_train must be an array or a Kernel/namedtuple with nngp and/or ntk")
-    n = np.shape(first)[0]
-    y, tail, y_dtype = _targets(y_train, trace_axes, n)
+    first = k_train_train
+    if _is_kernels(k_train_train):
+        first = next((v for v in (getattr(k_train_train, g, None) for g in ("nngp", "ntk")) if v is not None), None)
+        if first is None:
+            raise TypeError("k_train_train must be an array or a Kernel/namedtuple with nngp and/or ntk")
+    first = check_kernel(first, "k_train_train")
+    n = first.shape[0]
+    y, tail, y_dtype = check_targets(y_train, trace_axes, n)
     diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
-    dtype = _result_dtype(np.asarray(first), np.empty(0, y_dtype))
+    dtype = result_dtype(first, np.empty(0, y_dtype))
     factors = {}
 
     def factor(g):
         if g not in factors:
-            kdd = _kernel(_attr(k_train_train, g, "k_train_train"), f"k_train_train.{g}", (n, n))
-            factors[g] = _Factor(kdd, diag_reg, bool(diag_reg_absolute_scale), f"k_train_train.{g}")
+            kdd = check_kernel(_attr(k_train_train, g, "k_train_train"), f"k_train_train.{g}", (n, n),
+                                   symmetric=True)
+            factors[g] = KernelFactor(kdd, diag_reg, bool(diag_reg_absolute_scale), f"k_train_train.{g}")
         return factors[g]
 
     def predict_fn(get=None, k_test_train=None, k_test_test=None):
@@ -446,7 +289,11 @@ def _posterior(g, factor, y, tail, k_test_train, k_test_test, dtype):
     fac = factor(base)
     if k_test_train is None:
         mean = y.reshape(fac.n, *tail)
-        cov = None if k_test_test is None else np.zeros((fac.n, fac.n))
+        cov = None
+        if k_test_test is not None:
+            check_memory(8 * fac.n**2, f"the train-set covariance ({fac.n}×{fac.n} float64)",
+                         "k_test_test=None (means only)")
+            cov = np.zeros((fac.n, fac.n))
     else:
         ktd = _test_kernel(k_test_train, base, fac.n, "k_test_train")
         mean = (ktd @ fac.solve(y)).reshape(ktd.shape[0], *tail)
@@ -457,12 +304,12 @@ def _posterior(g, factor, y, tail, k_test_train, k_test_test, dtype):
 
 def _test_kernel(k, g, n, name, n_test=None):
     k = _attr(k, g, name)
-    return _kernel(k, f"{name}.{g}", (np.shape(k)[0] if n_test is None else n_test, n))
+    return check_kernel(k, f"{name}.{g}", (n_test, n))
 
 
 def _posterior_cov(g, factor, ktd, k_test_train, k_test_test):
     init, n_t = "ntk" if g == "ntkgp" else "nngp", ktd.shape[0]
-    ktt = _kernel(_attr(k_test_test, init, "k_test_test"), f"k_test_test.{init}", (n_t, n_t))
+    ktt = check_kernel(_attr(k_test_test, init, "k_test_test"), f"k_test_test.{init}", (n_t, n_t))
     ktd_init = _test_kernel(k_test_train, init, ktd.shape[1], "k_test_train", n_t)
     if g != "ntk":
         return ktt - ktd @ factor(g if g == "nngp" else "ntk").solve(ktd_init.T)
@@ -503,9 +350,8 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
     """
     if not callable(kernel_fn):
         raise TypeError(f"kernel_fn must be callable; got {type(kernel_fn).__name__}")
-    if np.ndim(x_train) < 1:
-        raise ValueError("x_train must be an array of shape (N, d)")
-    y, tail, y_dtype = _targets(y_train, trace_axes, np.shape(x_train)[0])
+    x_train = check_array(x_train, "x_train", ndim=max(np.ndim(x_train), 2))
+    y, tail, y_dtype = check_targets(y_train, trace_axes, x_train.shape[0])
     learning_rate = check_positive(learning_rate, "learning_rate")
     diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
     k_dd, factors, memo = {}, {}, {}
@@ -516,14 +362,20 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
             missing = ("nngp", "ntk") if "ntk" in missing else missing  # the NNGP comes with the NTK
             res = kernel_fn(x_train, None, missing, **kernel_fn_train_train_kwargs)
             for g in missing:
-                k_dd[g] = _kernel(_attr(res, g, "kernel_fn(x_train)"), f"kernel_fn(x_train).{g}")
-                factors[g] = _Factor(k_dd[g], diag_reg, bool(diag_reg_absolute_scale), f"kernel_fn(x_train).{g}")
+                k_dd[g] = check_kernel(_attr(res, g, "kernel_fn(x_train)"), f"kernel_fn(x_train).{g}", symmetric=True)
+                factors[g] = KernelFactor(k_dd[g], diag_reg, bool(diag_reg_absolute_scale), f"kernel_fn(x_train).{g}")
         return kernel_tuple(names)(*(k_dd[g] for g in names))
 
     def predict_fn(t=None, x_test=None, get=None, compute_cov=False, **kernel_fn_test_test_kwargs):
         names, single = check_get(get), isinstance(get, str)
+        t = None if t is None else check_times(t)
+        if x_test is not None:
+            x_test = check_array(x_test, "x_test", ndim=x_train.ndim)
+            if x_test.shape[1:] != x_train.shape[1:]:
+                raise ValueError(f"x_test must have the shape of x_train's points {x_train.shape[1:]}; "
+                                 f"got x_test.shape={x_test.shape}")
         need = tuple(g for g in ("nngp", "ntk") if g in names or (g == "nngp" and compute_cov))
-        dtype = _result_dtype(*train_kernels(need), np.empty(0, y_dtype))
+        dtype = result_dtype(*train_kernels(need), np.empty(0, y_dtype))
         kw = {**kernel_fn_train_train_kwargs, **kernel_fn_test_test_kwargs}
         k_td = None if x_test is None else _memo_kernel(memo, kernel_fn, x_test, x_train, need, kw)
         k_tt = compute_cov or None
@@ -533,7 +385,6 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
         if t is None:
             out = {g: _posterior(g, factors.get, y, tail, k_td, k_tt, dtype) for g in names}
         else:
-            t = _times(t)
             out = {g: _ensemble_t(g, factors, y, tail, learning_rate * t, k_td, k_tt, compute_cov) for g in names}
             out = {g: _astype(v, dtype) for g, v in out.items()}
         return _pack(out, names, single)
@@ -554,12 +405,16 @@ def _memo_kernel(memo, kernel_fn, x_test, x2, get, kw):
 def _ensemble_t(g, factors, y, tail, tau, k_td, k_tt, compute_cov):
     lam, basis = factors[g].eig()
     n = y.size
-    e, h = _flow(lam, tau.reshape(-1, 1), n)
+    e, h = flow_factors(lam, tau.reshape(-1, 1), n)
     shape = tau.shape
     if k_td is None:
-        mean = _in_eigenbasis(basis, -e, basis.apply_t(y)).reshape(*shape, y.shape[0], *tail)
+        mean = in_eigenbasis(basis, -e, basis.apply_t(y)).reshape(*shape, y.shape[0], *tail)
         if not compute_cov:
             return mean
+        n_tr = y.shape[0]
+        check_memory(8 * n_tr**2 * (1 + 3 * tau.size), f"the train-set covariance at {tau.size} times "
+                     f"({tau.size} × {n_tr}×{n_tr} float64, and V)",
+                     "x_test (a test set), compute_cov=False, fewer times")
         vecs = basis.dense()
         if g == "nngp":
             cov = (vecs * (lam * (1.0 + e) ** 2)[:, None, :]) @ vecs.T  # E_τ 𝒦_reg E_τ
@@ -568,17 +423,17 @@ def _ensemble_t(g, factors, y, tail, tau, k_td, k_tt, compute_cov):
             cov = exp_t @ factors["nngp"].k @ exp_t
         return Gaussian(mean, cov.reshape(*shape, *cov.shape[1:]))
     ktd = _test_kernel(k_td, g, factors[g].n, "kernel_fn(x_test, x_train)")
-    mean = _in_eigenbasis(basis, -h, basis.apply_t(y), ktd).reshape(*shape, ktd.shape[0], *tail)
+    mean = in_eigenbasis(basis, -h, basis.apply_t(y), ktd).reshape(*shape, ktd.shape[0], *tail)
     if not compute_cov:
         return mean
     nngp_td = _test_kernel(k_td, "nngp", factors[g].n, "kernel_fn(x_test, x_train)")
     a = basis.apply_t(nngp_td.T)
     if g == "nngp":
-        _, h2 = _flow(lam, 2 * tau.reshape(-1, 1), n)
+        _, h2 = flow_factors(lam, 2 * tau.reshape(-1, 1), n)
         cov = k_tt.nngp + (a.T * h2[:, None, :]) @ a
     else:
-        term_1 = _in_eigenbasis(basis, -h, basis.apply_t(ktd.T))
-        term_2 = _in_eigenbasis(basis, -h, a, ktd)
+        term_1 = in_eigenbasis(basis, -h, basis.apply_t(ktd.T))
+        term_2 = in_eigenbasis(basis, -h, a, ktd)
         cov = np.swapaxes(term_1, 1, 2) @ factors["nngp"].k @ term_1 - (term_2 + np.swapaxes(term_2, 1, 2)) + k_tt.nngp
     return Gaussian(mean, cov.reshape(*shape, *cov.shape[1:]))
 
@@ -601,19 +456,19 @@ def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps=1e-1
     -------
     float
     """
-    k = _kernel(ntk_train_train, "ntk_train_train")
-    if y_train_size is not None and (not isinstance(y_train_size, numbers.Integral) or y_train_size < 1):
-        raise ValueError(f"y_train_size must be a positive integer or None; got {y_train_size!r}")
+    k = check_kernel(ntk_train_train, "ntk_train_train", symmetric=True)
+    y_train_size = check_integer(y_train_size, "y_train_size", allow_none=True)
     momentum = check_positive(momentum, "momentum", allow_zero=True)
     eps = check_positive(eps, "eps", allow_zero=True)
-    n = k.shape[0] if y_train_size is None else int(y_train_size)
-    top = sl.eigh(k.astype(np.float64), eigvals_only=True, overwrite_a=True, check_finite=False,
-                  subset_by_index=(k.shape[0] - 1, k.shape[0] - 1))[-1]
+    n = k.shape[0] if y_train_size is None else y_train_size
+    check_memory(8 * k.shape[0] ** 2, f"λ_max of ntk_train_train (a {k.shape[0]}×{k.shape[0]} float64 copy)",
+                 "a few power iterations on K @ v (solvers.kernel_operator), fewer training points")
+    top = solvers.largest_eigenvalue(k)
     return 2 * (1 + momentum) * n / (top + eps)
 
 
 # ---------------------------------------------------------------------------------------------
-# beyond neural-tangents: kernel ridge, λ selection, spectrum, large N
+# beyond neural-tangents: kernel ridge (λ selection and the spectrum: fastntk.spectrum)
 
 
 def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, *, k_test_train=None,
@@ -651,141 +506,26 @@ def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
     if solver != "cg" and isinstance(k_train_train, LinearOperator):
         raise TypeError("k_train_train may be a LinearOperator only with solver='cg'")
-    k, reg = solvers._regularized(k_train_train, diag_reg, diag_reg_absolute_scale)
-    y, tail, y_dtype = _outputs(y_train, k.shape[0])
-    r = y - _initial(fx_train_0, "fx_train_0", (k.shape[0], *tail)).reshape(y.shape)
+    k, reg = check_kernel_or_operator(k_train_train, "k_train_train", diag_reg, diag_reg_absolute_scale)
+    y, tail, y_dtype = check_outputs(y_train, k.shape[0])
+    r = y - check_initial(fx_train_0, "fx_train_0", (k.shape[0], *tail)).reshape(y.shape)
+    ktd = None if k_test_train is None else check_test_operator(k_test_train, "k_test_train", k.shape[0])
+    if ktd is not None:
+        ft0 = check_initial(fx_test_0, "fx_test_0", (ktd.shape[0], *tail)).reshape(ktd.shape[0], -1)
     if solver == "cg":
+        tol, maxiter = check_positive(tol, "tol"), check_integer(maxiter, "maxiter", allow_none=True)
+        if preconditioner not in (None, "nystrom"):
+            raise ValueError(f"unknown preconditioner {preconditioner!r}; supported: None, 'nystrom'")
+        if preconditioner is not None:
+            rank = check_integer(rank, "rank", maximum=k.shape[0])
         alpha = solvers.solve_regularized(k, reg, r, tol, maxiter, preconditioner, rank, seed)
     else:
-        fac = _Factor(k, diag_reg, diag_reg_absolute_scale, "k_train_train")
+        fac = KernelFactor(k, diag_reg, diag_reg_absolute_scale, "k_train_train")
         alpha = fac.solve(r) if solver == "cholesky" else fac.pinv_solve(r)
     fx_train = (y - r) + k @ alpha
     fx_test = None
-    if k_test_train is not None:
-        ktd = k_test_train if isinstance(k_test_train, LinearOperator) else _kernel(
-            k_test_train, "k_test_train", (np.shape(k_test_train)[0], k.shape[0]))
-        ft0 = _initial(fx_test_0, "fx_test_0", (ktd.shape[0], *tail)).reshape(ktd.shape[0], -1)
+    if ktd is not None:
         fx_test = (ft0 + ktd @ alpha).reshape(ktd.shape[0], *tail)
-    dtype = np.float64 if isinstance(k, LinearOperator) else _result_dtype(k, np.empty(0, y_dtype))
+    dtype = np.float64 if isinstance(k, LinearOperator) else result_dtype(k, np.empty(0, y_dtype))
     alpha, fx_train = (a.reshape(-1, *tail).astype(dtype, copy=False) for a in (alpha, fx_train))
     return KernelRidge(alpha, fx_train, None if fx_test is None else fx_test.astype(dtype, copy=False))
-
-
-def select_diag_reg(k_train_train, y_train, diag_regs, diag_reg_absolute_scale=False, *, fx_train_0=0.0,
-                    criterion="gcv"):
-    """Choose the ridge ``diag_reg`` by generalized cross-validation or leave-one-out, from one eigh.
-
-    Parameters
-    ----------
-    k_train_train : ndarray of shape (N, N)
-    y_train : ndarray of shape (N,) or (N, O...)
-    diag_regs : array of G values > 0
-        The grid; relative (× trace(K)/N) unless ``diag_reg_absolute_scale``.
-    fx_train_0 : scalar or array, keyword-only
-        Regress the residuals ``y − fx_train_0``.
-    criterion : {'gcv', 'loo'}, keyword-only
-
-    Returns
-    -------
-    DiagRegSelection
-        ``diag_reg`` (the grid value minimising ``criterion``), ``diag_regs``, and the curves
-        ``gcv`` and ``loo`` of shape (G,).
-
-    Notes
-    -----
-    With ``S = I − K(K + λI)⁻¹ = λ(K + λI)⁻¹`` and residuals R (N, M):
-    GCV(λ) = ‖S R‖²/(N·M) / (tr S / N)² (Craven & Wahba 1979; the estimator studied by Wei, Hu &
-    Steinhardt 2022, arXiv:2203.06176); LOO(λ) = mean_ij ((S R)_ij / S_ii)² (exact leave-one-out
-    for kernel ridge). Negative eigenvalues of K are clamped to 0.
-    """
-    if criterion not in ("gcv", "loo"):
-        raise ValueError(f"unknown criterion {criterion!r}; supported: 'gcv', 'loo'")
-    k = _kernel(k_train_train, "k_train_train")
-    grid = np.atleast_1d(np.asarray(diag_regs, dtype=np.float64))
-    if grid.ndim != 1 or not np.all(np.isfinite(grid) & (grid > 0)):
-        raise ValueError(f"diag_regs must be a 1-D grid of finite values > 0; got {diag_regs!r}")
-    y, tail, _ = _outputs(y_train, k.shape[0])
-    r = y - _initial(fx_train_0, "fx_train_0", (k.shape[0], *tail)).reshape(y.shape)
-    fac = _Factor(k, 0.0, True, "k_train_train")
-    lam, basis = fac.eig()
-    reg = grid if diag_reg_absolute_scale else grid * float(np.trace(k, dtype=np.float64)) / k.shape[0]
-    s = reg[:, None] / (lam[None, :] + reg[:, None])  # (G, N): eigenvalues of S
-    z = basis.apply_t(r)
-    gcv = (s**2 @ (z**2).sum(1)) / r.size / (s.sum(1) / k.shape[0]) ** 2
-    s_diag = (basis.dense() ** 2 @ s.T).T  # (G, N): diag(S)
-    resid = _in_eigenbasis(basis, s, z)  # (G, N, M)
-    loo = ((resid / s_diag[:, :, None]) ** 2).mean(axis=(1, 2))
-    best = int(np.argmin(gcv if criterion == "gcv" else loo))
-    return DiagRegSelection(float(grid[best]), grid, gcv, loo)
-
-
-def kernel_spectrum(k_train_train, diag_reg=0.0, diag_reg_absolute_scale=False):
-    """Eigenvalues of K_reg, λ_min, λ_max, condition number and effective rank.
-
-    Eigenvalues ≤ N·eps·λ_max (negative ones included) count as 0: the condition number is then
-    inf. Effective rank: exp of the entropy of λ/Σλ (Roy & Vetterli 2007), between 1 and N.
-
-    Returns
-    -------
-    Spectrum
-        ``eigenvalues`` ndarray of shape (N,), descending.
-    """
-    k = _kernel(k_train_train, "k_train_train")
-    diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
-    fac = _Factor(k, diag_reg, diag_reg_absolute_scale, "k_train_train")
-    lam = sl.eigvalsh(fac.regularized(), overwrite_a=True, check_finite=False)[::-1]
-    lam = np.where(lam > k.shape[0] * fac.eps * max(lam[0], 0.0), lam, 0.0)
-    p = lam / lam.sum() if lam[0] > 0 else lam
-    entropy = -np.sum(p[p > 0] * np.log(p[p > 0]))
-    cond = lam[0] / lam[-1] if lam[-1] > 0 else np.inf
-    return Spectrum(lam, float(lam[-1]), float(lam[0]), float(cond), float(np.exp(entropy)) if lam[0] > 0 else 0.0)
-
-
-def convergence_times(k_train_train, y_train_size, tol=1e-3, learning_rate=1.0, diag_reg=0.0,
-                      diag_reg_absolute_scale=False):
-    """Per eigendirection, the gradient-flow time for the train residual to shrink by ``tol``.
-
-    ``t_i = n·ln(1/tol) / (learning_rate·λ_i)`` in units of ``learning_rate`` (``n = y_train_size``),
-    inf where λ_i is numerically zero; shape (N,), aligned with :func:`kernel_spectrum`'s
-    descending eigenvalues.
-    """
-    if not isinstance(y_train_size, numbers.Integral) or y_train_size < 1:
-        raise ValueError(f"y_train_size must be a positive integer; got {y_train_size!r}")
-    tol = check_positive(tol, "tol")
-    if tol >= 1:
-        raise ValueError(f"tol must be in (0, 1); got {tol}")
-    lam = kernel_spectrum(k_train_train, diag_reg, diag_reg_absolute_scale).eigenvalues
-    rate = check_positive(learning_rate, "learning_rate") * lam / y_train_size
-    return np.divide(np.log(1 / tol), rate, out=np.full_like(rate, np.inf), where=rate > 0)
-
-
-def loss_bound(k_train_train, t, loss_0, y_train_size, learning_rate=1.0, diag_reg=0.0, diag_reg_absolute_scale=False):
-    """Upper bound ``L(τ) ≤ exp(−2 λ_min τ/n) L(0)`` on the gradient-flow train loss 1/(2n)‖f − y‖².
-
-    ``τ = learning_rate·t``; returns an array of the shape of ``t``. Tight when the initial
-    residual lies along the bottom eigenvector.
-    """
-    loss_0 = check_positive(loss_0, "loss_0", allow_zero=True)
-    if not isinstance(y_train_size, numbers.Integral) or y_train_size < 1:
-        raise ValueError(f"y_train_size must be a positive integer; got {y_train_size!r}")
-    lam_min = kernel_spectrum(k_train_train, diag_reg, diag_reg_absolute_scale).lambda_min
-    tau = check_positive(learning_rate, "learning_rate") * _times(t)
-    return loss_0 * np.exp(-2 * lam_min * tau / y_train_size)
-
-
-def kernel_alignment(k_train_train, y_train, centered=False):
-    """Kernel–target alignment ⟨K, YYᵀ⟩_F / (‖K‖_F ‖YYᵀ‖_F) in [−1, 1].
-
-    Cristianini et al. 2002; ``centered=True`` centres K and Y first (Cortes, Mohri &
-    Rostamizadeh 2012, arXiv:1203.0550). ``y_train`` (N,) or (N, O...).
-    """
-    k = _kernel(k_train_train, "k_train_train").astype(np.float64)
-    y, _, _ = _outputs(y_train, k.shape[0])
-    if centered:
-        k = k - k.mean(0) - k.mean(1)[:, None] + k.mean()
-        y = y - y.mean(0)
-    num = np.sum(y * (k @ y))
-    den = np.linalg.norm(k) * np.linalg.norm(y.T @ y)
-    if den == 0:
-        raise ValueError("kernel alignment is undefined for a zero kernel or zero targets")
-    return float(num / den)

@@ -31,7 +31,7 @@ X = np.linspace(-6, 6, 241)
 def test_by_name_builds_every_registered_activation(name):
     act = by_name(name)
     assert isinstance(act, Activation)
-    assert act.layer == () or act.layer[0] in ("abrelu", "erf", "sin", "gelu", "numerical")
+    assert act.dual is None or isinstance(act.dual, (*activations.CLOSED_FORMS, activations.QuadratureDual))
     assert np.all(np.isfinite(act.fn(X)))
 
 
@@ -74,8 +74,8 @@ def test_forward_function(name):
 def test_derivative_of_quadrature_activations(name):
     """The φ' each numerical built-in passes to the quadrature (its Θ) is φ's derivative."""
     act, _ = FORWARD[name]
-    _, fn, df, deg = act.layer
-    assert fn is act.fn
+    fn, df, deg = act.dual.fn, act.dual.df, act.dual.deg
+    assert fn is act.fn and df is act.df
     assert deg == 25
     h = 1e-5
     np.testing.assert_allclose(df(X), (fn(X + h) - fn(X - h)) / (2 * h), rtol=1e-8, atol=1e-9)
@@ -92,17 +92,17 @@ def test_identity_is_not_a_closed_form():
 
 
 def test_cos_is_a_shifted_sin():
-    assert activations.cos(0.9, 1.2, -0.2).layer == ("sin", 0.9, 1.2, -0.2 + math.pi / 2)
+    assert activations.cos(0.9, 1.2, -0.2).dual == activations.SinDual(0.9, 1.2, -0.2 + math.pi / 2)
 
 
 def test_sigmoid_like_is_neural_tangents_erf():
-    assert activations.sigmoid_like().layer == ("erf", 0.5, 1 / 2.4020563531719796, 0.5)
+    assert activations.sigmoid_like().dual == activations.ErfDual(0.5, 1 / 2.4020563531719796, 0.5)
 
 
 def test_relu_family_shares_the_abrelu_path():
-    assert activations.relu().layer == ("abrelu", 0.0, 1.0)
-    assert activations.leaky_relu(0.1).layer == ("abrelu", 0.1, 1.0)
-    assert activations.abs_().layer == ("abrelu", -1.0, 1.0)
+    assert activations.relu().dual == activations.ABReluDual(0.0, 1.0)
+    assert activations.leaky_relu(0.1).dual == activations.ABReluDual(0.1, 1.0)
+    assert activations.abs_().dual == activations.ABReluDual(-1.0, 1.0)
 
 
 # --- user-given activations -------------------------------------------------------------
@@ -121,12 +121,12 @@ def test_numerical_rejects_bad_degree(deg):
 
 
 def test_numerical_accepts_numpy_integer_degree():
-    assert activations.numerical(np.sin, np.int64(12)).layer[3] == 12
+    assert activations.numerical(np.sin, np.int64(12)).dual.deg == 12
 
 
 def test_numerical_without_df_uses_central_difference():
-    _, fn, df, _ = activations.numerical(np_sin, 10).layer
-    assert df.central_difference_of is fn is np_sin
+    rule = activations.numerical(np_sin, 10).dual
+    assert rule.df.central_difference_of is rule.fn is np_sin
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ def test_elementwise_default_derivative_is_price_theorem():
     rng = np.random.default_rng(0)
     var1, var2 = rng.uniform(0.1, 3, 50), rng.uniform(0.1, 3, 50)
     cov12 = rng.uniform(-0.95, 0.95, 50) * np.sqrt(var1 * var2)
-    d_nngp_fn = activations.elementwise(erf, _erf_dual).layer[3]
+    d_nngp_fn = activations.elementwise(erf, _erf_dual).dual.d_nngp_fn
     exact = (4 / np.pi) / np.sqrt((1 + 2 * var1) * (1 + 2 * var2) - 4 * cov12**2)
     assert_close(d_nngp_fn(cov12, var1, var2), exact, 1e-9, "E[φ'φ']")
 

@@ -56,8 +56,8 @@ def test_fc_network_is_serial():
     ("content", "extra", "message"),
     [
         (None, [], "no file"),
-        ("a,b\n1,x\n2,3\n", [], "missing or non-numeric"),
-        ("a,b\n1,nan\n2,3\n", [], "missing or non-numeric"),
+        ("a,b\n1,x\n2,3\n", [], "row 2, column 'b': 'x' is not a number"),
+        ("a,b\n1,nan\n2,3\n", [], "row 2, column 'b': missing value ('nan')"),
         ("a,b\n1,2\n2,3\n", ["--activation", "rleu"], "unknown activation 'rleu'"),
         ("a,b\n1,2\n2,3\n", ["--get", "nngp,foo"], "get must be"),
     ],
@@ -139,3 +139,231 @@ def test_fit_default_is_the_readme_job(tmp_path, capsys, monkeypatch):
     report = json.loads((tmp_path / "fastntk-fit" / "report.json").read_text())
     assert report["data"] == "digits"
     assert report["test"]["accuracy"] > 0.97
+
+
+def _csv(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def _rows(n=20, label=lambda i: i % 2):
+    return "\n".join(f"{i},{(i * 7) % 5},{label(i)}" for i in range(n))
+
+
+@pytest.mark.parametrize(
+    ("content", "target", "message"),
+    [
+        ("", "y", "{path} is empty"),
+        ("\n\n", "y", "{path} is empty"),
+        ("a,b,y\n", "y", "{path} has a header (a,b,y) but no data rows"),
+        ("a,b,y\n1,2,0\n3,4,\n" + _rows(), "y", "--target y: {path} row 3, column 'y': missing value (empty cell)"),
+        ("a,b,y\n1,2,0\n3,4,NaN\n" + _rows(), "y", "--target y: {path} row 3, column 'y': missing value ('NaN')"),
+        ("a,b,y\n1,2,0\n3,inf,1\n" + _rows(), "y", "--data: {path} row 3, column 'b': 'inf' is not finite"),
+        ("a,b,y\n1,2,0\n3,nan,1\n" + _rows(), "y", "--data: {path} row 3, column 'b': missing value ('nan')"),
+        ("a,b,y\n1,2,0\n3,,1\n" + _rows(), "y", "--data: {path} row 3, column 'b': missing value (empty cell)"),
+        ("a,b,y\n1,2,cat\n3,4,dog\nabc,5,cat\n" + _rows(), "y",
+         "--data: {path} row 4, column 'a': 'abc' is not a number"),
+        ("a,b,y\n1,2,0\n3,4,1\n5,6,1,9\n" + _rows(), "y", "--data: {path} row 4 has 4 values; the header has 3"),
+        ("1,2,0\n3,,1\n" + _rows(), "2",
+         "--data: {path} row 2, column 2: missing value (empty cell) (rows and columns count from 1)"),
+        ("1,2,0\n3,4\n" + _rows(), "2", "--data: {path} row 2 has 2 values; row 1 has 3"),
+        ("a,b,y\n" + _rows(), "7",
+         "--target: no column '7' in {path}; it has 3 columns ('a', 'b', 'y'); an index is 0..2 (or -3..-1)"),
+        ("a,b,y\n" + _rows(), "-4", "--target: no column '-4'"),
+        ("a,b,y\n" + _rows(), "label", "--target: no column 'label' in {path}"),
+        ("y\n" + "\n".join(map(str, range(9))), "y", "--data: {path} has no feature columns besides --target y"),
+        ("a;b;y\n1;2;0\n", "y", "--data: {path} seems to separate values by ';'; fastntk reads comma-separated"),
+    ],
+)
+def test_fit_bad_csv_names_row_and_column(tmp_path, capsys, content, target, message):
+    path = _csv(tmp_path / "d.csv", content)
+    code, _, err = run(["fit", "--data", path, "--target", target, "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 2
+    assert message.format(path=path) in err
+    assert len(err.strip().splitlines()) == 1
+    assert "y_train" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_fit_regression_on_text_labels_is_refused(tmp_path, capsys):
+    path = _csv(tmp_path / "d.csv", "a,b,y\n" + _rows(label=lambda i: "cat" if i % 2 else "dog"))
+    code, _, err = run(["fit", "--data", path, "--target", "y", "--task", "regression", "--out", str(tmp_path),
+                        "--quiet"], capsys)
+    assert code == 2
+    assert "--task regression needs numbers in --target y; it holds text such as 'dog'" in err
+
+
+def _bad_array_file(tmp_path, kind):
+    x = np.random.default_rng(0).standard_normal((12, 3))
+    path = tmp_path / ("d.npz" if kind.startswith("npz") else "d.npy")
+    if kind == "object":
+        np.save(path, np.array([[1, "a"], [2, None]], dtype=object), allow_pickle=True)
+    elif kind == "text":
+        np.save(path, np.array([["1", "2"], ["3", "4"]]))
+    elif kind in ("1-D", "3-D", "empty"):
+        np.save(path, {"1-D": x[:, 0], "3-D": x.reshape(12, 3, 1), "empty": x[:0]}[kind])
+    elif kind in ("nan", "target nan"):
+        x[4, 1 if kind == "nan" else 2] = np.nan
+        np.save(path, x)
+    elif kind == "npz keys":
+        np.savez(path, a=x, b=x)
+    elif kind == "npz target length":
+        np.savez(path, x=x, y=np.arange(11))
+    elif kind == "npz target nan":
+        np.savez(path, x=x, y=np.r_[np.zeros(11), np.nan])
+    elif kind == "npz target missing":
+        np.savez(path, x=x, y=np.array(["cat"] * 11 + [""]))
+    elif kind == "npz object":
+        np.savez(path, x=x.astype(object))
+    elif kind == "npz no target":
+        np.savez(path, x=x)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "target", "message"),
+    [
+        ("object", None, "--data: {path} holds an object array (Python objects)"),
+        ("text", None, "--data: {path} holds <U1 values; expected numbers"),
+        ("1-D", None, "has shape (12,); for one feature save x.reshape(-1, 1)"),
+        ("3-D", None, "has shape (12, 3, 1); flatten each point first"),
+        ("empty", None, "expected a non-empty 2-D array (N, d); {path} has shape (0, 3)"),
+        ("nan", None, "--data: {path} has nan at [4, 1] (0-based index)"),
+        ("target nan", "2", "--target 2: {path} has nan at [4, 2] (0-based index)"),
+        ("nan", "5", "--target: no column '5' in {path}; it has 3 columns (no header); an index is 0..2"),
+        ("npz keys", "y", "--target: {path} has no array 'y'; it has ['a', 'b']"),
+        ("npz keys", None, "--data: {path} has no feature array named 'x', 'X' or 'data'"),
+        ("npz target length", "y", "--target y: {path}['y'] has shape (11,); expected (12,)"),
+        ("npz target nan", "y", "--target y: {path}['y'][11] (0-based index) is nan"),
+        ("npz target missing", "y", "--target y: {path}['y'][11] (0-based index) is missing ('')"),
+        ("npz object", None, "--data: {path} holds an object array"),
+        ("npz no target", "x", "--data: {path} has no feature array named 'x', 'X' or 'data'"),
+    ],
+)
+def test_bad_arrays_are_one_line(tmp_path, capsys, kind, target, message):
+    path = _bad_array_file(tmp_path, kind)
+    command = ["kernel"] if target is None else ["fit", "--target", target]
+    code, _, err = run([*command, "--data", path, "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 2
+    assert message.format(path=path) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_npz_single_array_and_target(tmp_path):
+    x = np.random.default_rng(0).standard_normal((6, 2))
+    np.savez(tmp_path / "a.npz", x)  # saved as arr_0
+    np.testing.assert_array_equal(cli.load_data(str(tmp_path / "a.npz"))[0], x)
+    np.savez(tmp_path / "b.npz", features=x, label=np.array(list("abcabc")))
+    got, y, _ = cli.load_data(str(tmp_path / "b.npz"), target="label")
+    np.testing.assert_array_equal(got, x)
+    assert y.tolist() == list("abcabc")
+
+
+@pytest.mark.parametrize(
+    ("text", "columns", "y"),
+    [
+        ("0,1,y\n0.5,2,1\n1.5,3,0\n", 2, [1, 0]),  # numeric column names: still a header
+        ("1,2,cat\n3,4,dog\n", 3, ["cat", "dog"]),  # text labels in the first row: no header
+        ('\ufeff"a","b","y"\n1,2,0\n\n3,4,1\n\n', 2, [0, 1]),  # byte-order mark, quotes, blank lines
+    ],
+)
+def test_load_data_header_detection(tmp_path, text, columns, y):
+    path = tmp_path / "h.csv"
+    path.write_text(text, encoding="utf-8")
+    x, got, _ = cli.load_data(str(path), target="y" if columns == 2 and "y" in text else "2")
+    assert got.tolist() == y
+    assert x.shape == (2, 2)
+
+
+def test_fit_text_labels_match_numeric_labels(tmp_path, capsys):
+    """String classes are classes: the fit equals the one with 0/1 labels, reported by name."""
+    names = {0: "cat", 1: "dog"}  # the same order as 0, 1: the same stratified split
+    label = lambda i: int((i * 7) % 5 > 1)  # noqa: E731
+    results = {}
+    for kind, lab in (("num", label), ("text", lambda i: names[label(i)])):
+        rows = "\n".join(f"{i},{(i * 7) % 5},{lab(i)}" for i in range(30))
+        path = _csv(tmp_path / f"{kind}.csv", "a,b,y\n" + rows)
+        out = tmp_path / kind
+        args = ["fit", "--data", path, "--target", "y", "--depth", "1", "--out", str(out), "--quiet"]
+        assert run(args, capsys)[0] == 0
+        report = json.loads((out / "report.json").read_text())
+        rows = (out / "predictions.csv").read_text().splitlines()
+        results[kind] = report, [r.split(",") for r in rows[1:]]
+    (num, num_rows), (text, text_rows) = results["num"], results["text"]
+    assert text["task"] == "classification" and text["classes"] == ["cat", "dog"]
+    assert text["test"] == num["test"] and text["test_rbf_kernel_ridge"] == num["test_rbf_kernel_ridge"]
+    assert text_rows == [[names[int(float(v))] for v in row] for row in num_rows]
+
+
+def test_standardize_is_scale_free_and_constant_columns_are_zero():
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.standard_normal((50, 3)), np.full(50, 0.1)])
+    z = cli.standardize(x)
+    np.testing.assert_array_equal(z[:, 3], 0.0)  # std(0.1, ..., 0.1) is 1.4e-17, not 0
+    np.testing.assert_allclose(z[:, :3].std(axis=0), 1.0, rtol=1e-12)
+    for factor in (1e200, 1e-300, 2.0**600):
+        np.testing.assert_allclose(cli.standardize(x * factor), z, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(cli.standardize(x * 2.0**600), z)  # a power of 2: exactly
+    np.testing.assert_array_equal(cli.standardize(np.zeros((4, 2))), 0.0)
+
+
+def test_fit_on_huge_features_matches_scaled_data(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((40, 3))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    reports = []
+    for scale in (1e200, 1.0):
+        path = tmp_path / f"s{scale:g}.csv"
+        path.write_text("a,b,c,y\n" + "\n".join(",".join(map(repr, [*(r * scale).tolist(), t]))
+                                               for r, t in zip(x, y.tolist())))
+        out = tmp_path / f"o{scale:g}"
+        assert run(["fit", "--data", str(path), "--target", "y", "--depth", "1", "--out", str(out), "--quiet"],
+                   capsys)[0] == 0
+        reports.append(json.loads((out / "report.json").read_text()))
+        reports[-1]["predictions"] = (out / "predictions.csv").read_text()
+    big, small = reports
+    assert big["test"]["accuracy"] > 0.8
+    for key in ("test", "test_nngp", "test_rbf_kernel_ridge", "predictions"):
+        assert big[key] == small[key]
+    assert big["diag_reg"] == pytest.approx(small["diag_reg"], rel=1e-9)
+
+
+def test_kernel_on_huge_features_matches_scaled_data(tmp_path, capsys):
+    x = np.random.default_rng(2).standard_normal((15, 4))
+    kernels = []
+    for scale in (1e200, 1e-200):
+        np.save(tmp_path / "x.npy", x * scale)
+        out = tmp_path / f"o{scale:g}"
+        assert run(["kernel", "--data", str(tmp_path / "x.npy"), "--get", "ntk", "--out", str(out), "--quiet"],
+                   capsys)[0] == 0
+        kernels.append(np.load(out / "ntk.npy"))
+    assert np.isfinite(kernels[0]).all()
+    np.testing.assert_allclose(kernels[0], kernels[1], rtol=1e-12)
+
+
+def test_report_is_strict_json_when_r2_is_undefined(tmp_path, capsys):
+    path = _csv(tmp_path / "c.csv", "a,b,y\n" + "\n".join(f"{i},{i % 3},{0.5}" for i in range(20)))
+    args = ["fit", "--data", path, "--target", "y", "--task", "regression", "--depth", "1", "--diag-reg", "1e-3",
+            "--out", str(tmp_path / "o"), "--quiet"]
+    assert run(args, capsys)[0] == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text(), parse_constant=pytest.fail)
+    assert report["test"]["r2"] is None
+
+
+def test_json_guard_names_the_non_finite_entry():
+    with pytest.raises(cli.CLIError, match=r"non-finite test\.mse \(nan\), spectrum\[1\] \(inf\); nothing written"):
+        cli._json_text({"test": {"mse": float("nan"), "r2": 0.5}, "spectrum": [1.0, float("inf")]})
+
+
+def test_parquet_bad_cell_names_row_and_column(tmp_path, capsys):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"a": [1.0, 2.0, None], "y": ["cat", "dog", "cat"]}).to_parquet(path)
+    code, _, err = run(["fit", "--data", str(path), "--target", "y", "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 2
+    assert f"--data: {path} row 3, column 'a': missing value (empty cell) (data rows count from 1)" in err
+    pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": ["cat", "dog", "cat"]}).to_parquet(path)
+    x, y, _ = cli.load_data(str(path), "y")
+    np.testing.assert_array_equal(x, [[1.0], [2.0], [3.0]])
+    assert y.tolist() == ["cat", "dog", "cat"]

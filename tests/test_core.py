@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import RTOL, assert_close, assert_rounding
 
-from fastntk import _core, _reference
+from fastntk import _core, _reference, stax
 
 ULP_BOUND = 2  # cpp/include/fastntk/math.hpp: "within 2 ulp of std::atan2"
 
@@ -143,8 +143,8 @@ def test_fc_tile_matches_reference(dtype):
     x1, x2, gram, var1, var2 = _tile_inputs(dtype)
     nngp, ntk = np.empty_like(gram), np.empty_like(gram)
     _core.fc_tile(gram, nngp, ntk, var1, var2, RELU_OPS, 0.0)
-    layers = [("dense", np.sqrt(2.0), 0.1, "ntk", 7), ("abrelu", 0.0, 1.0), ("dense", np.sqrt(2.0), 0.1, "ntk", 1)]
-    ref_nngp, ref_ntk = _reference.infinite_kernels(x1, x2, layers)
+    net = stax.serial(stax.Dense(7, np.sqrt(2.0), 0.1), stax.Relu(), stax.Dense(1, np.sqrt(2.0), 0.1))
+    ref_nngp, ref_ntk = _reference.infinite_kernels(x1, x2, net.kernel_fn.spec)
     rtol = RTOL[{np.float64: "float64", np.float32: "float32_vs_float64"}[dtype]]
     assert_close(nngp, ref_nngp, rtol, "nngp")
     assert_close(ntk, ref_ntk, rtol, "ntk")

@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg as sl
 from scipy.sparse.linalg import aslinearoperator
 
-from fastntk import predict, stax
+from fastntk import _types, _validation, predict, solvers, spectrum, stax
 
 from conftest import RTOL, assert_close, fixture_paths, load_fixture
 
@@ -212,7 +212,7 @@ def test_ensemble_train_set_and_scalar_time():
     assert np.array_equal(e(t=None, get="nngp"), y)
 
 
-# --- kernel ridge, λ selection, spectrum ---------------------------------------------------------
+# --- kernel ridge (λ selection and the spectrum: test_spectrum.py) ---------------------------
 
 
 def test_kernel_ridge_solvers_agree():
@@ -237,49 +237,12 @@ def test_kernel_ridge_indefinite_falls_back():
     assert_close(res.fx_train, [1.0, 1.0], 1e-12)  # y lies along the positive eigenvector
 
 
-def test_select_diag_reg_matches_brute_force():
-    k, _, y, f0 = _problem(n=15)
-    grid = np.logspace(-4, 1, 6)
-    sel = predict.select_diag_reg(k, y, grid, True, fx_train_0=f0, criterion="loo")
-    r, n = y - f0, 15
-    for i, lam in enumerate(grid):
-        s = lam * np.linalg.inv(k + lam * np.eye(n))
-        gcv = np.sum((s @ r) ** 2) / r.size / (np.trace(s) / n) ** 2
-        loo = []
-        for j in range(n):
-            keep = np.arange(n) != j
-            coef = np.linalg.solve(k[np.ix_(keep, keep)] + lam * np.eye(n - 1), r[keep])
-            loo.append(r[j] - k[j, keep] @ coef)
-        assert sel.gcv[i] == pytest.approx(gcv, rel=1e-9)
-        assert sel.loo[i] == pytest.approx(np.mean(np.square(loo)), rel=1e-9)
-    assert sel.diag_reg == grid[np.argmin(sel.loo)]
-    assert predict.select_diag_reg(k, y, grid, True).diag_reg in grid
-
-
-def test_spectrum_convergence_and_loss_bound():
-    k, _, y, f0 = _problem()
-    spec = predict.kernel_spectrum(k)
-    lam = np.linalg.eigvalsh(k)[::-1]
-    assert_close(spec.eigenvalues, lam, 1e-13)
-    assert spec.condition_number == pytest.approx(lam[0] / lam[-1], rel=1e-10)
-    assert predict.kernel_spectrum(np.eye(5)).effective_rank == pytest.approx(5.0)
-    assert predict.kernel_spectrum(np.ones((4, 4))).condition_number == np.inf
-    times = predict.convergence_times(k, y.size, tol=1e-3, learning_rate=0.5)
-    assert_close(np.exp(-lam * 0.5 * times / y.size), np.full(12, 1e-3), 1e-12)
-    predict_fn = predict.gradient_descent_mse(k, y, 0.5)
-    t = np.linspace(0.0, 200.0, 9)
-    loss = 0.5 * ((predict_fn(t, f0) - y) ** 2).sum(axis=(1, 2)) / y.size
-    assert np.all(loss <= predict.loss_bound(k, t, loss[0], y.size, 0.5) * (1 + 1e-12))
-    bottom = np.linalg.eigh(k)[1][:, :1]  # residual along the bottom eigenvector: the bound is tight
-    loss = 0.5 * ((predict.gradient_descent_mse(k, bottom)(t, 0.0) - bottom) ** 2).sum(axis=(1, 2)) / 12
-    assert_close(loss, predict.loss_bound(k, t, loss[0], 12), 1e-10)
-
-
-def test_kernel_alignment():
-    y = np.random.default_rng(2).standard_normal((6, 2))
-    assert predict.kernel_alignment(3.0 * y @ y.T, y) == pytest.approx(1.0)
-    k = _problem(n=6)[0]
-    assert -1 <= predict.kernel_alignment(k, y, centered=True) <= 1
+def test_spectrum_functions_are_reexported():
+    for name in ("select_diag_reg", "kernel_spectrum", "convergence_times", "loss_bound", "kernel_alignment"):
+        assert getattr(predict, name) is getattr(spectrum, name)
+    for name in ("Gaussian", "KernelRidge", "Spectrum", "DiagRegSelection"):
+        assert getattr(predict, name) is getattr(_types, name)
+    assert predict.gradient_descent_mse_expm is solvers.gradient_descent_mse_expm
 
 
 # --- caching: no kernel or factorization twice ------------------------------------------------------
@@ -297,7 +260,7 @@ def test_ensemble_reuses_kernels_and_factorizations(monkeypatch):
     x, x_test, y = rng.standard_normal((12, 3)), rng.standard_normal((4, 3)), rng.standard_normal((12, 2))
     e = predict.gradient_descent_mse_ensemble(counting, x, y, diag_reg=1e-3)
     cholesky, cho_factor = [], sl.cho_factor
-    monkeypatch.setattr(predict.sl, "cho_factor", lambda *a, **k: cholesky.append(1) or cho_factor(*a, **k))
+    monkeypatch.setattr(sl, "cho_factor", lambda *a, **k: cholesky.append(1) or cho_factor(*a, **k))
     first = e(t=[1.0, 10.0], x_test=x_test, get="ntk")
     again = e(t=5.0, x_test=x_test.copy(), get="nngp")  # same points: no new test kernel
     limit = e(t=None, x_test=x_test, get="ntk")  # t = ∞ from the cached eigendecomposition
@@ -354,3 +317,148 @@ def test_bad_input():
         predict.kernel_ridge(k, y, solver="lu")
     with pytest.raises(ValueError, match="diag_reg_absolute_scale"):
         predict.kernel_ridge(aslinearoperator(k), y, 1e-3, solver="cg")
+
+
+@pytest.mark.parametrize(("call", "error", "match"), [
+    (lambda k, ktd, y: predict.gradient_descent_mse(k, y)("a"), TypeError, "t must"),
+    (lambda k, ktd, y: predict.gradient_descent_mse(k, y)([1.0, np.nan]), ValueError, "t must"),
+    (lambda k, ktd, y: predict.gradient_descent_mse(k, y)(1j), TypeError, "t must"),
+    (lambda k, ktd, y: predict.gradient_descent_mse(k, y)(1.0, "a"), TypeError, "fx_train_0"),
+    (lambda k, ktd, y: predict.gradient_descent_mse(k, y)(1.0, 0.0, 0.0, np.ones(12)), ValueError, "k_test_train"),
+    (lambda k, ktd, y: predict.gradient_descent_mse(k, y)(1.0, 0.0, "a", ktd), TypeError, "fx_test_0"),
+    (lambda k, ktd, y: predict.gradient_descent_mse(k, y, learning_rate="a"), TypeError, "learning_rate"),
+    (lambda k, ktd, y: predict.gradient_descent_mse(k, y, learning_rate=None), TypeError, "learning_rate"),
+    (lambda k, ktd, y: predict.gradient_descent_mse(k, y, trace_axes="a"), TypeError, "trace_axes"),
+    (lambda k, ktd, y: predict.gradient_descent_mse(k[0], y), ValueError, "k_train_train"),
+    (lambda k, ktd, y: predict.gradient_descent_mse(None, y), TypeError, "k_train_train"),
+    (lambda k, ktd, y: predict.gradient_descent_mse(k, None), TypeError, "y_train"),
+    (lambda k, ktd, y: predict.gradient_descent_mse(k, "y"), TypeError, "y_train"),
+    (lambda k, ktd, y: predict.gp_inference(k[0], y), ValueError, "k_train_train"),
+    (lambda k, ktd, y: predict.gp_inference(None, y), TypeError, "k_train_train"),
+    (lambda k, ktd, y: predict.gp_inference(k, y)("nngp", ktd[0]), ValueError, "k_test_train"),
+    (lambda k, ktd, y: predict.gp_inference(k, y)("nngp", ktd, np.ones(5)), ValueError, "k_test_test"),
+    (lambda k, ktd, y: predict.max_learning_rate(k, 2.5), TypeError, "y_train_size"),
+    (lambda k, ktd, y: predict.max_learning_rate(k, 0), ValueError, "y_train_size"),
+    (lambda k, ktd, y: predict.max_learning_rate(k[0]), ValueError, "ntk_train_train"),
+    (lambda k, ktd, y: predict.max_learning_rate(k, momentum=-1.0), ValueError, "momentum"),
+    (lambda k, ktd, y: predict.kernel_ridge(k, y, solver="cg", maxiter=2.5), TypeError, "maxiter"),
+    (lambda k, ktd, y: predict.kernel_ridge(k, y, solver="cg", maxiter=0), ValueError, "maxiter"),
+    (lambda k, ktd, y: predict.kernel_ridge(k, y, solver="cg", tol="a"), TypeError, "tol"),
+    (lambda k, ktd, y: predict.kernel_ridge(k, y, 1e-3, solver="cg", preconditioner="nystrom", rank=0), ValueError,
+     "rank"),
+    (lambda k, ktd, y: predict.kernel_ridge(k, y, 1e-3, solver="cg", preconditioner="nystrom", rank=5, seed="a"),
+     TypeError, "seed"),
+    (lambda k, ktd, y: predict.kernel_ridge(k, y, k_test_train=ktd[:, :4]), ValueError, "k_test_train"),
+    (lambda k, ktd, y: predict.kernel_ridge(k, y, k_test_train=aslinearoperator(ktd[:, :4]), solver="cg"),
+     ValueError, "k_test_train"),
+    (lambda k, ktd, y: predict.kernel_ridge(k, y, fx_train_0=None), TypeError, "fx_train_0"),
+    (lambda k, ktd, y: predict.kernel_ridge(k, y, k_test_train=ktd, fx_test_0=None), TypeError, "fx_test_0"),
+])
+def test_bad_input_names_the_argument(call, error, match):
+    k, ktd, y, _ = _problem()
+    with pytest.raises(error, match=match):
+        call(k, ktd, y)
+
+
+def _ensemble(n=12, d=3):
+    kernel_fn = stax.serial(stax.Dense(8, 1.5, 0.1), stax.Relu(), stax.Dense(1, 1.5, 0.1)).kernel_fn
+    x = np.random.default_rng(1).standard_normal((n, d))
+    return predict.gradient_descent_mse_ensemble(kernel_fn, x, np.ones((n, 1)), diag_reg=1e-3), kernel_fn, x
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"t": 1.0, "x_test": np.ones((3, 4))}, ValueError, "x_test must have the shape"),
+    ({"t": 1.0, "x_test": np.ones(3)}, ValueError, "x_test"),
+    ({"t": 1.0, "x_test": "abc"}, TypeError, "x_test"),
+    ({"t": -1.0, "x_test": np.ones((3, 3))}, ValueError, "t must"),
+    ({"t": "a"}, TypeError, "t must"),
+    ({"t": 1.0, "get": "ntkgp"}, ValueError, "unknown get"),
+])
+def test_ensemble_bad_input_names_the_argument(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _ensemble()[0](**kwargs)
+
+
+def test_ensemble_bad_train_input():
+    _, kernel_fn, x = _ensemble()
+    with pytest.raises(TypeError, match="x_train"):
+        predict.gradient_descent_mse_ensemble(kernel_fn, None, np.ones((12, 1)))
+    with pytest.raises(ValueError, match="x_train"):
+        predict.gradient_descent_mse_ensemble(kernel_fn, x[:, 0], np.ones((12, 1)))
+    with pytest.raises(ValueError, match="learning_rate"):
+        predict.gradient_descent_mse_ensemble(kernel_fn, x, np.ones((12, 1)), learning_rate=0.0)
+
+
+# --- symmetry and memory at the boundary ---------------------------------------------------------
+
+
+_SQUARE_CALLS = {
+    "gradient_descent_mse": lambda k, y: predict.gradient_descent_mse(k, y)(1.0),
+    "gradient_descent_mse(None)": lambda k, y: predict.gradient_descent_mse(k, y)(None, 0.0, 0.0, k[:3]),
+    "gp_inference": lambda k, y: predict.gp_inference(k, y)("nngp", k[:3]),
+    "kernel_ridge": lambda k, y: predict.kernel_ridge(k, y, 1e-3),
+    "kernel_ridge(eigh)": lambda k, y: predict.kernel_ridge(k, y, 1e-3, solver="eigh"),
+    "max_learning_rate": lambda k, y: predict.max_learning_rate(k),
+}
+
+
+@pytest.mark.parametrize("call", list(_SQUARE_CALLS.values()), ids=list(_SQUARE_CALLS))
+def test_asymmetric_kernel_is_refused(call):
+    k, _, y, _ = _problem()
+    k = k.copy()
+    k[2, 7] *= 1.01  # Cholesky and eigh would read different triangles: results 3–7% apart
+    with pytest.raises(ValueError, match=r"k_train_train(\.nngp)? must be symmetric|ntk_train_train must be"):
+        call(k, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_asymmetry_is_found_in_every_block(dtype):
+    for n, (i, j) in ((3, (2, 0)), (600, (5, 1)), (600, (590, 3))):  # inside a diagonal block, and across blocks
+        k = np.eye(n, dtype=dtype)
+        k[i, j] = 1e-3
+        with pytest.raises(ValueError, match="k_train_train must be symmetric"):
+            predict.kernel_ridge(k, np.ones(n, dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernels_symmetric_to_rounding_are_accepted(dtype):
+    x = np.random.default_rng(5).standard_normal((300, 50)).astype(dtype)
+    kernel_fn = stax.serial(stax.Dense(64, 1.5, 0.1), stax.Relu(), stax.Dense(1, 1.5, 0.1)).kernel_fn
+    y = np.ones((300, 1), dtype)
+    for k in (kernel_fn(x, x.copy(), "ntk"), kernel_fn(x, None, "ntk")):
+        predict.gradient_descent_mse(k, y, diag_reg=1e-3)(1.0)
+    k = kernel_fn(x, None, "ntk")
+    noise = np.triu(np.random.default_rng(6).uniform(-1, 1, k.shape), 1) * 10 * np.finfo(dtype).eps
+    rounded = (k * (1 + noise)).astype(dtype)  # 10 eps of one-sided rounding
+    predict.kernel_ridge(rounded, y, 1e-3)
+    predict.max_learning_rate(rounded)
+
+
+@pytest.mark.parametrize("call", list(_SQUARE_CALLS.values()), ids=list(_SQUARE_CALLS))
+def test_memory_is_checked_before_n_by_n(call, monkeypatch):
+    k, _, y, _ = _problem()
+    monkeypatch.setattr(_validation, "available_memory", lambda: 1000)  # a 12×12 float64 copy is 1152 bytes
+    with pytest.raises(MemoryError, match=r"needs 0\.00 GiB.*alternatives: .*solver='cg'|alternatives: a few power"):
+        call(k, y)
+
+
+def test_matrix_free_paths_allocate_no_n_by_n(monkeypatch):
+    k, ktd, y, f0 = _problem()
+    monkeypatch.setattr(_validation, "available_memory", lambda: 1000)
+    ridge = predict.kernel_ridge(k, y, 1e-3, solver="cg")
+    monkeypatch.undo()
+    assert_close(ridge.dual_coef, predict.kernel_ridge(k, y, 1e-3).dual_coef, 1e-8, "cg under a tiny budget")
+
+
+def test_train_set_covariances_check_memory(monkeypatch):
+    k, _, y, _ = _problem()
+    e, _, _ = _ensemble()
+    e(t=1.0, get="nngp")  # the factor exists: only the covariance is left to allocate
+    monkeypatch.setattr(_validation, "available_memory", lambda: 5000)
+    with pytest.raises(MemoryError, match="train-set covariance"):
+        e(t=[1.0, 2.0], get="nngp", compute_cov=True)
+    gp = predict.gp_inference(k, y)
+    gp("nngp", k[:3])
+    monkeypatch.setattr(_validation, "available_memory", lambda: 1000)  # 12×12 float64 = 1152 bytes
+    with pytest.raises(MemoryError, match="train-set covariance"):
+        gp("nngp", None, k)

@@ -20,8 +20,11 @@ from conftest import (
     load_fixture,
     normwise_error,
 )
+from scipy.special import erf as scipy_erf
+from scipy.special import ndtr
 
 from fastntk import _reference, stax
+from fastntk.activations import ABReluDual, ErfDual, GeluDual, QuadratureDual, SinDual
 
 ACTIVATIONS = activation_catalogue()
 PARAMETERIZATIONS = ("ntk", "standard")
@@ -82,7 +85,7 @@ def _compare_with_reference(net, x1, x2, rtol):
     triangle and mirrors it, while a deg×deg quadrature evaluated at (Σ₂₂, Σ₁₁) instead
     of (Σ₁₁, Σ₂₂) differs by its own error (symmetry is tested in test_stax.py).
     """
-    nngp, ntk = _reference.infinite_kernels(x1, x2, net.kernel_fn.network.spec())
+    nngp, ntk = _reference.infinite_kernels(x1, x2, net.kernel_fn.spec)
     k = net.kernel_fn(x1, x2, ("nngp", "ntk"))
     part = np.triu if x2 is None else np.asarray
     assert_close(part(k.nngp), part(nngp), rtol, "nngp")
@@ -136,7 +139,7 @@ def test_backend_matches_reference_float32(act):
     case = ACTIVATIONS[act]
     x1, x2 = (x.astype(np.float32) for x in _duplicate_rows())
     net = fc_net(case.layer, 3, "standard", 0.1)
-    nngp, ntk = _reference.infinite_kernels(x1, x2, net.kernel_fn.network.spec())
+    nngp, ntk = _reference.infinite_kernels(x1, x2, net.kernel_fn.spec)
     k = net.kernel_fn(x1, x2)
     assert k.nngp.dtype == k.ntk.dtype == np.float32
     assert_close(k.nngp, nngp, RTOL["float32_vs_float64"], "nngp")
@@ -147,7 +150,7 @@ def test_backend_matches_reference_float32(act):
 def test_zero_rows_give_finite_kernels(act):
     """A zero-norm input with no bias has variance 0 at every layer: finite, never NaN."""
     x1, x2 = _zero_rows()
-    spec = fc_net(ACTIVATIONS[act].layer, 3, "ntk", None).kernel_fn.network.spec()
+    spec = fc_net(ACTIVATIONS[act].layer, 3, "ntk", None).kernel_fn.spec
     for array in _reference.infinite_kernels(x1, x2, spec):
         assert np.isfinite(array).all()
 
@@ -159,7 +162,7 @@ def test_zero_rows_give_finite_kernels(act):
 def test_reference_matches_fixture(path):
     """The oracle agrees with neural-tangents (tests/data/README.md tolerances)."""
     z, spec = load_fixture(path)
-    layers = eval(spec["stax"], {"stax": stax}).kernel_fn.network.spec()
+    layers = eval(spec["stax"], {"stax": stax}).kernel_fn.spec
     x2 = z.get("x2")
     nngp, ntk = _reference.infinite_kernels(z["x1"], x2, layers)
     coincident_relu = spec["activation"]["name"] in RELU_FAMILY and has_coincident_pairs(z["x1"], x2)
@@ -179,56 +182,54 @@ def _covariances(n=200, seed=7):
 def test_gauss_hermite_dual_is_exact_for_polynomials(deg):
     """φ = x²: E[u²v²] = Σ₁₁Σ₂₂ + 2Σ₁₂², E[φ'(u)φ'(v)] = 4Σ₁₂; exact for deg ≥ 3."""
     k12, k11, k22 = _covariances()
-    layer = ("numerical", lambda x: x**2, lambda x: 2 * x, deg)
-    sigma, t_dot = _reference.dual(layer, k12, k11, k22)
+    rule = QuadratureDual(lambda x: x**2, lambda x: 2 * x, deg)
+    sigma, t_dot = _reference.dual(rule, k12, k11, k22)
     assert_close(sigma, k11 * k22 + 2 * k12**2, 1e-13, "E[u²v²]")
     assert_close(t_dot, 4 * k12, 1e-13, "E[4uv]")
 
 
 @pytest.mark.parametrize(
-    "layer",
-    [("abrelu", 0.0, 1.0), ("abrelu", -0.4, 1.3), ("erf", 1.2, 0.8, 0.1), ("sin", 1.1, 0.9, 0.3), ("gelu",)],
-    ids=lambda layer: layer[0] + "".join(f"_{p}" for p in layer[1:]),
+    "rule",
+    [ABReluDual(0.0, 1.0), ABReluDual(-0.4, 1.3), ErfDual(1.2, 0.8, 0.1), SinDual(1.1, 0.9, 0.3), GeluDual()],
+    ids=repr,
 )
-def test_closed_form_duals_are_symmetric_in_the_two_points(layer):
+def test_closed_form_duals_are_symmetric_in_the_two_points(rule):
     k12, k11, k22 = _covariances()
-    forward, backward = _reference.dual(layer, k12, k11, k22), _reference.dual(layer, k12, k22, k11)
+    forward, backward = _reference.dual(rule, k12, k11, k22), _reference.dual(rule, k12, k22, k11)
     for a, b in zip(forward, backward):
-        assert_close(a, b, 4e-16, layer[0])
+        assert_close(a, b, 4e-16, repr(rule))
 
 
 @pytest.mark.parametrize(
-    ("layer", "fn"),
+    ("rule", "fn"),
     [
-        (("abrelu", 0.0, 1.0), lambda x: np.maximum(x, 0)),
-        (("abrelu", -1.0, 1.0), np.abs),
-        (("erf", 1.0, 1.0, 0.0), None),
-        (("sin", 1.0, 1.0, 0.5), lambda x: np.sin(x + 0.5)),
-        (("gelu",), None),
+        (ABReluDual(0.0, 1.0), lambda x: np.maximum(x, 0)),
+        (ABReluDual(-1.0, 1.0), np.abs),
+        (ErfDual(1.0, 1.0, 0.0), scipy_erf),
+        (SinDual(1.0, 1.0, 0.5), lambda x: np.sin(x + 0.5)),
+        (GeluDual(), lambda x: x * ndtr(x)),
     ],
     ids=["relu", "abs", "erf", "sin", "gelu"],
 )
-def test_closed_form_dual_variance_is_second_moment(layer, fn):
+def test_closed_form_dual_variance_is_second_moment(rule, fn):
     """At ρ = 1 the dual is E[φ(u)²], a 1-D integral checked by adaptive quadrature."""
     from scipy.integrate import quad
-    from scipy.special import erf, ndtr
 
-    fn = fn or {"erf": erf, "gelu": lambda x: x * ndtr(x)}[layer[0]]
     for k in (0.3, 1.0, 2.5):
-        sigma, _ = _reference.dual(layer, np.float64(k), np.float64(k), np.float64(k))
+        sigma, _ = _reference.dual(rule, np.float64(k), np.float64(k), np.float64(k))
         expected = quad(lambda z, k=k: fn(np.sqrt(k) * z) ** 2 * np.exp(-z * z / 2) / np.sqrt(2 * np.pi), -40, 40,
                         epsabs=1e-14, epsrel=1e-13, limit=200)[0]
         assert normwise_error(sigma, expected) <= 1e-12
 
 
 def test_rho_tolerance_is_shared_with_the_driver():
-    from fastntk.kernels import rho_tolerance
+    from fastntk.infinite import rho_tolerance
 
     for d in (1, 7, 784):
         for dtype in (np.float32, np.float64):
             assert rho_tolerance(d, dtype) == _reference.rho_tolerance(d, dtype)
 
 
-def test_reference_rejects_unknown_layer_kind():
-    with pytest.raises(ValueError, match="unknown layer kind 'conv'"):
-        _reference.dual(("conv",), 1.0, 1.0, 1.0)
+def test_reference_rejects_unknown_dual_rule():
+    with pytest.raises(ValueError, match="unknown dual rule str"):
+        _reference.dual("conv", 1.0, 1.0, 1.0)

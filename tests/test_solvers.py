@@ -106,7 +106,7 @@ def test_factored_eigenbasis_touches_no_input_and_keeps_two_arrays():
     fn = predict.gradient_descent_mse(k, y, diag_reg=1e-4)
     fx_train, fx_test = fn([1.0, 1e3], f0, 0.0, ktd)
     assert np.array_equal(k, k_copy)
-    basis = predict._Factor(k, 1e-4, False, "k").eig()[1]
+    basis = solvers.KernelFactor(k, 1e-4, False, "k").eig()[1]
     assert basis.reflectors.shape == basis.s.shape == (400, 400)  # two N×N arrays: reflectors and S
     lam, vecs = sl.eigh(k + 1e-4 * np.trace(k) / 400 * np.eye(400))
     e = np.expm1(-lam[None, :] * np.array([[1.0], [1e3]]) / y.size)
@@ -153,3 +153,94 @@ def test_eigh_factored_survives_mrrr_failure(monkeypatch):
     lam, basis = solvers.eigh_factored(k.copy())
     v = basis.apply(np.eye(40))
     np.testing.assert_allclose(v @ np.diag(lam) @ v.T, k, atol=1e-10 * np.abs(k).max())
+
+
+def test_cg_refuses_nan():
+    k, _, y, _, _ = _problem(n=20, n_test=0)
+    with pytest.raises(ValueError, match="b contains NaN"):
+        solvers.cg(lambda v: k @ v, np.where(np.arange(20)[:, None] == 3, np.nan, y))
+    with pytest.raises(ValueError, match="matmat returned NaN"):
+        solvers.cg(lambda v: k @ v * np.nan, y)
+    with pytest.raises(ValueError, match="preconditioner returned NaN"):
+        solvers.cg(lambda v: k @ v, y, preconditioner=lambda v: v * np.nan)
+    calls = []
+
+    def failing_later(v):
+        calls.append(1)
+        return v if len(calls) < 3 else v * np.nan
+
+    with pytest.raises(ValueError, match="broke down at iteration 1"):
+        solvers.cg(lambda v: k @ v, y, preconditioner=failing_later)
+    with pytest.raises(TypeError, match="maxiter"):
+        solvers.cg(lambda v: k @ v, y, maxiter=2.5)
+    with pytest.raises(ValueError, match="maxiter"):
+        solvers.cg(lambda v: k @ v, y, maxiter=-1)
+    with pytest.raises(ValueError, match="tol"):
+        solvers.cg(lambda v: k @ v, y, tol=-1.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_eigh_factored_refuses_non_finite(bad):
+    """LAPACK's MRRR loops forever on NaN: the input is checked first."""
+    k = np.eye(6, order="F")
+    k[2, 4] = k[4, 2] = bad
+    with pytest.raises(ValueError, match="k_reg contains"):
+        solvers.eigh_factored(k)
+
+
+def test_eigh_factored_refuses_overflow():
+    k = np.full((4, 4), 1e308, order="F")  # finite, but the tridiagonal reduction overflows
+    with pytest.raises(ValueError, match="tridiagonal form"):
+        solvers.eigh_factored(k)
+
+
+@pytest.mark.parametrize("routine", ["dsytrd", "dormqr"])
+def test_lapack_info_is_checked(routine, monkeypatch):
+    import scipy.linalg.lapack as lapack
+
+    real = getattr(lapack, routine)
+
+    def failing(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return (*out[:-1], -3)  # an illegal-argument report
+
+    k = np.array(np.eye(5) + 0.1, order="F")
+    if routine == "dormqr":
+        lam, basis = solvers.eigh_factored(k)
+        monkeypatch.setattr(lapack, routine, failing)
+        with pytest.raises(np.linalg.LinAlgError, match="dormqr"):
+            basis.apply(np.eye(5))
+    else:
+        monkeypatch.setattr(lapack, routine, failing)
+        with pytest.raises(np.linalg.LinAlgError, match="dsytrd failed with info=-3"):
+            solvers.eigh_factored(k)
+
+
+def test_expm_bad_input_names_the_argument():
+    k, ktd, y, _, _ = _problem(n=20, n_test=4)
+    with pytest.raises(ValueError, match="t must be finite"):
+        solvers.gradient_descent_mse_expm(k, y, None)
+    with pytest.raises(TypeError, match="t must"):
+        solvers.gradient_descent_mse_expm(k, y, "a")
+    with pytest.raises(ValueError, match="t must"):
+        solvers.gradient_descent_mse_expm(k, y, [1.0, np.nan])
+    with pytest.raises(ValueError, match="learning_rate"):
+        solvers.gradient_descent_mse_expm(k, y, 1.0, learning_rate=0.0)
+    with pytest.raises(ValueError, match="k_test_train"):
+        solvers.gradient_descent_mse_expm(k, y, 1.0, 0.0, 0.0, ktd[:, :3])
+    with pytest.raises(ValueError, match="k_test_train"):
+        solvers.gradient_descent_mse_expm(k, y, 1.0, 0.0, 0.0, aslinearoperator(ktd[:, :3]))
+    asym = k.copy()
+    asym[0, 1] += 0.01 * np.abs(k).max()
+    with pytest.raises(ValueError, match="k_train_train must be symmetric"):
+        solvers.gradient_descent_mse_expm(asym, y, 1.0)
+    with pytest.raises(TypeError, match="seed"):
+        solvers.nystrom_preconditioner(k, 1e-3, 5, seed="a")
+    with pytest.raises(TypeError, match="block_size"):
+        solvers.kernel_operator(lambda *a: None, np.ones((4, 2)), block_size=2.5)
+
+
+def test_nystrom_refuses_a_non_finite_operator():
+    k, _, _, _, _ = _problem(n=20, n_test=0)
+    with pytest.raises(ValueError, match="Nyström sketch"):
+        solvers.nystrom_preconditioner(aslinearoperator(k * np.nan), 1e-3, 5)

@@ -268,6 +268,22 @@ def test_get_none_returns_kernel_with_all_fields():
     k0 = kernel_fn(x1)
     assert k0.cov2 is None
     assert k0.nngp.shape == k0.ntk.shape == (4, 4)
+    nngp, ntk = k0  # a namedtuple-like tuple (nngp, ntk), as a tuple get returns
+    assert nngp is k0.nngp and ntk is k0.ntk and k0._fields == ("nngp", "ntk")
+
+
+def test_one_kernel_type_whatever_get_is():
+    import pickle
+
+    x = np.random.default_rng(7).standard_normal((4, 3))
+    kernel_fn = fc_net(stax.Relu(), 2).kernel_fn
+    for get in (None, ("ntk",), ("ntk", "nngp")):
+        k = kernel_fn(x, None, get)
+        assert type(k) is stax.Kernel and k.cov1.shape == (4,)
+        again = pickle.loads(pickle.dumps(k))
+        assert again._fields == k._fields and np.array_equal(again.cov1, k.cov1)
+    with pytest.raises(AttributeError, match=r"this Kernel holds \('ntk',\)"):
+        kernel_fn(x, None, ("ntk",)).nngp
 
 
 @pytest.mark.parametrize("get", ["ntk", "nngp"])
@@ -566,10 +582,54 @@ def test_serial_rejects_non_layers(bad):
 def test_apply_fn_rejects_wrong_params_and_features():
     init_fn, apply_fn, _ = fc_net(stax.Relu(), 2)
     _, params = init_fn(0, X.shape)
-    with pytest.raises(ValueError, match="params must have one entry per layer"):
+    with pytest.raises(ValueError, match=r"params must be a list with one entry per layer \(5\); got 4"):
         apply_fn(params[:-1], X)
-    with pytest.raises(ValueError, match="x has 4 features but the Dense layer expects 3"):
+    with pytest.raises(ValueError, match="inputs has 4 features but the first Dense layer expects 3"):
         apply_fn(params, np.ones((2, 4)))
+    params[2] = (params[2][0][:, :2], params[2][1])
+    with pytest.raises(ValueError, match=r"params\[2\]\[0\] \(W\) must have shape \(7, 3\); got \(7, 2\)"):
+        apply_fn(params, X)
+    with pytest.raises(ValueError, match=r"params\[1\] must be \(\) for a Act layer"):
+        apply_fn([params[0], params[0], *params[2:]], X)
+
+
+def test_apply_fn_accepts_rng_and_refuses_other_keywords():
+    init_fn, apply_fn, _ = fc_net(stax.Relu(), 1)
+    _, params = init_fn(0, X.shape)
+    np.testing.assert_array_equal(apply_fn(params, X, rng=3), apply_fn(params, X))
+    with pytest.raises(TypeError, match=r"apply_fn got unexpected keyword arguments \['mask'\]; accepted: rng"):
+        apply_fn(params, X, mask=None)
+
+
+def test_identity_keeps_an_empty_params_entry():
+    """neural-tangents' params list has one entry per layer, () for Identity and activations."""
+    init_fn, apply_fn, _ = stax.serial(stax.Dense(4), stax.Identity(), stax.Relu(), stax.Dense(2))
+    _, params = init_fn(0, (3, 5))
+    assert [len(p) for p in params] == [2, 0, 0, 2]
+    assert apply_fn(params, np.ones((3, 5))).shape == (3, 2)
+
+
+def test_nested_serial_nests_params():
+    """serial(serial(a, b), c): params [[pa, pb], pc], as neural-tangents; same numbers as flat."""
+    inner = stax.serial(stax.Dense(4, 1.5, 0.1), stax.Relu())
+    nested = stax.serial(inner, stax.Dense(2, 1.5, 0.1))
+    flat = stax.serial(stax.Dense(4, 1.5, 0.1), stax.Relu(), stax.Dense(2, 1.5, 0.1))
+    (_, p_nested), (_, p_flat) = nested.init_fn(0, X.shape), flat.init_fn(0, X.shape)
+    assert len(p_nested) == 2 and len(p_nested[0]) == 2
+    np.testing.assert_array_equal(p_nested[0][0][0], p_flat[0][0])
+    np.testing.assert_array_equal(nested.apply_fn(p_nested, X), flat.apply_fn(p_flat, X))
+    np.testing.assert_array_equal(nested.kernel_fn(X, None, "ntk"), flat.kernel_fn(X, None, "ntk"))
+
+
+@pytest.mark.parametrize("shape", [3, (), (4, 0), (4, -1), ("4", 3), None], ids=str)
+def test_init_fn_rejects_bad_input_shape(shape):
+    with pytest.raises(ValueError, match="input_shape must be a tuple of positive ints"):
+        stax.Dense(2).init_fn(0, shape)
+
+
+def test_fc_network_names_width():
+    with pytest.raises(ValueError, match="width must be a positive integer; got 0"):
+        stax.fc_network(2, width=0)
 
 
 @pytest.mark.parametrize("rng", ["seed", 1.5, np.array([0.5, 1.0])], ids=["str", "float", "float_key"])

@@ -1,104 +1,43 @@
-"""Backend dispatch: the one place that decides which compiled code runs.
+"""Backend dispatch: the one place that decides which code computes a block.
 
-CPU: closed-form layers run in the C++ module ``fastntk._core`` (OpenMP); layers whose
-dual kernels are Python functions run in Numba (``numba_kernels``, imported on first
-use) or, for user-given dual kernels, in NumPy. Every function works in place on arrays
-that ``fastntk.kernels`` allocated.
+``select(*arrays, backend='auto')`` returns the backend object for the caller's arrays; the
+drivers (``fastntk.infinite``) call its methods and never branch on array types themselves.
+Today there is one backend, ``'cpu'`` (:mod:`fastntk._backend.cpu`: the C++ module for
+closed-form layers, Numba for quadrature, NumPy for user-given dual kernels); a CUDA backend
+will join it under the same interface.
 """
 
 from __future__ import annotations
 
-import contextlib
+from . import cpu
 
-import numpy as np
+__all__ = ["BACKENDS", "get_num_threads", "select", "set_num_threads"]
 
-try:
-    from fastntk import _core
-except ImportError as e:  # pragma: no cover - only on a broken install
-    raise ImportError(
-        "fastntk's compiled module fastntk._core is missing; reinstall with `pip install .` "
-        "from a source checkout (it needs a C++17 compiler and CMake)"
-    ) from e
-
-#: Op codes of the compiled fused pass by name ("input", "dense_ntk", ..., "gelu").
-OP_KINDS = dict(_core.op_kinds)
-
-__all__ = [
-    "OP_KINDS",
-    "fc_diagonal",
-    "fc_tile",
-    "get_num_threads",
-    "layer_diagonal",
-    "layer_tile",
-    "mirror_upper",
-    "progress_bar",
-    "set_num_threads",
-]
+#: Backends by name.
+BACKENDS = {"cpu": cpu.BACKEND}
 
 
-def fc_tile(sigma, nngp, ntk, var1, var2, ops, rho_tol):
-    """Closed-form layers over a tile in place (see cpp/include/fastntk/fc.hpp)."""
-    _core.fc_tile(sigma, nngp, ntk, var1, var2, ops, rho_tol)
+def select(*arrays, backend="auto"):
+    """The backend that computes on ``arrays`` (None entries are ignored).
 
-
-def fc_diagonal(k, t, var, ops):
-    """Closed-form layers over per-point values in place; fills var."""
-    _core.fc_diagonal(k, t, var, ops)
-
-
-def mirror_upper(a):
-    """a[j, i] = a[i, j] for j > i, in place."""
-    _core.mirror_upper(a)
-
-
-def layer_tile(layer, k, t, v1, v2):
-    """A layer whose dual kernels are Python functions, over a tile in place."""
-    if layer[0] == "numerical":
-        from . import numba_kernels
-
-        numba_kernels.quad_tile(layer, k, t, v1, v2)
-    else:  # ("elementwise", fn, nngp_fn, d_nngp_fn)
-        _, _, nngp_fn, d_nngp_fn = layer
-        k64 = k.astype(np.float64)
-        if t is not None:
-            t *= d_nngp_fn(k64, v1[:, None], v2[None, :])
-        k[...] = nngp_fn(k64, v1[:, None], v2[None, :])
-
-
-def layer_diagonal(layer, k, t):
-    """Same for per-point values k = Σ(x, x), t = Θ(x, x) (float64, in place)."""
-    if layer[0] == "numerical":
-        from . import numba_kernels
-
-        numba_kernels.quad_diag(layer, k, t)
-    else:
-        _, _, nngp_fn, d_nngp_fn = layer
-        if t is not None:
-            t *= d_nngp_fn(k, k, k)
-        k[...] = nngp_fn(k, k, k)
+    backend : 'auto' (by the arrays' type: NumPy arrays and anything NumPy converts → 'cpu')
+        or the name of a backend in BACKENDS.
+    """
+    if backend != "auto" and backend not in BACKENDS:
+        choices = ", ".join(map(repr, ("auto", *BACKENDS)))
+        raise ValueError(f"unknown backend {backend!r}; supported: {choices}")
+    for a in arrays:
+        if type(a).__module__.partition(".")[0] == "cupy":
+            raise TypeError("CuPy arrays need the CUDA backend, which this version of fastntk does not have; "
+                            "pass NumPy arrays (cupy.asnumpy(x))")
+    return BACKENDS["cpu" if backend == "auto" else backend]
 
 
 def set_num_threads(n):
     """Threads of fastntk's compiled kernels (OpenMP). BLAS keeps its own setting."""
-    _core.set_num_threads(int(n))
+    cpu.set_num_threads(n)
 
 
 def get_num_threads():
-    return _core.get_num_threads()
-
-
-@contextlib.contextmanager
-def progress_bar(total, enabled, desc="kernel rows"):
-    """A tqdm bar when enabled, else an object whose update() does nothing."""
-    if not enabled:
-        yield _NoBar()
-        return
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, desc=desc, unit="row") as bar:
-        yield bar
-
-
-class _NoBar:
-    def update(self, n):
-        pass
+    """Threads of fastntk's compiled kernels (OpenMP)."""
+    return cpu.get_num_threads()

@@ -101,23 +101,21 @@ def _quad_diag(k, t, with_ntk, z, w, fn, df):
             t[i] *= t_dot
 
 
-def quad_tile(layer, k, t, v1, v2):
-    """Apply a ``("numerical", fn, df, deg)`` layer to a tile in place.
+def quad_tile(rule, k, t, v1, v2):
+    """Apply a quadrature rule (``activations.QuadratureDual``) to a tile in place.
 
     k : (n1, n2) Σ₁₂, replaced by E[φ(u)φ(v)]; t : (n1, n2) Θ₁₂ or None, multiplied by
     E[φ'(u)φ'(v)]; v1 : (n1,), v2 : (n2,) float64 variances.
     """
-    _, fn, df, deg = layer
-    fn_jit, df_jit = _compiled(fn, df)
-    z, w = hermite_rule(deg)
+    fn_jit, df_jit = _compiled(rule.fn, rule.df)
+    z, w = hermite_rule(rule.deg)
     with_ntk = t is not None
     _quad_tile(k, t if with_ntk else np.empty((0, 0), k.dtype), with_ntk, v1, v2, z, w, fn_jit, df_jit)
 
 
-def quad_diag(layer, k, t):
+def quad_diag(rule, k, t):
     """Apply a numerical layer to per-point values k = Σ(x, x), t = Θ(x, x) (float64, in place)."""
-    _, fn, df, deg = layer
-    fn_jit, df_jit = _compiled(fn, df)
-    z, w = hermite_rule(deg)
+    fn_jit, df_jit = _compiled(rule.fn, rule.df)
+    z, w = hermite_rule(rule.deg)
     with_ntk = t is not None
     _quad_diag(k, t if with_ntk else np.empty(0), with_ntk, z, w, fn_jit, df_jit)

@@ -14,7 +14,7 @@ from conftest import (
 
 from fastntk import _reference
 from fastntk._backend import numba_kernels
-from fastntk.activations import central_difference
+from fastntk.activations import QuadratureDual, central_difference
 
 
 def _tile(n1=9, n2=7, seed=0, zero_variance=True):
@@ -30,15 +30,14 @@ def _tile(n1=9, n2=7, seed=0, zero_variance=True):
 
 
 def _spec(act):
-    """The ("numerical", fn, df, deg) tuple of a catalogue activation (shared with the other
-    test modules, so Numba compiles each function once per session)."""
-    (item,) = activation_catalogue()[act].layer.kernel_fn.network.items
-    return item.layer
+    """The QuadratureDual rule of a catalogue activation (shared with the other test modules,
+    so Numba compiles each function once per session)."""
+    return activation_catalogue()[act].layer.kernel_fn.spec.activation.dual
 
 
 LAYERS = {
-    "tanh_df": (("numerical", np_tanh, np_tanh_prime, 20), RTOL["quadrature_same_rule"]),
-    "tanh_df_deg3": (("numerical", np_tanh, np_tanh_prime, 3), RTOL["quadrature_same_rule"]),
+    "tanh_df": (QuadratureDual(np_tanh, np_tanh_prime, 20), RTOL["quadrature_same_rule"]),
+    "tanh_df_deg3": (QuadratureDual(np_tanh, np_tanh_prime, 3), RTOL["quadrature_same_rule"]),
     "sin_central_difference": (_spec("numerical"), RTOL["central_difference"]),
 }
 
@@ -115,7 +114,7 @@ def test_quad_tile_is_exact_for_polynomials(deg):
     exact for deg ≥ 3."""
     k12, v1, v2 = _tile(zero_variance=False)
     k, t = k12.copy(), np.ones_like(k12)
-    numba_kernels.quad_tile(("numerical", square, twice, deg), k, t, v1, v2)
+    numba_kernels.quad_tile(QuadratureDual(square, twice, deg), k, t, v1, v2)
     assert_close(k, np.outer(v1, v2) + 2 * k12**2, 1e-13, "E[u²v²]")
     assert_close(t, 4 * k12, 1e-13, "E[4uv]")
 

@@ -1,11 +1,11 @@
-"""fastntk.kernels: the Gram driver behind kernel_fn (tiling, out=, memory, dtype, threads)."""
+"""fastntk.infinite: the Gram driver behind kernel_fn (tiling, out=, memory, dtype, threads)."""
 
 import numpy as np
 import pytest
 from conftest import RTOL, activation_catalogue, assert_close, assert_rounding, fc_net
 
 import fastntk
-from fastntk import kernels, stax
+from fastntk import _tiles, stax
 
 ACTIVATIONS = activation_catalogue()
 #: The closed-form kinds (one per C++ op), one quadrature and one user dual kernel.
@@ -62,7 +62,7 @@ def test_default_block_rows_covers_many_blocks():
     """N2 large enough that the 32 MiB budget gives several row blocks of default height."""
     x1 = np.random.default_rng(2).standard_normal((300, 3))
     x2 = np.random.default_rng(3).standard_normal((16_000, 3))
-    rows = kernels._block_rows(x2.shape[0], 8, None)
+    rows = _tiles.rows_per_block(x2.shape[0] * 8, lo=16, hi=2048)
     assert rows < x1.shape[0]
     kernel_fn = fc_net(stax.Relu(), 2).kernel_fn
     k = kernel_fn(x1, x2, "ntk")
@@ -291,3 +291,78 @@ def test_big_endian_inputs_are_converted(dtype):
     kernel_fn = fc_net(stax.Relu(), 2).kernel_fn
     native = kernel_fn(x.astype(np.dtype(dtype).newbyteorder("=")), None, "ntk")
     assert_rounding(kernel_fn(x.astype(dtype), None, "ntk"), native, dtype)
+
+
+# --- no silent wrong answers ---------------------------------------------------------
+
+
+def test_out_overlapping_an_input_is_refused():
+    x = _points()
+    kernel_fn = fc_net(stax.Relu(), 2).kernel_fn
+    buf = np.zeros(17 * 5 + 17 * 17 - 5)
+    x1, out = buf[: 17 * 5].reshape(17, 5), buf[17 * 5 - 5 :].reshape(17, 17)  # out's first row is x1's last
+    x1[...] = x
+    with pytest.raises(ValueError, match=r"out\['ntk'\] shares memory with x1"):
+        kernel_fn(x1, None, "ntk", out=out)
+    np.testing.assert_array_equal(x1, x)
+
+
+def test_one_buffer_for_both_kernels_is_refused():
+    x = _points()
+    out = np.empty((17, 17))
+    with pytest.raises(ValueError, match=r"out\['nngp'\] shares memory with out\['ntk'\]"):
+        fc_net(stax.Relu(), 2).kernel_fn(x, None, ("nngp", "ntk"), out=(out, out))
+
+
+def test_memmap_out_reserves_its_disk_space(tmp_path):
+    """A sparse memmap is allocated on disk before any work, so a full disk cannot SIGBUS later."""
+    x = _points(300)
+    path = tmp_path / "ntk.dat"
+    out = np.memmap(path, dtype=np.float64, mode="w+", shape=(300, 300))
+    assert path.stat().st_blocks * 512 < out.nbytes  # sparse until written
+    kernel_fn = fc_net(stax.Relu(), 2).kernel_fn
+    kernel_fn(x, None, "ntk", out=out)
+    assert path.stat().st_blocks * 512 >= out.nbytes
+    assert_rounding(out, kernel_fn(x, None, "ntk"), "memmap")
+
+
+def test_full_disk_is_an_error_before_any_work(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    out = np.memmap(tmp_path / "ntk.dat", dtype=np.float64, mode="w+", shape=(17, 17))
+    with pytest.raises(OSError, match=r"out\['ntk'\] is a memmap of .*ntk.dat whose .* could not be reserved"):
+        fc_net(stax.Relu(), 2).kernel_fn(_points(), None, "ntk", out=out)
+    assert not out.any()  # nothing half-written
+
+
+@pytest.mark.parametrize("diagonal", [False, True], ids=["full", "diagonal"])
+def test_kernels_beyond_float32_raise(diagonal):
+    """Σ grows like W_std^(2L): past float32's range the call refuses (it suggests float64), and
+    the float64 call of the same network is finite."""
+    kernel_fn = stax.fc_network(10, "relu", 300.0, 0.1)[2]
+    x = _points().astype(np.float32)
+    with pytest.raises(OverflowError, match=r"beyond float32's range .* dtype=np.float64"):
+        kernel_fn(x, None, "ntk", diagonal=diagonal)
+    assert np.isfinite(kernel_fn(x, None, "ntk", diagonal=diagonal, dtype=np.float64)).all()
+
+
+def test_kernels_beyond_float64_raise():
+    kernel_fn = stax.fc_network(40, "relu", 1e5, 0.1)[2]
+    with pytest.raises(OverflowError, match="beyond float64's range"):
+        kernel_fn(_points(), _points(11, seed=1), "nngp")
+
+
+def test_unknown_backend_is_refused():
+    with pytest.raises(ValueError, match=r"unknown backend 'cuda'; supported: 'auto', 'cpu'"):
+        fc_net(stax.Relu(), 1).kernel_fn(_points(), backend="cuda")
+
+
+def test_cupy_arrays_are_refused_with_the_way_out():
+    cupy_like = type("ndarray", (), {"__module__": "cupy._core.core"})()
+    with pytest.raises(TypeError, match=r"CuPy arrays need the CUDA backend.*cupy\.asnumpy"):
+        fc_net(stax.Relu(), 1).kernel_fn(cupy_like)

@@ -1,0 +1,188 @@
+"""The CPU backend: BLAS Grams, the C++ fused pass, Numba quadrature, NumPy user duals.
+
+A network's kernel rule is compiled once per call into a *plan*: runs of layers that the
+C++ module ``fastntk._core`` evaluates in one fused pass (Dense layers and closed-form
+activations, as float64 op rows whose codes the module exports), and single layers whose
+dual kernels are Python functions (Numba Gauss–Hermite quadrature, or the user's NumPy
+functions). Every method works in place on arrays the driver allocated and validated.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg.blas
+
+from ..activations import ABReluDual, ErfDual, GeluDual, GivenDual, QuadratureDual, SinDual
+from ..spec import Dense
+
+try:
+    from fastntk import _core
+except ImportError as e:  # pragma: no cover - only on a broken install
+    raise ImportError(
+        "fastntk's compiled module fastntk._core is missing; reinstall with `pip install .` "
+        "from a source checkout (it needs a C++17 compiler and CMake)"
+    ) from e
+
+__all__ = ["BACKEND", "OP_KINDS", "CpuBackend", "Segment", "get_num_threads", "set_num_threads"]
+
+#: Op codes of the compiled fused pass by name ("input", "dense_ntk", ..., "gelu").
+OP_KINDS = dict(_core.op_kinds)
+
+#: Closed-form dual rules -> (op name, the op's parameters).
+_CLOSED_FORM_OPS = {
+    ABReluDual: lambda r: ("abrelu", (r.a, r.b)),
+    ErfDual: lambda r: ("erf", (r.a, r.b, r.c)),
+    SinDual: lambda r: ("sin", (r.a, r.b, r.c)),
+    GeluDual: lambda r: ("gelu", ()),
+}
+
+
+class Segment(NamedTuple):
+    """A run of the plan: ``ops`` (n_ops, 5) float64 rows for the fused pass, or one Python-level
+    dual ``rule``; ``n_act`` activations (variances it reads per point)."""
+
+    ops: np.ndarray | None
+    rule: object
+    n_act: int
+
+
+def _op(name, *params):
+    return [OP_KINDS[name], *params, *[0.0] * (4 - len(params))]
+
+
+class CpuBackend:
+    name = "cpu"
+
+    def plan(self, layers, d):
+        """Segments of the kernel rule of ``layers`` (Dense and Act leaves, in order) for d inputs.
+
+        The first run starts with the input op Σ = x·x'/d, Θ = 0.
+        """
+        segments, ops, fan_in = [], [_op("input", 1.0 / d)], d
+
+        def flush():
+            if ops:
+                n_act = sum(row[0] not in (OP_KINDS["input"], OP_KINDS["dense_ntk"], OP_KINDS["dense_standard"])
+                            for row in ops)
+                segments.append(Segment(np.array(ops, dtype=np.float64), None, n_act))
+                ops.clear()
+
+        for layer in layers:
+            if isinstance(layer, Dense):
+                b2 = 0.0 if layer.b_std is None else layer.b_std**2
+                if layer.parameterization == "ntk":
+                    ops.append(_op("dense_ntk", layer.W_std**2, b2))
+                else:
+                    ops.append(_op("dense_standard", layer.W_std**2, b2, fan_in, 0.0 if layer.b_std is None else 1.0))
+                fan_in = layer.out_dim
+            elif type(layer.activation.dual) in _CLOSED_FORM_OPS:
+                name, params = _CLOSED_FORM_OPS[type(layer.activation.dual)](layer.activation.dual)
+                ops.append(_op(name, *params))
+            else:
+                flush()
+                segments.append(Segment(None, layer.activation.dual, 1))
+        flush()
+        return segments
+
+    def gram(self, x1, x2, sigma, blocks):
+        """sigma = x1·x2ᵀ in place (upper triangle only when x2 is None), by BLAS.
+
+        x2 None and sigma C-contiguous: one syrk into sigma's memory (OpenBLAS's syrk is
+        faster than gemm on row blocks of the triangle: 1.0 vs 1.3 CPU-s at N=8000, d=784).
+        Otherwise gemm on each row block ``sigma[i0:i1, c0:]``.
+        """
+        if x2 is None and sigma.flags.c_contiguous:
+            syrk = scipy.linalg.blas.dsyrk if x1.dtype == np.float64 else scipy.linalg.blas.ssyrk
+            # sigma.T is Fortran-ordered; its lower triangle is sigma's upper one.
+            if np.shares_memory(syrk(1.0, x1.T, beta=0.0, c=sigma.T, trans=1, lower=1, overwrite_c=1), sigma):
+                # The row blocks' diagonal squares reach below the diagonal: fill those
+                # entries too, so no layer reads uninitialised memory.
+                for i0, i1, _ in blocks:
+                    square = sigma[i0:i1, i0:i1]
+                    lower = np.tril_indices(i1 - i0, -1)
+                    square[lower] = square.T[lower]
+                return
+        for i0, i1, c0 in blocks:
+            np.matmul(x1[i0:i1], (x1 if x2 is None else x2)[c0:].T, out=sigma[i0:i1, c0:])
+
+    def diagonal(self, plan, sq_norms, with_ntk):
+        """Σ(x, x), Θ(x, x) for every point, and the variance entering each activation.
+
+        sq_norms : (N,) float64, x·x. Returns ``(nngp, ntk, var)``: float64 arrays of shapes
+        (N,), (N,) or None, (n_act, N).
+        """
+        n = sq_norms.shape[0]
+        k = sq_norms.copy()
+        t = np.zeros(n) if with_ntk else None
+        var = np.empty((sum(seg.n_act for seg in plan), n))
+        a = 0
+        for seg in plan:
+            if seg.ops is not None:
+                _core.fc_diagonal(k, t, var[a : a + seg.n_act], seg.ops)
+            else:
+                var[a] = k
+                _rule_diagonal(seg.rule, k, t)
+            a += seg.n_act
+        return k, t, var
+
+    def tile(self, plan, sigma, nngp, ntk, var1, var2, rho_tol):
+        """One tile through the whole plan, in place.
+
+        sigma : (n1, n2) Gram entries x1·x2 of the tile (may be the ntk buffer when nngp is
+        None and the plan is one fused run); nngp, ntk : (n1, n2) outputs or None;
+        var1 (n_act, n1), var2 (n_act, n2) : the diagonal pass's variances of the tile's points.
+        """
+        a = 0
+        for seg in plan:
+            v1, v2 = var1[a : a + seg.n_act], var2[a : a + seg.n_act]
+            if seg.ops is not None:
+                _core.fc_tile(sigma, nngp, ntk, v1, v2, seg.ops, rho_tol)
+            else:
+                _rule_tile(seg.rule, nngp, ntk, v1[0], v2[0])
+            sigma = nngp
+            a += seg.n_act
+
+    def mirror_upper(self, a):
+        """a[j, i] = a[i, j] for j > i, in place."""
+        _core.mirror_upper(a)
+
+
+def _rule_tile(rule, k, t, v1, v2):
+    """A layer whose dual kernels are Python functions, over a tile in place."""
+    if isinstance(rule, QuadratureDual):
+        from . import numba_kernels
+
+        numba_kernels.quad_tile(rule, k, t, v1, v2)
+    elif isinstance(rule, GivenDual):
+        k64 = k.astype(np.float64)
+        if t is not None:
+            t *= rule.d_nngp_fn(k64, v1[:, None], v2[None, :])
+        k[...] = rule.nngp_fn(k64, v1[:, None], v2[None, :])
+    else:  # pragma: no cover - plan() sends only these here
+        raise TypeError(f"no tile rule for {type(rule).__name__}")
+
+
+def _rule_diagonal(rule, k, t):
+    """Same for per-point values k = Σ(x, x), t = Θ(x, x) (float64, in place)."""
+    if isinstance(rule, QuadratureDual):
+        from . import numba_kernels
+
+        numba_kernels.quad_diag(rule, k, t)
+    else:
+        if t is not None:
+            t *= rule.d_nngp_fn(k, k, k)
+        k[...] = rule.nngp_fn(k, k, k)
+
+
+def set_num_threads(n):
+    """Threads of fastntk's compiled kernels (OpenMP). BLAS keeps its own setting."""
+    _core.set_num_threads(int(n))
+
+
+def get_num_threads():
+    return _core.get_num_threads()
+
+
+BACKEND = CpuBackend()

@@ -1,0 +1,24 @@
+"""Block plans and the one per-block byte model every driver uses.
+
+A driver walks a result of N1 rows in row blocks ``(i0, i1, c0)``: rows i0:i1 against
+columns c0: (c0 = i0 for the upper triangle of a symmetric result). How many rows a block
+holds follows from the bytes one row of the block costs and a budget.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BLOCK_BYTES", "row_blocks", "rows_per_block"]
+
+#: Default budget of one block (bytes).
+BLOCK_BYTES = 32 * 2**20
+
+
+def rows_per_block(bytes_per_row, *, budget=BLOCK_BYTES, lo=1, hi=None):
+    """Rows of a block whose rows cost ``bytes_per_row`` each, within the budget and [lo, hi]."""
+    rows = max(lo, budget // max(1, int(bytes_per_row)))
+    return int(rows if hi is None else min(hi, rows))
+
+
+def row_blocks(n1, rows, symmetric):
+    """(i0, i1, c0) of each row block; c0 = i0 for the upper triangle of a symmetric result."""
+    return [(i0, min(n1, i0 + rows), i0 if symmetric else 0) for i0 in range(0, n1, rows)]

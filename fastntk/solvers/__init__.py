@@ -1,0 +1,36 @@
+"""Linear algebra for kernel regression and gradient flow: algorithms on arrays or operators.
+
+No neural-tangents API here (that is :mod:`fastntk.predict`) and no spectral diagnostics (that is
+:mod:`fastntk.spectrum`); the arguments of the public functions are checked by
+:mod:`fastntk._validation`, the algorithms below trust them.
+
+* Dense factorizations: :func:`largest_eigenvalue`, :func:`eigh_factored` and
+  :class:`FactoredEigenbasis` (V = Q S kept factored: two N×N arrays), and :class:`KernelFactor`,
+  the lazy eigendecomposition and Cholesky of ``K + reg·I`` that :mod:`fastntk.predict` and
+  :mod:`fastntk.spectrum` share, with the gradient-flow factors :func:`flow_factors`,
+  :func:`step_factors` and :func:`in_eigenbasis`.
+* Large N, products ``K @ V`` only (V of shape (N, M)): ``K`` an (N, N) array, a scipy
+  ``LinearOperator``, or :func:`kernel_operator`, which computes row blocks of K from the inputs on
+  the fly (O(block·N) memory). :func:`cg` — preconditioned conjugate gradients on all M right-hand
+  sides at once; :func:`nystrom_preconditioner` — randomized Nyström preconditioner of rank r
+  (Frangella, Tropp & Udell 2023, arXiv:2110.02820), for ``(K + μI) x = b``;
+  ``predict.kernel_ridge(solver='cg')`` calls these. :func:`gradient_descent_mse_expm` —
+  gradient-flow predictions at given times by Krylov ``scipy.sparse.linalg.expm_multiply`` on an
+  (N + M)-sized augmented operator. Extra memory O(N·M) per solver (plus O(N·rank) for Nyström).
+
+Conventions (``n = y_train.size``, relative ``diag_reg`` × trace(K)/N, times in units of
+``learning_rate``) are those of :mod:`fastntk.predict`.
+"""
+
+from __future__ import annotations
+
+from .._types import CGResult
+from ._eigen import FactoredEigenbasis, eigh_factored, largest_eigenvalue
+from ._factor import FACTOR_ALTERNATIVES, KernelFactor, flow_factors, in_eigenbasis, step_factors
+from ._krylov import cg, gradient_descent_mse_expm, solve_regularized
+from ._nystrom import nystrom_preconditioner
+from ._operator import kernel_operator
+
+__all__ = ["CGResult", "FACTOR_ALTERNATIVES", "FactoredEigenbasis", "KernelFactor", "cg", "eigh_factored",
+           "flow_factors", "gradient_descent_mse_expm", "in_eigenbasis", "kernel_operator", "largest_eigenvalue",
+           "nystrom_preconditioner", "solve_regularized", "step_factors"]

@@ -7,10 +7,14 @@ holds follows from the bytes one row of the block costs and a budget.
 
 from __future__ import annotations
 
-__all__ = ["BLOCK_BYTES", "row_blocks", "rows_per_block"]
+__all__ = ["BLOCK_BYTES", "JAC_BYTES", "TILE_BYTES", "row_blocks", "rows_per_block"]
 
-#: Default budget of one block (bytes).
+#: Budgets (bytes) of one block, by driver. The infinite-width pass streams a result block
+#: through the cache-sized fused pass; the structured empirical NTK holds an accumulator and
+#: two Grams per tile (bigger tiles, faster GEMMs); the autodiff paths one (B, O, P) Jacobian.
 BLOCK_BYTES = 32 * 2**20
+TILE_BYTES = 256 * 2**20
+JAC_BYTES = 512 * 2**20
 
 
 def rows_per_block(bytes_per_row, *, budget=BLOCK_BYTES, lo=1, hi=None):

@@ -8,7 +8,7 @@ check, the reuse of x1's Jacobian on diagonal blocks and the contraction (BLAS, 
 * ``shim.jacobian(x)``: per-sample Jacobians of a block of rows, a NumPy array (B, O, P);
 * ``shim.ntvp(xa, xb)``: Θ̂(xa, xb) by NTK-vector products, a NumPy array (Ba, Bb, O, O).
 
-Blocks are B rows (``block_rows`` or one (B, O, P) Jacobian within ``_memory.JAC_BYTES``); the
+Blocks are B rows (``block_rows`` or one (B, O, P) Jacobian within ``_tiles.JAC_BYTES``); the
 working memory is O(B·O·P + B²·O²) besides the result.
 """
 

@@ -11,10 +11,8 @@ import math
 
 import numpy as np
 
+from .._tiles import JAC_BYTES, TILE_BYTES, rows_per_block
 from .._validation import check_memory
-
-TILE_BYTES = 256 * 2**20  # per-tile scratch of the structured path (bytes); bigger tiles = faster GEMMs
-JAC_BYTES = 512 * 2**20  # per-block Jacobian budget of the autodiff (torch.func, jax) paths (bytes)
 
 ALTERNATIVES = ("trace_axes=(-1,) (the trace NTK, N1×N2), pseudo_ntk (one output's cost), smaller batches of "
                 "x1 and x2, or implementation=3 (structured derivatives: no Jacobian is formed)")
@@ -37,8 +35,7 @@ def tile_rows(n1, n2, mode, n_out, itemsize, sym, block_rows):
     (upper-triangle tiles then cost (nb + 1)/(2 nb) of the full square: 56 % for nb = 8 tiles)."""
     if block_rows:
         return block_rows
-    per_row = n2 * (3 * {"trace": 1, "diag": n_out, "full": n_out * n_out}[mode] + 2) * itemsize
-    T = max(1, min(n1, TILE_BYTES // max(per_row, 1)))
+    T = rows_per_block(tile_bytes(1, n2, mode, n_out, itemsize), budget=TILE_BYTES, hi=n1)
     if sym and n1 > 128:
         T = min(T, max(64, -(-n1 // 8)))
     return int(T)
@@ -51,4 +48,4 @@ def tile_bytes(rows, n2, mode, n_out, itemsize):
 
 def autodiff_rows(n1, n_out, n_params, itemsize, block_rows):
     """Rows per block of the autodiff paths: one (B, O, P) Jacobian block within JAC_BYTES."""
-    return block_rows or max(1, min(n1, JAC_BYTES // max(1, n_out * n_params * itemsize)))
+    return block_rows or rows_per_block(n_out * n_params * itemsize, budget=JAC_BYTES, hi=n1)

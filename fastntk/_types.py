@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["CGResult", "DiagRegSelection", "Gaussian", "Kernel", "KernelRidge", "Spectrum", "kernel_tuple"]
+__all__ = ["CGResult", "DiagRegSelection", "Gaussian", "Kernel", "KernelRidge", "Spectrum"]
 
 
 class Kernel(tuple):
@@ -46,14 +45,6 @@ class Kernel(tuple):
         return f"Kernel({shapes})"
 
 
-@functools.lru_cache(maxsize=None)
-def kernel_tuple(names):
-    """The constructor of a :class:`Kernel` with fields ``names`` (what a tuple ``get`` returns)."""
-    return functools.partial(_from_values, tuple(names))
-
-
-def _from_values(names, *values):
-    return Kernel(names, values)
 
 
 class Gaussian(NamedTuple):

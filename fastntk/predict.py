@@ -50,7 +50,7 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from . import solvers
-from ._types import DiagRegSelection, Gaussian, KernelRidge, Spectrum, kernel_tuple
+from ._types import DiagRegSelection, Gaussian, Kernel, KernelRidge, Spectrum
 from ._validation import (check_array, check_get, check_initial, check_integer, check_kernel, check_kernel_or_operator,
                           check_memory, check_outputs, check_positive, check_targets, check_test_operator, check_times,
                           result_dtype)
@@ -364,7 +364,7 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
             for g in missing:
                 k_dd[g] = check_kernel(_attr(res, g, "kernel_fn(x_train)"), f"kernel_fn(x_train).{g}", symmetric=True)
                 factors[g] = KernelFactor(k_dd[g], diag_reg, bool(diag_reg_absolute_scale), f"kernel_fn(x_train).{g}")
-        return kernel_tuple(names)(*(k_dd[g] for g in names))
+        return Kernel(names, [k_dd[g] for g in names])
 
     def predict_fn(t=None, x_test=None, get=None, compute_cov=False, **kernel_fn_test_test_kwargs):
         names, single = check_get(get), isinstance(get, str)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numbers
 
-from .._types import kernel_tuple
+from .._types import Kernel
 from .._validation import check_block_rows, check_get, check_pair
 from . import _axes, _jax, _native, _net, _torch, _tracking
 from ._axes import NtkImplementation
@@ -192,7 +192,7 @@ def empirical_kernel_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
         if params is None:
             raise ValueError("params must be given (the network parameters, as from init_fn)")
         res = {name: fns[name](x1, x2, params) for name in names}
-        return res[get] if isinstance(get, str) else kernel_tuple(names)(*(res[n] for n in names))
+        return res[get] if isinstance(get, str) else Kernel(names, [res[n] for n in names])
 
     return kernel_fn
 
@@ -246,7 +246,7 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size=0, devic
         names = check_get(get)
         check_pair(x1, x2)
         means = _tracking.running_average(init_fn, emp, seeds, counts, x1, x2, names)
-        gen = (m[0] if isinstance(get, str) else kernel_tuple(names)(*m) for m in means)
+        gen = (m[0] if isinstance(get, str) else Kernel(names, m) for m in means)
         return gen if not isinstance(n_samples, numbers.Integral) else next(gen)
 
     return kernel_fn

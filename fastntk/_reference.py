@@ -43,11 +43,17 @@ def dual(layer, k12, k11, k22, rho_tol=0.0):
     kind = layer[0]
     if kind == "abrelu":
         a, b = layer[1:]
-        # Cho & Saul (2009): θ = angle between the two pre-activations.
-        s2 = k11 * k22 - k12**2
-        s2 = np.where(s2 > rho_tol * k11 * k22, s2, 0.0)
-        s = np.sqrt(s2)
-        theta = np.where((s == 0) & (k12 == 0), np.pi / 2, np.arctan2(s, k12))
+        # Cho & Saul (2009): s = √(k11·k22 − k12²), θ = atan2(s, k12), the angle between the
+        # two pre-activations. Both are homogeneous: computed on k11·4^−h1, k22·4^−h2 (in
+        # [1/2, 2)) and k12·2^−(h1+h2), then s is scaled back. Powers of two are exact, so
+        # the product form rounds as without them and cannot overflow or underflow.
+        h1, h2 = np.frexp(k11)[1] // 2, np.frexp(k22)[1] // 2
+        k11_, k22_, k12_ = np.ldexp(k11, -2 * h1), np.ldexp(k22, -2 * h2), np.ldexp(k12, -(h1 + h2))
+        s2 = k11_ * k22_ - k12_**2
+        # 1 − ρ² ≤ rho_tol: ρ = ±1; and ρ = 1 exactly at coincident points (k12 = k11 = k22).
+        s2 = np.where((s2 > rho_tol * k11_ * k22_) & ~((k12 == k11) & (k12 == k22)), s2, 0.0)
+        s = np.ldexp(np.sqrt(s2), h1 + h2)
+        theta = np.where((s2 == 0) & (k12_ == 0), np.pi / 2, np.arctan2(np.sqrt(s2), k12_))  # π/2: zero variance
         t_dot = (a**2 + b**2) / 2 - (a - b) ** 2 * theta / (2 * np.pi)
         return (a - b) ** 2 / (2 * np.pi) * s + t_dot * k12, t_dot
     if kind == "erf":

@@ -44,26 +44,40 @@ constexpr double kPi = 3.14159265358979323846;
 
 // Dual kernels: given Sigma12 = k and the variances k11, k22, return
 // E[phi(u) phi(v)] in k and E[phi'(u) phi'(v)] in t_dot.
+//
+// Exact over the whole float range (DESIGN §2): no formula forms the product
+// k11 k22, which overflows (or underflows) long before the kernels do. What depends
+// on k11 alone is hoisted out of a row of a tile (k11 fixed) by the compiler, so per
+// entry each dual kernel costs about the square roots and divisions of the product form.
 
 // ABRelu (Cho & Saul 2009, arc-cosine kernel of degree 0 and 1):
 //   s = sqrt(k11 k22 - k^2), theta = atan2(s, k),
 //   Sigma' = (a-b)^2/(2 pi) s + [(a^2+b^2)/2 - (a-b)^2 theta/(2 pi)] k,
 //   T_dot  = (a^2+b^2)/2 - (a-b)^2 theta/(2 pi).
-// theta = pi/2 where s = k = 0 (a zero-variance point), as neural-tangents.
+// s and theta are homogeneous, so they are computed on k11 4^-h1, k22 4^-h2 (both in
+// [1/2, 2)) and k 2^-(h1+h2), and s is scaled back: powers of two, exact, so the product
+// form rounds as it would without the scaling and never overflows or underflows.
+// theta = pi/2 where s = k = 0 (a zero-variance point), as neural-tangents. rho = 1
+// exactly where k = k11 = k22 (coincident points; a fused multiply-add would leave
+// its rounding error in s^2).
 // 1 - rho^2 <= rho_tol is taken as rho = +-1 exactly: T_dot is first order in
 // theta, and theta ~ sqrt(1 - rho^2) turns the rounding error of the Gram
 // entries into an error of sqrt(eps) at coincident points, whose exact theta
 // is 0. Sigma' is third order in theta there and does not change.
 inline void abrelu_dual(double& k, double k11, double k22, double half_sq_sum, double diff_sq_2pi,
                         double rho_tol, double& t_dot) noexcept {
-    const double prod = k11 * k22;
-    double s2 = prod - k * k;
-    s2 = s2 > rho_tol * prod ? s2 : 0.0;
-    const double s = std::sqrt(s2);
-    double theta = atan2_v(s, k);
-    theta = (s2 == 0.0 && k == 0.0) ? 0.5 * kPi : theta;
+    double down1, up1, down2, up2;
+    quarter_scale(k11, down1, up1);
+    quarter_scale(k22, down2, up2);
+    const double prod = (k11 * down1 * down1) * (k22 * down2 * down2);  // k11 k22 4^-(h1+h2)
+    const double kn = k * (down1 * down2);                               // k 2^-(h1+h2)
+    double s2 = prod - kn * kn;
+    s2 = (s2 > rho_tol * prod && !(k == k11 && k == k22)) ? s2 : 0.0;
+    const double sn = std::sqrt(s2);
+    double theta = atan2_v(sn, kn);
+    theta = (s2 == 0.0 && kn == 0.0) ? 0.5 * kPi : theta;
     t_dot = half_sq_sum - diff_sq_2pi * theta;
-    k = diff_sq_2pi * s + t_dot * k;
+    k = diff_sq_2pi * (sn * up1 * up2) + t_dot * k;
 }
 
 // Erf (Williams 1997): with kb = b^2 Sigma and

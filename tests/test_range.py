@@ -1,0 +1,186 @@
+"""Range of the dual kernels: exact over the whole float range (DESIGN §2).
+
+The recursion is written in correlations and per-point scales, never the product of two
+variances, so inputs of norm 1e±150 give the kernels that inputs of norm 1 give, scaled.
+Three independent checks: positive homogeneity (a bias-free ReLU-family network has
+Σ(c·x, c·x') = c²·Σ(x, x') and the same for Θ), a 700-digit mpmath evaluation of the
+product-form recursion, and the NumPy reference on the same scaled inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import RTOL, assert_close
+
+from fastntk import _reference, stax
+
+#: Homogeneity: kernel(c·x) = c²·kernel(x) to this normwise error (c·x carries one rounding).
+HOMOGENEITY_RTOL = {np.dtype(np.float64): 1e-13, np.dtype(np.float32): 1e-5}
+
+RELU_FAMILY = {"relu": stax.Relu, "leaky_relu": lambda: stax.LeakyRelu(0.1), "abs": stax.Abs,
+               "abrelu": lambda: stax.ABRelu(-0.4, 1.3)}
+
+#: (norm of the base inputs, factor c) with kernels of both representable in float64.
+SCALES_64 = [(1.0, 1e100), (1.0, 1e-100), (1.0, 1e150), (1.0, 1e-150), (1e-150, 1e300), (1e150, 1e-300)]
+
+
+def _inputs(rng, n=6, d=4, scale=1.0, dtype=np.float64, zero_row=True):
+    x = rng.standard_normal((n, d)) + 0.5
+    if zero_row:
+        x[2] = 0.0
+    return (x * scale).astype(dtype)
+
+
+def _relu_net(act, depth, parameterization):
+    layers = []
+    for _ in range(depth):
+        layers += [stax.Dense(8, 1.5, None, parameterization), RELU_FAMILY[act]()]
+    return stax.serial(*layers, stax.Dense(1, 1.5, None, parameterization))
+
+
+@pytest.mark.parametrize(("base", "c"), SCALES_64, ids=lambda v: f"{v:g}")
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+@pytest.mark.parametrize("act", sorted(RELU_FAMILY))
+def test_relu_family_homogeneous(rng, act, depth, parameterization, base, c):
+    """Bias-free ReLU-family networks: kernel(c·x, c·x') = c²·kernel(x, x'), x2 given and None."""
+    kernel_fn = _relu_net(act, depth, parameterization).kernel_fn
+    x1, x2 = _inputs(rng, scale=base), _inputs(rng, n=5, scale=base, zero_row=False)
+    for y2 in (x2, None):
+        k = kernel_fn(x1, y2)
+        kc = kernel_fn(x1 * c, None if y2 is None else y2 * c)
+        for name in ("nngp", "ntk"):
+            expected = getattr(k, name) * c * c  # c² itself may overflow
+            assert np.isfinite(getattr(kc, name)).all(), name
+            assert_close(getattr(kc, name), expected, HOMOGENEITY_RTOL[np.dtype(np.float64)], name)
+        assert not kc.nngp[2].any(), "a zero-norm row has a zero kernel"
+
+
+@pytest.mark.parametrize("c", [1e15, 1e-15])
+@pytest.mark.parametrize("act", sorted(RELU_FAMILY))
+def test_relu_family_homogeneous_float32(rng, act, c):
+    """The float32 analogue: Σ, Θ of ~1e±30 in float32 (the float64 kernel of the unscaled x, times c²)."""
+    kernel_fn = _relu_net(act, 3, "ntk").kernel_fn
+    x = _inputs(rng)
+    k = kernel_fn(x)
+    kc = kernel_fn((x * c).astype(np.float32))
+    assert kc.nngp.dtype == np.float32
+    for name in ("nngp", "ntk"):
+        assert_close(getattr(kc, name), getattr(k, name) * c**2, HOMOGENEITY_RTOL[np.dtype(np.float32)], name)
+
+
+def test_relu_range_was_lost_before():
+    """The case of issue 7 §3: a bias-free ReLU net on inputs ×1e100 (product form: 30% off)."""
+    kernel_fn = stax.serial(stax.Dense(1, W_std=1.5), stax.Relu(), stax.Dense(1, W_std=1.5)).kernel_fn
+    x = np.array([[1.0, 2.0, -0.5], [0.3, -1.0, 2.0]])
+    k, kc = kernel_fn(x), kernel_fn(x * 1e100)
+    assert_close(kc.nngp, k.nngp * 1e200, HOMOGENEITY_RTOL[np.dtype(np.float64)], "nngp")
+    assert_close(kc.ntk, k.ntk * 1e200, HOMOGENEITY_RTOL[np.dtype(np.float64)], "ntk")
+
+
+# --- against a 700-digit evaluation of the product-form recursion ---------------------
+
+
+def _mp_kernels(x1, x2, layers, dps=700):
+    """Σ and Θ of an 'ntk'-parameterised network ('dense', 'abrelu', 'erf', 'gelu', 'sin'
+    layers) by the textbook product-form recursion, in mpmath with ``dps`` digits: 60 and
+    the ~2·300 that (1 + 2A)² − 4A² loses at coincident points for variances A ~ 1e300."""
+    import mpmath as mp
+
+    def pair(u, v):
+        d = len(u)
+        k = mp.fsum(mp.mpf(float(a)) * mp.mpf(float(b)) for a, b in zip(u, v)) / d
+        k11 = mp.fsum(mp.mpf(float(a)) ** 2 for a in u) / d
+        k22 = mp.fsum(mp.mpf(float(b)) ** 2 for b in v) / d
+        t = t11 = t22 = mp.mpf(0)
+        for layer in layers:
+            kind = layer[0]
+            if kind == "dense":
+                _, W, b, parameterization, _ = layer
+                assert parameterization == "ntk"
+                W2, b2 = mp.mpf(W) ** 2, (0 if b is None else mp.mpf(b) ** 2)
+                k, k11, k22 = (W2 * q + b2 for q in (k, k11, k22))
+                t, t11, t22 = k + W2 * t, k11 + W2 * t11, k22 + W2 * t22
+                continue
+            (k, t), (k11, t11), (k22, t22) = (
+                _mp_dual(layer, q, q1, q2, tq) for q, q1, q2, tq in ((k, k11, k22, t), (k11, k11, k11, t11), (k22, k22, k22, t22))
+            )
+        return float(k), float(t)
+
+    with mp.workdps(dps):
+        x2 = x1 if x2 is None else x2
+        res = np.array([[pair(u, v) for v in x2] for u in x1])
+    return res[..., 0], res[..., 1]
+
+
+def _mp_dual(layer, k, k11, k22, t):
+    """One activation in mpmath: (E[φ(u)φ(v)], Θ·E[φ'(u)φ'(v)]), product forms."""
+    import mpmath as mp
+
+    kind, p = layer[0], [mp.mpf(v) for v in layer[1:]]
+    if kind == "abrelu":
+        a, b = p
+        s = mp.sqrt(max(k11 * k22 - k**2, 0))
+        theta = mp.pi / 2 if s == 0 and k == 0 else mp.atan2(s, k)
+        t_dot = (a**2 + b**2) / 2 - (a - b) ** 2 * theta / (2 * mp.pi)
+        return (a - b) ** 2 / (2 * mp.pi) * s + t_dot * k, t * t_dot
+    if kind == "erf":
+        a, b, c = p
+        A11, A22, A12 = b**2 * k11, b**2 * k22, b**2 * k
+        den = mp.sqrt((1 + 2 * A11) * (1 + 2 * A22) - 4 * A12**2)
+        return a**2 * 2 / mp.pi * mp.atan2(2 * A12, den) + c**2, t * a**2 * b**2 * 4 / mp.pi / den
+    if kind == "gelu":
+        P, P1 = k11 * k22, (1 + k11) * (1 + k22)
+        D2 = P1 - k**2
+        D, A = mp.sqrt(D2), mp.atan2(k, mp.sqrt(D2))
+        sigma = ((k**2 + P * D2) / (P1 * D) + k * A) / (2 * mp.pi) + k / 4
+        t_dot = k / (2 * mp.pi * D) * (1 / D2 + (1 - P) / P1 + 1) + mp.mpf(1) / 4 + A / (2 * mp.pi)
+        return sigma, t * t_dot
+    if kind == "sin":
+        a, b, c = p
+        ep, em = mp.exp(b**2 * (k - (k11 + k22) / 2)), mp.exp(-(b**2) * (k + (k11 + k22) / 2))
+        return a**2 / 2 * (ep - mp.cos(2 * c) * em), t * a**2 * b**2 / 2 * (ep + mp.cos(2 * c) * em)
+    raise ValueError(kind)
+
+
+MP_NETS = {
+    "relu": stax.serial(stax.Dense(1, 1.5), stax.Relu(), stax.Dense(1, 1.5)),
+    "abs": stax.serial(stax.Dense(1, 1.5, 0.1), stax.Abs(), stax.Dense(1, 1.2), stax.LeakyRelu(0.1), stax.Dense(1, 1.5)),
+}
+
+
+@pytest.mark.parametrize("scale", [1e150, 1e100, 1e-100, 1e-150], ids=lambda v: f"{v:g}")
+@pytest.mark.parametrize("act", sorted(MP_NETS))
+def test_against_mpmath_at_extreme_scales(rng, act, scale):
+    """Finite and to 1e-13 of the 700-digit product-form recursion on inputs of norm ~scale."""
+    kernel_fn = MP_NETS[act].kernel_fn
+    x1, x2 = _inputs(rng, n=4, scale=scale), _inputs(rng, n=3, scale=scale, zero_row=False)
+    nngp, ntk = _mp_kernels(x1, x2, kernel_fn.network.spec())
+    k = kernel_fn(x1, x2)
+    assert np.isfinite(k.nngp).all() and np.isfinite(k.ntk).all()
+    assert_close(k.nngp, nngp, 1e-13, "nngp")
+    assert_close(k.ntk, ntk, 1e-13, "ntk")
+
+
+# --- the NumPy reference on the same scaled inputs -----------------------------------
+
+
+REFERENCE_NETS = {
+    "relu": stax.fc_network(3, "relu", 1.5, None),
+    "abs": stax.fc_network(2, "abs", 1.5, None, "standard"),
+}
+
+
+@pytest.mark.parametrize("scale", [1e150, 1e-150], ids=lambda v: f"{v:g}")
+@pytest.mark.parametrize("act", sorted(REFERENCE_NETS))
+def test_backends_match_reference_at_extreme_scales(rng, act, scale):
+    """The C++ pass against fastntk._reference on the same inputs of norm ~scale
+    (x2 given: no coincident pairs, so the float64 tolerance of the fixtures applies)."""
+    kernel_fn = REFERENCE_NETS[act].kernel_fn
+    x1, x2 = _inputs(rng, scale=scale), _inputs(rng, n=5, scale=scale, zero_row=False)
+    nngp, ntk = _reference.infinite_kernels(x1, x2, kernel_fn.network.spec())
+    k = kernel_fn(x1, x2)
+    assert np.isfinite(nngp).all() and np.isfinite(ntk).all()
+    assert_close(k.nngp, nngp, RTOL["float64"], "nngp")
+    assert_close(k.ntk, ntk, RTOL["float64"], "ntk")

@@ -147,13 +147,18 @@ def _mp_dual(layer, k, k11, k22, t):
 MP_NETS = {
     "relu": stax.serial(stax.Dense(1, 1.5), stax.Relu(), stax.Dense(1, 1.5)),
     "abs": stax.serial(stax.Dense(1, 1.5, 0.1), stax.Abs(), stax.Dense(1, 1.2), stax.LeakyRelu(0.1), stax.Dense(1, 1.5)),
+    "erf": stax.serial(stax.Dense(1, 1.5, 0.3), stax.Erf(1.2, 0.8, 0.1), stax.Dense(1, 1.0, 0.05),
+                       stax.Erf(), stax.Dense(1, 1.5)),
+    "gelu": stax.serial(stax.Dense(1, 1.5), stax.Gelu(), stax.Dense(1, 1.2, 0.1), stax.Gelu(), stax.Dense(1, 1.5)),
+    "sin": stax.serial(stax.Dense(1, 1.5, 0.3), stax.Sin(1.1, 0.9, 0.3), stax.Dense(1, 1.0)),
 }
 
 
 @pytest.mark.parametrize("scale", [1e150, 1e100, 1e-100, 1e-150], ids=lambda v: f"{v:g}")
 @pytest.mark.parametrize("act", sorted(MP_NETS))
 def test_against_mpmath_at_extreme_scales(rng, act, scale):
-    """Finite and to 1e-13 of the 700-digit product-form recursion on inputs of norm ~scale."""
+    """Finite and to 1e-13 of the 700-digit product-form recursion on inputs of norm ~scale
+    (erf and GELU on large inputs gave NaN before; the ReLU NTK was off by 30%)."""
     kernel_fn = MP_NETS[act].kernel_fn
     x1, x2 = _inputs(rng, n=4, scale=scale), _inputs(rng, n=3, scale=scale, zero_row=False)
     nngp, ntk = _mp_kernels(x1, x2, kernel_fn.network.spec())
@@ -163,12 +168,65 @@ def test_against_mpmath_at_extreme_scales(rng, act, scale):
     assert_close(k.ntk, ntk, 1e-13, "ntk")
 
 
+def test_erf_limit_at_large_variance():
+    """As the variances grow, E[erf(u)erf(v)] → (2/π)·arcsin(ρ) and Θ₁₂·E[erf'erf'] stays
+    finite: at inputs ×1e150 a Dense + Erf network has Σ = (2/π)·arcsin(ρ) to rounding."""
+    x = np.array([[1.0, 2.0, -0.5], [0.3, -1.0, 2.0], [-2.0, 0.5, 0.5]])
+    k = stax.serial(stax.Dense(1), stax.Erf()).kernel_fn(x * 1e150, get="nngp")
+    norms = np.linalg.norm(x, axis=1)
+    rho = np.clip(x @ x.T / np.outer(norms, norms), -1, 1)
+    assert_close(k, 2 / np.pi * np.arcsin(rho), 1e-14, "nngp")
+
+
+def test_gelu_tends_to_relu_at_large_variance():
+    """x·Φ(x) − max(x, 0) is bounded (|x|·Φ(−|x|) ≤ 0.17), so on inputs ×1e150 a Dense + GELU
+    layer has the kernel of Dense + ReLU to relative O(1e-150): rounding."""
+    x = np.array([[1.0, 2.0, -0.5], [0.3, -1.0, 2.0], [-2.0, 0.5, 0.5]]) * 1e150
+    gelu = stax.serial(stax.Dense(1, 1.5), stax.Gelu(), stax.Dense(1, 1.5)).kernel_fn(x)
+    relu = stax.serial(stax.Dense(1, 1.5), stax.Relu(), stax.Dense(1, 1.5)).kernel_fn(x)
+    assert_close(gelu.nngp, relu.nngp, 1e-14, "nngp")
+    assert_close(gelu.ntk, relu.ntk, 1e-14, "ntk")
+
+
+def test_sin_at_large_inputs():
+    """Sin on inputs ×1e150: Σ(x, x) = a²/2·(1 − cos(2c)·e^(−2b²Σ)) = a²/2, distinct points give
+    e^(−b²|x − x'|²/(2d)) = 0, and the exponents, ≤ 0 in exact arithmetic, never round above
+    0 into overflow (x2 = a copy of x1: the Gram and the row norms round differently)."""
+    x = np.array([[1.0, 2.0, -0.5], [0.3, -1.0, 2.0], [-2.0, 0.5, 0.5]]) * 1e150
+    kernel_fn = stax.serial(stax.Dense(1), stax.Sin(1.1, 0.9, 0.3)).kernel_fn
+    for x2 in (None, x.copy()):
+        k = kernel_fn(x, x2)
+        assert np.isfinite(k.nngp).all() and np.isfinite(k.ntk).all()
+        off = ~np.eye(3, dtype=bool)
+        assert not k.nngp[off].any()
+        if x2 is None:
+            assert_close(np.diag(k.nngp), np.full(3, 1.1**2 / 2), 1e-15, "nngp diagonal")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("act", ["erf", "gelu", "sin"])
+def test_smooth_activations_finite_at_largest_inputs(rng, act, dtype):
+    """Inputs as large as validation allows (|x| ≤ √(max/d)/4): finite kernels, as the
+    float64 computation of the same float inputs."""
+    kernel_fn = MP_NETS[act].kernel_fn
+    x = _inputs(rng, scale=1.0)
+    x *= 0.9 * np.sqrt(np.finfo(dtype).max / x.shape[1]) / 4 / np.abs(x).max()
+    k = kernel_fn(x.astype(dtype))
+    k64 = kernel_fn(x.astype(dtype).astype(np.float64))
+    for name in ("nngp", "ntk"):
+        assert np.isfinite(getattr(k, name)).all(), name
+        assert_close(getattr(k, name), getattr(k64, name), RTOL["float32_vs_float64"] if dtype == np.float32 else 0, name)
+
+
 # --- the NumPy reference on the same scaled inputs -----------------------------------
 
 
 REFERENCE_NETS = {
     "relu": stax.fc_network(3, "relu", 1.5, None),
     "abs": stax.fc_network(2, "abs", 1.5, None, "standard"),
+    "erf": stax.fc_network(2, "erf", 1.5, 0.1),
+    "gelu": stax.fc_network(2, "gelu", 1.5, 0.1),
+    "sin": stax.fc_network(2, "sin", 1.5, 0.1),
 }
 
 

@@ -127,8 +127,10 @@ def _gauss_hermite_dual(fn, df, deg, k12, k11, k22):
     x, w = np.polynomial.hermite.hermgauss(deg)
     z, w = np.sqrt(2) * x, w / np.sqrt(np.pi)
     k12, k11, k22 = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (k12, k11, k22)))
-    prod = k11 * k22
-    rho = np.clip(np.divide(k12, np.sqrt(prod), out=np.zeros_like(k12), where=prod > 0), -1, 1)
+    # ρ = k12/(√k11·√k22) (not k12/√(k11·k22), whose product overflows); k11 itself where
+    # k11 = k22, so ρ = 1 exactly at coincident points; 0 at a zero-variance point.
+    scale = np.where(k11 == k22, k11, np.sqrt(k11) * np.sqrt(k22))
+    rho = np.clip(np.divide(k12, scale, out=np.zeros_like(k12), where=scale > 0), -1, 1)
     u = np.sqrt(k11)[..., None, None] * z[:, None]
     v = np.sqrt(k22)[..., None, None] * (rho[..., None, None] * z[:, None] + np.sqrt(1 - rho**2)[..., None, None] * z)
     ww = w[:, None] * w

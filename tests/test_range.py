@@ -227,13 +227,14 @@ REFERENCE_NETS = {
     "erf": stax.fc_network(2, "erf", 1.5, 0.1),
     "gelu": stax.fc_network(2, "gelu", 1.5, 0.1),
     "sin": stax.fc_network(2, "sin", 1.5, 0.1),
+    "tanh": stax.serial(stax.Dense(1, 1.5), stax.Tanh(), stax.Dense(1, 1.5)),
 }
 
 
 @pytest.mark.parametrize("scale", [1e150, 1e-150], ids=lambda v: f"{v:g}")
 @pytest.mark.parametrize("act", sorted(REFERENCE_NETS))
 def test_backends_match_reference_at_extreme_scales(rng, act, scale):
-    """The C++ pass against fastntk._reference on the same inputs of norm ~scale
+    """The C++ and Numba passes against fastntk._reference on the same inputs of norm ~scale
     (x2 given: no coincident pairs, so the float64 tolerance of the fixtures applies)."""
     kernel_fn = REFERENCE_NETS[act].kernel_fn
     x1, x2 = _inputs(rng, scale=scale), _inputs(rng, n=5, scale=scale, zero_row=False)
@@ -242,3 +243,15 @@ def test_backends_match_reference_at_extreme_scales(rng, act, scale):
     assert np.isfinite(nngp).all() and np.isfinite(ntk).all()
     assert_close(k.nngp, nngp, RTOL["float64"], "nngp")
     assert_close(k.ntk, ntk, RTOL["float64"], "ntk")
+
+
+def test_quadrature_correlation_at_large_variance():
+    """Gauss–Hermite with φ(x) = x is exact: E[uv] = Σ₁₂, also when Σ₁₁·Σ₂₂ overflows
+    (ρ = Σ₁₂/√(Σ₁₁Σ₂₂) was 0 there)."""
+    x1 = np.array([[1.0, 2.0, -0.5], [0.3, -1.0, 2.0]]) * 1e150
+    x2 = np.array([[-2.0, 0.5, 0.5], [1.0, 1.0, 1.0]]) * 1e150
+    identity = stax.serial(stax.Dense(1), stax.ElementwiseNumerical(lambda x: x, 4, lambda x: 1.0 + 0.0 * x))
+    linear = x1 @ x2.T / 3
+    assert_close(identity.kernel_fn(x1, x2, get="nngp"), linear, 1e-14, "numba")
+    nngp, _ = _reference.infinite_kernels(x1, x2, identity.kernel_fn.network.spec())
+    assert_close(nngp, linear, 1e-14, "reference")

@@ -37,42 +37,79 @@ def rho_tolerance(d, dtype):
     return 16.0 * np.sqrt(d) * np.finfo(dtype).eps
 
 
+def _residual(k12, k11, k22):
+    """r = k22·(1 − ρ²) = k22 − k12²/k11, ρ = k12/√(k11·k22); 0 where k11 = 0.
+
+    Never the product k11·k22, which overflows (or underflows) long before the kernels
+    do; r ≤ k22. r = 0 exactly at coincident points (k12 = k11 = k22), whose ρ is 1.
+    """
+    k12, k11, k22 = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (k12, k11, k22)))
+    inv11 = np.divide(1.0, k11, out=np.zeros_like(k11), where=k11 > 0)
+    return np.where((k12 == k11) & (k12 == k22), 0.0, k22 - k12 * (k12 * inv11))
+
+
 def dual(rule, k12, k11, k22, rho_tol=0.0):
     """E[φ(u)φ(v)] and E[φ'(u)φ'(v)] for (u, v) ~ N(0, [[k11, k12], [k12, k22]]).
 
     ``rule`` is an activation's dual rule. Arrays broadcast against each other. Returns
-    ``(sigma, t_dot)``.
+    ``(sigma, t_dot)``. No closed form takes
+    the product k11·k22 of the two variances, which overflows (or underflows) long before
+    the kernels do, so they hold over the whole float range.
     """
     if isinstance(rule, ABReluDual):
         a, b = rule.a, rule.b
-        # Cho & Saul (2009): θ = angle between the two pre-activations.
-        s2 = k11 * k22 - k12**2
-        s2 = np.where(s2 > rho_tol * k11 * k22, s2, 0.0)
-        s = np.sqrt(s2)
-        theta = np.where((s == 0) & (k12 == 0), np.pi / 2, np.arctan2(s, k12))
+        # Cho & Saul (2009): s = √(k11·k22 − k12²), θ = atan2(s, k12), the angle between the
+        # two pre-activations. Both are homogeneous: computed on k11·4^−h1, k22·4^−h2 (in
+        # [1/2, 2)) and k12·2^−(h1+h2), then s is scaled back. Powers of two are exact, so
+        # the product form rounds as without them and cannot overflow or underflow.
+        h1, h2 = np.frexp(k11)[1] // 2, np.frexp(k22)[1] // 2
+        k11_, k22_, k12_ = np.ldexp(k11, -2 * h1), np.ldexp(k22, -2 * h2), np.ldexp(k12, -(h1 + h2))
+        s2 = k11_ * k22_ - k12_**2
+        # 1 − ρ² ≤ rho_tol: ρ = ±1; and ρ = 1 exactly at coincident points (k12 = k11 = k22).
+        s2 = np.where((s2 > rho_tol * k11_ * k22_) & ~((k12 == k11) & (k12 == k22)), s2, 0.0)
+        s = np.ldexp(np.sqrt(s2), h1 + h2)
+        theta = np.where((s2 == 0) & (k12_ == 0), np.pi / 2, np.arctan2(np.sqrt(s2), k12_))  # π/2: zero variance
         t_dot = (a**2 + b**2) / 2 - (a - b) ** 2 * theta / (2 * np.pi)
         return (a - b) ** 2 / (2 * np.pi) * s + t_dot * k12, t_dot
     if isinstance(rule, ErfDual):
         a, b, c = rule.a, rule.b, rule.c
-        # Williams (1997).
-        # (1 + 2a)(1 + 2b) − 4c² = 1 + 2(a + b) + 4(ab − c²): exact at coincident points.
-        a11, a22, a12 = b**2 * k11, b**2 * k22, b**2 * k12
-        den = np.sqrt(1 + 2 * (a11 + a22) + 4 * (a11 * a22 - a12**2))
-        sigma = a**2 * (2 / np.pi) * np.arctan2(2 * b**2 * k12, den) + c**2
-        return sigma, a**2 * b**2 * (4 / np.pi) / den
+        # Williams (1997), with A = b²k: den = √((1 + 2A11)(1 + 2A22) − 4A12²),
+        # Σ' = a²(2/π)·atan2(2A12, den) + c², T' = a²b²(4/π)/den.
+        # den² = 1 + 2A11 + 2A22 + 4b⁴·k11·r = q1²w², with e1 = 1/(1 + 2A11), t1² = 2A11·e1,
+        # q1 = √(1 + 2A11): w² = 1 + 2b²e1·k22 + 2b²t1²·r, every term ≥ 0 (no cancellation at
+        # coincident points, where den = √(1 + 4A)), and atan2(2A12, den) = atan2(2b²k12/q1, w).
+        e1 = 1 / (1 + 2 * b**2 * k11)
+        t1_sq, inv_q1 = 2 * b**2 * k11 * e1, np.sqrt(e1)
+        r = np.maximum(_residual(k12, k11, k22), 0.0)
+        w = np.sqrt(1 + 2 * b**2 * e1 * k22 + 2 * b**2 * t1_sq * r)
+        sigma = a**2 * (2 / np.pi) * np.arctan2(2 * b**2 * inv_q1 * k12, w) + c**2
+        return sigma, a**2 * b**2 * (4 / np.pi) * inv_q1 / w
     if isinstance(rule, SinDual):
         a, b, c = rule.a, rule.b, rule.c
-        half_s = (k11 + k22) / 2
-        ep, em = np.exp(b**2 * (k12 - half_s)), np.exp(-(b**2) * (k12 + half_s))
+        # Both exponents are ≤ 0 (|k12| ≤ √(k11·k22) ≤ S/2): rounding above 0 is clamped.
+        # S/2 = k11/2 + k22/2, which does not overflow.
+        half_s = k11 / 2 + k22 / 2
+        ep = np.exp(np.minimum(b**2 * (k12 - half_s), 0.0))
+        em = np.exp(np.minimum(-(b**2) * (k12 + half_s), 0.0))
         sigma = a**2 / 2 * (ep - np.cos(2 * c) * em)
         return sigma, a**2 * b**2 / 2 * (ep + np.cos(2 * c) * em)
     if isinstance(rule, GeluDual):
-        p, p1 = k11 * k22, (k11 + 1) * (k22 + 1)
-        delta2 = np.maximum(1 + k11 + k22 + (p - k12**2), 0.0)  # = P1 − K12², as for erf
-        delta = np.sqrt(delta2)
-        ang = np.arctan2(k12, delta)
-        sigma = ((k12**2 + p * delta2) / (p1 * delta) + k12 * ang) / (2 * np.pi) + k12 / 4
-        t_dot = k12 / (2 * np.pi * delta) * (1 / delta2 + (1 - p) / p1 + 1) + 1 / 4 + ang / (2 * np.pi)
+        # neural-tangents' exact x·Φ(x): with P = k11·k22, P1 = (1 + k11)(1 + k22),
+        # D² = P1 − k12², A = atan2(k12, D):
+        #   Σ' = [(k12² + P·D²)/(P1·D) + k12·A]/(2π) + k12/4,
+        #   T' = k12/(2πD)·[1/D² + (1 − P)/P1 + 1] + 1/4 + A/(2π).
+        # With e = 1/(1 + k), t1² = k11·e1, q1 = √(1 + k11), κ = k12/q1, as for erf:
+        #   D² = 1 + k11 + k22 + k11·r = q1²w², w² = 1 + e1·k22 + t1²·r (≥ 1),
+        #   k12²/(P1·D) = κ²e2/(q1·w), P·D/P1 = t1²·q1·w·k22·e2, (1 − P)/P1 + 1 = e1 + e2,
+        #   k12/D = κ/w, 1/D² = e1/w², A = atan2(κ, w).
+        e1, e2 = 1 / (1 + k11), 1 / (1 + k22)
+        t1_sq, q1 = k11 * e1, np.sqrt(1 + k11)
+        r = np.maximum(_residual(k12, k11, k22), 0.0)
+        w = np.sqrt(1 + e1 * k22 + t1_sq * r)
+        kappa = k12 / q1
+        ang = np.arctan2(kappa, w)
+        sigma = (kappa**2 * e2 / (q1 * w) + t1_sq * q1 * w * (k22 * e2) + k12 * ang) / (2 * np.pi) + k12 / 4
+        t_dot = kappa / (2 * np.pi * w) * (e1 / w**2 + e1 + e2) + 1 / 4 + ang / (2 * np.pi)
         return sigma, t_dot
     if isinstance(rule, QuadratureDual):
         return _gauss_hermite_dual(rule.fn, rule.df, rule.deg, k12, k11, k22)
@@ -90,8 +127,10 @@ def _gauss_hermite_dual(fn, df, deg, k12, k11, k22):
     x, w = np.polynomial.hermite.hermgauss(deg)
     z, w = np.sqrt(2) * x, w / np.sqrt(np.pi)
     k12, k11, k22 = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (k12, k11, k22)))
-    prod = k11 * k22
-    rho = np.clip(np.divide(k12, np.sqrt(prod), out=np.zeros_like(k12), where=prod > 0), -1, 1)
+    # ρ = k12/(√k11·√k22) (not k12/√(k11·k22), whose product overflows); k11 itself where
+    # k11 = k22, so ρ = 1 exactly at coincident points; 0 at a zero-variance point.
+    scale = np.where(k11 == k22, k11, np.sqrt(k11) * np.sqrt(k22))
+    rho = np.clip(np.divide(k12, scale, out=np.zeros_like(k12), where=scale > 0), -1, 1)
     u = np.sqrt(k11)[..., None, None] * z[:, None]
     v = np.sqrt(k22)[..., None, None] * (rho[..., None, None] * z[:, None] + np.sqrt(1 - rho**2)[..., None, None] * z)
     ww = w[:, None] * w

@@ -62,10 +62,12 @@ def _quad_tile(k, t, with_ntk, v1, v2, z, w, fn, df):
             fu[a] = fn(su * z[a])
             dfu[a] = df(su * z[a]) if with_ntk else 0.0
         for j in range(n2):
-            prod = v1[i] * v2[j]
-            rho = k[i, j] / math.sqrt(prod) if prod > 0.0 else 0.0
-            rho = min(1.0, max(-1.0, rho))
             sv = math.sqrt(v2[j])
+            # ρ = Σ12/(√Σ11·√Σ22), not Σ12/√(Σ11·Σ22), whose product overflows; Σ11 itself
+            # where Σ11 = Σ22, so ρ = 1 exactly at coincident points (_reference._gauss_hermite_dual).
+            scale = v1[i] if v1[i] == v2[j] else su * sv
+            rho = k[i, j] / scale if scale > 0.0 else 0.0
+            rho = min(1.0, max(-1.0, rho))
             c = math.sqrt(1.0 - rho * rho)
             sigma = 0.0
             t_dot = 0.0

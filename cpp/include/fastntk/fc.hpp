@@ -44,52 +44,84 @@ constexpr double kPi = 3.14159265358979323846;
 
 // Dual kernels: given Sigma12 = k and the variances k11, k22, return
 // E[phi(u) phi(v)] in k and E[phi'(u) phi'(v)] in t_dot.
+//
+// Exact over the whole float range (DESIGN §2): no formula forms the product
+// k11 k22, which overflows (or underflows) long before the kernels do. What depends
+// on k11 alone is hoisted out of a row of a tile (k11 fixed) by the compiler, so per
+// entry each dual kernel costs about the square roots and divisions of the product form.
 
 // ABRelu (Cho & Saul 2009, arc-cosine kernel of degree 0 and 1):
 //   s = sqrt(k11 k22 - k^2), theta = atan2(s, k),
 //   Sigma' = (a-b)^2/(2 pi) s + [(a^2+b^2)/2 - (a-b)^2 theta/(2 pi)] k,
 //   T_dot  = (a^2+b^2)/2 - (a-b)^2 theta/(2 pi).
-// theta = pi/2 where s = k = 0 (a zero-variance point), as neural-tangents.
+// s and theta are homogeneous, so they are computed on k11 4^-h1, k22 4^-h2 (both in
+// [1/2, 2)) and k 2^-(h1+h2), and s is scaled back: powers of two, exact, so the product
+// form rounds as it would without the scaling and never overflows or underflows.
+// theta = pi/2 where s = k = 0 (a zero-variance point), as neural-tangents. rho = 1
+// exactly where k = k11 = k22 (coincident points; a fused multiply-add would leave
+// its rounding error in s^2).
 // 1 - rho^2 <= rho_tol is taken as rho = +-1 exactly: T_dot is first order in
 // theta, and theta ~ sqrt(1 - rho^2) turns the rounding error of the Gram
 // entries into an error of sqrt(eps) at coincident points, whose exact theta
 // is 0. Sigma' is third order in theta there and does not change.
 inline void abrelu_dual(double& k, double k11, double k22, double half_sq_sum, double diff_sq_2pi,
                         double rho_tol, double& t_dot) noexcept {
-    const double prod = k11 * k22;
-    double s2 = prod - k * k;
-    s2 = s2 > rho_tol * prod ? s2 : 0.0;
-    const double s = std::sqrt(s2);
-    double theta = atan2_v(s, k);
-    theta = (s2 == 0.0 && k == 0.0) ? 0.5 * kPi : theta;
+    double down1, up1, down2, up2;
+    quarter_scale(k11, down1, up1);
+    quarter_scale(k22, down2, up2);
+    const double prod = (k11 * down1 * down1) * (k22 * down2 * down2);  // k11 k22 4^-(h1+h2)
+    const double kn = k * (down1 * down2);                               // k 2^-(h1+h2)
+    double s2 = prod - kn * kn;
+    s2 = (s2 > rho_tol * prod && !(k == k11 && k == k22)) ? s2 : 0.0;
+    const double sn = std::sqrt(s2);
+    double theta = atan2_v(sn, kn);
+    theta = (s2 == 0.0 && kn == 0.0) ? 0.5 * kPi : theta;
     t_dot = half_sq_sum - diff_sq_2pi * theta;
-    k = diff_sq_2pi * s + t_dot * k;
+    k = diff_sq_2pi * (sn * up1 * up2) + t_dot * k;
 }
 
-// Erf (Williams 1997): with kb = b^2 Sigma and
-//   den = sqrt((1 + 2 kb11)(1 + 2 kb22) - 4 kb12^2),
-//   Sigma' = a^2 (2/pi) atan2(2 kb12, den) + c^2,  T_dot = a^2 b^2 (4/pi) / den.
+// 1/k11, or 0 for a zero-variance point (whose Sigma12 is 0).
+inline double inv_or_zero(double v) noexcept { return v > 0.0 ? 1.0 / v : 0.0; }
+
+// Erf and GELU are written with r = k22 (1 - rho^2) = k22 - k^2/k11, rho =
+// k/sqrt(k11 k22) (>= 0 up to rounding; <= k22, so it does not overflow), given
+// inv11 = 1/k11, and with quantities normalised by the first point's variance k11.
+// r = 0 exactly at coincident points (k = k11 = k22), whose rho is exactly 1.
+inline double residual(double k, double k11, double k22, double inv11) noexcept {
+    const double r = k22 - k * (k * inv11);
+    return (k == k11 && k == k22) ? 0.0 : r;
+}
+
+// Erf (Williams 1997): with A = b^2 Sigma and den = sqrt((1 + 2 A11)(1 + 2 A22) - 4 A12^2),
+//   Sigma' = a^2 (2/pi) atan2(2 A12, den) + c^2,  T_dot = a^2 b^2 (4/pi) / den.
+// With e1 = 1/(1 + 2 A11), t1^2 = 2 A11 e1 and q1 = sqrt(1 + 2 A11):
+//   den^2 = 1 + 2 A11 + 2 A22 + 4 b^4 k11 r = q1^2 w^2,  w^2 = 1 + 2 b^2 e1 k22 + 2 b^2 t1^2 r,
+//   atan2(2 A12, den) = atan2(2 b^2 k/q1, w).
+// Every term of w^2 is >= 0 (r is clamped at 0): no cancellation at coincident
+// points (there den = sqrt(1 + 4 A)), where the product form loses ~log10(K) digits
+// for inputs of large norm; and nothing overflows.
 inline void erf_dual(double& k, double k11, double k22, double a, double b, double c,
                      double& t_dot) noexcept {
     const double b2 = b * b;
-    const double kb = b2 * k;
-    // (1 + 2a)(1 + 2b) - 4c^2 written as 1 + 2(a + b) + 4(ab - c^2): no cancellation of
-    // the large products at coincident points (ab = c^2 there), where the product form
-    // loses ~log10(K) digits for inputs of large norm.
-    const double kb11 = b2 * k11, kb22 = b2 * k22;
-    const double den = std::sqrt(1.0 + 2.0 * (kb11 + kb22) + 4.0 * (kb11 * kb22 - kb * kb));
-    t_dot = a * a * b2 * (4.0 / kPi) / den;
-    k = a * a * (2.0 / kPi) * atan2_v(2.0 * kb, den) + c * c;
+    const double a11 = 2.0 * b2 * k11, e1 = 1.0 / (1.0 + a11), inv_q1 = std::sqrt(e1);
+    double r = residual(k, k11, k22, inv_or_zero(k11));
+    r = r < 0.0 ? 0.0 : r;
+    const double w = std::sqrt(1.0 + 2.0 * b2 * e1 * k22 + 2.0 * b2 * (a11 * e1) * r);  // den/q1
+    t_dot = a * a * b2 * (4.0 / kPi) * inv_q1 / w;
+    k = a * a * (2.0 / kPi) * atan2_v(2.0 * b2 * inv_q1 * k, w) + c * c;
 }
 
 // Sin: with S = k11 + k22,
 //   Sigma' = a^2/2 [exp(b^2(-S/2 + k)) - cos(2c) exp(b^2(-S/2 - k))],
 //   T_dot  = a^2 b^2/2 [exp(b^2(-S/2 + k)) + cos(2c) exp(b^2(-S/2 - k))].
+// Both exponents are <= 0 (|k| <= sqrt(k11 k22) <= S/2); rounding above 0 is
+// clamped (a select, so NaN passes). S/2 = k11/2 + k22/2 does not overflow.
 inline void sin_dual(double& k, double k11, double k22, double a, double b, double cos2c,
                      double& t_dot) noexcept {
     const double b2 = b * b;
-    const double half_s = 0.5 * (k11 + k22);
-    const double ep = std::exp(b2 * (k - half_s)), em = std::exp(-b2 * (k + half_s));
+    const double half_s = 0.5 * k11 + 0.5 * k22;
+    const double xp = b2 * (k - half_s), xm = -b2 * (k + half_s);
+    const double ep = std::exp(xp > 0.0 ? 0.0 : xp), em = std::exp(xm > 0.0 ? 0.0 : xm);
     t_dot = 0.5 * a * a * b2 * (ep + cos2c * em);
     k = 0.5 * a * a * (ep - cos2c * em);
 }
@@ -98,13 +130,21 @@ inline void sin_dual(double& k, double k11, double k22, double a, double b, doub
 // P = k11 k22, P1 = (k11 + 1)(k22 + 1), D^2 = P1 - k^2, A = atan2(k, D),
 //   Sigma' = [(k^2 + P D^2)/(P1 D) + k A]/(2 pi) + k/4,
 //   T_dot  = k/(2 pi D) [1/D^2 + (1 - P)/P1 + 1] + 1/4 + A/(2 pi).
+// With e = 1/(1 + k), t1^2 = k11 e1, q1 = sqrt(1 + k11), kappa = k/q1, as for erf:
+//   D^2 = 1 + k11 + k22 + k11 r = q1^2 w^2,  w^2 = 1 + e1 k22 + t1^2 r  (>= 1),
+//   k^2/(P1 D) = kappa^2 e2/(q1 w),  P D/P1 = t1^2 q1 w k22 e2,  (1 - P)/P1 + 1 = e1 + e2,
+//   k/D = kappa/w,  1/D^2 = e1/w^2,  A = atan2(kappa, w).
 inline void gelu_dual(double& k, double k11, double k22, double& t_dot) noexcept {
-    const double p = k11 * k22, p1 = (k11 + 1.0) * (k22 + 1.0);
-    const double d2 = std::max(1.0 + k11 + k22 + (p - k * k), 0.0);  // = P1 - k^2, see erf_dual
-    const double d = std::sqrt(d2);
-    const double ang = atan2_v(k, d);
-    t_dot = k / (2.0 * kPi * d) * (1.0 / d2 + (1.0 - p) / p1 + 1.0) + 0.25 + ang / (2.0 * kPi);
-    k = ((k * k + p * d2) / (p1 * d) + k * ang) / (2.0 * kPi) + 0.25 * k;
+    const double e1 = 1.0 / (1.0 + k11), inv_q1 = std::sqrt(e1), t1_sq = k11 * e1;
+    double r = residual(k, k11, k22, inv_or_zero(k11));
+    r = r < 0.0 ? 0.0 : r;
+    const double e2 = 1.0 / (1.0 + k22);
+    const double w = std::sqrt(1.0 + e1 * k22 + t1_sq * r), inv_w = 1.0 / w;
+    const double kappa = k * inv_q1;
+    const double ang = atan2_v(kappa, w);
+    t_dot = kappa * inv_w / (2.0 * kPi) * (e1 * inv_w * inv_w + e1 + e2) + 0.25 + ang / (2.0 * kPi);
+    k = (kappa * (kappa * inv_q1) * e2 * inv_w + t1_sq / inv_q1 * w * (k22 * e2) + k * ang) / (2.0 * kPi) +
+        0.25 * k;
 }
 
 // Apply op to n entries: k[j] (Sigma12) and t[j] (Theta12, skipped when

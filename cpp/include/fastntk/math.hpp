@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 namespace fastntk {
 
@@ -61,6 +63,26 @@ inline double atan2_v(double y, double x) noexcept {
     a = steep ? kPio2Hi - (a - kPio2Lo) : a;
     a = x < 0.0 ? kPiHi - (a - kPiLo) : a;
     return y < 0.0 ? -a : a;
+}
+
+// Powers of two 2^-h and 2^h with h = floor((e + 1)/2), e the binary exponent of v >= 0
+// (v = 1.f 2^e), so that v 4^-h lies in [1/2, 2); h = -511 for v = 0 or subnormal.
+// Scaling by a power of two is exact (short of underflow), so a product form
+// evaluated on the scaled values rounds exactly as on the unscaled ones, without
+// overflowing. Integer operations on the bits, which vectorise (no frexp/ldexp calls).
+inline double pow2_from_exponent_field(std::uint64_t field) noexcept {
+    const std::uint64_t bits = field << 52;
+    double d;
+    std::memcpy(&d, &bits, sizeof d);
+    return d;
+}
+
+inline void quarter_scale(double v, double& down, double& up) noexcept {
+    std::uint64_t bits;
+    std::memcpy(&bits, &v, sizeof bits);
+    const std::uint64_t h = (bits >> 53) & 0x3ff;  // floor((e + 1)/2) + 511, in [0, 1023]
+    down = pow2_from_exponent_field(1534 - h);     // biased exponent 1023 - (h - 511)
+    up = pow2_from_exponent_field(512 + h);        // biased exponent 1023 + (h - 511)
 }
 
 }  // namespace fastntk

@@ -9,6 +9,8 @@ that ``fastntk.kernels`` allocated.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 
 import numpy as np
 
@@ -97,6 +99,33 @@ def progress_bar(total, enabled, desc="kernel rows"):
 
     with tqdm(total=total, desc=desc, unit="row") as bar:
         yield bar
+
+
+def _numba_serial_after_fork():
+    """In a fork()ed child, compile the Numba quadrature without threads (DESIGN §3).
+
+    Numba's 'omp' threading layer on GNU OpenMP terminates (SIGTERM) a child of the
+    process that started its threads at the child's first parallel region, whatever the
+    thread count. Such a child runs the same kernel compiled with ``parallel=False``: rows
+    are independent, so the results are the same bit for bit. The parent, and a child of
+    a process whose Numba threads never started, keep the parallel kernel. (The OpenMP
+    pool of ``_core`` is handled in ``src/core.cpp``.)
+    """
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return
+    try:
+        if numba.threading_layer() != "omp":  # tbb and workqueue survive fork()
+            return
+    except ValueError:  # Numba's threads have not started
+        return
+    from . import numba_kernels
+
+    numba_kernels._quad_tile = numba.njit(nogil=True)(numba_kernels._quad_tile.py_func)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_numba_serial_after_fork)
 
 
 class _NoBar:

@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <atomic>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -11,6 +12,9 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
 #endif
 
 #include "fastntk/fc.hpp"
@@ -20,6 +24,46 @@ namespace py = pybind11;
 using fastntk::idx;
 
 namespace {
+
+// Fork safety (DESIGN §3). GNU libgomp keeps a thread pool per master thread, and a
+// fork()ed child inherits the forking thread's pool without its threads: the child's
+// first parallel region waits for them forever. Before fork() the forking thread's pool
+// is released (omp_pause_resource_all, OpenMP 5.0), so the child starts a pool of its
+// own and runs at full width; the parent's next region starts a new pool (once per fork).
+// Where that is not possible (an older runtime, fork() inside a parallel region) a child
+// of a process that has run a kernel runs every kernel on one thread, in the same order,
+// so with the same results. (Numba's kernels are handled in fastntk/_backend.)
+// omp_pause_resource_all is OpenMP 5.0; GCC's libgomp has it from GCC 9 while _OPENMP
+// still says 4.5.
+#if defined(_OPENMP) && (_OPENMP >= 201811 || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 9))
+#define FASTNTK_OMP_PAUSE 1
+#endif
+std::atomic<bool> g_kernel_ran{false};    // this process has entered an OpenMP kernel
+std::atomic<bool> g_pool_released{true};  // the forking thread held no pool at the last fork()
+std::atomic<bool> g_serial{false};        // a child whose pool may be broken: one thread
+
+void before_fork() noexcept {
+#ifdef FASTNTK_OMP_PAUSE
+    // A serial child's pool is the broken one it inherited: releasing it would wait for
+    // threads that do not exist, so its children stay serial too.
+    g_pool_released = !g_serial && omp_pause_resource_all(omp_pause_soft) == 0;
+#else
+    g_pool_released = !g_serial && !g_kernel_ran;
+#endif
+}
+
+void in_child() noexcept {
+    if (!g_pool_released) g_serial = true;
+}
+
+// Called by the glue before each kernel, in the thread that will run it (the ICV
+// omp_set_num_threads sets is per thread).
+void enter_kernel() noexcept {
+    g_kernel_ran.store(true, std::memory_order_relaxed);
+#ifdef _OPENMP
+    if (g_serial.load(std::memory_order_relaxed)) omp_set_num_threads(1);
+#endif
+}
 
 // No forcecast: Python has already cast, so a dtype mismatch is a bug, not a copy.
 // Strided views are allowed (row blocks of a larger result); rows must be unit-stride.
@@ -92,6 +136,7 @@ void fc_tile(const Array<T>& sigma, py::object nngp, py::object ntk, const Array
     ld.var1 = row_stride<double>(var1, "var1", n_act, n1);
     ld.var2 = row_stride<double>(var2, "var2", n_act, n2);
     const T* sigma_ptr = sigma.data();
+    enter_kernel();
     py::gil_scoped_release release;
     fastntk::fc_tile<T>(sigma_ptr, nngp_ptr, ntk_ptr, n1, n2, ld, var1.data(), var2.data(), op.data(),
                         static_cast<int>(op.size()), rho_tol);
@@ -115,6 +160,7 @@ void fc_diagonal(Array<double> nngp, py::object ntk_obj, Array<double> var, cons
     const idx ld = row_stride<double>(var, "var", n_act, n);
     double* k = nngp.mutable_data();
     double* v = var.mutable_data();
+    enter_kernel();
     py::gil_scoped_release release;
     fastntk::fc_diagonal(k, t, n, op.data(), static_cast<int>(op.size()), v, ld);
 }
@@ -124,6 +170,7 @@ void mirror_upper(Array<T> a) {
     const idx n = a.ndim() == 2 ? a.shape(0) : -1;
     const idx ld = row_stride<T>(a, "a", n, n);
     T* p = a.mutable_data();
+    enter_kernel();
     py::gil_scoped_release release;
     fastntk::mirror_upper<T>(p, n, ld);
 }
@@ -143,13 +190,13 @@ void atan2_array(const py::array_t<double, py::array::c_style>& y, const py::arr
 void set_num_threads(int n) {
     if (n < 1) throw std::invalid_argument("n must be >= 1; got " + std::to_string(n));
 #ifdef _OPENMP
-    omp_set_num_threads(n);
+    omp_set_num_threads(g_serial ? 1 : n);  // a serial child stays serial (see before_fork)
 #endif
 }
 
 int get_num_threads() {
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    return g_serial ? 1 : omp_get_max_threads();
 #else
     return 1;
 #endif
@@ -179,6 +226,9 @@ PYBIND11_MODULE(_core, m) {
                                      {"erf", OpKind::Erf}, {"sin", OpKind::Sin}, {"gelu", OpKind::Gelu}})
         op_kinds[name] = static_cast<int>(kind);
     m.attr("op_kinds") = op_kinds;
+#if defined(__unix__) || defined(__APPLE__)
+    pthread_atfork(before_fork, nullptr, in_child);
+#endif
     m.attr("has_openmp") =
 #ifdef _OPENMP
         true;

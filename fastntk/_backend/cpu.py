@@ -9,6 +9,8 @@ functions). Every method works in place on arrays the driver allocated and valid
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -174,6 +176,32 @@ def _rule_diagonal(rule, k, t):
         if t is not None:
             t *= rule.d_nngp_fn(k, k, k)
         k[...] = rule.nngp_fn(k, k, k)
+
+
+def _numba_serial_after_fork():
+    """In a fork()ed child, run the Numba quadrature without threads (DESIGN §3: fork-safe).
+
+    Numba's 'omp' threading layer on GNU OpenMP terminates (SIGTERM) a child of the process
+    that started its threads at the child's first parallel region, whatever the thread count;
+    such a child switches to the serial kernel (same results bit for bit: rows are
+    independent). The tbb and workqueue layers survive fork(). The OpenMP pool of
+    ``fastntk._core`` is released before each fork by src/core.cpp.
+    """
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return
+    try:
+        if numba.threading_layer() != "omp":
+            return
+    except ValueError:  # Numba's threads have not started
+        return
+    from . import numba_kernels
+
+    numba_kernels.use_serial_kernels()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_numba_serial_after_fork)
 
 
 def set_num_threads(n):

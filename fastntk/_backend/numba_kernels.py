@@ -13,7 +13,7 @@ import math
 import numba as nb
 import numpy as np
 
-__all__ = ["quad_diag", "quad_tile"]
+__all__ = ["quad_diag", "quad_tile", "use_serial_kernels"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,6 +84,13 @@ def _quad_tile(k, t, with_ntk, v1, v2, z, w, fn, df):
             k[i, j] = sigma
             if with_ntk:
                 t[i, j] *= t_dot
+
+
+def use_serial_kernels():
+    """Replace the threaded tile kernel by its serial compilation (a fork()ed child's; see
+    ``fastntk._backend.cpu``). Same arithmetic, same results."""
+    global _quad_tile
+    _quad_tile = nb.njit(nogil=True)(_quad_tile.py_func)
 
 
 @nb.njit(nogil=True)

@@ -142,11 +142,12 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
         "or blocks of x1 and x2",
     )
     # The per-point pass first (O(N·depth)): it bounds every entry, so an overflow is refused
-    # before any O(N1·N2) work. x·x from the Gram itself when x2 is None (below), so
-    # coincident points see exactly Σ₁₂ = Σ₁₁ = Σ₂₂.
-    _check_range(*backend.diagonal(plan, _sq_norms(x1), True), dtype)
-    if not symmetric:
-        _check_range(*backend.diagonal(plan, _sq_norms(x2), True), dtype)
+    # before any O(N1·N2) work.
+    diag1 = backend.diagonal(plan, _sq_norms(x1), True)
+    diag2 = None if symmetric else backend.diagonal(plan, _sq_norms(x2), True)
+    for diag in (diag1, diag2):
+        if diag is not None:
+            _check_range(*diag, dtype)
     for name, arr in out.items():
         reserve_disk(arr, f"out[{name!r}]")
     for name in names:
@@ -159,9 +160,11 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
         # gemm and would take the cores from the OpenMP pass that follows it.
         backend.gram(x1, x2, out[sigma_name], blocks)
         bar.update(n1)
-        sq1 = np.diagonal(out[sigma_name]).astype(np.float64) if symmetric else _sq_norms(x1)
-        k1, _, var1 = backend.diagonal(plan, sq1, False)
-        k2, var2 = (k1, var1) if symmetric else backend.diagonal(plan, _sq_norms(x2), False)[::2]
+        if symmetric:  # x·x from the Gram itself, so coincident points see exactly Σ₁₂ = Σ₁₁ = Σ₂₂
+            k1, _, var1 = backend.diagonal(plan, np.diagonal(out[sigma_name]).astype(np.float64), False)
+            k2, var2 = k1, var1
+        else:
+            (k1, _, var1), (k2, _, var2) = diag1, diag2
         rho_tol = rho_tolerance(d, dtype)
         for i0, i1, c0 in blocks:
             sigma = out[sigma_name][i0:i1, c0:]

@@ -65,11 +65,15 @@ SCRIPT = textwrap.dedent(
 
 
 def run_script(*args):
+    # The child imports the fastntk this test imported (an installed one in CI, whose source
+    # checkout without the compiled module must not shadow it): run it from that directory.
+    home = str(Path(fastntk.__file__).parents[1])
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(fastntk.__file__).parents[1]), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [home, env.get("PYTHONPATH")]))
     # Python >= 3.12 warns that fork() in a threaded process may deadlock: the point here.
     cmd = [sys.executable, "-W", "ignore::DeprecationWarning", "-c", SCRIPT, *args]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:

@@ -42,8 +42,6 @@ def kernel_layers(layer_spec):
                 f"unsupported layer order: activation {leaf.activation.name!r} follows {prev!r}; the dual kernels "
                 "need Gaussian pre-activations, so every activation must follow a Dense layer"
             )
-        if not isinstance(leaf, (Dense, Act)):
-            raise ValueError(f"kernel_fn does not support {type(leaf).__name__} layers yet")
         prev = "dense" if isinstance(leaf, Dense) else leaf.activation.name
         layers.append(leaf)
     return layers
@@ -60,11 +58,12 @@ def _check_range(nngp, ntk, var, dtype):
     or the results exceed ``dtype``: every |Σ₁₂| ≤ √(Σ₁₁Σ₂₂) (and the same for Θ), so the diagonal
     bounds the whole kernel, and this runs before the O(N1·N2) pass."""
     big = np.finfo(dtype).max
-    for name, values in (("variance of a hidden layer", var), ("NNGP Σ(x, x)", nngp), ("NTK Θ(x, x)", ntk)):
+    for name, values, limit in (("variance of a hidden layer", var, np.inf), ("NNGP Σ(x, x)", nngp, big),
+                                ("NTK Θ(x, x)", ntk, big)):
         if values is None or not values.size:
             continue
         top = np.max(np.abs(values))
-        if not np.isfinite(top) or (name != "variance of a hidden layer" and top > big):
+        if not np.isfinite(top) or top > limit:
             raise OverflowError(
                 f"the {name} reaches {top:.3g}, beyond {np.dtype(dtype).name}'s range ({big:.3g}); the kernel "
                 "cannot be represented: use dtype=np.float64, a smaller W_std, fewer layers or rescaled inputs")

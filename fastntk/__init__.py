@@ -3,11 +3,14 @@
 Infinite-width NNGP and NTK of fully-connected networks (``fastntk.stax``, a drop-in for
 ``neural_tangents.stax``), computed by a fused C++ recursion over BLAS Gram tiles; the
 empirical NTK of finite networks (``fastntk.empirical``); kernel regression and training
-dynamics (``fastntk.predict``); scikit-learn estimators (``fastntk.sklearn``).
+dynamics (``fastntk.predict``, ``fastntk.spectrum``, ``fastntk.solvers``); scikit-learn
+estimators (``fastntk.sklearn``).
 """
 
-from . import activations, empirical, predict, stax
+from . import activations, empirical, predict, spectrum, stax
+from ._types import Kernel
 from .empirical import (
+    NtkImplementation,
     empirical_kernel_fn,
     empirical_nngp_fn,
     empirical_ntk_fn,
@@ -19,6 +22,8 @@ from ._backend import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 __all__ = [
+    "Kernel",
+    "NtkImplementation",
     "__version__",
     "activations",
     "empirical",
@@ -31,5 +36,6 @@ __all__ = [
     "predict",
     "pseudo_ntk",
     "set_num_threads",
+    "spectrum",
     "stax",
 ]

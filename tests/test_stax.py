@@ -656,3 +656,10 @@ def test_fc_network_is_the_serial_network():
     b = stax.serial(stax.Dense(7, 1.3, 0.2, "standard"), stax.Erf(), stax.Dense(7, 1.3, 0.2, "standard"), stax.Erf(),
                     stax.Dense(1, 1.3, 0.2, "standard")).kernel_fn(x, None, "ntk")
     np.testing.assert_array_equal(a, b)
+
+
+def test_top_level_names_as_neural_tangents():
+    import fastntk
+
+    assert fastntk.Kernel is stax.Kernel
+    assert fastntk.NtkImplementation.STRUCTURED_DERIVATIVES == 3

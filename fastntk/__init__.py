@@ -9,6 +9,7 @@ estimators (``fastntk.sklearn``).
 
 from . import activations, empirical, predict, spectrum, stax
 from ._types import Kernel
+from .batching import batch
 from .empirical import (
     NtkImplementation,
     empirical_kernel_fn,
@@ -26,6 +27,7 @@ __all__ = [
     "NtkImplementation",
     "__version__",
     "activations",
+    "batch",
     "empirical",
     "empirical_kernel_fn",
     "empirical_nngp_fn",

@@ -28,8 +28,8 @@ from array_api_compat import array_namespace
 
 from .spec import Act, Dense, Identity, Serial, leaves
 
-__all__ = ["RULES", "apply", "check_params", "dense_coefs", "forward", "generator", "init", "jvp", "pairs",
-           "unflatten", "vjp"]
+__all__ = ["RULES", "apply", "check_params", "dense_coefs", "entries", "forward", "generator", "init", "jvp",
+           "pairs", "unflatten", "vjp"]
 
 
 def generator(rng):
@@ -131,15 +131,17 @@ RULES = {
 def pairs(layer, params):
     """[(leaf, p)] in the order the leaves apply, pairing ``params`` (a tree as init returns)
     with the spec; ValueError naming the entry (``params[2]``) whose structure is off."""
-    return [(leaf, p) for leaf, p, _ in _paths(layer, params, "params")]
+    return [(leaf, p) for leaf, p, _ in entries(layer, params, "params")]
 
 
-def _paths(layer, params, path):
+def entries(layer, params, path="params"):
+    """[(leaf, p, path)]: pairs(...) with each entry's place in the tree (``params[1][0]``), the
+    name the caller's argument is given by ``path``."""
     if isinstance(layer, Serial):
         if not isinstance(params, (list, tuple)) or len(params) != len(layer.layers):
             got = f"{len(params)} entries" if isinstance(params, (list, tuple)) else type(params).__name__
             raise ValueError(f"{path} must be a list with one entry per layer ({len(layer.layers)}); got {got}")
-        return [leaf for k, child in enumerate(layer.layers) for leaf in _paths(child, params[k], f"{path}[{k}]")]
+        return [leaf for k, child in enumerate(layer.layers) for leaf in entries(child, params[k], f"{path}[{k}]")]
     if isinstance(layer, Dense):
         if not isinstance(params, (list, tuple)) or len(params) != 2:
             raise ValueError(f"{path} must be a (W, b) pair for a Dense layer; got {type(params).__name__}")
@@ -161,7 +163,7 @@ def unflatten(layer, flat):
 
 def check_params(layer, params, d):
     """pairs(layer, params), checking every Dense entry's shapes for inputs with d features."""
-    out, fan_in = _paths(layer, params, "params"), d
+    out, fan_in = entries(layer, params, "params"), d
     for leaf, p, path in out:
         if not isinstance(leaf, Dense):
             continue

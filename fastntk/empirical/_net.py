@@ -69,10 +69,9 @@ class Net:
 
         Every W and b is checked for shape, dtype and finite values, and cast to ``dtype`` if given.
         """
-        pairs = _network.pairs(self._spec, params)  # the tree's structure, errors naming the entry
-        paths = [path.replace("params", name, 1) for path in _paths(self._spec, "params")]
         out, fan_in, first = [], d, True
-        for it, p, path, kept in zip((leaf for leaf, _ in pairs), (p for _, p in pairs), paths, self._kept):
+        # entries checks the tree's structure, with errors naming the entry (params[2][0])
+        for (it, p, path), kept in zip(_network.entries(self._spec, params, name), self._kept):
             if not kept:
                 continue
             if not isinstance(it, _spec.Dense):
@@ -122,13 +121,6 @@ def _param_array(value, name, dtype):
         raise TypeError(f"{name} must be a floating-point array; got dtype {arr.dtype}")
     check_finite(arr, name)
     return arr if dtype is None else arr.astype(dtype, copy=False)
-
-
-def _paths(layer, path):
-    """The path of every leaf's entry in the params tree (``params[2][0]`` for nested serials)."""
-    if isinstance(layer, _spec.Serial):
-        return [p for k, child in enumerate(layer.layers) for p in _paths(child, f"{path}[{k}]")]
-    return [path]
 
 
 def is_network(f):

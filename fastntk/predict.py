@@ -235,8 +235,8 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     Parameters
     ----------
     k_train_train : Kernel or namedtuple with ``nngp``/``ntk`` of shape (N, N), or one ndarray
-        As ``kernel_fn(x_train, None, ('nngp', 'ntk'))`` returns; the NTK posterior covariance
-        needs both kernels.
+        As ``kernel_fn(x_train, None, ('nngp', 'ntk'))`` returns. One array is the kernel of every
+        name in ``get``; the NTK posterior covariance needs both kernels (see Raises).
     y_train : ndarray of shape (N,) or (N, O...)
     diag_reg, diag_reg_absolute_scale, trace_axes
         As in :func:`gradient_descent_mse` (relative: × trace of the kernel in use / N).
@@ -249,6 +249,13 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
         with zero covariance. ``k_test_test`` (N_test, N_test) kernels; None: means only.
         Returns, per name of ``get``, the mean (N_test, O...) or a :class:`Gaussian` with the
         (N_test, N_test) covariance; one value for a string ``get``, else a namedtuple.
+
+    Raises
+    ------
+    ValueError
+        When ``get`` holds 'ntk', ``k_test_test`` is given and ``k_train_train`` or
+        ``k_test_train`` is one array: the NTK covariance needs 𝒦 and Θ, and one array would
+        stand for both (neural-tangents raises here too).
 
     Notes
     -----
@@ -278,10 +285,23 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
 
     def predict_fn(get=None, k_test_train=None, k_test_test=None):
         names, single = check_get(get, ("nngp", "ntk", "ntkgp")), isinstance(get, str)
+        if "ntk" in names and k_test_train is not None and k_test_test is not None:
+            _check_both_kernels(k_train_train=k_train_train, k_test_train=k_test_train)
         out = {g: _posterior(g, factor, y, tail, k_test_train, k_test_test, dtype) for g in names}
         return _pack(out, names, single)
 
     return predict_fn
+
+
+def _check_both_kernels(**kernels):
+    """Raise unless each of ``kernels`` carries both the NNGP and the NTK (a plain array carries one)."""
+    for name, k in kernels.items():
+        if not _is_kernels(k):
+            raise ValueError(
+                f"{name} is one array, but the NTK posterior covariance (get='ntk' with k_test_test) "
+                f"needs both the NNGP and the NTK: pass k_train_train and k_test_train as "
+                f"kernel_fn(..., get=('nngp', 'ntk')) returns them; or ask for get='ntkgp' or 'nngp', "
+                f"or for means only (k_test_test=None)")
 
 
 def _posterior(g, factor, y, tail, k_test_train, k_test_test, dtype):

@@ -240,7 +240,13 @@ def Sigmoid_like():
 
 
 def Gelu(approximate=False):
-    """φ(x) = x·Φ(x); ``approximate=True``: the tanh approximation (kernels by quadrature)."""
+    """φ(x) = x·Φ(x); ``approximate=True``: the tanh approximation (kernels by quadrature).
+
+    With ``approximate=True`` the kernels are those of the tanh form the network computes,
+    0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), by Gauss–Hermite quadrature, so kernel and
+    network agree. neural-tangents differs here: its kernel is the exact GELU's while its
+    network uses the tanh form (kernels ~1e-4 apart for unit-variance inputs).
+    """
     return _act_layer(_act.gelu(bool(approximate)))
 
 

@@ -164,7 +164,41 @@ def test_elementwise_default_derivative_is_price_theorem():
     cov12 = rng.uniform(-0.95, 0.95, 50) * np.sqrt(var1 * var2)
     d_nngp_fn = activations.elementwise(erf, _erf_dual).dual.d_nngp_fn
     exact = (4 / np.pi) / np.sqrt((1 + 2 * var1) * (1 + 2 * var2) - 4 * cov12**2)
-    assert_close(d_nngp_fn(cov12, var1, var2), exact, 1e-9, "E[φ'φ']")
+    assert_close(d_nngp_fn(cov12, var1, var2), exact, 1e-14, "E[φ'φ']")  # complex step
+
+
+def _relu_dual_arccos(cov12, var1, var2):
+    """The arc-cosine kernel through np.arccos, which takes complex input."""
+    s = np.sqrt(np.maximum(var1 * var2 - cov12**2, 0))  # complex: lexicographic, Im kept off ρ = ±1
+    return (s + (np.pi - np.arccos(cov12 / np.sqrt(var1 * var2))) * cov12) / (2 * np.pi)
+
+
+@pytest.mark.parametrize("rho", [-1.0, 1.0, "interior"])
+def test_d_cov12_complex_step_is_exact_for_erf(rho):
+    """erf's dual is analytic up to |ρ| = 1: the complex step is exact to rounding there too."""
+    rng = np.random.default_rng(3)
+    var1, var2 = rng.uniform(0.1, 3, 50), rng.uniform(0.1, 3, 50)
+    r = rng.uniform(-0.99, 0.99, 50) if rho == "interior" else np.full(50, rho)
+    cov12 = r * np.sqrt(var1 * var2)
+    exact = (4 / np.pi) / np.sqrt((1 + 2 * var1) * (1 + 2 * var2) - 4 * cov12**2)
+    assert_close(activations._d_cov12(_erf_dual, cov12, var1, var2), exact, 1e-14, "E[φ'φ']")
+
+
+@pytest.mark.parametrize(("dual", "rho", "atol"), [
+    (_relu_dual_arccos, "interior", 1e-14),  # complex step
+    (_relu_dual_arccos, 1.0, 1e-3),  # branch point at ρ = ±1: Im f has no limit, differences
+    (_relu_dual_arccos, -1.0, 1e-3),
+    (lambda c, v1, v2: np.real(_relu_dual_arccos(c, v1, v2)), "interior", 1e-8),  # Im = 0: rejected
+], ids=["arccos-interior", "arccos-rho=1", "arccos-rho=-1", "real-cast-interior"])
+def test_d_cov12_relu_against_arc_cosine_derivative(dual, rho, atol):
+    """∂/∂Σ₁₂ of the arc-cosine kernel is (π − θ)/(2π) (Cho & Saul 2009)."""
+    rng = np.random.default_rng(4)
+    var1, var2 = rng.uniform(0.1, 3, 50), rng.uniform(0.1, 3, 50)
+    r = rng.uniform(-0.99, 0.99, 50) if rho == "interior" else np.full(50, rho)
+    exact = (np.pi - np.arccos(r)) / (2 * np.pi)
+    got = activations._d_cov12(dual, r * np.sqrt(var1 * var2), var1, var2)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, exact, rtol=0, atol=atol)
 
 
 def _relu_dual(cov12, var1, var2):
@@ -177,10 +211,10 @@ def _relu_dual(cov12, var1, var2):
 @pytest.mark.parametrize(
     ("fn", "dual", "closed", "rtol"),
     [
-        # The erf dual is smooth in Σ₁₂ up to |ρ| = 1: second-order differences are exact to ~1e-10.
-        (lambda x: x, _erf_dual, stax.Erf(), 1e-8),
-        # The arc-cosine dual has a (1 − ρ)^(3/2) term at ρ = 1, so a one-sided difference with
-        # step h ~ 6e-6·Σ is accurate to ~√h there.
+        # The erf dual is analytic in Σ₁₂ up to |ρ| = 1: the complex step is exact to rounding.
+        (lambda x: x, _erf_dual, stax.Erf(), 1e-12),
+        # The arc-cosine dual has a (1 − ρ)^(3/2) term at ρ = 1 (and np.arctan2 rejects complex
+        # input), so a one-sided difference with step h ~ 6e-6·Σ is accurate to ~√h there.
         (lambda x: np.maximum(x, 0), _relu_dual, stax.Relu(), 1e-3),
     ],
     ids=["erf", "relu"],

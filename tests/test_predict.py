@@ -101,6 +101,32 @@ def test_gp_inference_fixture(case):
 # --- closed forms, conventions, edge cases -------------------------------------------------------
 
 
+@pytest.mark.parametrize("plain", ["k_train_train", "k_test_train"])
+def test_gp_inference_ntk_covariance_needs_both_kernels(plain):
+    # One array for both kernels gives an NTK covariance far from the true one; NT raises too.
+    k, ktd, y, _ = _problem()
+    kdd, ktd2 = Kernels(k, 0.5 * k + 0.1 * np.eye(len(k))), Kernels(ktd, 0.5 * ktd)
+    ktt = Kernels(np.eye(ktd.shape[0]), np.eye(ktd.shape[0]))
+    args = {"k_train_train": kdd, "k_test_train": ktd2}
+    args[plain] = getattr(args[plain], "ntk")
+    gp = predict.gp_inference(args["k_train_train"], y)
+    with pytest.raises(ValueError, match=f"{plain} is one array.*nngp', 'ntk'"):
+        gp("ntk", args["k_test_train"], ktt)
+    with pytest.raises(ValueError, match=plain):
+        gp(("nngp", "ntk"), args["k_test_train"], ktt)
+    mean = gp("ntk", args["k_test_train"])  # means need the NTK only
+    assert_close(mean, predict.gp_inference(kdd, y)("ntk", ktd2), RTOL["predict"], "ntk mean")
+
+
+def test_gp_inference_plain_arrays_keep_nngp_and_ntkgp_covariances():
+    k, ktd, y, _ = _problem()
+    ktt = np.eye(ktd.shape[0]) + 0.5
+    gp, gpk = predict.gp_inference(k, y), predict.gp_inference(Kernels(k, k), y)
+    for g in ("nngp", "ntkgp"):
+        out, ref = gp(g, ktd, ktt), gpk(g, Kernels(ktd, ktd), Kernels(ktt, ktt))
+        assert_close(out.covariance, ref.covariance, RTOL["predict"], g)
+
+
 def test_gradient_descent_mse_matches_expm_and_conventions():
     k, ktd, y, f0 = _problem()
     ft0 = np.full((ktd.shape[0], y.shape[1]), 0.1)

@@ -663,3 +663,20 @@ def test_top_level_names_as_neural_tangents():
 
     assert fastntk.Kernel is stax.Kernel
     assert fastntk.NtkImplementation.STRUCTURED_DERIVATIVES == 3
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def test_gelu_approximate_kernel_is_the_tanh_forms():
+    """Gelu(approximate=True)'s kernel is that of the tanh form its network computes, not the
+    exact GELU's (neural-tangents gives the exact one here)."""
+    x = np.random.default_rng(11).standard_normal((6, 4))
+    approx = fc_net(stax.Gelu(approximate=True), 2).kernel_fn(x, None)
+    tanh_form = fc_net(stax.ElementwiseNumerical(_gelu_tanh, 25), 2).kernel_fn(x, None)
+    exact = fc_net(stax.Gelu(), 2).kernel_fn(x, None)
+    assert_close(approx.nngp, tanh_form.nngp, RTOL["quadrature_same_rule"], "nngp")
+    # φ' in closed form against a central difference of φ: ~1e-10 apart.
+    assert_close(approx.ntk, tanh_form.ntk, RTOL["central_difference"], "ntk")
+    assert normwise_error(approx.nngp, exact.nngp) > 1e-5  # 2.5e-4 here

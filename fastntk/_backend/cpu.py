@@ -156,7 +156,10 @@ def _rule_tile(rule, k, t, v1, v2):
     if isinstance(rule, QuadratureDual):
         from . import numba_kernels
 
-        numba_kernels.quad_tile(rule, k, t, v1, v2)
+        if numba_kernels.compiles(rule):
+            numba_kernels.quad_tile(rule, k, t, v1, v2)
+        else:
+            _quad_tile_numpy(rule, k, t, v1, v2)
     elif isinstance(rule, GivenDual):
         k64 = k.astype(np.float64)
         if t is not None:
@@ -171,11 +174,52 @@ def _rule_diagonal(rule, k, t):
     if isinstance(rule, QuadratureDual):
         from . import numba_kernels
 
-        numba_kernels.quad_diag(rule, k, t)
+        if numba_kernels.compiles(rule):
+            numba_kernels.quad_diag(rule, k, t)
+        else:
+            _quad_tile_numpy(rule, k[:, None], None if t is None else t[:, None], k, k, diagonal=True)
     else:
         if t is not None:
             t *= rule.d_nngp_fn(k, k, k)
         k[...] = rule.nngp_fn(k, k, k)
+
+
+#: float64 values of φ(v) (and of φ'(v)) held per block of rows: 2²² (32 MiB).
+_QUAD_BLOCK_VALUES = 2**22
+
+
+def _quad_tile_numpy(rule, k, t, v1, v2, diagonal=False):
+    """``numba_kernels.quad_tile`` (or, with ``diagonal``, ``quad_diag`` on columns (n, 1)) in
+    vectorised NumPy, for a φ that Numba cannot compile: the same deg×deg Gauss–Hermite rule
+    and the same arithmetic per node (so equal to rounding), over blocks of rows whose
+    (rows, n2, deg, deg) node values stay within _QUAD_BLOCK_VALUES.
+    """
+    from .numba_kernels import hermite_rule
+
+    z, w = hermite_rule(rule.deg)
+    deg, n2 = len(z), k.shape[1]
+    rows = max(1, _QUAD_BLOCK_VALUES // (n2 * (1 if diagonal else deg * deg)))
+    for i0 in range(0, k.shape[0], rows):
+        b = slice(i0, i0 + rows)
+        u = np.sqrt(v1[b])[:, None] * z  # (rows, deg)
+        fu = np.asarray(rule.fn(u), dtype=np.float64)
+        if diagonal:  # E[φ(u)²], E[φ'(u)²]: ρ = 1
+            k[b, 0] = (w * fu * fu).sum(1)
+            if t is not None:
+                du = np.asarray(rule.df(u), dtype=np.float64)
+                t[b, 0] *= (w * du * du).sum(1)
+            continue
+        vb1, vb2 = v1[b][:, None], v2[None, :]
+        # ρ = Σ12/(√Σ11·√Σ22); Σ11 itself where Σ11 = Σ22, as in the Numba kernel.
+        scale = np.where(vb1 == vb2, vb1, np.sqrt(vb1) * np.sqrt(vb2))
+        rho = np.clip(np.divide(k[b].astype(np.float64), scale, out=np.zeros(scale.shape), where=scale > 0), -1, 1)
+        c = np.sqrt(1.0 - rho * rho)
+        v = np.sqrt(v2)[None, :, None, None] * (rho[..., None, None] * z[:, None] + c[..., None, None] * z)
+        k_new = np.einsum("a,ia,ijab,b->ij", w, fu, np.asarray(rule.fn(v), dtype=np.float64), w)
+        if t is not None:
+            du = np.asarray(rule.df(u), dtype=np.float64)
+            t[b] *= np.einsum("a,ia,ijab,b->ij", w, du, np.asarray(rule.df(v), dtype=np.float64), w)
+        k[b] = k_new
 
 
 def _numba_serial_after_fork():

@@ -2,6 +2,8 @@
 
 The user's φ and φ' are compiled once per function (memoised) and passed to the
 quadrature kernels as first-class functions, so each activation costs one compilation.
+A function Numba cannot compile (a JAX function, ``scipy.special.expit``) is reported by
+:func:`compiles`, once, so that the caller can take its NumPy path instead.
 Twin: ``fastntk._reference._gauss_hermite_dual``.
 """
 
@@ -9,11 +11,12 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import numba as nb
 import numpy as np
 
-__all__ = ["quad_diag", "quad_tile", "use_serial_kernels"]
+__all__ = ["compiles", "quad_diag", "quad_tile", "use_serial_kernels"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,6 +51,33 @@ def _compiled(fn, df):
     else:
         df_jit = _jit(df)
     return fn_jit, df_jit
+
+
+def _try_compile(fn, df):
+    try:
+        fn_jit, df_jit = _compiled(fn, df)
+        fn_jit(0.5), df_jit(0.5)  # compile now (float64), not inside the quadrature kernel
+    except nb.core.errors.NumbaError as err:
+        name = getattr(fn, "__name__", type(fn).__name__)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        warnings.warn(f"Numba could not compile fn={name!r} or its derivative ({first}); its "
+                      "Gauss-Hermite quadrature runs in NumPy instead, which is slower", RuntimeWarning,
+                      stacklevel=3)
+        return False
+    return True
+
+
+_COMPILES: dict = {}
+
+
+def compiles(rule):
+    """Whether Numba compiles the rule's φ and φ'; memoised per function (a central difference
+    of fn counts as fn), so a function Numba rejects gives one RuntimeWarning."""
+    central = getattr(rule.df, "central_difference_of", None) is rule.fn
+    key = (rule.fn, None if central else rule.df)
+    if key not in _COMPILES:
+        _COMPILES[key] = _try_compile(rule.fn, rule.df)
+    return _COMPILES[key]
 
 
 @nb.njit(nogil=True, parallel=True)

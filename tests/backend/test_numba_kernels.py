@@ -3,6 +3,7 @@
 
 import numpy as np
 import pytest
+import scipy.special
 from conftest import (
     RTOL,
     activation_catalogue,
@@ -150,3 +151,59 @@ def test_central_difference_is_compiled_from_fn():
 @pytest.mark.parametrize("ufunc", [np.tanh, np.exp], ids=lambda f: f.__name__)
 def test_numpy_ufuncs_are_compiled(ufunc):
     assert numba_kernels._jit(ufunc)(0.7) == pytest.approx(ufunc(0.7), rel=1e-15)  # libm vs NumPy's SIMD
+
+
+# --- NumPy fallback for functions Numba cannot compile ----------------------------------------
+
+
+def _expit(x):
+    """Through scipy.special.expit, which Numba cannot compile."""
+    return scipy.special.expit(x)
+
+
+def _sigmoid_tanh(x):
+    """The same function in a form Numba compiles."""
+    return 0.5 * (1 + np.tanh(0.5 * x))
+
+
+def test_numpy_quadrature_equals_numba_for_a_compilable_function():
+    from fastntk._backend import cpu
+
+    layer, _ = LAYERS["tanh_df"]
+    k12, v1, v2 = _tile(n1=23)
+    k_nb, t_nb = k12.copy(), np.full_like(k12, 2.0)
+    numba_kernels.quad_tile(layer, k_nb, t_nb, v1, v2)
+    for block in (2**22, 7 * 20 * 20 * 3):  # one block, and blocks of 3 rows
+        k_np, t_np = k12.copy(), np.full_like(k12, 2.0)
+        cpu._QUAD_BLOCK_VALUES, saved = block, cpu._QUAD_BLOCK_VALUES
+        try:
+            cpu._quad_tile_numpy(layer, k_np, t_np, v1, v2)
+        finally:
+            cpu._QUAD_BLOCK_VALUES = saved
+        assert_close(k_np, k_nb, RTOL["quadrature_same_rule"], "E[φφ]")
+        assert_close(t_np, t_nb, RTOL["quadrature_same_rule"], "Θ·E[φ'φ']")
+    d_nb, t_nb = v1.copy(), np.full_like(v1, 2.0)
+    numba_kernels.quad_diag(layer, d_nb, t_nb)
+    d_np, t_np = v1.copy(), np.full_like(v1, 2.0)
+    cpu._quad_tile_numpy(layer, d_np[:, None], t_np[:, None], d_np, d_np, diagonal=True)
+    assert_close(d_np, d_nb, RTOL["quadrature_same_rule"], "E[φ²]")
+    assert_close(t_np, t_nb, RTOL["quadrature_same_rule"], "Θ·E[φ'²]")
+
+
+def test_uncompilable_function_falls_back_to_numpy_with_one_warning():
+    from fastntk import stax
+
+    x = np.random.default_rng(5).standard_normal((6, 3))
+
+    def net(layer):
+        return stax.serial(stax.Dense(1, 1.0, 0.1), layer, stax.Dense(1, 1.0, 0.1))[2]
+
+    with pytest.warns(RuntimeWarning, match="Numba could not compile fn='_expit'.*slower"):
+        kernels = net(stax.ElementwiseNumerical(_expit, 30))(x, None)
+    # Once per function: a second warning here would fail the test (filterwarnings = error).
+    diag = net(stax.ElementwiseNumerical(_expit, 30))(x, None, "ntk", diagonal=True)
+    same = net(stax.ElementwiseNumerical(_sigmoid_tanh, 30))(x, None)
+    assert_close(kernels.nngp, same.nngp, RTOL["quadrature_same_rule"], "nngp")
+    # φ' by a central difference: the two forms' rounding (~1e-16) amplified by 1/h ~ 2e5.
+    assert_close(kernels.ntk, same.ntk, RTOL["central_difference"], "ntk")
+    assert_close(diag, np.diag(same.ntk), RTOL["central_difference"], "diagonal ntk")

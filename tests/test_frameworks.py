@@ -97,6 +97,29 @@ def _assert_same_draws(actual, expected, what):
     assert np.count_nonzero(actual != expected) <= max(1, expected.size // 1000), what
 
 
+def test_jax_key_follows_neural_tangents_tree_walk(jax64):
+    """Nested serial and Identity: each Serial splits (key, layer_key) once per child, parameter-free
+    children included, and a Dense splits its key into (k1, k2), as neural-tangents 0.6.5 does."""
+    random = jax64.random
+    init_fn, _, _ = stax.serial(stax.Dense(3, b_std=0.1), stax.Identity(),
+                                stax.serial(stax.Relu(), stax.Dense(2, 1.5, 0.2, "standard")))
+    _, params = init_fn(random.PRNGKey(7), (4, 5))
+    with jax64.threefry_partitionable(False):
+        key, k0 = random.split(random.PRNGKey(7))
+        key, _ = random.split(key)  # Identity
+        _, k2 = random.split(key)
+        _, k21 = random.split(random.split(k2)[0])  # the inner serial: Relu, then Dense
+        w0, b0 = random.split(k0)
+        w2, b2 = random.split(k21)
+        expected = [(random.normal(w0, (5, 3)), random.normal(b0, (1, 3))), (),
+                    [(), (random.normal(w2, (3, 2)) * (1.5 / np.sqrt(3)), random.normal(b2, (1, 2)) * 0.2)]]
+    flat, tree = jax64.tree_util.tree_flatten(params)
+    flat_expected, tree_expected = jax64.tree_util.tree_flatten(expected)
+    assert tree == tree_expected
+    for a, e in zip(flat, flat_expected):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
+
+
 def test_jax_apply_matches_fixture_outputs(jax64, case):
     """apply_fn on JAX params and inputs returns a JAX array equal to neural-tangents' f1."""
     arrays, spec = case

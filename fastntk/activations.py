@@ -11,17 +11,23 @@ E[φ(u)φ(v)] and E[φ'(u)φ'(v)] that the infinite-width recursion needs:
 * :class:`GivenDual`: dual kernels the user writes as Python functions.
 
 ``dual`` is None for the identity, which is no layer at all in the recursion.
+
+``fn`` and ``df`` are written against the array namespace of their argument (NumPy, JAX,
+PyTorch: :func:`namespace`), so the finite network runs, and differentiates, where its
+inputs live. The quadrature rules keep NumPy-only functions, which Numba compiles.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
-from scipy.special import erf as _erf
-from scipy.special import ndtr
+import scipy.special
+from array_api_compat import array_namespace, is_jax_namespace, is_torch_namespace
 
 __all__ = [
     "ACTIVATIONS",
@@ -33,7 +39,27 @@ __all__ = [
     "QuadratureDual",
     "SinDual",
     "by_name",
+    "namespace",
 ]
+
+
+def namespace(x):
+    """(xp, special) for the array x: its array namespace and one with ``erf`` and ``ndtr``.
+
+    NumPy arrays and scalars: (numpy, scipy.special); JAX: (jax.numpy, jax.scipy.special);
+    PyTorch: (array_api_compat.torch, torch.special). Any other array-API namespace: its own
+    ``erf`` and ``ndtr`` where it has them (None where not).
+    """
+    if isinstance(x, (np.ndarray, np.generic, float, int)):
+        return np, scipy.special
+    xp = array_namespace(x)
+    if is_jax_namespace(xp):
+        import jax.scipy.special
+
+        return xp, jax.scipy.special
+    if is_torch_namespace(xp):
+        return xp, sys.modules["torch"].special
+    return xp, SimpleNamespace(erf=getattr(xp, "erf", None), ndtr=getattr(xp, "ndtr", None))
 
 
 @dataclass(frozen=True)
@@ -95,11 +121,10 @@ class Activation:
     Attributes
     ----------
     name : str
-    fn : callable, ndarray -> ndarray
-        φ, applied elementwise (NumPy).
-    df : callable, ndarray -> ndarray
-        φ', applied elementwise (NumPy); used by the empirical NTK and the finite network's
-        derivatives.
+    fn : callable, array -> array
+        φ, applied elementwise in the namespace of its argument (NumPy, JAX, PyTorch).
+    df : callable, array -> array
+        φ', likewise; used by the empirical NTK and the finite network's derivatives.
     dual : ABReluDual, ErfDual, SinDual, GeluDual, QuadratureDual, GivenDual or None
         The rule for the dual kernels; None for the identity (no layer in the recursion).
     """
@@ -118,6 +143,10 @@ def _relu_family_prime(a, b):
     # φ' = a (x < 0), b (x > 0), 0 at x = 0 exactly (jax.nn.relu's convention; measure zero).
     # Scalars of x's dtype, so float32 stays float32 (no float64 temporary and cast).
     def prime(x):
+        xp, _ = namespace(x)
+        if xp is not np:  # b·[x > 0] + a·[x < 0]: the same exact values, any namespace
+            d = b * xp.astype(x > 0, x.dtype)
+            return d if a == 0 else d + a * xp.astype(x < 0, x.dtype)
         t = x.dtype.type
         if a == 0:
             d = (x > 0).astype(x.dtype)
@@ -131,30 +160,47 @@ def _relu_family(name, fn, a, b):
     return Activation(name, fn, _relu_family_prime(a, b), ABReluDual(a, b))
 
 
+def _abrelu_fn(a, b):
+    def fn(x):
+        xp, _ = namespace(x)
+        return a * xp.minimum(x, 0) + b * xp.maximum(x, 0)
+
+    return fn
+
+
+def _relu(x):
+    return namespace(x)[0].maximum(x, 0)
+
+
+def _abs(x):
+    return namespace(x)[0].abs(x)
+
+
 def abrelu(a: float, b: float) -> Activation:
     """φ(x) = a·min(x, 0) + b·max(x, 0); arc-cosine dual kernels (Cho & Saul 2009)."""
     a, b = float(a), float(b)
-    return _relu_family("abrelu", lambda x: a * np.minimum(x, 0) + b * np.maximum(x, 0), a, b)
+    return _relu_family("abrelu", _abrelu_fn(a, b), a, b)
 
 
 def relu() -> Activation:
-    return _relu_family("relu", lambda x: np.maximum(x, 0), 0.0, 1.0)
+    return _relu_family("relu", _relu, 0.0, 1.0)
 
 
 def leaky_relu(alpha: float = 0.01) -> Activation:
     alpha = float(alpha)
-    return _relu_family("leaky_relu", lambda x: np.where(x >= 0, x, alpha * x), alpha, 1.0)
+    return _relu_family("leaky_relu", lambda x: namespace(x)[0].where(x >= 0, x, alpha * x), alpha, 1.0)
 
 
 def abs_() -> Activation:
-    return _relu_family("abs", np.abs, -1.0, 1.0)
+    return _relu_family("abs", _abs, -1.0, 1.0)
 
 
 def erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Activation:
     """φ(x) = a·erf(b·x) + c; dual kernels of Williams (1997)."""
     a, b, c = float(a), float(b), float(c)
     scale = a * b * 2 / np.sqrt(np.pi)  # φ' = a·b·2/√π·exp(−b²x²)
-    return Activation("erf", lambda x: a * _erf(b * x) + c, lambda x: scale * np.exp(-(b * x) ** 2), ErfDual(a, b, c))
+    return Activation("erf", lambda x: a * namespace(x)[1].erf(b * x) + c,
+                      lambda x: scale * namespace(x)[0].exp(-(b * x) ** 2), ErfDual(a, b, c))
 
 
 def sigmoid_like() -> Activation:
@@ -166,7 +212,8 @@ def sigmoid_like() -> Activation:
 def sin(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Activation:
     """φ(x) = a·sin(b·x + c)."""
     a, b, c = float(a), float(b), float(c)
-    return Activation("sin", lambda x: a * np.sin(b * x + c), lambda x: (a * b) * np.cos(b * x + c), SinDual(a, b, c))
+    return Activation("sin", lambda x: a * namespace(x)[0].sin(b * x + c),
+                      lambda x: (a * b) * namespace(x)[0].cos(b * x + c), SinDual(a, b, c))
 
 
 def cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Activation:
@@ -174,29 +221,45 @@ def cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Activation:
     return sin(a, b, float(c) + math.pi / 2)
 
 
+# Numerical activations are compiled by Numba, so the quadrature gets np-ufunc twins (``_np``)
+# of the namespace-generic φ and φ' that the finite network applies.
 def _gelu_tanh(x):
-    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1 + namespace(x)[0].tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
 
 
 def _gelu_tanh_prime(x):
+    th = namespace(x)[0].tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3))
+    return 0.5 * (1 + th) + 0.5 * x * (1 - th**2) * np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * x**2)
+
+
+def _gelu_tanh_np(x):
+    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+
+
+def _gelu_tanh_prime_np(x):
     u = np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)
     th = np.tanh(u)
     return 0.5 * (1 + th) + 0.5 * x * (1 - th**2) * np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * x**2)
 
 
+def _gelu(x):
+    return x * namespace(x)[1].ndtr(x)
+
+
 def _gelu_prime(x):  # d/dx x·Φ(x) = Φ(x) + x·φ(x)
-    return ndtr(x) + x * np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+    xp, special = namespace(x)
+    return special.ndtr(x) + x * xp.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
 
 
 def gelu(approximate: bool = False) -> Activation:
     """φ(x) = x·Φ(x); ``approximate=True`` uses the tanh form, whose kernels go by quadrature."""
     if approximate:
-        return numerical(_gelu_tanh, deg=25, df=_gelu_tanh_prime, name="gelu")
-    return Activation("gelu", lambda x: x * ndtr(x), _gelu_prime, GeluDual())
+        return _builtin_numerical("gelu", (_gelu_tanh_np, _gelu_tanh_prime_np), (_gelu_tanh, _gelu_tanh_prime), 25)
+    return Activation("gelu", _gelu, _gelu_prime, GeluDual())
 
 
 def _one(x):
-    return np.ones_like(x)
+    return namespace(x)[0].ones_like(x)
 
 
 def identity() -> Activation:
@@ -208,7 +271,6 @@ def _tanh_prime(x):
     return 1 - np.tanh(x) ** 2
 
 
-# Numerical activations are compiled by Numba, so these use only np ufuncs.
 def _sigmoid(x):
     return 0.5 * (1 + np.tanh(0.5 * x))
 
@@ -226,16 +288,54 @@ def _silu_prime(x):
     return s * (1 + x * (1 - s))
 
 
+def _xp_tanh(x):
+    return namespace(x)[0].tanh(x)
+
+
+def _xp_tanh_prime(x):
+    return 1 - namespace(x)[0].tanh(x) ** 2
+
+
+def _xp_sigmoid(x):
+    return 0.5 * (1 + namespace(x)[0].tanh(0.5 * x))
+
+
+def _xp_softplus(x):
+    xp = namespace(x)[0]
+    return xp.logaddexp(x, xp.zeros_like(x))
+
+
+def _xp_silu(x):
+    return x * _xp_sigmoid(x)
+
+
+def _xp_silu_prime(x):
+    s = _xp_sigmoid(x)
+    return s * (1 + x * (1 - s))
+
+
+def _xp_sigmoid_prime(x):
+    s = _xp_sigmoid(x)
+    return s * (1 - s)
+
+
+def _builtin_numerical(name, quadrature, finite, deg):
+    """A built-in quadrature activation: the Numba-compiled NumPy (φ, φ') pair ``quadrature``
+    for its dual kernels, the namespace-generic pair ``finite`` for the finite network."""
+    act = numerical(quadrature[0], deg=deg, df=quadrature[1], name=name)
+    return replace(act, fn=finite[0], df=finite[1])
+
+
 def tanh(deg: int = 25) -> Activation:
-    return numerical(np.tanh, deg=deg, df=_tanh_prime, name="tanh")
+    return _builtin_numerical("tanh", (np.tanh, _tanh_prime), (_xp_tanh, _xp_tanh_prime), deg)
 
 
 def softplus(deg: int = 25) -> Activation:
-    return numerical(_softplus, deg=deg, df=_sigmoid, name="softplus")
+    return _builtin_numerical("softplus", (_softplus, _sigmoid), (_xp_softplus, _xp_sigmoid), deg)
 
 
 def silu(deg: int = 25) -> Activation:
-    return numerical(_silu, deg=deg, df=_silu_prime, name="silu")
+    return _builtin_numerical("silu", (_silu, _silu_prime), (_xp_silu, _xp_silu_prime), deg)
 
 
 def central_difference(fn: Callable) -> Callable:
@@ -343,7 +443,7 @@ def _sigmoid_prime(x):
 
 def sigmoid(deg: int = 25) -> Activation:
     """Logistic σ(x) = 1/(1 + e^(−x)); dual kernels by quadrature (``Sigmoid_like`` is its erf stand-in)."""
-    return numerical(_sigmoid, deg=deg, df=_sigmoid_prime, name="sigmoid")
+    return _builtin_numerical("sigmoid", (_sigmoid, _sigmoid_prime), (_xp_sigmoid, _xp_sigmoid_prime), deg)
 
 
 #: Activations by name, for estimators and the command line. Values build an Activation.

@@ -4,7 +4,8 @@ Every consumer of the finite network walks the spec through this module: ``apply
 the structured empirical NTK, ``linearize`` and ``train_and_track``. A rule holds, for one
 leaf type of :mod:`fastntk.spec`,
 
-* ``init(layer, gen, shape) -> (shape, p)``: parameters as neural-tangents draws them;
+* ``init(layer, gen, shape) -> (shape, p)``: parameters as neural-tangents draws them
+  (``gen.standard_normal`` is NumPy's, or, for a JAX key, :class:`_KeyDraws`);
 * ``apply(layer, p, h) -> h'``: the forward map;
 * ``jvp(layer, p, dp, h, dh) -> (h', dh')``: forward mode (``dh`` None: the input carries
   no tangent, e.g. the network's inputs);
@@ -13,14 +14,17 @@ leaf type of :mod:`fastntk.spec`,
 Conventions are neural-tangents' (``stax.Dense``): in the 'ntk' parameterization W and b
 are raw N(0, 1) draws and z = (W_std/√fan_in)·h W + b_std·b; in the 'standard' one,
 init scales W by W_std/√fan_in and b by b_std, and z = h W + b. The array operations are
-written against the array namespace of their inputs (``array_api_compat``); activations'
-φ and φ' are NumPy functions (see :mod:`fastntk.activations`).
+written against the array namespace of their inputs (``array_api_compat``), activations'
+φ and φ' too (see :mod:`fastntk.activations`): JAX or PyTorch inputs and parameters give
+their own arrays out, which ``jax.grad``/``jit``/``vmap`` and torch autograd trace through.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import sys
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -42,6 +46,50 @@ def generator(rng):
     if key.dtype.kind in "ui" and key.ndim == 1:
         return np.random.default_rng([int(k) for k in key])
     raise TypeError(f"rng must be an int seed, a numpy Generator or a key array; got {type(rng).__name__}")
+
+
+def _jax_key(rng):
+    """rng if it is a JAX PRNG key (a jax.Array), else None; never imports jax itself."""
+    jax = sys.modules.get("jax")
+    return rng if jax is not None and isinstance(rng, jax.Array) else None
+
+
+class _KeyDraws:
+    """One leaf's N(0, 1) draws as neural-tangents 0.6.5 makes them from its key:
+    ``k1, k2 = random.split(key)``, the first array from k1, the second from k2."""
+
+    def __init__(self, key):
+        self._key, self._keys = key, None
+
+    def standard_normal(self, shape):
+        from jax import random
+
+        if self._keys is None:
+            self._keys = iter(random.split(self._key))
+        return random.normal(next(self._keys), shape)
+
+
+def _init_nt(layer, key, shape):
+    """neural-tangents' init walk: a Serial splits ``key, layer_key = random.split(key)`` once
+    per child (parameter-free children included); a leaf draws from the key it is given."""
+    if not isinstance(layer, Serial):
+        return RULES[type(layer)].init(layer, _KeyDraws(key), shape)
+    from jax import random
+
+    params = []
+    for child in layer.layers:
+        key, layer_key = random.split(key)
+        shape, p = _init_nt(child, layer_key, shape)
+        params.append(p)
+    return shape, params
+
+
+def _threefry_unpartitioned():
+    """The context in which jax draws neural-tangents' bits: jax ≥ 0.5 made
+    ``jax_threefry_partitionable`` True by default, which changes every random.normal."""
+    import jax
+
+    return jax.threefry_partitionable(False) if hasattr(jax, "threefry_partitionable") else contextlib.nullcontext()
 
 
 def dense_coefs(layer, W):
@@ -68,7 +116,7 @@ def _dense_init(layer, gen, shape):
     W = gen.standard_normal((fan_in, layer.out_dim))
     b = None if layer.b_std is None else gen.standard_normal((1, layer.out_dim))
     if layer.parameterization == "standard":  # init scales; apply does not
-        W *= layer.W_std / np.sqrt(fan_in)
+        W = W * float(layer.W_std / np.sqrt(fan_in))
         b = None if b is None else b * layer.b_std
     return (*shape[:-1], layer.out_dim), (W, b)
 
@@ -99,12 +147,19 @@ def _dense_vjp(layer, p, h, ct):
     return grad, ct @ (c * W).T
 
 
+def _of_dtype(y, h):
+    """y (φ or φ' of h) in h's dtype and namespace (a NumPy φ may widen float32 or give a scalar)."""
+    if isinstance(h, np.ndarray):
+        return np.asarray(y, dtype=h.dtype)
+    return y if y.dtype == h.dtype else array_namespace(h).astype(y, h.dtype)
+
+
 def _act_apply(layer, p, h):
-    return np.asarray(layer.activation.fn(h), dtype=h.dtype)
+    return _of_dtype(layer.activation.fn(h), h)
 
 
 def _act_prime(layer, h):
-    return np.asarray(layer.activation.df(h), dtype=h.dtype)
+    return _of_dtype(layer.activation.df(h), h)
 
 
 def _act_jvp(layer, p, dp, h, dh):
@@ -179,7 +234,16 @@ def check_params(layer, params, d):
 
 # --------------------------------------------------------------------------- the walks
 def init(layer, rng, input_shape):
-    """(output_shape, params) for inputs of shape ``input_shape``; ``rng`` a seed or Generator."""
+    """(output_shape, params) for inputs of shape ``input_shape``.
+
+    ``rng`` a seed or Generator: NumPy arrays drawn by it. A JAX PRNG key
+    (``jax.random.PRNGKey(k)``): the JAX arrays neural-tangents 0.6.5 draws from that key
+    (its split per Serial child and per Dense, and its threefry bits), in jax's default dtype.
+    """
+    key = _jax_key(rng)
+    if key is not None:
+        with _threefry_unpartitioned():
+            return _init_nt(layer, key, tuple(input_shape))
     gen, shape, flat = generator(rng), tuple(input_shape), []
     for leaf in leaves(layer):
         shape, p = RULES[type(leaf)].init(leaf, gen, shape)

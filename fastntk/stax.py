@@ -11,7 +11,10 @@ Every layer and ``serial`` return ``(init_fn, apply_fn, kernel_fn)``, as
 
 Parameters are NumPy arrays: a Dense layer holds ``(W, b)`` with W of shape
 (fan_in, out_dim) and b of shape (1, out_dim) (``b = None`` when ``b_std=None``);
-an activation holds ``()``.
+an activation holds ``()``. ``init_fn(jax.random.PRNGKey(k), shape)`` instead draws the JAX
+arrays neural-tangents 0.6.5 draws from that key, and ``apply_fn`` computes in the namespace
+of its inputs: JAX or PyTorch arrays in, the same kind out, differentiable by
+``jax.grad``/``jax.jit``/``jax.vmap`` or torch autograd.
 """
 
 from __future__ import annotations
@@ -20,11 +23,18 @@ import numbers
 from typing import NamedTuple
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from . import _backend, network, spec
 from . import activations as _act
 from ._types import Kernel
-from ._validation import check_block_rows, check_get, check_out, check_pair, check_positive
+from ._validation import (
+    check_block_rows,
+    check_get,
+    check_out,
+    check_pair,
+    check_positive,
+)
 from .infinite import infinite_kernels
 
 __all__ = [
@@ -130,7 +140,11 @@ def _layer(layer_spec):
     kernel_fn = _KernelFn(layer_spec)
 
     def init_fn(rng, input_shape):
-        """(output_shape, params) of the network for inputs of shape input_shape."""
+        """(output_shape, params) of the network for inputs of shape input_shape.
+
+        ``rng``: an int seed or numpy Generator (NumPy params), or a JAX PRNG key
+        (neural-tangents' JAX params, drawn exactly as ``neural_tangents.stax`` 0.6.5 does).
+        """
         return network.init(layer_spec, rng, _input_shape(input_shape))
 
     def apply_fn(params, inputs, *, rng=None, **kwargs):
@@ -159,9 +173,18 @@ def _input_shape(input_shape):
     return tuple(int(n) for n in shape)
 
 
+def _as_array(x):
+    """(x, its namespace): any array-API array (NumPy, JAX, PyTorch) as is, else np.asarray(x)."""
+    try:
+        return x, array_namespace(x)
+    except TypeError:
+        h = np.asarray(x)
+        return h, array_namespace(h)
+
+
 def _apply(layer_spec, params, x):
-    h = x if hasattr(x, "__array_namespace__") else np.asarray(x)
-    if h.ndim < 1 or h.dtype.kind not in "fiu":
+    h, xp = _as_array(x)
+    if h.ndim < 1 or not xp.isdtype(h.dtype, ("real floating", "integral")):
         raise ValueError(f"inputs must be a real array of shape (..., d); got shape {h.shape}, dtype {h.dtype}")
     first = next((leaf for leaf in spec.leaves(layer_spec) if isinstance(leaf, spec.Dense)), None)
     net = network.pairs(layer_spec, params)

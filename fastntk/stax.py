@@ -222,7 +222,7 @@ def Dense(out_dim, W_std=1.0, b_std=None, parameterization="ntk"):
 def _dense(out_dim, W_std, b_std, parameterization, out_dim_name="out_dim"):
     if isinstance(out_dim, bool) or not isinstance(out_dim, numbers.Integral) or out_dim < 1:
         raise ValueError(f"{out_dim_name} must be a positive integer; got {out_dim!r}")
-    W_std = check_positive(W_std, "W_std")
+    W_std = check_positive(W_std, "W_std", allow_zero=True)  # 0: neural-tangents allows it (phase diagrams)
     b_std = check_positive(b_std, "b_std", allow_zero=True, allow_none=True)
     if parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard'; got {parameterization!r}")

@@ -504,10 +504,25 @@ def test_unsupported_layer_order_raises_when_kernel_fn_is_called(layers, match):
         kernel_fn(X)
 
 
-@pytest.mark.parametrize("W_std", [0.0, -1.0, np.nan, np.inf])
-def test_dense_rejects_non_positive_w_std(W_std):
-    with pytest.raises(ValueError, match="W_std must be finite and > 0"):
+@pytest.mark.parametrize("W_std", [-1.0, np.nan, np.inf])
+def test_dense_rejects_negative_w_std(W_std):
+    with pytest.raises(ValueError, match="W_std must be finite and >= 0"):
         stax.Dense(3, W_std=W_std)
+
+
+@pytest.mark.parametrize("act", ["relu", "erf", "gelu", "sin", "tanh"])
+@pytest.mark.parametrize("b_std", [0.3, None])
+def test_zero_w_std_gives_the_reference_kernels(act, b_std):
+    """W_std = 0 (where neural-tangents' phase diagrams start): finite, and equal to the reference."""
+    from fastntk import _reference
+
+    x = np.random.default_rng(3).standard_normal((6, 4))
+    net = fc_net(ACTIVATIONS[act].layer, 2, "ntk", b_std, W_std=0.0)
+    k = net.kernel_fn(x, None)
+    nngp, ntk = _reference.infinite_kernels(x, None, net.kernel_fn.spec)
+    assert np.isfinite(k.nngp).all() and np.isfinite(k.ntk).all()
+    assert_close(k.nngp, nngp, ACTIVATIONS[act].rtol, "nngp")
+    assert_close(k.ntk, ntk, ACTIVATIONS[act].rtol, "ntk")
 
 
 @pytest.mark.parametrize("b_std", [-0.1, np.nan, -np.inf])

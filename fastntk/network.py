@@ -32,7 +32,7 @@ from array_api_compat import array_namespace
 
 from .spec import Act, Dense, Identity, Serial, leaves
 
-__all__ = ["RULES", "apply", "check_params", "dense_coefs", "entries", "forward", "generator", "init", "jvp",
+__all__ = ["RULES", "apply", "check_entries", "check_params", "dense_coefs", "entries", "forward", "generator", "init", "jvp",
            "pairs", "unflatten", "vjp"]
 
 
@@ -216,20 +216,31 @@ def unflatten(layer, flat):
     return build(layer)
 
 
-def check_params(layer, params, d):
-    """pairs(layer, params), checking every Dense entry's shapes for inputs with d features."""
-    out, fan_in = entries(layer, params, "params"), d
+def check_entries(layer, params, d=None, name="params", x_name="inputs"):
+    """entries(layer, params, name), with every Dense entry's shapes checked for ``x_name`` with d
+    features (None: whatever the first W takes); ValueError naming the entry and the input."""
+    out, fan_in, first = entries(layer, params, name), d, True
     for leaf, p, path in out:
         if not isinstance(leaf, Dense):
             continue
         W, b = p
-        if np.shape(W) != (fan_in, leaf.out_dim):
-            raise ValueError(f"{path}[0] (W) must have shape {(fan_in, leaf.out_dim)}; got {np.shape(W)}")
+        shape = np.shape(W)
+        if shape[1:] != (leaf.out_dim,) or (fan_in is not None and shape[0] != fan_in):
+            want = f"({'fan_in' if fan_in is None else fan_in}, {leaf.out_dim})"
+            where = f" for {x_name} with {d} features" if first and d is not None else ""
+            why = (f" ({x_name} has {d} features but the first Dense layer expects {shape[0]})"
+                   if where and len(shape) == 2 and shape[1:] == (leaf.out_dim,) else "")
+            raise ValueError(f"{path}[0] (W) must have shape {want}{where}; got {shape}{why}")
         if (b is None) != (leaf.b_std is None) or (b is not None and np.shape(b) != (1, leaf.out_dim)):
-            want = "None (b_std=None)" if leaf.b_std is None else f"shape {(1, leaf.out_dim)}"
+            want = "None (b_std=None)" if leaf.b_std is None else f"of shape {(1, leaf.out_dim)}"
             raise ValueError(f"{path}[1] (b) must be {want}; got {None if b is None else np.shape(b)}")
-        fan_in = leaf.out_dim
-    return [(leaf, p) for leaf, p, _ in out]
+        fan_in, first = leaf.out_dim, False
+    return out
+
+
+def check_params(layer, params, d):
+    """pairs(layer, params), the shapes checked by :func:`check_entries` for inputs with d features."""
+    return [(leaf, p) for leaf, p, _ in check_entries(layer, params, d)]
 
 
 # --------------------------------------------------------------------------- the walks

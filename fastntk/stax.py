@@ -186,12 +186,6 @@ def _apply(layer_spec, params, x):
     h, xp = _as_array(x)
     if h.ndim < 1 or not xp.isdtype(h.dtype, ("real floating", "integral")):
         raise ValueError(f"inputs must be a real array of shape (..., d); got shape {h.shape}, dtype {h.dtype}")
-    first = next((leaf for leaf in spec.leaves(layer_spec) if isinstance(leaf, spec.Dense)), None)
-    net = network.pairs(layer_spec, params)
-    W = next((p[0] for leaf, p in net if leaf is first), None)
-    if W is not None and np.ndim(W) == 2 and h.shape[-1] != np.shape(W)[0]:
-        raise ValueError(f"inputs has {h.shape[-1]} features but the first Dense layer expects {np.shape(W)[0]}; "
-                         f"got inputs of shape {h.shape}")
     return network.apply(network.check_params(layer_spec, params, h.shape[-1]), h)
 
 

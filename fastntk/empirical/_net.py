@@ -69,26 +69,17 @@ class Net:
 
         Every W and b is checked for shape, dtype and finite values, and cast to ``dtype`` if given.
         """
-        out, fan_in, first = [], d, True
-        # entries checks the tree's structure, with errors naming the entry (params[2][0])
-        for (it, p, path), kept in zip(_network.entries(self._spec, params, name), self._kept):
+        out = []
+        # structure and shapes, with errors naming the entry (params[2][0]) and the input
+        for (it, p, path), kept in zip(_network.check_entries(self._spec, params, d, name, x_name), self._kept):
             if not kept:
                 continue
             if not isinstance(it, _spec.Dense):
                 out.append(p)
                 continue
-            shape = np.shape(p[0])
-            if shape[1:] != (it.out_dim,) or (fan_in is not None and shape[0] != fan_in):
-                want = f"({'fan_in' if fan_in is None else fan_in}, {it.out_dim})"
-                hint = f" for {x_name} with {d} features" if first and d is not None else ""
-                raise ValueError(f"{path}[0] (W) must have shape {want}{hint}; got {shape}")
             W = _param_array(p[0], f"{path}[0] (W)", dtype)
-            if (p[1] is None) != (it.b_std is None) or (p[1] is not None and np.shape(p[1]) != (1, it.out_dim)):
-                want = "None (b_std=None)" if it.b_std is None else f"of shape {(1, it.out_dim)}"
-                raise ValueError(f"{path}[1] (b) must be {want}; got {None if p[1] is None else np.shape(p[1])}")
             b = None if p[1] is None else _param_array(p[1], f"{path}[1] (b)", dtype)
             out.append((W, b))
-            fan_in, first = it.out_dim, False
         return out
 
     def bind(self, params):

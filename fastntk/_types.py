@@ -6,7 +6,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["CGResult", "DiagRegSelection", "Gaussian", "Kernel", "KernelRidge", "Spectrum"]
+__all__ = ["KERNEL_FIELDS", "CGResult", "DiagRegSelection", "Gaussian", "Kernel", "KernelRidge", "Spectrum"]
+
+
+#: neural-tangents' ``Kernel`` fields, in its order (``asdict()``).
+KERNEL_FIELDS = ("nngp", "ntk", "cov1", "cov2", "x1_is_x2", "is_gaussian", "is_reversed", "is_input",
+                 "diagonal_batch", "diagonal_spatial", "shape1", "shape2", "batch_axis", "channel_axis", "mask1",
+                 "mask2")
+
+#: The fields that describe a kernel rather than hold one, with their values for unmasked inputs
+#: of shape (N, d) as neural-tangents reports them (``channel_axis`` normalised to 1).
+_META_DEFAULTS = {"x1_is_x2": False, "is_gaussian": False, "is_reversed": False, "is_input": False,
+                  "diagonal_batch": True, "diagonal_spatial": False, "shape1": None, "shape2": None,
+                  "batch_axis": 0, "channel_axis": 1, "mask1": None, "mask2": None}
 
 
 class Kernel(tuple):
@@ -14,37 +26,62 @@ class Kernel(tuple):
 
     A tuple of the requested kernels in ``get``'s order (``('nngp', 'ntk')`` for get=None),
     each also an attribute, as the namedtuple neural-tangents returns for a tuple ``get``
-    (``_fields``, ``_asdict``, unpacking); plus ``cov1`` (N1,) = Σ(x1ᵢ, x1ᵢ) and ``cov2``
-    (N2,) or None (x2 None, or not computed), the per-point variances neural-tangents'
-    ``Kernel`` carries.
+    (``_fields``, ``_asdict``, unpacking). Every other field of neural-tangents' ``Kernel``
+    is an attribute too (:data:`KERNEL_FIELDS`): ``cov1`` (N1,) = Σ(x1ᵢ, x1ᵢ) and ``cov2``
+    (N2,) or None (x2 None, or not computed), the per-point variances; ``x1_is_x2``,
+    ``is_gaussian`` (the outputs are Gaussian given the inputs: the last layer is affine),
+    ``shape1`` / ``shape2`` (the shapes of the network's outputs on x1 / x2), ``batch_axis``,
+    ``channel_axis``, ``diagonal_batch``, ``diagonal_spatial``, ``is_reversed``, ``is_input``,
+    ``mask1``, ``mask2``. ``replace(**fields)`` and ``asdict()`` work as there.
 
     nngp, ntk : ndarray of shape (N1, N2) (empirical kernels: with the output axes kept).
     """
 
-    def __new__(cls, fields, values, cov1=None, cov2=None):
+    def __new__(cls, fields, values, cov1=None, cov2=None, **meta):
         self = super().__new__(cls, values)
+        fields = tuple(fields)
         if len(fields) != len(self):
-            raise ValueError(f"Kernel needs one value per field {tuple(fields)}; got {len(self)}")
-        self._fields, self.cov1, self.cov2 = tuple(fields), cov1, cov2
+            raise ValueError(f"Kernel needs one value per field {fields}; got {len(self)}")
+        unknown = [f for f in (*fields, *meta) if f not in KERNEL_FIELDS]
+        if unknown:
+            raise TypeError(f"Kernel has no field {unknown[0]!r}; its fields are {KERNEL_FIELDS}")
+        self.__dict__.update({**_META_DEFAULTS, "cov1": cov1, "cov2": cov2, **meta, **dict(zip(fields, self))})
+        self._fields = fields
         return self
 
-    def __getattr__(self, name):
+    def __getattr__(self, name):  # only reached for names not set: nngp/ntk not computed
         fields = self.__dict__.get("_fields", ())
-        if name in fields:
-            return self[fields.index(name)]
         raise AttributeError(f"this Kernel holds {fields} (and cov1, cov2); not {name!r}")
 
     def _asdict(self):
+        """The requested fields (``get``) by name, as a namedtuple's ``_asdict``."""
         return dict(zip(self._fields, self))
 
+    def asdict(self):
+        """Every field of neural-tangents' Kernel by name (nngp/ntk None when not computed)."""
+        return {f: self.__dict__.get(f) for f in KERNEL_FIELDS}
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (field name -> value) applied, as neural-tangents' ``Kernel.replace``."""
+        fields = self._fields + tuple(f for f in ("nngp", "ntk") if f in changes and f not in self._fields)
+        attrs = {f: v for f, v in self.__dict__.items() if f in _META_DEFAULTS or f in ("cov1", "cov2")}
+        attrs.update(changes)
+        values = [attrs.pop(f) if f in attrs and f in changes else self.__dict__[f] for f in fields]
+        for f in fields:
+            attrs.pop(f, None)
+        return Kernel(fields, values, **attrs)
+
     def __reduce__(self):
-        return Kernel, (self._fields, tuple(self), self.cov1, self.cov2)
+        attrs = {f: v for f, v in self.__dict__.items() if f in _META_DEFAULTS or f in ("cov1", "cov2")}
+        return _rebuild_kernel, (self._fields, tuple(self), attrs)
 
     def __repr__(self):
         shapes = ", ".join(f"{n}={getattr(v, 'shape', v)}" for n, v in zip(self._fields, self))
         return f"Kernel({shapes})"
 
 
+def _rebuild_kernel(fields, values, attrs):
+    return Kernel(fields, values, **attrs)
 
 
 class Gaussian(NamedTuple):

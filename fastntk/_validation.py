@@ -146,13 +146,15 @@ def check_memory(nbytes, what, alternatives):
 
 
 def check_get(get, allowed=("nngp", "ntk")):
-    """Names requested by ``get`` (None: nngp and ntk; a name; a tuple of distinct names)."""
+    """Names requested by ``get`` (None: nngp and ntk; a name; a tuple of distinct names), lower-cased
+    as neural-tangents does (``'NTK'`` is ``'ntk'``)."""
     if get is None:
         return ("nngp", "ntk")
     names = (get,) if isinstance(get, str) else tuple(get) if isinstance(get, (tuple, list)) else ()
+    names = tuple(g.lower() if isinstance(g, str) else g for g in names)
     if not names or any(not isinstance(g, str) or g not in allowed for g in names) or len(set(names)) != len(names):
         choices = ", ".join(map(repr, allowed))
-        raise ValueError(f"unknown get {get!r}: get must be None, {choices} or a tuple of distinct ones")
+        raise ValueError(f"unknown get {get!r}: get must be None, {choices} (any case) or a tuple of distinct ones")
     return names
 
 
@@ -173,7 +175,7 @@ def check_out(out, get, names, shape, dtype, inputs):
     if get is None:
         raise ValueError("out needs an explicit get ('nngp', 'ntk' or a tuple) to say which array is which")
     if isinstance(get, str):
-        out = {get: out}
+        out = {names[0]: out}
     elif isinstance(out, dict):
         if set(out) - set(names):
             raise ValueError(f"out has keys {sorted(out)} not all in get={names}")

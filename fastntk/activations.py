@@ -370,7 +370,7 @@ def numerical(fn: Callable, deg: int, df: Callable | None = None, name: str = "n
     return Activation(name, fn, df, QuadratureDual(fn, df, int(deg)))
 
 
-def elementwise(fn: Callable, nngp_fn: Callable, d_nngp_fn: Callable | None = None) -> Activation:
+def elementwise(fn: Callable | None, nngp_fn: Callable | None, d_nngp_fn: Callable | None = None) -> Activation:
     """φ with user-given dual kernels ``nngp_fn(cov12, var1, var2)`` and ``d_nngp_fn(...)``.
 
     Without ``d_nngp_fn``, E[φ'(u)φ'(v)] = ∂ nngp_fn/∂cov12 (Price's theorem), taken by
@@ -378,18 +378,35 @@ def elementwise(fn: Callable, nngp_fn: Callable, d_nngp_fn: Callable | None = No
     ~1e-15, |ρ| = 1 included), else second-order differences (~1e-10 inside, ~1e-3 at a
     |ρ| = 1 branch point such as ReLU's); see ``_d_cov12``.
     φ' (for the finite network's derivatives) is a central difference of ``fn``.
+    As in neural-tangents, ``fn=None`` gives a layer with kernels only (the finite network
+    raises NotImplementedError) and ``nngp_fn=None`` one without kernels (kernel_fn raises).
     """
-    for arg, name in ((fn, "fn"), (nngp_fn, "nngp_fn")):
-        if not callable(arg):
-            raise TypeError(f"{name} must be callable; got {type(arg).__name__}")
-    if d_nngp_fn is None:
+    if fn is None and nngp_fn is None:
+        raise ValueError("Elementwise needs fn (the finite network) or nngp_fn (its kernels); got neither")
+    for arg, name in ((fn, "fn"), (nngp_fn, "nngp_fn"), (d_nngp_fn, "d_nngp_fn")):
+        if arg is not None and not callable(arg):
+            raise TypeError(f"{name} must be callable or None; got {type(arg).__name__}")
+    if nngp_fn is None:
+        nngp_fn = d_nngp_fn = _missing("kernel_fn (the infinite-width kernels) needs nngp_fn")
+    elif d_nngp_fn is None:
 
         def d_nngp_fn(cov12, var1, var2):
             return _d_cov12(nngp_fn, cov12, var1, var2)
 
-    elif not callable(d_nngp_fn):
-        raise TypeError(f"d_nngp_fn must be callable or None; got {type(d_nngp_fn).__name__}")
-    return Activation("elementwise", fn, central_difference(fn), GivenDual(nngp_fn, d_nngp_fn))
+    if fn is None:
+        fn = df = _missing("the finite network (apply_fn, the empirical NTK) needs fn")
+    else:
+        df = central_difference(fn)
+    return Activation("elementwise", fn, df, GivenDual(nngp_fn, d_nngp_fn))
+
+
+def _missing(what):
+    """A function that raises NotImplementedError: this Elementwise layer lacks what ``what`` needs."""
+
+    def missing(*args):
+        raise NotImplementedError(f"this stax.Elementwise layer was built without it: {what}")
+
+    return missing
 
 
 def _d_cov12(nngp_fn, cov12, var1, var2):

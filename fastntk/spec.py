@@ -20,7 +20,7 @@ from typing import Union
 
 from .activations import Activation
 
-__all__ = ["Act", "Dense", "Identity", "Layer", "Serial", "leaves", "output_shape", "readout_dim"]
+__all__ = ["Act", "Dense", "Identity", "Layer", "Serial", "is_gaussian", "leaves", "output_shape", "readout_dim"]
 
 
 @dataclass(frozen=True)
@@ -81,3 +81,10 @@ def readout_dim(layer):
     """O, the width of the last Dense layer (the network's output size); None without one."""
     dense = [leaf for leaf in leaves(layer) if isinstance(leaf, Dense)]
     return dense[-1].out_dim if dense else None
+
+
+def is_gaussian(layer):
+    """Whether the outputs of ``layer`` are Gaussian given its inputs (neural-tangents' ``is_gaussian``):
+    its last layer that changes the kernel is affine (Dense). The raw inputs are not."""
+    acting = [leaf for leaf in leaves(layer) if not isinstance(leaf, Identity)]
+    return bool(acting) and isinstance(acting[-1], Dense)

@@ -27,7 +27,7 @@ from array_api_compat import array_namespace
 
 from . import _backend, network, spec
 from . import activations as _act
-from ._types import Kernel
+from ._types import KERNEL_FIELDS, Kernel
 from ._validation import (
     check_block_rows,
     check_get,
@@ -78,21 +78,42 @@ class _KernelFn:
         self.__doc__ = _KERNEL_FN_DOC
 
     def __call__(self, x1, x2=None, get=None, *, diagonal=False, out=None, dtype=None, progress=False,
-                 block_rows=None, backend="auto"):
-        names = check_get(get)
+                 block_rows=None, backend="auto", diagonal_batch=True, diagonal_spatial=False, **kwargs):
+        names = check_get(get, KERNEL_FIELDS)
         be = _backend.select(x1, x2, backend=backend)
         x1, x2, dtype = check_pair(x1, x2, dtype)
         if diagonal and x2 is not None:
             raise ValueError("diagonal=True gives Σ(x, x) and Θ(x, x) of x1 alone; x2 must be None")
-        outs = check_out(out, get, names, (x1.shape[0], (x1 if x2 is None else x2).shape[0]), dtype, {"x1": x1, "x2": x2})
+        kernels = tuple(n for n in names if n in ("nngp", "ntk"))
+        outs = check_out(out, get, kernels, (x1.shape[0], (x1 if x2 is None else x2).shape[0]), dtype,
+                         {"x1": x1, "x2": x2})
+        if out is not None and len(kernels) < len(names):
+            raise ValueError(f"out is for the kernels nngp and ntk; get={get!r} also asks for other fields")
         if diagonal and outs:
             raise ValueError("out is for full (N1, N2) kernels; it cannot be used with diagonal=True")
         check_block_rows(block_rows)
-        res = infinite_kernels(x1, x2, self.spec, names, dtype, be, diagonal=diagonal, out=outs,
-                               block_rows=block_rows, progress=progress)
+        res = infinite_kernels(x1, x2, self.spec, kernels or ("nngp",), dtype, be, diagonal=diagonal or not kernels,
+                               out=outs, block_rows=block_rows, progress=progress)
+        if not kernels and x2 is not None:  # only per-point fields asked for: the diagonal pass on x2 too
+            res["cov2"] = infinite_kernels(x2, None, self.spec, ("nngp",), dtype, be, diagonal=True)["cov1"]
+        if not diagonal_batch:  # neural-tangents' full covariances of each batch, (N1, N1) and (N2, N2)
+            res["cov1"] = self(x1, None, "nngp", dtype=dtype, block_rows=block_rows, backend=backend)
+            res["cov2"] = None if x2 is None else self(x2, None, "nngp", dtype=dtype, block_rows=block_rows,
+                                                         backend=backend)
+        fields = {**res, **_kernel_meta(self.spec, x1, x2, diagonal_batch, diagonal_spatial)}
         if isinstance(get, str):
-            return res[get]
-        return Kernel(names, [res[n] for n in names], res["cov1"], res["cov2"])
+            return fields[names[0]]
+        return Kernel(names, [fields[n] for n in names], **{f: v for f, v in fields.items()
+                                                                 if f not in names and f not in ("nngp", "ntk")})
+
+
+def _kernel_meta(layer_spec, x1, x2, diagonal_batch, diagonal_spatial):
+    """neural-tangents' descriptive Kernel fields of the network's outputs on x1 and x2."""
+    return {"x1_is_x2": x2 is None, "is_gaussian": spec.is_gaussian(layer_spec), "is_input": False,
+            "is_reversed": False, "diagonal_batch": bool(diagonal_batch), "diagonal_spatial": bool(diagonal_spatial),
+            "shape1": spec.output_shape(layer_spec, x1.shape),
+            "shape2": spec.output_shape(layer_spec, (x1 if x2 is None else x2).shape),
+            "batch_axis": 0, "channel_axis": 1, "mask1": None, "mask2": None}
 
 
 _KERNEL_FN_DOC = """Infinite-width NNGP Σ and NTK Θ of the network.
@@ -103,16 +124,29 @@ x1 : ndarray of shape (N1, d), float32 or float64
     First batch of inputs. Rows with zero norm give finite kernels, never NaN.
 x2 : ndarray of shape (N2, d) or None
     Second batch; None means x1 (the result is then symmetric and half the work).
-get : None, 'nngp', 'ntk' or a tuple of them
-    A string returns that array; None (= ('nngp', 'ntk')) or a tuple, a :class:`Kernel`: a
-    namedtuple-like tuple of those kernels in that order, with ``cov1`` and ``cov2``.
+get : None, a field name or a tuple of them
+    Field names are neural-tangents' (``fastntk._types.KERNEL_FIELDS``: 'nngp', 'ntk', 'cov1',
+    'cov2', 'shape1', 'x1_is_x2', 'is_gaussian', ...), in any case ('NTK' is 'ntk'). A string
+    returns that field; None (= ('nngp', 'ntk')) or a tuple, a :class:`Kernel`: a
+    namedtuple-like tuple of those fields in that order, with every other field as an attribute.
+    Only the kernels asked for are computed (get='cov1' is an O(N1) pass).
 diagonal : bool, keyword-only
     Return only Σ(x1ᵢ, x1ᵢ) and Θ(x1ᵢ, x1ᵢ), shape (N1,): O(N1·depth) work and memory.
 out : ndarray, tuple or dict of them, keyword-only
     Preallocated results of shape (N1, N2) and the result dtype with unit-stride rows,
     e.g. ``np.memmap``; one array when ``get`` is a string, else one per name of ``get``.
 dtype : float32 or float64, keyword-only
-    Result dtype; by default float32 when every input is float32, else float64.
+    Result dtype; by default float32 when every input is float32, else float64. Every entry is
+    computed in float64 and rounded once, so float32 results are neural-tangents' float64 ones
+    (``jax_enable_x64``) rounded to float32; pass dtype=np.float64 to get those.
+diagonal_batch : bool, keyword-only
+    neural-tangents' flag: False makes ``cov1`` (``cov2``) the full (N1, N1) ((N2, N2)) NNGP of
+    each batch instead of its diagonal.
+diagonal_spatial : bool, keyword-only
+    neural-tangents' flag; fully-connected networks have no spatial axes, so it changes nothing.
+**kwargs
+    Other neural-tangents keyword arguments (``rng``, ``mask_constant``, ...) are accepted and,
+    as there for layers that do not use them, ignored.
 progress : bool, keyword-only
     Show a progress bar.
 backend : 'auto' or 'cpu', keyword-only
@@ -229,17 +263,31 @@ def _finite(value, name):
     return float(value)
 
 
-def ABRelu(a, b):
-    """φ(x) = a·min(x, 0) + b·max(x, 0)."""
+def ABRelu(a, b, do_stabilize=False):
+    """φ(x) = a·min(x, 0) + b·max(x, 0).
+
+    ``do_stabilize`` is accepted as neural-tangents' is and changes nothing: fastntk's dual
+    kernels work on variances rescaled by exact powers of two, so they are exact at any depth.
+    """
+    _check_bool(do_stabilize, "do_stabilize")
     return _act_layer(_act.abrelu(_finite(a, "a"), _finite(b, "b")))
 
 
-def Relu():
+def Relu(do_stabilize=False):
+    """max(x, 0); ``do_stabilize`` as in :func:`ABRelu` (accepted, not needed)."""
+    _check_bool(do_stabilize, "do_stabilize")
     return _act_layer(_act.relu())
 
 
-def LeakyRelu(alpha):
+def LeakyRelu(alpha, do_stabilize=False):
+    """max(x, 0) + alpha·min(x, 0); ``do_stabilize`` as in :func:`ABRelu` (accepted, not needed)."""
+    _check_bool(do_stabilize, "do_stabilize")
     return _act_layer(_act.leaky_relu(_finite(alpha, "alpha")))
+
+
+def _check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
 
 
 def Abs():
@@ -324,9 +372,10 @@ def ElementwiseNumerical(fn, deg, df=None):
     return _act_layer(_act.numerical(fn, deg, df))
 
 
-def Elementwise(fn, nngp_fn, d_nngp_fn=None):
+def Elementwise(fn=None, nngp_fn=None, d_nngp_fn=None):
     """Activation φ = fn with given dual kernels ``nngp_fn(cov12, var1, var2)`` = E[φ(u)φ(v)]
-    and ``d_nngp_fn`` = E[φ'(u)φ'(v)] (by a central difference of nngp_fn when None)."""
+    and ``d_nngp_fn`` = E[φ'(u)φ'(v)] (from nngp_fn when None: see ``activations.elementwise``).
+    ``fn=None``: kernels only; ``nngp_fn=None``: finite network only, as in neural-tangents."""
     return _act_layer(_act.elementwise(fn, nngp_fn, d_nngp_fn))
 
 

@@ -475,9 +475,11 @@ def test_kernel_fn_rejects_bad_result_dtype(dtype):
         _kernel_fn()(X, dtype=dtype)
 
 
-@pytest.mark.parametrize("get", ["cov1", "NTK", ("nngp", "nngp"), (), ("ntk", 3), 3, {"ntk"}], ids=repr)
+@pytest.mark.parametrize("get", ["cov3", "Ntk2", ("nngp", "nngp"), ("ntk", "NTK"), (), ("ntk", 3), 3, {"ntk"}],
+                         ids=repr)
 def test_kernel_fn_rejects_bad_get(get):
-    with pytest.raises(ValueError, match="get must be None, 'nngp', 'ntk' or a tuple of distinct ones"):
+    with pytest.raises(ValueError, match=r"get must be None, 'nngp', 'ntk', 'cov1', .* \(any case\) or a tuple of "
+                                         "distinct ones"):
         _kernel_fn()(X, None, get)
 
 
@@ -578,7 +580,7 @@ def test_activation_by_name_rejects_unknown_name():
         (lambda: stax.ElementwiseNumerical(np.sin, deg=1), ValueError, "deg must be an integer in"),
         (lambda: stax.ElementwiseNumerical("sin", deg=10), TypeError, "fn must be callable"),
         (lambda: stax.ElementwiseNumerical(np.sin, 10, df=1.0), TypeError, "df must be callable or None"),
-        (lambda: stax.Elementwise(np.sin, None), TypeError, "nngp_fn must be callable"),
+        (lambda: stax.Elementwise(np.sin, 3), TypeError, "nngp_fn must be callable or None"),
         (lambda: stax.Elementwise(np.sin, lambda *a: 0, d_nngp_fn=2), TypeError, "d_nngp_fn must be callable"),
     ],
     ids=["deg", "fn", "df", "nngp_fn", "d_nngp_fn"],

@@ -1,0 +1,125 @@
+"""neural-tangents' kernel_fn call conventions: get of any Kernel field (any case), the Kernel's
+descriptive fields, replace/asdict, diagonal_batch, ignored keyword arguments, and the layers'
+neural-tangents keywords (do_stabilize, Elementwise without fn or nngp_fn).
+
+The descriptive fields' expected values are those neural-tangents 0.6.5 reports for the same
+networks and inputs (shape1 = (N, width of the last layer), channel_axis normalised to 1).
+"""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from fastntk import stax
+from fastntk._types import KERNEL_FIELDS, Kernel
+
+X = np.random.default_rng(0).standard_normal((3, 4))
+Y = 2 * X[:2]
+
+
+@pytest.fixture
+def mlp():
+    return stax.serial(stax.Dense(5, 1.3, 0.1), stax.Relu(), stax.Dense(1, 1.3, 0.1))
+
+
+@pytest.mark.parametrize("x2", [None, Y])
+def test_fields_as_neural_tangents_reports_them(mlp, x2):
+    k = mlp.kernel_fn(X, x2)
+    n2 = 3 if x2 is None else 2
+    assert (k.shape1, k.shape2) == ((3, 1), (n2, 1))
+    assert k.x1_is_x2 is (x2 is None) and k.is_gaussian is True
+    assert (k.is_reversed, k.is_input, k.diagonal_batch, k.diagonal_spatial) == (False, False, True, False)
+    assert (k.batch_axis, k.channel_axis, k.mask1, k.mask2) == (0, 1, None, None)
+    assert (k.cov2 is None) == (x2 is None)
+    np.testing.assert_allclose(k.cov1, np.diagonal(mlp.kernel_fn(X, None, "nngp")), rtol=1e-14)  # x·x vs the Gram
+    hidden = stax.serial(stax.Dense(5), stax.Relu()).kernel_fn(X, x2)
+    assert hidden.is_gaussian is False and hidden.shape1 == (3, 5)
+    assert list(k.asdict()) == list(KERNEL_FIELDS)
+
+
+def test_get_any_field_any_case(mlp):
+    k = mlp.kernel_fn(X, Y)
+    np.testing.assert_array_equal(mlp.kernel_fn(X, Y, "NTK"), k.ntk)
+    np.testing.assert_array_equal(mlp.kernel_fn(X, Y, "cov1"), k.cov1)
+    np.testing.assert_array_equal(mlp.kernel_fn(X, Y, "cov2"), k.cov2)
+    assert mlp.kernel_fn(X, None, "cov2") is None
+    assert mlp.kernel_fn(X, Y, "shape2") == (2, 1)
+    mixed = mlp.kernel_fn(X, Y, ("Nngp", "shape1", "cov1"))
+    assert mixed._fields == ("nngp", "shape1", "cov1") and mixed.shape1 == (3, 1)
+    np.testing.assert_array_equal(mixed.nngp, k.nngp)
+    with pytest.raises(ValueError, match="unknown get 'foo'"):
+        mlp.kernel_fn(X, Y, "foo")
+    with pytest.raises(ValueError, match="distinct"):
+        mlp.kernel_fn(X, Y, ("ntk", "NTK"))
+
+
+def test_replace_asdict_pickle(mlp):
+    k = mlp.kernel_fn(X, Y, ("ntk",))
+    r = k.replace(nngp=np.ones(2), is_gaussian=False)
+    assert r._fields == ("ntk", "nngp") and r.is_gaussian is False and r.shape1 == (3, 1)
+    assert r.ntk is k.ntk and r.cov1 is k.cov1
+    with pytest.raises(TypeError, match="no field 'bogus'"):
+        k.replace(bogus=1)
+    with pytest.raises(AttributeError, match=r"this Kernel holds \('ntk',\)"):
+        k.nngp
+    assert k.asdict()["nngp"] is None
+    back = pickle.loads(pickle.dumps(k))
+    assert type(back) is Kernel and back._fields == k._fields and back.shape2 == (2, 1)
+    np.testing.assert_array_equal(back.cov2, k.cov2)
+
+
+def test_diagonal_batch_false_gives_full_covariances(mlp):
+    k = mlp.kernel_fn(X, Y, diagonal_batch=False)
+    np.testing.assert_array_equal(k.cov1, mlp.kernel_fn(X, None, "nngp"))
+    np.testing.assert_array_equal(k.cov2, mlp.kernel_fn(Y, None, "nngp"))
+    assert k.diagonal_batch is False
+
+
+def test_neural_tangents_keywords_are_ignored(mlp):
+    np.testing.assert_array_equal(mlp.kernel_fn(X, Y, "ntk", mask_constant=0.0, rng=None, diagonal_spatial=True),
+                                  mlp.kernel_fn(X, Y, "ntk"))
+
+
+def test_per_point_fields_alone_take_the_diagonal_pass(mlp):
+    full = mlp.kernel_fn(X, Y)
+    k = mlp.kernel_fn(X, Y, ("cov1", "cov2"))
+    np.testing.assert_array_equal(k.cov1, full.cov1)
+    np.testing.assert_allclose(k.cov2, full.cov2, rtol=1e-15)
+
+
+def test_out_with_a_capitalised_get(mlp):
+    out = np.empty((3, 2))
+    mlp.kernel_fn(X, Y, "NTK", out=out)
+    np.testing.assert_array_equal(out, mlp.kernel_fn(X, Y, "ntk"))
+    with pytest.raises(ValueError, match="other fields"):
+        mlp.kernel_fn(X, Y, ("ntk", "cov1"), out=(out,))
+
+
+def test_do_stabilize_is_accepted_and_changes_nothing():
+    for make in (lambda s: stax.Relu(do_stabilize=s), lambda s: stax.LeakyRelu(0.1, do_stabilize=s),
+                 lambda s: stax.ABRelu(-0.5, 1.0, do_stabilize=s)):
+        a, b = (stax.serial(stax.Dense(3), make(s), stax.Dense(1)).kernel_fn(X, Y) for s in (False, True))
+        np.testing.assert_array_equal(a.ntk, b.ntk)
+    with pytest.raises(TypeError, match="do_stabilize"):
+        stax.Relu(do_stabilize="yes")
+
+
+def _erf_nngp(cov12, var1, var2):
+    return 2 / np.pi * np.arcsin(2 * cov12 / np.sqrt((1 + 2 * var1) * (1 + 2 * var2)))
+
+
+def test_elementwise_without_fn_or_nngp_fn():
+    kernels_only = stax.serial(stax.Dense(3), stax.Elementwise(nngp_fn=_erf_nngp), stax.Dense(1))
+    erf = stax.serial(stax.Dense(3), stax.Erf(), stax.Dense(1))
+    np.testing.assert_allclose(kernels_only.kernel_fn(X, Y, "ntk"), erf.kernel_fn(X, Y, "ntk"), rtol=1e-12)
+    _, params = kernels_only.init_fn(0, X.shape)
+    with pytest.raises(NotImplementedError, match="needs fn"):
+        kernels_only.apply_fn(params, X)
+    finite_only = stax.serial(stax.Dense(3), stax.Elementwise(fn=np.tanh), stax.Dense(1))
+    _, params = finite_only.init_fn(0, X.shape)
+    assert finite_only.apply_fn(params, X).shape == (3, 1)
+    with pytest.raises(NotImplementedError, match="needs nngp_fn"):
+        finite_only.kernel_fn(X, Y)
+    with pytest.raises(ValueError, match="neither"):
+        stax.Elementwise()

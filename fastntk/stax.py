@@ -19,6 +19,7 @@ of its inputs: JAX or PyTorch arrays in, the same kind out, differentiable by
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import NamedTuple
 
@@ -80,6 +81,12 @@ class _KernelFn:
     def __call__(self, x1, x2=None, get=None, *, diagonal=False, out=None, dtype=None, progress=False,
                  block_rows=None, backend="auto", diagonal_batch=True, diagonal_spatial=False, **kwargs):
         names = check_get(get, KERNEL_FIELDS)
+        if np.ndim(x1) > 2 or np.ndim(x2) > 2:
+            if diagonal or out is not None or progress:
+                raise ValueError("diagonal, out and progress are for inputs of shape (N, d); x1 and x2 of shape "
+                                 "(N, ..., d) give the kernels of every pair of locations (see the docstring)")
+            return _spatial_kernels(self, x1, x2, get, names, dtype, block_rows, backend, diagonal_batch,
+                                    diagonal_spatial)
         be = _backend.select(x1, x2, backend=backend)
         x1, x2, dtype = check_pair(x1, x2, dtype)
         if diagonal and x2 is not None:
@@ -105,6 +112,62 @@ class _KernelFn:
             return fields[names[0]]
         return Kernel(names, [fields[n] for n in names], **{f: v for f, v in fields.items()
                                                                  if f not in names and f not in ("nngp", "ntk")})
+
+
+def _spatial_kernels(kernel_fn, x1, x2, get, names, dtype, block_rows, backend, diagonal_batch, diagonal_spatial):
+    """neural-tangents' kernels of inputs of shape (N, *S, d): Dense layers act on the last axis, so the
+    kernel of locations s of x1ₙ and s' of x2ₘ is the kernel of the two d-vectors x1[n, s], x2[m, s'].
+
+    nngp/ntk: (N1, N2, S₀, S₀', S₁, S₁', ...) (location axes of x1 and x2 interleaved), or with
+    ``diagonal_spatial`` (S₀ = S₀', ...) their location diagonal (N1, N2, *S). cov1: the same for x1
+    against itself per point, (N1, S₀, S₀, ...) or (N1, *S); cov2 likewise for x2 (None when x2 is None).
+    """
+    x1 = np.asarray(x1)
+    x2 = None if x2 is None else np.asarray(x2)
+    if x1.ndim < 2 or (x2 is not None and (x2.ndim < 2 or x2.shape[-1] != x1.shape[-1])):
+        raise ValueError(f"x1 and x2 must be of shape (N, ..., d) with the same d; got x1.shape={x1.shape}, "
+                         f"x2.shape={None if x2 is None else x2.shape}")
+    shape2 = x1.shape if x2 is None else x2.shape
+    if diagonal_spatial and shape2[1:-1] != x1.shape[1:-1]:
+        raise ValueError(f"diagonal_spatial=True needs the same locations in x1 and x2; got x1.shape={x1.shape}, "
+                         f"x2.shape={shape2}")
+    kernels = tuple(n for n in names if n in ("nngp", "ntk")) or ("nngp",)
+    d = x1.shape[-1]
+    flat = kernel_fn(x1.reshape(-1, d), None if x2 is None else x2.reshape(-1, d), kernels, dtype=dtype,
+                     block_rows=block_rows, backend=backend)
+
+    def arrange(k, s1, s2):  # (N1·|S1|, N2·|S2|) -> (N1, N2, S1₀, S2₀, S1₁, S2₁, ...) or its location diagonal
+        n = len(s1)
+        k = k.reshape(-1, *s1, k.shape[1] // math.prod(s2), *s2)
+        k = k.transpose(0, n + 1, *[a for i in range(n) for a in (1 + i, n + 2 + i)])
+        for i in range(n if diagonal_spatial else 0):
+            k = np.diagonal(k, axis1=2, axis2=3)  # moves the diagonal last: locations stay in order
+        return k
+
+    s1, s2 = x1.shape[1:-1], shape2[1:-1]
+    res = {name: arrange(k, s1, s2) for name, k in zip(kernels, flat)}
+
+    def per_point(x):  # each point's locations against themselves
+        if x is None:
+            return None
+        blocks = [kernel_fn(xn.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend) for xn in x]
+        return np.stack([arrange(b, x.shape[1:-1], x.shape[1:-1])[0, 0] for b in blocks])
+
+    if x2 is None and "nngp" in res:
+        res["cov1"] = np.stack([res["nngp"][n, n] for n in range(x1.shape[0])])
+    else:
+        res["cov1"] = per_point(x1)
+    res["cov2"] = per_point(x2)
+    if not diagonal_batch:
+        res["cov1"] = arrange(kernel_fn(x1.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend), s1, s1)
+        res["cov2"] = None if x2 is None else arrange(
+            kernel_fn(x2.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend), s2, s2)
+    fields = {**res, **_kernel_meta(kernel_fn.spec, x1, x2, diagonal_batch, diagonal_spatial)}
+    fields["channel_axis"] = x1.ndim - 1
+    if isinstance(get, str):
+        return fields[names[0]]
+    return Kernel(names, [fields[n] for n in names], **{f: v for f, v in fields.items()
+                                                             if f not in names and f not in ("nngp", "ntk")})
 
 
 def _kernel_meta(layer_spec, x1, x2, diagonal_batch, diagonal_spatial):

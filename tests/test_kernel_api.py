@@ -6,6 +6,7 @@ The descriptive fields' expected values are those neural-tangents 0.6.5 reports 
 networks and inputs (shape1 = (N, width of the last layer), channel_axis normalised to 1).
 """
 
+import pathlib
 import pickle
 
 import numpy as np
@@ -123,3 +124,31 @@ def test_elementwise_without_fn_or_nngp_fn():
         finite_only.kernel_fn(X, Y)
     with pytest.raises(ValueError, match="neither"):
         stax.Elementwise()
+
+
+SPATIAL = np.load(pathlib.Path(__file__).parent / "compat" / "data" / "spatial.npz")
+
+
+@pytest.mark.parametrize(("tag", "kwargs"), [("full", {}), ("diag", {"diagonal_spatial": True})])
+def test_inputs_with_location_axes_match_neural_tangents(tag, kwargs):
+    """(N, H, W, d) inputs: the kernel of every pair of locations, NT's axis order (generate_spatial.py)."""
+    kernel_fn = stax.serial(stax.Dense(7, 1.2, 0.1), stax.Relu(), stax.Dense(1, 1.2, 0.1)).kernel_fn
+    k = kernel_fn(SPATIAL["x"], SPATIAL["y"], **kwargs)
+    for f in ("nngp", "ntk", "cov1", "cov2"):
+        np.testing.assert_allclose(getattr(k, f), SPATIAL[f"{tag}_{f}"], rtol=1e-13, atol=1e-15, err_msg=f)
+    assert k.shape1 == (3, 2, 4, 1) and k.channel_axis == 3
+    sym = kernel_fn(SPATIAL["x"], None)
+    for f in ("nngp", "ntk", "cov1"):
+        np.testing.assert_allclose(getattr(sym, f), SPATIAL[f"sym_{f}"], rtol=1e-13, atol=1e-15, err_msg=f)
+    assert sym.cov2 is None
+    np.testing.assert_array_equal(kernel_fn(SPATIAL["x"], SPATIAL["y"], "cov1", **kwargs), k.cov1)
+
+
+def test_inputs_with_location_axes_refuse_what_needs_2d():
+    kernel_fn = stax.serial(stax.Dense(2), stax.Relu()).kernel_fn
+    with pytest.raises(ValueError, match="diagonal, out and progress"):
+        kernel_fn(SPATIAL["x"], diagonal=True)
+    with pytest.raises(ValueError, match="same d"):
+        kernel_fn(SPATIAL["x"], SPATIAL["y"][..., :3])
+    with pytest.raises(ValueError, match="same locations"):
+        kernel_fn(SPATIAL["x"], SPATIAL["y"][:, :1], diagonal_spatial=True)

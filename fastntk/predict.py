@@ -34,10 +34,22 @@ diagnostics (:func:`select_diag_reg`, :func:`kernel_spectrum`, :func:`convergenc
 :func:`loss_bound`, :func:`kernel_alignment`) live in :mod:`fastntk.spectrum` and are re-exported
 here; the linear algebra lives in :mod:`fastntk.solvers`.
 
-Shapes: kernels are 2-D per-output kernels ``(N1, N2)`` (the kernel of an O-output network is
-``K ⊗ I_O``), so ``trace_axes`` must name every axis of ``y_train`` but the first. Results are
-float32 when the kernel and ``y_train`` are float32, else float64; the linear algebra runs in
-float64.
+Shapes, as neural-tangents: the axes of ``y_train`` (N, ...) not in ``trace_axes`` pair up in
+every kernel, which then has shape (N1, N2, O1, O1, ...) and stands for the (N1·O1⋯, N2·O1⋯)
+matrix whose rows run over (N1, O1, ...) in C order (neural-tangents' ``make_2d``); the traced axes
+are independent, the kernel of the whole output being ``K ⊗ I``. The default ``trace_axes=(-1,)``
+takes (N, N) kernels for y_train (N, O); ``trace_axes=()`` takes (N, N, O, O) (an empirical NTK
+with its output axes kept); a 1-D y_train (N,) takes (N, N). Covariances come back in the same
+paired layout, (N_test, N_test, O1, O1, ...). ``n = y_train.size`` in every normalization.
+
+Dtypes: results are float32 when the training kernel(s) and ``y_train`` are all float32, and float64
+otherwise, while every computation runs in float64; the keyword ``dtype=np.float32`` or
+``np.float64`` of each function fixes the result dtype instead. (neural-tangents computes in the
+inputs' dtype; with ``jax_enable_x64`` its float32 results turn float64 wherever a float64 scalar
+such as ``t`` enters, e.g. ``gradient_descent_mse``'s test outputs but not its t = ∞ train outputs.)
+
+:func:`gradient_descent` (any loss, momentum) integrates an ODE (:mod:`fastntk._ode`); the other
+training dynamics are closed forms.
 """
 
 from __future__ import annotations
@@ -49,8 +61,8 @@ import warnings
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from . import solvers
-from ._types import DiagRegSelection, Gaussian, Kernel, KernelRidge, Spectrum
+from . import _ode, solvers
+from ._types import DiagRegSelection, Gaussian, Kernel, KernelRidge, ODEState, Spectrum
 from ._validation import (check_array, check_dtype, check_get, check_initial, check_integer, check_kernel,
                           check_kernel_or_operator, check_memory, check_outputs, check_positive, check_targets,
                           check_test_operator, check_times, flatten_kernel, result_dtype)
@@ -61,9 +73,11 @@ __all__ = [
     "DiagRegSelection",
     "Gaussian",
     "KernelRidge",
+    "ODEState",
     "Spectrum",
     "convergence_times",
     "gp_inference",
+    "gradient_descent",
     "gradient_descent_mse",
     "gradient_descent_mse_ensemble",
     "gradient_descent_mse_expm",
@@ -116,8 +130,8 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
 
     Parameters
     ----------
-    k_train_train : ndarray of shape (N, N), float32 or float64
-        NTK Θ (or NNGP) of the training inputs.
+    k_train_train : ndarray of shape (N, N), or (N, N, O1, O1, ...) with output axes kept; float32 or float64
+        NTK Θ (or NNGP) of the training inputs (layout: the module docstring).
     y_train : ndarray of shape (N,) or (N, O...)
         Targets; ``n = y_train.size`` normalises the loss ``1/(2n) Σ (f − y)²``.
     learning_rate : float > 0
@@ -125,19 +139,22 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
     diag_reg : float >= 0
         Regularizer: ``K + diag_reg·trace(K)/N·I``, or ``K + diag_reg·I`` with
         ``diag_reg_absolute_scale=True``.
-    trace_axes : tuple of int
-        Axes of ``y_train`` the kernel is traced over: every axis but the first.
+    trace_axes : int or tuple of int
+        Axes of ``y_train`` the kernel is traced over (absent from it; never the first): (-1,) for an
+        (N, N) kernel and y_train (N, O), () for (N, N, O, O).
     discrete : bool, keyword-only
         False: gradient flow, ``t`` is continuous, in units of ``learning_rate``. True: ``t`` counts
         gradient-descent steps, ``f_train(k) = y + (I − ηK/n)^k (f_train_0 − y)``; a RuntimeWarning
         says when ``η > 2n/λ_max`` (the iteration diverges).
+    dtype : None, np.float32 or np.float64, keyword-only
+        The result dtype (None: float32 iff k_train_train and y_train are float32).
 
     Returns
     -------
     predict_fn : callable ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)``
         ``t``: None (t = ∞), a scalar or an array of any shape S; results then have leading axes S.
         ``fx_train_0`` (N, O...) or scalar; None skips the train set. ``fx_test_0`` (N_test, O...)
-        or scalar; None skips the test set. ``k_test_train`` (N_test, N), never regularized.
+        or scalar; None skips the test set. ``k_test_train`` (N_test, N, ...), never regularized.
         Returns ``fx_train_t`` if ``fx_test_0`` is None, ``fx_test_t`` if ``fx_train_0`` is None,
         else ``(fx_train_t, fx_test_t)``.
 
@@ -208,6 +225,117 @@ def _outputs(fx_train, fx_test):
     return fx_test if fx_train is None else (fx_train, fx_test)
 
 
+# ---------------------------------------------------------------------------------------------
+# gradient descent on any loss: an ODE (neural-tangents' predict.gradient_descent)
+
+
+def gradient_descent(loss, k_train_train, y_train, learning_rate=1.0, momentum=None, trace_axes=(-1,), *,
+                     loss_grad=None, rtol=1e-10, dtype=None):
+    """Outputs of a network trained by (momentum) gradient descent on any loss, from its kernel (an ODE).
+
+    Parameters
+    ----------
+    loss : callable ``loss(fx, y_hat) -> float``
+        ``fx`` and ``y_hat`` of y_train's shape, e.g. cross-entropy
+        ``lambda fx, y_hat: -jnp.mean(jax.nn.log_softmax(fx) * y_hat)``. Differentiated by
+        ``jax.grad`` in float64 (as neural-tangents does; JAX is imported only then), unless
+        ``loss_grad`` is given or ``loss`` has a method ``loss.grad(fx, y_hat)`` (fastntk's
+        additions, for NumPy losses).
+    k_train_train : ndarray of shape (N, N), or (N, N, O, O, ...) with the output axes kept
+        NTK Θ of the training inputs, with the axes of y_train not in ``trace_axes`` paired
+        (neural-tangents' layout; see :class:`fastntk._validation.TargetLayout`).
+    y_train : ndarray of shape (N, O...)
+    learning_rate : float > 0
+        η. Without momentum only ``τ = η·t`` matters; with momentum ``τ = √η·t``.
+    momentum : float >= 0 or None
+        None: gradient flow ``df/dτ = −Θ ∇L(f)``. A number m: neural-tangents' continuous heavy
+        ball ``d²f/dτ² = −Θ ∇L(f) + (m − 1)/√η · df/dτ``.
+    trace_axes : tuple of int
+        Axes of y_train the kernel is traced over (absent from it).
+    loss_grad : callable ``loss_grad(fx, y_hat) -> dL/dfx`` or None, keyword-only
+        The gradient of ``loss`` (y_train's shape); ``loss`` is then not called.
+    rtol : float > 0, keyword-only
+        Relative tolerance of the ODE solver (DOP853; absolute tolerance ``rtol·max|f_0, q_0, y|``).
+    dtype : None, np.float32 or np.float64, keyword-only
+        The result dtype (None: the module's rule).
+
+    Returns
+    -------
+    predict_fn : callable ``predict_fn(t=None, fx_train_or_state_0=0., fx_test_0=None, k_test_train=None)``
+        ``t``: a finite time ≥ 0 or an array of them, any shape S and order (results have leading
+        axes S); None (t = ∞) raises, as the flow of a loss such as cross-entropy has no limit.
+        ``fx_train_or_state_0``: fx_train_0 (N, O...) or a scalar; None: the train set is not
+        returned (its outputs still start at 0 and drive the test set); or an :class:`ODEState`
+        (with ``fx_test`` in it, ``fx_test_0=None``), and then the :class:`ODEState` at ``t`` is
+        returned. ``fx_test_0`` (N_test, O...) or scalar with ``k_test_train`` (N_test, N, ...).
+        Returns ``fx_train_t``, ``fx_test_t``, both, or the ODEState, as neural-tangents.
+
+    Notes
+    -----
+    Lee et al. 2019 (arXiv:1902.06720), eq. 8: ``df_test/dτ = −Θ_test,train ∇L(f_train)``.
+    ``loss(fx, y) = jnp.mean((fx − y)²) / 2`` gives :func:`gradient_descent_mse`'s dynamics.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastntk.predict import gradient_descent, gradient_descent_mse
+    >>> k = np.array([[2.0, 0.5], [0.5, 1.0]]); y = np.array([[1.0], [-1.0]])
+    >>> mse_grad = lambda fx, y_hat: (fx - y_hat) / y_hat.size
+    >>> predict_fn = gradient_descent(None, k, y, loss_grad=mse_grad)
+    >>> np.allclose(predict_fn(3.0, 0.0), gradient_descent_mse(k, y)(3.0, 0.0), rtol=1e-8)
+    True
+    """
+    lay = check_targets(y_train, trace_axes)
+    k = lay.train_kernel(k_train_train, "k_train_train")
+    learning_rate = check_positive(learning_rate, "learning_rate")
+    momentum = check_positive(momentum, "momentum", allow_zero=True, allow_none=True)
+    rtol = check_positive(rtol, "rtol")
+    dtype = result_dtype(k, np.empty(0, lay.dtype), dtype=check_dtype(dtype))
+    grad_2d = _ode.loss_gradient(loss, loss_grad, lay)
+    speed = learning_rate if momentum is None else np.sqrt(learning_rate)
+    friction = None if momentum is None else (momentum - 1.0) / np.sqrt(learning_rate)
+
+    def predict_fn(t=None, fx_train_or_state_0=0.0, fx_test_0=None, k_test_train=None):
+        as_state = isinstance(fx_train_or_state_0, ODEState)
+        fx_train_0, fx_test_0, qx_0 = _ode_inputs(fx_train_or_state_0, fx_test_0, momentum)
+        _check_inputs(fx_train_0, fx_test_0, k_test_train)
+        t = None if t is None else check_times(t)
+        if t is None or not np.isfinite(t).all():
+            raise ValueError("t must hold finite times for gradient_descent (the ODE is integrated up to max(t)); "
+                             f"got {t!r}")
+        f0 = lay.to_2d(check_initial(0.0 if fx_train_0 is None else fx_train_0, "fx_train_0", lay.shape))
+        ktd, ft0 = _test_inputs(lay, fx_test_0, k_test_train)
+        kernel, f0 = (k, f0) if ktd is None else (np.vstack((k, ktd)), np.vstack((f0, ft0)))
+        q0 = None
+        if momentum is not None:
+            q0 = lay.to_2d(check_initial(0.0 if qx_0[0] is None else qx_0[0], "qx_train", lay.shape))
+            if ktd is not None:
+                qt0 = check_initial(0.0 if qx_0[1] is None else qx_0[1], "qx_test", lay.shape_of(ktd.shape[0] // lay.p))
+                q0 = np.vstack((q0, lay.to_2d(qt0)))
+        f, q = _ode.gradient_flow(kernel, grad_2d, f0, q0, speed * t, friction, rtol, lay.y)
+        n = k.shape[0]
+        blocks = (f[:, :n], f[:, n:], *((None, None) if q is None else (q[:, :n], q[:, n:])))
+        parts = [None if b is None or b.shape[1] == 0 else lay.from_2d(b, t.shape).astype(dtype, copy=False)
+                 for b in blocks]
+        if as_state:
+            return ODEState(*parts)
+        return _outputs(None if fx_train_0 is None else parts[0], parts[1])
+
+    return predict_fn
+
+
+def _ode_inputs(fx_train_or_state_0, fx_test_0, momentum):
+    """(fx_train_0, fx_test_0, (qx_train_0, qx_test_0)) of a gradient_descent predict_fn call."""
+    if not isinstance(fx_train_or_state_0, ODEState):
+        return fx_train_or_state_0, fx_test_0, (None, None)
+    if fx_test_0 is not None:
+        raise ValueError("fx_test_0 must be None when fx_train_or_state_0 is an ODEState (its fx_test is the test set)")
+    state = fx_train_or_state_0
+    if momentum is None and (state.qx_train is not None or state.qx_test is not None):
+        raise ValueError("the ODEState has momentum variables qx_train/qx_test, but momentum is None")
+    return state.fx_train, state.fx_test, (state.qx_train, state.qx_test)
+
+
 def _check_stable(factor, learning_rate, n):
     top = factor.eig()[0][-1]
     if learning_rate * top > 2 * n:
@@ -248,12 +376,14 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
 
     Parameters
     ----------
-    k_train_train : Kernel or namedtuple with ``nngp``/``ntk`` of shape (N, N), or one ndarray
+    k_train_train : Kernel or namedtuple with ``nngp``/``ntk`` of shape (N, N) (or (N, N, O1, O1, ...)), or one ndarray
         As ``kernel_fn(x_train, None, ('nngp', 'ntk'))`` returns. One array is the kernel of every
         name in ``get``; the NTK posterior covariance needs both kernels (see Raises).
     y_train : ndarray of shape (N,) or (N, O...)
     diag_reg, diag_reg_absolute_scale, trace_axes
         As in :func:`gradient_descent_mse` (relative: × trace of the kernel in use / N).
+    dtype : None, np.float32 or np.float64, keyword-only
+        The result dtype (None: float32 iff the first train kernel and y_train are float32).
 
     Returns
     -------
@@ -262,7 +392,8 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
         (N_test, N) kernels (Kernel/namedtuple or array); None gives the train set, ``y_train``
         with zero covariance. ``k_test_test`` (N_test, N_test) kernels; None: means only.
         Returns, per name of ``get``, the mean (N_test, O...) or a :class:`Gaussian` with the
-        (N_test, N_test) covariance; one value for a string ``get``, else a namedtuple.
+        (N_test, N_test) covariance ((N_test, N_test, O1, O1, ...) with output axes kept); one value
+        for a string ``get``, else a namedtuple.
 
     Raises
     ------
@@ -363,6 +494,8 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
     y_train : ndarray of shape (N,) or (N, O...)
     learning_rate, diag_reg, diag_reg_absolute_scale, trace_axes
         As in :func:`gradient_descent_mse`; ``t`` is in units of ``learning_rate``.
+    dtype : None, np.float32 or np.float64, keyword-only
+        The result dtype (None: float32 iff the train kernels in use and y_train are float32).
     **kernel_fn_train_train_kwargs
         Passed to every ``kernel_fn`` call (test calls: overridden by the predict_fn's kwargs).
 
@@ -372,7 +505,7 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
         ``t``: None (∞), scalar or array of shape S (leading result axes). ``x_test`` (N_test, d);
         None: the training set. ``get``: 'nngp', 'ntk' or a tuple (None = both):
         dynamics with the NNGP or the NTK. Returns per name the mean (S..., N_test, O...) or,
-        with ``compute_cov``, a :class:`Gaussian` with covariance (S..., N_test, N_test).
+        with ``compute_cov``, a :class:`Gaussian` with covariance (S..., N_test, N_test[, O1, O1, ...]).
 
     Notes
     -----
@@ -536,6 +669,8 @@ def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     preconditioner : {None, 'nystrom'}, keyword-only
         'cg' only: randomized Nyström preconditioner of rank ``rank`` drawn with ``seed``
         (:func:`fastntk.solvers.nystrom_preconditioner`); needs ``diag_reg > 0``.
+    dtype : None, np.float32 or np.float64, keyword-only
+        The result dtype (None: float32 iff k_train_train (an array) and y_train are float32).
 
     Returns
     -------

@@ -32,7 +32,8 @@ def loss_gradient(loss, loss_grad, lay):
     y = np.ascontiguousarray(lay.from_2d(lay.y))
     if loss_grad is not None:
         if not callable(loss_grad):
-            raise TypeError(f"loss_grad must be callable as loss_grad(fx, y_hat) -> dL/dfx; got {type(loss_grad).__name__}")
+            raise TypeError("loss_grad must be callable as loss_grad(fx, y_hat) -> dL/dfx; got "
+                            f"{type(loss_grad).__name__}")
         source, fn = "loss_grad", lambda f: loss_grad(f, y)
     elif callable(getattr(loss, "grad", None)):
         source, fn = "loss.grad", lambda f: loss.grad(f, y)

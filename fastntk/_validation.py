@@ -417,7 +417,7 @@ def check_targets(y_train, trace_axes):
 
 
 def check_outputs(y_train, n_rows):
-    """y_train (n_rows, ...) as float64 (n_rows, M), its trailing shape and dtype (every axis but the first an output)."""
+    """y_train (n_rows, ...) as float64 (n_rows, M), its trailing shape and dtype (all axes but the first: outputs)."""
     y = check_array(y_train, "y_train", ndim=max(np.ndim(y_train), 1))
     if y.shape[0] != n_rows:
         raise ValueError(f"y_train must have {n_rows} rows to match the kernel; got shape {y.shape}")

@@ -44,7 +44,9 @@ paired layout, (N_test, N_test, O1, O1, ...). ``n = y_train.size`` in every norm
 
 Dtypes: results are float32 when the training kernel(s) and ``y_train`` are all float32, and float64
 otherwise, while every computation runs in float64; the keyword ``dtype=np.float32`` or
-``np.float64`` of each function fixes the result dtype instead. (neural-tangents computes in the
+``np.float64`` of each function fixes the result dtype instead (in
+:func:`gradient_descent_mse_ensemble` it is one of the kernel_fn keywords, passed on to kernel_fn
+as well). :func:`max_learning_rate` returns a Python float. (neural-tangents computes in the
 inputs' dtype; with ``jax_enable_x64`` its float32 results turn float64 wherever a float64 scalar
 such as ``t`` enters, e.g. ``gradient_descent_mse``'s test outputs but not its t = ∞ train outputs.)
 
@@ -243,7 +245,7 @@ def gradient_descent(loss, k_train_train, y_train, learning_rate=1.0, momentum=N
         additions, for NumPy losses).
     k_train_train : ndarray of shape (N, N), or (N, N, O, O, ...) with the output axes kept
         NTK Θ of the training inputs, with the axes of y_train not in ``trace_axes`` paired
-        (neural-tangents' layout; see :class:`fastntk._validation.TargetLayout`).
+        (neural-tangents' layout: the module docstring).
     y_train : ndarray of shape (N, O...)
     learning_rate : float > 0
         η. Without momentum only ``τ = η·t`` matters; with momentum ``τ = √η·t``.
@@ -482,8 +484,7 @@ def _posterior_cov(g, factor, lay, ktd, k_test_train, k_test_test):
 
 
 def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0, diag_reg=0.0,
-                                  diag_reg_absolute_scale=False, trace_axes=(-1,), *, dtype=None,
-                                  **kernel_fn_train_train_kwargs):
+                                  diag_reg_absolute_scale=False, trace_axes=(-1,), **kernel_fn_train_train_kwargs):
     """Mean and covariance of an infinite ensemble of infinite-width networks trained on MSE.
 
     Parameters
@@ -494,8 +495,10 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
     y_train : ndarray of shape (N,) or (N, O...)
     learning_rate, diag_reg, diag_reg_absolute_scale, trace_axes
         As in :func:`gradient_descent_mse`; ``t`` is in units of ``learning_rate``.
-    dtype : None, np.float32 or np.float64, keyword-only
-        The result dtype (None: float32 iff the train kernels in use and y_train are float32).
+    dtype : None, np.float32 or np.float64, keyword (one of the kernel_fn keywords)
+        Passed on to ``kernel_fn`` with the other keywords (fastntk's kernel_fn then computes the
+        kernels in it), and fixes the result dtype (None: float32 iff the train kernels in use and
+        y_train are float32). A predict_fn keyword ``dtype`` replaces it, as every keyword does.
     **kernel_fn_train_train_kwargs
         Passed to every ``kernel_fn`` call (test calls: overridden by the predict_fn's kwargs).
 
@@ -522,7 +525,7 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
     if lay.n != x_train.shape[0]:
         raise ValueError(f"y_train must have {x_train.shape[0]} rows to match x_train; got shape {lay.shape}")
     learning_rate = check_positive(learning_rate, "learning_rate")
-    dtype = check_dtype(dtype)
+    check_dtype(kernel_fn_train_train_kwargs.get("dtype"))
     diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
     k_dd, factors, memo = {}, {}, {}
 
@@ -545,8 +548,8 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
                 raise ValueError(f"x_test must have the shape of x_train's points {x_train.shape[1:]}; "
                                  f"got x_test.shape={x_test.shape}")
         need = tuple(g for g in ("nngp", "ntk") if g in names or (g == "nngp" and compute_cov))
-        out_dtype = result_dtype(*train_kernels(need), np.empty(0, lay.dtype), dtype=dtype)
         kw = {**kernel_fn_train_train_kwargs, **kernel_fn_test_test_kwargs}
+        out_dtype = result_dtype(*train_kernels(need), np.empty(0, lay.dtype), dtype=check_dtype(kw.get("dtype")))
         k_td = None if x_test is None else _memo_kernel(memo, kernel_fn, x_test, x_train, need, kw)
         k_tt = compute_cov or None
         if x_test is not None and compute_cov:
@@ -703,6 +706,8 @@ def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     fx_test = None
     if ktd is not None:
         fx_test = (ft0 + ktd @ alpha).reshape(ktd.shape[0], *tail)
-    dtype = check_dtype(dtype) or (np.float64 if isinstance(k, LinearOperator) else result_dtype(k, np.empty(0, y_dtype)))
+    dtype = check_dtype(dtype)
+    if dtype is None:
+        dtype = np.float64 if isinstance(k, LinearOperator) else result_dtype(k, np.empty(0, y_dtype))
     alpha, fx_train = (a.reshape(-1, *tail).astype(dtype, copy=False) for a in (alpha, fx_train))
     return KernelRidge(alpha, fx_train, None if fx_test is None else fx_test.astype(dtype, copy=False))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.linalg as sl
 
-from fastntk import predict
+from fastntk import predict, stax
 
 from conftest import assert_close
 
@@ -339,8 +339,14 @@ def test_result_dtype_rule_and_override():
                 assert part is None or part.dtype == want, (name, kw, part.dtype)
     ens = predict.gradient_descent_mse_ensemble(lambda x1, x2, get: kk32, np.ones((8, 1), np.float32), y32)
     assert ens(1.0, None, "nngp", compute_cov=True).covariance.dtype == np.float32
-    ens = predict.gradient_descent_mse_ensemble(lambda x1, x2, get: kk32, np.ones((8, 1)), y32, dtype=np.float64)
-    assert ens(None, None, "nngp").dtype == np.float64
+    ens = predict.gradient_descent_mse_ensemble(lambda x1, x2, get, dtype: kk32, np.ones((8, 1)), y32, dtype=np.float64)
+    assert ens(None, None, "nngp").dtype == np.float64  # dtype: a kernel_fn keyword that also fixes the result
+    assert ens(1.0, None, "nngp", dtype=np.float32).dtype == np.float32
+    kernel_fn = stax.serial(stax.Dense(4, 1.5, 0.1), stax.Relu(), stax.Dense(1, 1.5, 0.1)).kernel_fn
+    x32 = np.random.default_rng(3).standard_normal((8, 3)).astype(np.float32)
+    for kw, want in (({}, np.float32), ({"dtype": np.float64}, np.float64)):
+        ens = predict.gradient_descent_mse_ensemble(kernel_fn, x32, y32, diag_reg=1e-2, **kw)
+        assert ens(1.0, x32[:2], "ntk", compute_cov=True).covariance.dtype == want
     with pytest.raises(TypeError, match="dtype must be"):
         predict.gradient_descent_mse(k, y, dtype=np.int32)
 

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["KERNEL_FIELDS", "CGResult", "DiagRegSelection", "Gaussian", "Kernel", "KernelRidge", "Spectrum"]
+__all__ = ["KERNEL_FIELDS", "CGResult", "DiagRegSelection", "Gaussian", "Kernel", "KernelRidge", "ODEState", "Spectrum"]
 
 
 #: neural-tangents' ``Kernel`` fields, in its order (``asdict()``).
@@ -124,3 +124,26 @@ class CGResult(NamedTuple):
     solution: np.ndarray
     iterations: int
     residual: np.ndarray
+
+
+class ODEState(NamedTuple):
+    """State of :func:`fastntk.predict.gradient_descent`'s ODE, as neural-tangents' ``predict.ODEState``.
+
+    ``fx_train`` (N, ...) and ``fx_test`` (N_test, ...) outputs; ``qx_train``, ``qx_test`` their
+    velocities ``df/dt`` under momentum (None without). Returned with the leading axes of ``t``.
+    ``replace``, ``asdict`` and ``astuple`` are neural-tangents' dataclass methods.
+    """
+
+    fx_train: np.ndarray | None = None
+    fx_test: np.ndarray | None = None
+    qx_train: np.ndarray | None = None
+    qx_test: np.ndarray | None = None
+
+    def replace(self, **fields):
+        return self._replace(**fields)
+
+    def asdict(self):
+        return self._asdict()
+
+    def astuple(self):
+        return tuple(self)

@@ -28,6 +28,9 @@ __all__ = [
     "check_outputs",
     "check_symmetric",
     "check_targets",
+    "check_dtype",
+    "flatten_kernel",
+    "TargetLayout",
     "check_test_operator",
     "check_times",
     "result_dtype",
@@ -302,26 +305,138 @@ def check_test_operator(k, name, n_train):
     return check_kernel(k, name, (None, n_train))
 
 
-def check_targets(y_train, trace_axes, n_rows):
-    """y_train as float64 (N, M), its trailing shape and dtype; checks rows and trace_axes."""
+def flatten_kernel(k, name, n_pairs=None):
+    """A kernel of neural-tangents' paired layout as the matrix it stands for (NT's ``utils.make_2d``).
+
+    ``k`` of shape (N1, N2, O1, O1, O2, O2, ...) (``n_pairs`` pairs, None: ndim / 2; the points, then
+    one per output axis kept) is the (N1·O1·O2⋯, N2·O1·O2⋯) matrix whose rows run over
+    (N1, O1, O2, ...) in C order. A 2-D kernel is returned as is (check_array).
+    """
+    ndim = np.ndim(k)
+    if n_pairs is None:
+        n_pairs = max(ndim // 2, 1) if ndim % 2 == 0 else 0
+    if k is not None and ndim != 2 * n_pairs:
+        raise ValueError(f"{name} must be a kernel of shape (N1, N2) or (N1, N2, O1, O1, ...); got shape {np.shape(k)}")
+    k = check_array(k, name, ndim=ndim if k is not None else 2)
+    if n_pairs == 1:
+        return k
+    outs = k.shape[2:]
+    if outs[::2] != outs[1::2]:
+        raise ValueError(f"{name} must pair each output axis with itself, shape (N1, N2, O1, O1, ...); "
+                         f"got shape {k.shape}")
+    rows = k.shape[0] * int(np.prod(outs[::2]))
+    return np.ascontiguousarray(k.transpose(0, *range(2, k.ndim, 2), 1, *range(3, k.ndim, 2))).reshape(rows, -1)
+
+
+class TargetLayout:
+    """How ``y_train``'s axes meet the kernels', as in neural-tangents.
+
+    The axes of ``y_train`` (N, ...) not in ``trace_axes`` (always the first, then the "kept" output
+    axes, sizes ``kept``) pair up in every kernel: shape (N1, N2, O1, O1, ...), read as the matrix
+    :func:`flatten_kernel` returns, of side ``N·P`` (P = ∏ kept). The traced axes (``M`` = ∏ of
+    their sizes) are independent columns: the kernel of the whole output is ``K ⊗ I_M``. An array
+    shaped like ``y_train`` (any N) is handled as the (N·P, M) matrix :meth:`to_2d` returns.
+
+    Attributes: ``shape`` of y_train, ``kept`` (sizes of the kept output axes), ``y`` (N·P, M)
+    float64, ``dtype`` of y_train, ``n`` = N.
+    """
+
+    def __init__(self, y, traced):
+        self.shape, self.dtype, self.n = y.shape, y.dtype, y.shape[0]
+        kept = tuple(a for a in range(1, y.ndim) if a not in traced)
+        self.kept = tuple(y.shape[a] for a in kept)
+        self._perm = (0, *kept, *traced)
+        self._inverse = tuple(int(a) for a in np.argsort(self._perm))
+        self._tail = tuple(y.shape[a] for a in traced)
+        self.p, self.m = int(np.prod(self.kept)), int(np.prod(self._tail))
+        self.y = self.to_2d(y.astype(np.float64))
+
+    def shape_of(self, n):
+        """The shape of y_train with n points."""
+        return (n, *self.shape[1:])
+
+    def to_2d(self, a):
+        """a (N', *y_train.shape[1:]) as the (N'·P, M) matrix (the kept axes with the points)."""
+        return np.ascontiguousarray(a.transpose(self._perm)).reshape(-1, self.m)
+
+    def from_2d(self, a, lead=()):
+        """(*lead, N'·P, M) back to (*lead, N', *y_train.shape[1:])."""
+        a = a.reshape(*lead, -1, *self.kept, *self._tail)
+        return a.transpose(*range(len(lead)), *(len(lead) + i for i in self._inverse))
+
+    def cov_from_2d(self, c, lead=()):
+        """(*lead, N'·P, N'·P) covariance as neural-tangents' (*lead, N', N', O1, O1, ...)."""
+        c = c.reshape(*lead, -1, *self.kept, c.shape[-1] // self.p, *self.kept)
+        pairs = len(self.kept) + 1
+        zipped = [len(lead) + a for i in range(pairs) for a in (i, pairs + i)]
+        return c.transpose(*range(len(lead)), *zipped)
+
+    def kernel(self, k, name, rows=None, cols=None, *, symmetric=False):
+        """The (N1·P, N2·P) matrix of kernel ``k`` (N1, N2, O1, O1, ...) (:func:`flatten_kernel`).
+
+        ``rows``: the expected N1 (None: any); ``cols``: the expected N2 (None: N1, a square kernel).
+        """
+        pairs = tuple(o for o in self.kept for _ in range(2))
+        if k is not None and np.ndim(k) != 2 + len(pairs):
+            want = "(N1, N2" + "".join(f", {o}" for o in pairs) + ")"
+            raise ValueError(f"{name} must have shape {want}: a pair of axes for the points, then one per axis of "
+                             f"y_train {self.shape} not in trace_axes, as in neural-tangents (use "
+                             f"trace_axes=(-1,) with an (N, N) kernel); got shape {np.shape(k)}")
+        k2 = flatten_kernel(k, name, 1 + len(self.kept))
+        got = np.shape(k)
+        n1 = got[0] if rows is None else rows
+        want = (n1, n1 if cols is None else cols, *pairs)
+        if got != want:
+            square = "square, " if rows is None and cols is None else ""
+            raise ValueError(f"{name} must be {square}of shape {want}; got shape {got}")
+        if symmetric:
+            check_symmetric(k2, name)
+        return k2
+
+    def train_kernel(self, k, name):
+        """:meth:`kernel` for the symmetric train-train kernel, whose N must be y_train's."""
+        k2 = self.kernel(k, name, symmetric=True)
+        if np.shape(k)[0] != self.n:
+            raise ValueError(f"y_train must have {np.shape(k)[0]} rows to match the kernel; got shape {self.shape}")
+        return k2
+
+
+def check_targets(y_train, trace_axes):
+    """The :class:`TargetLayout` of y_train (N, ...) for ``trace_axes`` (ints; not the first axis).
+
+    A 1-D y_train (N,) is one output per point whatever ``trace_axes`` says.
+    """
     y = check_array(y_train, "y_train", ndim=max(np.ndim(y_train), 1))
-    if y.shape[0] != n_rows:
-        raise ValueError(f"y_train must have {n_rows} rows to match the kernel; got shape {y.shape}")
     try:
         axes = (trace_axes,) if isinstance(trace_axes, numbers.Integral) else tuple(trace_axes)
-        axes = sorted({operator.index(a) % y.ndim for a in axes})
+        axes = sorted({operator.index(a) % y.ndim for a in axes}) if y.ndim > 1 else []
     except TypeError:
         raise TypeError(f"trace_axes must be an int or a tuple of ints; got {trace_axes!r}") from None
-    if y.ndim > 1 and axes != list(range(1, y.ndim)):
-        raise ValueError(
-            f"trace_axes must name every axis of y_train but the first (fastntk kernels are 2-D "
-            f"(N, N), i.e. K ⊗ I); got trace_axes={trace_axes!r} for y_train.shape={y.shape}")
-    return y.reshape(n_rows, -1).astype(np.float64), y.shape[1:], y.dtype
+    if 0 in axes:
+        raise ValueError(f"trace_axes must not hold the first axis of y_train (the points); got "
+                         f"trace_axes={trace_axes!r} for y_train.shape={y.shape}")
+    return TargetLayout(y, tuple(axes))
 
 
 def check_outputs(y_train, n_rows):
-    """check_targets with every axis but the first as outputs."""
-    return check_targets(y_train, tuple(range(1, max(np.ndim(y_train), 1))), n_rows)
+    """y_train (n_rows, ...) as float64 (n_rows, M), its trailing shape and dtype (all axes but the first: outputs)."""
+    y = check_array(y_train, "y_train", ndim=max(np.ndim(y_train), 1))
+    if y.shape[0] != n_rows:
+        raise ValueError(f"y_train must have {n_rows} rows to match the kernel; got shape {y.shape}")
+    return y.reshape(n_rows, -1).astype(np.float64), y.shape[1:], y.dtype
+
+
+def check_dtype(dtype):
+    """None (the default rule: :func:`result_dtype`), or float32 / float64 as a NumPy type."""
+    if dtype is None:
+        return None
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.type not in _FLOATS:
+        raise TypeError(f"dtype must be None, np.float32 or np.float64; got {dtype!r}")
+    return dt.type
 
 
 def _as_float64(x, name, what):
@@ -363,6 +478,8 @@ def check_integer(value, name, *, minimum=1, maximum=None, allow_none=False):
     return int(value)
 
 
-def result_dtype(*arrays):
-    """float32 when every array is float32, else float64 (DESIGN §5)."""
+def result_dtype(*arrays, dtype=None):
+    """``dtype`` if given (check_dtype), else float32 when every array is float32, else float64 (DESIGN §5)."""
+    if dtype is not None:
+        return dtype
     return np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64

@@ -34,10 +34,24 @@ diagnostics (:func:`select_diag_reg`, :func:`kernel_spectrum`, :func:`convergenc
 :func:`loss_bound`, :func:`kernel_alignment`) live in :mod:`fastntk.spectrum` and are re-exported
 here; the linear algebra lives in :mod:`fastntk.solvers`.
 
-Shapes: kernels are 2-D per-output kernels ``(N1, N2)`` (the kernel of an O-output network is
-``K ⊗ I_O``), so ``trace_axes`` must name every axis of ``y_train`` but the first. Results are
-float32 when the kernel and ``y_train`` are float32, else float64; the linear algebra runs in
-float64.
+Shapes, as neural-tangents: the axes of ``y_train`` (N, ...) not in ``trace_axes`` pair up in
+every kernel, which then has shape (N1, N2, O1, O1, ...) and stands for the (N1·O1⋯, N2·O1⋯)
+matrix whose rows run over (N1, O1, ...) in C order (neural-tangents' ``make_2d``); the traced axes
+are independent, the kernel of the whole output being ``K ⊗ I``. The default ``trace_axes=(-1,)``
+takes (N, N) kernels for y_train (N, O); ``trace_axes=()`` takes (N, N, O, O) (an empirical NTK
+with its output axes kept); a 1-D y_train (N,) takes (N, N). Covariances come back in the same
+paired layout, (N_test, N_test, O1, O1, ...). ``n = y_train.size`` in every normalization.
+
+Dtypes: results are float32 when the training kernel(s) and ``y_train`` are all float32, and float64
+otherwise, while every computation runs in float64; the keyword ``dtype=np.float32`` or
+``np.float64`` of each function fixes the result dtype instead (in
+:func:`gradient_descent_mse_ensemble` it is one of the kernel_fn keywords, passed on to kernel_fn
+as well). :func:`max_learning_rate` returns a Python float. (neural-tangents computes in the
+inputs' dtype; with ``jax_enable_x64`` its float32 results turn float64 wherever a float64 scalar
+such as ``t`` enters, e.g. ``gradient_descent_mse``'s test outputs but not its t = ∞ train outputs.)
+
+:func:`gradient_descent` (any loss, momentum) integrates an ODE (:mod:`fastntk._ode`); the other
+training dynamics are closed forms.
 """
 
 from __future__ import annotations
@@ -49,11 +63,11 @@ import warnings
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from . import solvers
-from ._types import DiagRegSelection, Gaussian, Kernel, KernelRidge, Spectrum
-from ._validation import (check_array, check_get, check_initial, check_integer, check_kernel, check_kernel_or_operator,
-                          check_memory, check_outputs, check_positive, check_targets, check_test_operator, check_times,
-                          result_dtype)
+from . import _ode, solvers
+from ._types import DiagRegSelection, Gaussian, Kernel, KernelRidge, ODEState, Spectrum
+from ._validation import (check_array, check_dtype, check_get, check_initial, check_integer, check_kernel,
+                          check_kernel_or_operator, check_memory, check_outputs, check_positive, check_targets,
+                          check_test_operator, check_times, flatten_kernel, result_dtype)
 from .solvers import KernelFactor, flow_factors, gradient_descent_mse_expm, in_eigenbasis, step_factors
 from .spectrum import convergence_times, kernel_alignment, kernel_spectrum, loss_bound, select_diag_reg
 
@@ -61,9 +75,11 @@ __all__ = [
     "DiagRegSelection",
     "Gaussian",
     "KernelRidge",
+    "ODEState",
     "Spectrum",
     "convergence_times",
     "gp_inference",
+    "gradient_descent",
     "gradient_descent_mse",
     "gradient_descent_mse_ensemble",
     "gradient_descent_mse_expm",
@@ -111,13 +127,13 @@ def _attr(k, g, name):
 
 
 def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0,
-                         diag_reg_absolute_scale=False, trace_axes=(-1,), *, discrete=False):
+                         diag_reg_absolute_scale=False, trace_axes=(-1,), *, discrete=False, dtype=None):
     """Outputs of a network trained by gradient descent on MSE, from its kernel (closed form).
 
     Parameters
     ----------
-    k_train_train : ndarray of shape (N, N), float32 or float64
-        NTK Θ (or NNGP) of the training inputs.
+    k_train_train : ndarray of shape (N, N), or (N, N, O1, O1, ...) with output axes kept; float32 or float64
+        NTK Θ (or NNGP) of the training inputs (layout: the module docstring).
     y_train : ndarray of shape (N,) or (N, O...)
         Targets; ``n = y_train.size`` normalises the loss ``1/(2n) Σ (f − y)²``.
     learning_rate : float > 0
@@ -125,19 +141,22 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
     diag_reg : float >= 0
         Regularizer: ``K + diag_reg·trace(K)/N·I``, or ``K + diag_reg·I`` with
         ``diag_reg_absolute_scale=True``.
-    trace_axes : tuple of int
-        Axes of ``y_train`` the kernel is traced over: every axis but the first.
+    trace_axes : int or tuple of int
+        Axes of ``y_train`` the kernel is traced over (absent from it; never the first): (-1,) for an
+        (N, N) kernel and y_train (N, O), () for (N, N, O, O).
     discrete : bool, keyword-only
         False: gradient flow, ``t`` is continuous, in units of ``learning_rate``. True: ``t`` counts
         gradient-descent steps, ``f_train(k) = y + (I − ηK/n)^k (f_train_0 − y)``; a RuntimeWarning
         says when ``η > 2n/λ_max`` (the iteration diverges).
+    dtype : None, np.float32 or np.float64, keyword-only
+        The result dtype (None: float32 iff k_train_train and y_train are float32).
 
     Returns
     -------
     predict_fn : callable ``predict_fn(t=None, fx_train_0=0., fx_test_0=None, k_test_train=None)``
         ``t``: None (t = ∞), a scalar or an array of any shape S; results then have leading axes S.
         ``fx_train_0`` (N, O...) or scalar; None skips the train set. ``fx_test_0`` (N_test, O...)
-        or scalar; None skips the test set. ``k_test_train`` (N_test, N), never regularized.
+        or scalar; None skips the test set. ``k_test_train`` (N_test, N, ...), never regularized.
         Returns ``fx_train_t`` if ``fx_test_0`` is None, ``fx_test_t`` if ``fx_train_0`` is None,
         else ``(fx_train_t, fx_test_t)``.
 
@@ -157,24 +176,18 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
     >>> np.allclose(predict_fn(1e6, 0.0), y)
     True
     """
-    k = check_kernel(k_train_train, "k_train_train", symmetric=True)
-    y, tail, y_dtype = check_targets(y_train, trace_axes, k.shape[0])
+    lay = check_targets(y_train, trace_axes)
+    k, y = lay.train_kernel(k_train_train, "k_train_train"), lay.y
     learning_rate = check_positive(learning_rate, "learning_rate")
     diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
     factor = KernelFactor(k, diag_reg, bool(diag_reg_absolute_scale), "k_train_train")
-    dtype = result_dtype(k, np.empty(0, y_dtype))
+    dtype = result_dtype(k, np.empty(0, lay.dtype), dtype=check_dtype(dtype))
 
     def predict_fn(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
-        if fx_train_0 is None and fx_test_0 is None:
-            raise ValueError("fx_train_0 and fx_test_0 are both None: nothing to predict")
-        if fx_test_0 is not None and k_test_train is None:
-            raise ValueError("k_test_train is needed for test predictions (fx_test_0 is not None)")
-        f0 = check_initial(0.0 if fx_train_0 is None else fx_train_0, "fx_train_0", (k.shape[0], *tail))
-        r = f0.reshape(y.shape) - y
-        ktd = ft0 = None
-        if fx_test_0 is not None:
-            ktd = check_kernel(k_test_train, "k_test_train", (None, k.shape[0]))
-            ft0 = check_initial(fx_test_0, "fx_test_0", (ktd.shape[0], *tail)).reshape(ktd.shape[0], -1)
+        _check_inputs(fx_train_0, fx_test_0, k_test_train)
+        f0 = lay.to_2d(check_initial(0.0 if fx_train_0 is None else fx_train_0, "fx_train_0", lay.shape))
+        r = f0 - y
+        ktd, ft0 = _test_inputs(lay, fx_test_0, k_test_train)
         if t is None:
             train, test = _predict_limit(factor, r, ktd, discrete, learning_rate)
             shape = ()
@@ -183,16 +196,146 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
             train, test = _predict_finite(factor, r, ktd, t.reshape(-1, 1), discrete, learning_rate,
                                           fx_train_0 is not None)
             shape = t.shape
-        fx_train = y if train is None else f0.reshape(y.shape) + train  # t = None: y exactly, as neural-tangents
-        fx_train = None if fx_train_0 is None else fx_train.reshape(*shape, *f0.shape)
-        fx_test = None if ktd is None else (ft0 + test).reshape(*shape, ktd.shape[0], *tail)
-        if fx_test is None:
-            return fx_train.astype(dtype, copy=False)
-        if fx_train is None:
-            return fx_test.astype(dtype, copy=False)
-        return fx_train.astype(dtype, copy=False), fx_test.astype(dtype, copy=False)
+        fx_train = y if train is None else f0 + train  # t = None: y exactly, as neural-tangents
+        fx_train = None if fx_train_0 is None else lay.from_2d(fx_train, shape).astype(dtype, copy=False)
+        fx_test = None if ktd is None else lay.from_2d(ft0 + test, shape).astype(dtype, copy=False)
+        return _outputs(fx_train, fx_test)
 
     return predict_fn
+
+
+def _check_inputs(fx_train_0, fx_test_0, k_test_train):
+    """neural-tangents' checks of a predict_fn call: something to predict, and k_test_train for a test set."""
+    if fx_train_0 is None and fx_test_0 is None:
+        raise ValueError("fx_train_0 and fx_test_0 are both None: nothing to predict")
+    if fx_test_0 is not None and k_test_train is None:
+        raise ValueError("k_test_train is needed for test predictions (fx_test_0 is not None)")
+
+
+def _test_inputs(lay, fx_test_0, k_test_train):
+    """(K_test,train (N_test·P, N·P), f_test_0 (N_test·P, M)), or (None, None) without a test set."""
+    if fx_test_0 is None:
+        return None, None
+    ktd = lay.kernel(k_test_train, "k_test_train", None, lay.n)
+    return ktd, lay.to_2d(check_initial(fx_test_0, "fx_test_0", lay.shape_of(np.shape(k_test_train)[0])))
+
+
+def _outputs(fx_train, fx_test):
+    """What a predict_fn returns: fx_train, fx_test, or both (whichever is not None)."""
+    if fx_test is None:
+        return fx_train
+    return fx_test if fx_train is None else (fx_train, fx_test)
+
+
+# ---------------------------------------------------------------------------------------------
+# gradient descent on any loss: an ODE (neural-tangents' predict.gradient_descent)
+
+
+def gradient_descent(loss, k_train_train, y_train, learning_rate=1.0, momentum=None, trace_axes=(-1,), *,
+                     loss_grad=None, rtol=1e-10, dtype=None):
+    """Outputs of a network trained by (momentum) gradient descent on any loss, from its kernel (an ODE).
+
+    Parameters
+    ----------
+    loss : callable ``loss(fx, y_hat) -> float``
+        ``fx`` and ``y_hat`` of y_train's shape, e.g. cross-entropy
+        ``lambda fx, y_hat: -jnp.mean(jax.nn.log_softmax(fx) * y_hat)``. Differentiated by
+        ``jax.grad`` in float64 (as neural-tangents does; JAX is imported only then), unless
+        ``loss_grad`` is given or ``loss`` has a method ``loss.grad(fx, y_hat)`` (fastntk's
+        additions, for NumPy losses).
+    k_train_train : ndarray of shape (N, N), or (N, N, O, O, ...) with the output axes kept
+        NTK Θ of the training inputs, with the axes of y_train not in ``trace_axes`` paired
+        (neural-tangents' layout: the module docstring).
+    y_train : ndarray of shape (N, O...)
+    learning_rate : float > 0
+        η. Without momentum only ``τ = η·t`` matters; with momentum ``τ = √η·t``.
+    momentum : float >= 0 or None
+        None: gradient flow ``df/dτ = −Θ ∇L(f)``. A number m: neural-tangents' continuous heavy
+        ball ``d²f/dτ² = −Θ ∇L(f) + (m − 1)/√η · df/dτ``.
+    trace_axes : tuple of int
+        Axes of y_train the kernel is traced over (absent from it).
+    loss_grad : callable ``loss_grad(fx, y_hat) -> dL/dfx`` or None, keyword-only
+        The gradient of ``loss`` (y_train's shape); ``loss`` is then not called.
+    rtol : float > 0, keyword-only
+        Relative tolerance of the ODE solver (DOP853; absolute tolerance ``rtol·max|f_0, q_0, y|``).
+    dtype : None, np.float32 or np.float64, keyword-only
+        The result dtype (None: the module's rule).
+
+    Returns
+    -------
+    predict_fn : callable ``predict_fn(t=None, fx_train_or_state_0=0., fx_test_0=None, k_test_train=None)``
+        ``t``: a finite time ≥ 0 or an array of them, any shape S and order (results have leading
+        axes S); None (t = ∞) raises, as the flow of a loss such as cross-entropy has no limit.
+        ``fx_train_or_state_0``: fx_train_0 (N, O...) or a scalar; None: the train set is not
+        returned (its outputs still start at 0 and drive the test set); or an :class:`ODEState`
+        (with ``fx_test`` in it, ``fx_test_0=None``), and then the :class:`ODEState` at ``t`` is
+        returned. ``fx_test_0`` (N_test, O...) or scalar with ``k_test_train`` (N_test, N, ...).
+        Returns ``fx_train_t``, ``fx_test_t``, both, or the ODEState, as neural-tangents.
+
+    Notes
+    -----
+    Lee et al. 2019 (arXiv:1902.06720), eq. 8: ``df_test/dτ = −Θ_test,train ∇L(f_train)``.
+    ``loss(fx, y) = jnp.mean((fx − y)²) / 2`` gives :func:`gradient_descent_mse`'s dynamics.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastntk.predict import gradient_descent, gradient_descent_mse
+    >>> k = np.array([[2.0, 0.5], [0.5, 1.0]]); y = np.array([[1.0], [-1.0]])
+    >>> mse_grad = lambda fx, y_hat: (fx - y_hat) / y_hat.size
+    >>> predict_fn = gradient_descent(None, k, y, loss_grad=mse_grad)
+    >>> np.allclose(predict_fn(3.0, 0.0), gradient_descent_mse(k, y)(3.0, 0.0), rtol=1e-8)
+    True
+    """
+    lay = check_targets(y_train, trace_axes)
+    k = lay.train_kernel(k_train_train, "k_train_train")
+    learning_rate = check_positive(learning_rate, "learning_rate")
+    momentum = check_positive(momentum, "momentum", allow_zero=True, allow_none=True)
+    rtol = check_positive(rtol, "rtol")
+    dtype = result_dtype(k, np.empty(0, lay.dtype), dtype=check_dtype(dtype))
+    grad_2d = _ode.loss_gradient(loss, loss_grad, lay)
+    speed = learning_rate if momentum is None else np.sqrt(learning_rate)
+    friction = None if momentum is None else (momentum - 1.0) / np.sqrt(learning_rate)
+
+    def predict_fn(t=None, fx_train_or_state_0=0.0, fx_test_0=None, k_test_train=None):
+        as_state = isinstance(fx_train_or_state_0, ODEState)
+        fx_train_0, fx_test_0, qx_0 = _ode_inputs(fx_train_or_state_0, fx_test_0, momentum)
+        _check_inputs(fx_train_0, fx_test_0, k_test_train)
+        t = None if t is None else check_times(t)
+        if t is None or not np.isfinite(t).all():
+            raise ValueError("t must hold finite times for gradient_descent (the ODE is integrated up to max(t)); "
+                             f"got {t!r}")
+        f0 = lay.to_2d(check_initial(0.0 if fx_train_0 is None else fx_train_0, "fx_train_0", lay.shape))
+        ktd, ft0 = _test_inputs(lay, fx_test_0, k_test_train)
+        kernel, f0 = (k, f0) if ktd is None else (np.vstack((k, ktd)), np.vstack((f0, ft0)))
+        q0 = None
+        if momentum is not None:
+            q0 = lay.to_2d(check_initial(0.0 if qx_0[0] is None else qx_0[0], "qx_train", lay.shape))
+            if ktd is not None:
+                qt0 = check_initial(0.0 if qx_0[1] is None else qx_0[1], "qx_test", lay.shape_of(ktd.shape[0] // lay.p))
+                q0 = np.vstack((q0, lay.to_2d(qt0)))
+        f, q = _ode.gradient_flow(kernel, grad_2d, f0, q0, speed * t, friction, rtol, lay.y)
+        n = k.shape[0]
+        blocks = (f[:, :n], f[:, n:], *((None, None) if q is None else (q[:, :n], q[:, n:])))
+        parts = [None if b is None or b.shape[1] == 0 else lay.from_2d(b, t.shape).astype(dtype, copy=False)
+                 for b in blocks]
+        if as_state:
+            return ODEState(*parts)
+        return _outputs(None if fx_train_0 is None else parts[0], parts[1])
+
+    return predict_fn
+
+
+def _ode_inputs(fx_train_or_state_0, fx_test_0, momentum):
+    """(fx_train_0, fx_test_0, (qx_train_0, qx_test_0)) of a gradient_descent predict_fn call."""
+    if not isinstance(fx_train_or_state_0, ODEState):
+        return fx_train_or_state_0, fx_test_0, (None, None)
+    if fx_test_0 is not None:
+        raise ValueError("fx_test_0 must be None when fx_train_or_state_0 is an ODEState (its fx_test is the test set)")
+    state = fx_train_or_state_0
+    if momentum is None and (state.qx_train is not None or state.qx_test is not None):
+        raise ValueError("the ODEState has momentum variables qx_train/qx_test, but momentum is None")
+    return state.fx_train, state.fx_test, (state.qx_train, state.qx_test)
 
 
 def _check_stable(factor, learning_rate, n):
@@ -229,17 +372,20 @@ def _predict_limit(factor, r, ktd, discrete, learning_rate):
     return -basis.apply((lam > 0)[:, None] * basis.apply_t(r)), test
 
 
-def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, trace_axes=(-1,)):
+def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, trace_axes=(-1,), *,
+                 dtype=None):
     """Posterior of the NNGP, the NTK ensemble and the NTKGP given the training data.
 
     Parameters
     ----------
-    k_train_train : Kernel or namedtuple with ``nngp``/``ntk`` of shape (N, N), or one ndarray
+    k_train_train : Kernel or namedtuple with ``nngp``/``ntk`` of shape (N, N) (or (N, N, O1, O1, ...)), or one ndarray
         As ``kernel_fn(x_train, None, ('nngp', 'ntk'))`` returns. One array is the kernel of every
         name in ``get``; the NTK posterior covariance needs both kernels (see Raises).
     y_train : ndarray of shape (N,) or (N, O...)
     diag_reg, diag_reg_absolute_scale, trace_axes
         As in :func:`gradient_descent_mse` (relative: × trace of the kernel in use / N).
+    dtype : None, np.float32 or np.float64, keyword-only
+        The result dtype (None: float32 iff the first train kernel and y_train are float32).
 
     Returns
     -------
@@ -248,7 +394,8 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
         (N_test, N) kernels (Kernel/namedtuple or array); None gives the train set, ``y_train``
         with zero covariance. ``k_test_test`` (N_test, N_test) kernels; None: means only.
         Returns, per name of ``get``, the mean (N_test, O...) or a :class:`Gaussian` with the
-        (N_test, N_test) covariance; one value for a string ``get``, else a namedtuple.
+        (N_test, N_test) covariance ((N_test, N_test, O1, O1, ...) with output axes kept); one value
+        for a string ``get``, else a namedtuple.
 
     Raises
     ------
@@ -269,17 +416,15 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
         first = next((v for v in (getattr(k_train_train, g, None) for g in ("nngp", "ntk")) if v is not None), None)
         if first is None:
             raise TypeError("k_train_train must be an array or a Kernel/namedtuple with nngp and/or ntk")
-    first = check_kernel(first, "k_train_train")
-    n = first.shape[0]
-    y, tail, y_dtype = check_targets(y_train, trace_axes, n)
+    lay = check_targets(y_train, trace_axes)
+    first = lay.train_kernel(first, "k_train_train")
     diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
-    dtype = result_dtype(first, np.empty(0, y_dtype))
+    dtype = result_dtype(first, np.empty(0, lay.dtype), dtype=check_dtype(dtype))
     factors = {}
 
     def factor(g):
         if g not in factors:
-            kdd = check_kernel(_attr(k_train_train, g, "k_train_train"), f"k_train_train.{g}", (n, n),
-                                   symmetric=True)
+            kdd = lay.train_kernel(_attr(k_train_train, g, "k_train_train"), f"k_train_train.{g}")
             factors[g] = KernelFactor(kdd, diag_reg, bool(diag_reg_absolute_scale), f"k_train_train.{g}")
         return factors[g]
 
@@ -287,7 +432,7 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
         names, single = check_get(get, ("nngp", "ntk", "ntkgp")), isinstance(get, str)
         if "ntk" in names and k_test_train is not None and k_test_test is not None:
             _check_both_kernels(k_train_train=k_train_train, k_test_train=k_test_train)
-        out = {g: _posterior(g, factor, y, tail, k_test_train, k_test_test, dtype) for g in names}
+        out = {g: _posterior(g, factor, lay, k_test_train, k_test_test, dtype) for g in names}
         return _pack(out, names, single)
 
     return predict_fn
@@ -304,33 +449,34 @@ def _check_both_kernels(**kernels):
                 f"or for means only (k_test_test=None)")
 
 
-def _posterior(g, factor, y, tail, k_test_train, k_test_test, dtype):
+def _posterior(g, factor, lay, k_test_train, k_test_test, dtype):
+    """The gp_inference posterior ``g`` (mean, or Gaussian with ``k_test_test``); ``lay``: check_targets."""
     base = "ntk" if g == "ntkgp" else g
     fac = factor(base)
     if k_test_train is None:
-        mean = y.reshape(fac.n, *tail)
+        mean = lay.from_2d(lay.y)
         cov = None
         if k_test_test is not None:
             check_memory(8 * fac.n**2, f"the train-set covariance ({fac.n}×{fac.n} float64)",
                          "k_test_test=None (means only)")
             cov = np.zeros((fac.n, fac.n))
     else:
-        ktd = _test_kernel(k_test_train, base, fac.n, "k_test_train")
-        mean = (ktd @ fac.solve(y)).reshape(ktd.shape[0], *tail)
-        cov = None if k_test_test is None else _posterior_cov(g, factor, ktd, k_test_train, k_test_test)
+        ktd = _test_kernel(lay, k_test_train, base, "k_test_train")
+        mean = lay.from_2d(ktd @ fac.solve(lay.y))
+        cov = None if k_test_test is None else _posterior_cov(g, factor, lay, ktd, k_test_train, k_test_test)
     mean = mean.astype(dtype, copy=False)
-    return mean if cov is None else Gaussian(mean, cov.astype(dtype, copy=False))
+    return mean if cov is None else Gaussian(mean, lay.cov_from_2d(cov).astype(dtype, copy=False))
 
 
-def _test_kernel(k, g, n, name, n_test=None):
-    k = _attr(k, g, name)
-    return check_kernel(k, f"{name}.{g}", (n_test, n))
+def _test_kernel(lay, k, g, name, n_test=None):
+    """The ``g`` kernel of test-train kernels ``k`` as an (N_test·P, N·P) matrix."""
+    return lay.kernel(_attr(k, g, name), f"{name}.{g}", n_test, lay.n)
 
 
-def _posterior_cov(g, factor, ktd, k_test_train, k_test_test):
-    init, n_t = "ntk" if g == "ntkgp" else "nngp", ktd.shape[0]
-    ktt = check_kernel(_attr(k_test_test, init, "k_test_test"), f"k_test_test.{init}", (n_t, n_t))
-    ktd_init = _test_kernel(k_test_train, init, ktd.shape[1], "k_test_train", n_t)
+def _posterior_cov(g, factor, lay, ktd, k_test_train, k_test_test):
+    init, n_t = "ntk" if g == "ntkgp" else "nngp", ktd.shape[0] // lay.p
+    ktt = lay.kernel(_attr(k_test_test, init, "k_test_test"), f"k_test_test.{init}", n_t, n_t)
+    ktd_init = _test_kernel(lay, k_test_train, init, "k_test_train", n_t)
     if g != "ntk":
         return ktt - ktd @ factor(g if g == "nngp" else "ntk").solve(ktd_init.T)
     term_1, term_2 = factor("ntk").solve(ktd.T), ktd @ factor("ntk").solve(ktd_init.T)
@@ -349,6 +495,10 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
     y_train : ndarray of shape (N,) or (N, O...)
     learning_rate, diag_reg, diag_reg_absolute_scale, trace_axes
         As in :func:`gradient_descent_mse`; ``t`` is in units of ``learning_rate``.
+    dtype : None, np.float32 or np.float64, keyword (one of the kernel_fn keywords)
+        Passed on to ``kernel_fn`` with the other keywords (fastntk's kernel_fn then computes the
+        kernels in it), and fixes the result dtype (None: float32 iff the train kernels in use and
+        y_train are float32). A predict_fn keyword ``dtype`` replaces it, as every keyword does.
     **kernel_fn_train_train_kwargs
         Passed to every ``kernel_fn`` call (test calls: overridden by the predict_fn's kwargs).
 
@@ -358,7 +508,7 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
         ``t``: None (∞), scalar or array of shape S (leading result axes). ``x_test`` (N_test, d);
         None: the training set. ``get``: 'nngp', 'ntk' or a tuple (None = both):
         dynamics with the NNGP or the NTK. Returns per name the mean (S..., N_test, O...) or,
-        with ``compute_cov``, a :class:`Gaussian` with covariance (S..., N_test, N_test).
+        with ``compute_cov``, a :class:`Gaussian` with covariance (S..., N_test, N_test[, O1, O1, ...]).
 
     Notes
     -----
@@ -371,8 +521,11 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
     if not callable(kernel_fn):
         raise TypeError(f"kernel_fn must be callable; got {type(kernel_fn).__name__}")
     x_train = check_array(x_train, "x_train", ndim=max(np.ndim(x_train), 2))
-    y, tail, y_dtype = check_targets(y_train, trace_axes, x_train.shape[0])
+    lay = check_targets(y_train, trace_axes)
+    if lay.n != x_train.shape[0]:
+        raise ValueError(f"y_train must have {x_train.shape[0]} rows to match x_train; got shape {lay.shape}")
     learning_rate = check_positive(learning_rate, "learning_rate")
+    check_dtype(kernel_fn_train_train_kwargs.get("dtype"))
     diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
     k_dd, factors, memo = {}, {}, {}
 
@@ -382,7 +535,7 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
             missing = ("nngp", "ntk") if "ntk" in missing else missing  # the NNGP comes with the NTK
             res = kernel_fn(x_train, None, missing, **kernel_fn_train_train_kwargs)
             for g in missing:
-                k_dd[g] = check_kernel(_attr(res, g, "kernel_fn(x_train)"), f"kernel_fn(x_train).{g}", symmetric=True)
+                k_dd[g] = lay.train_kernel(_attr(res, g, "kernel_fn(x_train)"), f"kernel_fn(x_train).{g}")
                 factors[g] = KernelFactor(k_dd[g], diag_reg, bool(diag_reg_absolute_scale), f"kernel_fn(x_train).{g}")
         return Kernel(names, [k_dd[g] for g in names])
 
@@ -395,18 +548,18 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
                 raise ValueError(f"x_test must have the shape of x_train's points {x_train.shape[1:]}; "
                                  f"got x_test.shape={x_test.shape}")
         need = tuple(g for g in ("nngp", "ntk") if g in names or (g == "nngp" and compute_cov))
-        dtype = result_dtype(*train_kernels(need), np.empty(0, y_dtype))
         kw = {**kernel_fn_train_train_kwargs, **kernel_fn_test_test_kwargs}
+        out_dtype = result_dtype(*train_kernels(need), np.empty(0, lay.dtype), dtype=check_dtype(kw.get("dtype")))
         k_td = None if x_test is None else _memo_kernel(memo, kernel_fn, x_test, x_train, need, kw)
         k_tt = compute_cov or None
         if x_test is not None and compute_cov:
             k_tt = _memo_kernel(memo, kernel_fn, x_test, None, ("nngp",), kw)
             k_tt = collections.namedtuple("Kernel", "nngp")(k_tt.nngp)
         if t is None:
-            out = {g: _posterior(g, factors.get, y, tail, k_td, k_tt, dtype) for g in names}
+            out = {g: _posterior(g, factors.get, lay, k_td, k_tt, out_dtype) for g in names}
         else:
-            out = {g: _ensemble_t(g, factors, y, tail, learning_rate * t, k_td, k_tt, compute_cov) for g in names}
-            out = {g: _astype(v, dtype) for g, v in out.items()}
+            out = {g: _ensemble_t(g, factors, lay, learning_rate * t, k_td, k_tt, compute_cov) for g in names}
+            out = {g: _astype(v, out_dtype) for g, v in out.items()}
         return _pack(out, names, single)
 
     return predict_fn
@@ -422,13 +575,13 @@ def _memo_kernel(memo, kernel_fn, x_test, x2, get, kw):
     return out
 
 
-def _ensemble_t(g, factors, y, tail, tau, k_td, k_tt, compute_cov):
+def _ensemble_t(g, factors, lay, tau, k_td, k_tt, compute_cov):
     lam, basis = factors[g].eig()
-    n = y.size
-    e, h = flow_factors(lam, tau.reshape(-1, 1), n)
+    y = lay.y
+    e, h = flow_factors(lam, tau.reshape(-1, 1), y.size)
     shape = tau.shape
     if k_td is None:
-        mean = in_eigenbasis(basis, -e, basis.apply_t(y)).reshape(*shape, y.shape[0], *tail)
+        mean = lay.from_2d(in_eigenbasis(basis, -e, basis.apply_t(y)), shape)
         if not compute_cov:
             return mean
         n_tr = y.shape[0]
@@ -441,21 +594,23 @@ def _ensemble_t(g, factors, y, tail, tau, k_td, k_tt, compute_cov):
         else:
             exp_t = (vecs * (1.0 + e)[:, None, :]) @ vecs.T
             cov = exp_t @ factors["nngp"].k @ exp_t
-        return Gaussian(mean, cov.reshape(*shape, *cov.shape[1:]))
-    ktd = _test_kernel(k_td, g, factors[g].n, "kernel_fn(x_test, x_train)")
-    mean = in_eigenbasis(basis, -h, basis.apply_t(y), ktd).reshape(*shape, ktd.shape[0], *tail)
+        return Gaussian(mean, lay.cov_from_2d(cov, shape))
+    ktd = _test_kernel(lay, k_td, g, "kernel_fn(x_test, x_train)")
+    mean = lay.from_2d(in_eigenbasis(basis, -h, basis.apply_t(y), ktd), shape)
     if not compute_cov:
         return mean
-    nngp_td = _test_kernel(k_td, "nngp", factors[g].n, "kernel_fn(x_test, x_train)")
+    n_t = ktd.shape[0] // lay.p
+    nngp_td = _test_kernel(lay, k_td, "nngp", "kernel_fn(x_test, x_train)", n_t)
+    nngp_tt = lay.kernel(k_tt.nngp, "kernel_fn(x_test).nngp", n_t, n_t)
     a = basis.apply_t(nngp_td.T)
     if g == "nngp":
-        _, h2 = flow_factors(lam, 2 * tau.reshape(-1, 1), n)
-        cov = k_tt.nngp + (a.T * h2[:, None, :]) @ a
+        _, h2 = flow_factors(lam, 2 * tau.reshape(-1, 1), y.size)
+        cov = nngp_tt + (a.T * h2[:, None, :]) @ a
     else:
         term_1 = in_eigenbasis(basis, -h, basis.apply_t(ktd.T))
         term_2 = in_eigenbasis(basis, -h, a, ktd)
-        cov = np.swapaxes(term_1, 1, 2) @ factors["nngp"].k @ term_1 - (term_2 + np.swapaxes(term_2, 1, 2)) + k_tt.nngp
-    return Gaussian(mean, cov.reshape(*shape, *cov.shape[1:]))
+        cov = np.swapaxes(term_1, 1, 2) @ factors["nngp"].k @ term_1 - (term_2 + np.swapaxes(term_2, 1, 2)) + nngp_tt
+    return Gaussian(mean, lay.cov_from_2d(cov, shape))
 
 
 def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps=1e-12):
@@ -466,8 +621,11 @@ def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps=1e-1
 
     Parameters
     ----------
-    ntk_train_train : ndarray of shape (N, N)
+    ntk_train_train : ndarray of shape (N, N), or (N, N, O1, O1, ...) with the output axes kept
+        The latter is read as the (N·O1⋯, N·O1⋯) matrix, as neural-tangents does.
     y_train_size : int > 0 or None
+        ``n``; None: the side of the (flattened) kernel, N or N·O1⋯ (neural-tangents' default, which
+        assumes ``trace_axes=()``).
     momentum : float >= 0
     eps : float >= 0
         Guards against λ_max = 0.
@@ -476,7 +634,7 @@ def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps=1e-1
     -------
     float
     """
-    k = check_kernel(ntk_train_train, "ntk_train_train", symmetric=True)
+    k = check_kernel(flatten_kernel(ntk_train_train, "ntk_train_train"), "ntk_train_train", symmetric=True)
     y_train_size = check_integer(y_train_size, "y_train_size", allow_none=True)
     momentum = check_positive(momentum, "momentum", allow_zero=True)
     eps = check_positive(eps, "eps", allow_zero=True)
@@ -493,7 +651,7 @@ def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps=1e-1
 
 def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, *, k_test_train=None,
                  fx_train_0=0.0, fx_test_0=0.0, solver="cholesky", tol=1e-10, maxiter=None,
-                 preconditioner=None, rank=100, seed=0):
+                 preconditioner=None, rank=100, seed=0, dtype=None):
     """Kernel ridge regression on the residuals ``y − f_0`` (the t = ∞ limit of regularized gradient flow).
 
     Parameters
@@ -514,6 +672,8 @@ def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     preconditioner : {None, 'nystrom'}, keyword-only
         'cg' only: randomized Nyström preconditioner of rank ``rank`` drawn with ``seed``
         (:func:`fastntk.solvers.nystrom_preconditioner`); needs ``diag_reg > 0``.
+    dtype : None, np.float32 or np.float64, keyword-only
+        The result dtype (None: float32 iff k_train_train (an array) and y_train are float32).
 
     Returns
     -------
@@ -546,6 +706,8 @@ def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     fx_test = None
     if ktd is not None:
         fx_test = (ft0 + ktd @ alpha).reshape(ktd.shape[0], *tail)
-    dtype = np.float64 if isinstance(k, LinearOperator) else result_dtype(k, np.empty(0, y_dtype))
+    dtype = check_dtype(dtype)
+    if dtype is None:
+        dtype = np.float64 if isinstance(k, LinearOperator) else result_dtype(k, np.empty(0, y_dtype))
     alpha, fx_train = (a.reshape(-1, *tail).astype(dtype, copy=False) for a in (alpha, fx_train))
     return KernelRidge(alpha, fx_train, None if fx_test is None else fx_test.astype(dtype, copy=False))

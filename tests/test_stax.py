@@ -438,7 +438,7 @@ def _with(value, index=(1, 2)):
     ("x1", "x2", "match"),
     [
         (X[0], None, r"x1 must be 2-D"),
-        (X[None], None, r"x1 must be 2-D"),
+        (X[None], X[:, :2], r"x1 and x2 must be of shape \(N, ..., d\) with the same d"),
         (X, X[0], r"x2 must be 2-D"),
         (X, np.ones((2, 4)), r"x2 must have the same number of features as x1 \(d=3\); got x2.shape=\(2, 4\)"),
         (np.empty((0, 3)), None, r"x1 must be non-empty"),
@@ -446,7 +446,7 @@ def _with(value, index=(1, 2)):
         (X, _with(np.inf), r"x2 contains inf"),
         (_with(-np.inf), X, r"x1 contains inf"),
     ],
-    ids=["x1_1d", "x1_3d", "x2_1d", "feature_mismatch", "empty", "nan", "inf", "minus_inf"],
+    ids=["x1_1d", "x1_3d_other_d", "x2_1d", "feature_mismatch", "empty", "nan", "inf", "minus_inf"],
 )
 def test_kernel_fn_rejects_bad_arrays(x1, x2, match):
     with pytest.raises(ValueError, match=match):

@@ -34,8 +34,8 @@ from .spec import (Act, Dense, Dropout, FanInConcat, FanInProd, FanInSum, FanOut
                    Serial, arity, leaves, places)
 from .spec import _shapes
 
-__all__ = ["RULES", "Bound", "apply", "check_entries", "check_params", "dense_coefs", "entries", "forward", "generator",
-           "init", "jvp", "leaf_keys", "pairs", "places", "spec_shapes", "unflatten", "vjp"]
+__all__ = ["RULES", "Bound", "apply", "backward", "check_entries", "check_params", "dense_coefs", "entries", "forward", "generator",
+           "init", "jvp", "leaf_keys", "pairs", "spec_shapes", "unflatten", "vjp"]
 
 
 def generator(rng):
@@ -332,8 +332,10 @@ def check_entries(layer, params, d=None, name="params", x_name="inputs"):
             widths[r:r + 1] = widths[r:r + 1] * leaf.num
         elif isinstance(leaf, (FanInSum, FanInProd, FanInConcat)):
             ws = widths[r:r + m]
-            concat = isinstance(leaf, FanInConcat) and leaf.axis == -1
-            widths[r:r + m] = [(None if None in ws else sum(ws)) if concat else ws[0]]
+            if isinstance(leaf, FanInConcat):  # of the features: the sum; of another axis (or unknown): None
+                widths[r:r + m] = [None if None in ws or leaf.axis != -1 else sum(ws)]
+            else:
+                widths[r:r + m] = ws[:1]
         elif isinstance(leaf, Flatten):
             widths[r] = None
         if not isinstance(leaf, Dense):
@@ -462,11 +464,11 @@ def _step(leaf, p, key, hs, r, m):
 
 
 def forward(net, x, keys=None):
-    """Outputs and the branches into every leaf: ``(f, [hs_0, hs_1, ...])``, each hs a list of the
-    branches; ``net`` = pairs(...), ``keys`` = leaf_keys(...) (or None)."""
+    """Outputs and the input of every leaf: ``(f, [h_0, h_1, ...])``, h_k an array (the list of the
+    branches a FanIn takes); ``net`` = pairs(...), ``keys`` = leaf_keys(...) (or None)."""
     inputs, hs = [], [x]
     for (leaf, p), (r, m), key in zip(net, _places_of(net), keys or [None] * len(net)):
-        inputs.append(hs)
+        inputs.append(hs[r] if m == 1 else hs[r:r + m])
         hs = _step(leaf, p, key, hs, r, m)
     return (hs[0] if len(hs) == 1 else hs), inputs
 
@@ -505,24 +507,63 @@ def _fan_in_jvp(leaf, hs, dhs):
     return sum(_fan_in(leaf, [*hs[:i], dh, *hs[i + 1:]]) for i, dh in enumerate(dhs))
 
 
-def vjp(net, x, ct, keys=None):
-    """Σᵢ ctᵢ·∂f(xᵢ)/∂θ, a flat list of gradients aligned with ``net`` (reverse mode)."""
-    _, inputs = forward(net, x, keys)
-    grads, cts = [()] * len(net), [ct]
-    pl, keys = _places_of(net), keys or [None] * len(net)
+def _fan_in_vjp(leaf, hs, ct):
+    """The cotangents of a FanIn's inputs hs from that of its output ct (which may have extra leading axes)."""
+    if isinstance(leaf, FanInSum):
+        return [ct] * len(hs)
+    if isinstance(leaf, FanInProd):
+        return [_fan_in(leaf, [ct, *hs[:i], *hs[i + 1:]]) for i in range(len(hs))]
+    xp = array_namespace(ct)
+    ax = leaf.axis % hs[0].ndim - hs[0].ndim  # from the end: ct may have leading axes
+    ends = np.cumsum([h.shape[ax] for h in hs])
+    index = [slice(None)] * ct.ndim
+    out = []
+    for a, b in zip([0, *ends[:-1]], ends):
+        index[ax] = slice(int(a), int(b))
+        out.append(ct[tuple(index)])
+    return out
+
+
+def backward(net, inputs, ct, keys=None, at_dense=None):
+    """The reverse pass from the cotangent ct of the outputs (any leading axes, e.g. one per output).
+
+    ``inputs``: forward(...)'s; ``at_dense(k, leaf, p, h, ct) -> ct_in`` is called at every Dense leaf
+    k with its input h and the cotangent of its output, and returns the cotangent of its input.
+    Returns the cotangent of the network's input.
+    """
+    cts, keys = [ct], keys or [None] * len(net)
+    pl = _places_of(net)
     for k in range(len(net) - 1, -1, -1):
-        (leaf, p), (r, m), hs = net[k], pl[k], inputs[k]
+        (leaf, p), (r, m), h = net[k], pl[k], inputs[k]
         if isinstance(leaf, FanOut):
             total = cts[r]
             for c in cts[r + 1:r + leaf.num]:
                 total = total + c
             cts = [*cts[:r], total, *cts[r + leaf.num:]]
         elif isinstance(leaf, (FanInSum, FanInProd, FanInConcat)):
-            cts = [*cts[:r], *_fan_in_vjp(leaf, hs[r:r + m], cts[r]), *cts[r + 1:]]
+            cts = [*cts[:r], *_fan_in_vjp(leaf, h if m > 1 else [h], cts[r]), *cts[r + 1:]]
         elif isinstance(leaf, Dropout):
-            cts[r] = _dropout(leaf, keys[k], cts[r])  # h's mask: the same key and shape
+            if leaf.mode == "train":  # h's mask: the same key and shape
+                xp = array_namespace(cts[r])
+                cts[r] = xp.where(_dropout_keep(leaf, keys[k], h), cts[r] / leaf.rate, xp.zeros_like(cts[r]))
         elif isinstance(leaf, Flatten):
-            cts[r] = array_namespace(cts[r]).reshape(cts[r], tuple(hs[r].shape))
-        elif not isinstance(leaf, Identity):
-            grads[k], cts[r] = RULES[type(leaf)].vjp(leaf, p, hs[r], cts[r])
+            c = cts[r]
+            cts[r] = array_namespace(c).reshape(c, (*c.shape[:c.ndim - 2], *h.shape))
+        elif isinstance(leaf, Dense):
+            cts[r] = at_dense(k, leaf, p, h, cts[r])
+        elif isinstance(leaf, Act):
+            cts[r] = RULES[Act].vjp(leaf, p, h, cts[r])[1]
+    return cts[0]
+
+
+def vjp(net, x, ct, keys=None):
+    """Σᵢ ctᵢ·∂f(xᵢ)/∂θ, a flat list of gradients aligned with ``net`` (reverse mode)."""
+    _, inputs = forward(net, x, keys)
+    grads = [()] * len(net)
+
+    def at_dense(k, leaf, p, h, c):
+        grads[k], c_in = RULES[Dense].vjp(leaf, p, h, c)
+        return c_in
+
+    backward(net, inputs, ct, keys, at_dense)
     return grads

@@ -255,8 +255,8 @@ def _readout(layer, widths):
         return [layer.out_dim]
     if isinstance(layer, FanOut):
         return widths * layer.num
-    if isinstance(layer, FanInConcat) and layer.axis == -1:
-        return [None if None in widths else sum(widths)]
+    if isinstance(layer, FanInConcat):  # another axis than -1 may be the features too: unknown
+        return [None if None in widths or layer.axis != -1 else sum(widths)]
     if isinstance(layer, _FAN_IN):
         return widths[:1]
     return widths

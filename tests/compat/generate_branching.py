@@ -62,7 +62,7 @@ def networks(stax):
                                stax.Dense(1)),
         "emp_residual": stax.serial(stax.Dense(16, 1.5, 0.1), block(16), stax.Relu(),
                                     stax.FanOut(2), stax.parallel(stax.Dense(8), stax.Dense(8, 1.1, 0.2)),
-                                    stax.FanInProd(), stax.Dense(1, 0.9, 0.05)),
+                                    stax.FanInProd(), stax.Dense(2, 0.9, 0.05)),
     }
 
 

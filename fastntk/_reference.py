@@ -205,8 +205,7 @@ def _kernels(node, ks, rho_tol, x1_is_x2):
         return [ks[0].with_(**{f: sum(getattr(k, f) for k in ks) for f in _FIELDS})]
     if isinstance(node, FanInProd):
         # E[∏ᵢ fᵢ ∏ᵢ f'ᵢ] = ∏ᵢ Σᵢ for independent branches; Θ by the product rule: Σᵢ Θᵢ ∏ⱼ≠ᵢ Σⱼ.
-        nngp, ntk, cov1, cov2, ntk1, ntk2 = (np.prod([getattr(k, f) for k in ks], axis=0)
-                                             for f in ("nngp", "ntk", "cov1", "cov2", "ntk1", "ntk2"))
+        nngp, cov1, cov2 = (np.prod([getattr(k, f) for k in ks], axis=0) for f in ("nngp", "cov1", "cov2"))
         prod_rule = {t: sum(getattr(ks[i], t) * np.prod([getattr(k, s) for j, k in enumerate(ks) if j != i], axis=0)
                             for i in range(len(ks))) for t, s in (("ntk", "nngp"), ("ntk1", "cov1"), ("ntk2", "cov2"))}
         return [ks[0].with_(nngp=nngp, cov1=cov1, cov2=cov2, **prod_rule)]

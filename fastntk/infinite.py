@@ -17,9 +17,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _tiles
+from . import _tiles, spec
 from ._validation import check_memory, reserve_disk
-from . import spec
 
 __all__ = ["Combine", "Copy", "Run", "Scale", "Start", "infinite_kernels", "kernel_program", "rho_tolerance"]
 

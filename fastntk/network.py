@@ -31,11 +31,10 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from .spec import (Act, Dense, Dropout, FanInConcat, FanInProd, FanInSum, FanOut, Flatten, Identity, Parallel, Repeat,
-                   Serial, arity, leaves, places)
-from .spec import _shapes
+                   Serial, _shapes, arity, leaves, places)
 
-__all__ = ["RULES", "Bound", "apply", "backward", "check_entries", "check_params", "dense_coefs", "entries", "forward", "generator",
-           "init", "jvp", "leaf_keys", "pairs", "spec_shapes", "unflatten", "vjp"]
+__all__ = ["RULES", "Bound", "apply", "backward", "check_entries", "check_params", "dense_coefs", "entries", "forward",
+           "generator", "init", "jvp", "leaf_keys", "pairs", "spec_shapes", "unflatten", "vjp"]
 
 
 def generator(rng):
@@ -513,7 +512,6 @@ def _fan_in_vjp(leaf, hs, ct):
         return [ct] * len(hs)
     if isinstance(leaf, FanInProd):
         return [_fan_in(leaf, [ct, *hs[:i], *hs[i + 1:]]) for i in range(len(hs))]
-    xp = array_namespace(ct)
     ax = leaf.axis % hs[0].ndim - hs[0].ndim  # from the end: ct may have leading axes
     ends = np.cumsum([h.shape[ax] for h in hs])
     index = [slice(None)] * ct.ndim

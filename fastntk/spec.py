@@ -27,7 +27,7 @@ from typing import Union
 from .activations import Activation
 
 __all__ = ["Act", "Dense", "Dropout", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten", "Identity", "Layer",
-           "Parallel", "Repeat", "Serial", "arity", "leaves", "places", "output_shape", "readout_dim"]
+           "Parallel", "Repeat", "Serial", "arity", "leaves", "output_shape", "places", "readout_dim"]
 
 
 @dataclass(frozen=True)

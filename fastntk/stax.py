@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _backend, network, spec
+from . import _backend, infinite, network, spec
 from . import activations as _act
 from ._types import Kernel
 from ._validation import (
@@ -36,7 +36,6 @@ from ._validation import (
     check_pair,
     check_positive,
 )
-from . import infinite
 from .infinite import infinite_kernels
 
 __all__ = [

@@ -6,8 +6,15 @@ straight into a result buffer, then one fused pass of all layers over each row b
 whatever the depth. When x2 is None only the upper triangle is computed and then
 mirrored. The two phases do not alternate per block: BLAS threads keep spinning after a
 gemm and would share the cores with the OpenMP pass. The results are the only O(N1·N2)
-allocations (with get='ntk' alone the Gram is held in the NTK buffer); the rest is
-O(N·depth) per-point variances.
+allocations (with get='ntk' alone the Gram of a network without branches is held in the NTK
+buffer); the rest is O(N·depth) per-point variances.
+
+A network with branches (FanOut ... FanIn) is a program over registers, one (Σ, Θ) per live
+branch (:func:`kernel_program`): runs of fused layers on one register, copies (FanOut), merges
+(FanIn) and Dropout's scaling. Both the per-point pass and the tile pass walk it; register 0
+is the result buffer, the others are tile-sized temporaries. A network without branches is one
+run, computed exactly as before. ``kernel_fn(Kernel)`` starts the program from that Kernel
+(:class:`Start`) instead of the inputs' Gram.
 """
 
 from __future__ import annotations

@@ -422,7 +422,7 @@ def _dropout_keep(leaf, key, h):
             keep = random.bernoulli(key, leaf.rate, tuple(h.shape))
         if _jax_key(h) is not None:  # a JAX array (or tracer): the mask as drawn
             return keep
-        keep = np.asarray(keep)
+        keep = np.array(keep)  # a writable copy (torch refuses read-only buffers)
     return keep if isinstance(h, np.ndarray) else array_namespace(h).asarray(keep)
 
 

@@ -1,4 +1,4 @@
-"""neural-tangents-compatible network combinators (fully-connected part).
+"""neural-tangents-compatible network combinators (fully-connected part, with branches).
 
 Every layer and ``serial`` return ``(init_fn, apply_fn, kernel_fn)``, as
 ``neural_tangents.stax`` does, with the same conventions and numbers::
@@ -8,6 +8,10 @@ Every layer and ``serial`` return ``(init_fn, apply_fn, kernel_fn)``, as
         stax.Dense(512, W_std=1.5, b_std=0.05), stax.Relu(),
         stax.Dense(1, W_std=1.5, b_std=0.05))
     k = kernel_fn(x1, x2, ('nngp', 'ntk'))   # k.nngp, k.ntk: (N1, N2)
+
+Branches as in neural-tangents: ``serial(FanOut(2), parallel(serial(Relu(), Dense(512)),
+Identity()), FanInSum())`` is a residual block (FanInSum, FanInProd, FanInConcat merge);
+``repeat(layer, n)`` applies a layer n times; Flatten and Dropout complete the set.
 
 Parameters are NumPy arrays: a Dense layer holds ``(W, b)`` with W of shape
 (fan_in, out_dim) and b of shape (1, out_dim) (``b = None`` when ``b_std=None``);

@@ -274,3 +274,22 @@ def test_structural_layers_of_the_finite_network():
     assert spec.readout_dim(cat.kernel_fn.spec) is None
     with pytest.raises(ValueError, match=r"params\[1\] must be a tuple"):
         two.apply_fn([(), ()], X1)
+
+
+@pytest.mark.parametrize("name", ["concat", "dropout"])
+def test_torch_inputs_through_branches(name):
+    """Tensors in, tensors out (the Dropout mask drawn from the JAX key as for NumPy); autograd = vjp."""
+    torch = pytest.importorskip("torch")
+    jax = pytest.importorskip("jax")
+    layer = NETS[name]
+    _, params = layer.init_fn(0, X1.shape)
+    key = jax.random.PRNGKey(3)
+    tparams = jax.tree_util.tree_map(lambda a: torch.tensor(a, requires_grad=True), params)
+    out = layer.apply_fn(tparams, torch.as_tensor(X1), rng=key)
+    np.testing.assert_allclose(out.detach().numpy(), layer.apply_fn(params, X1, rng=key), rtol=1e-14)
+    out.sum().backward()
+    net = network.pairs(layer.kernel_fn.spec, params)
+    grads = network.vjp(net, X1, np.ones(out.shape), network.leaf_keys(layer.kernel_fn.spec, key))
+    flat = [a for pair in grads if len(pair) == 2 for a in pair if a is not None]
+    for tp, g in zip(jax.tree_util.tree_leaves(tparams), flat, strict=True):
+        np.testing.assert_allclose(tp.grad.numpy(), g, rtol=1e-12, atol=1e-14)

@@ -73,9 +73,9 @@ class _KeyDraws:
 def _init_nt(layer, key, shapes):
     """neural-tangents' init walk over the branches' ``shapes`` (a list): a Serial splits ``key,
     layer_key = random.split(key)`` once per child (parameter-free children included), a Parallel
-    ``random.split(key, n)``, one key per child; a Repeat first inits its layer on ``key`` (a shape
-    check whose params it drops), then as ``lax.scan`` does n times ``key, layer_key =
-    random.split(key)`` and stacks; a leaf draws from the key it is given."""
+    ``random.split(key, n)``, one key per child; a Repeat (after neural-tangents' shape check, an
+    init whose params it drops) as ``lax.scan`` does n times ``key, layer_key = random.split(key)``
+    and stacks; a leaf draws from the key it is given. ``shapes``: the input branches' shapes."""
     from jax import random
 
     if isinstance(layer, Serial):
@@ -88,9 +88,9 @@ def _init_nt(layer, key, shapes):
     if isinstance(layer, Parallel):
         keys = random.split(key, len(layer.layers))
         out = [_init_nt(child, k, [s]) for child, k, s in zip(layer.layers, keys, shapes)]
-        return [s for s, _ in out for s in s], tuple(p for _, p in out)
+        return [shape for shapes_k, _ in out for shape in shapes_k], tuple(p for _, p in out)
     if isinstance(layer, Repeat):
-        spec_shapes(layer, shapes)  # neural-tangents' shape check (an init whose params it drops)
+        spec_shapes(layer, shapes)
         draws = []
         for _ in range(layer.n):
             key, layer_key = random.split(key)
@@ -109,7 +109,7 @@ def _init_gen(layer, gen, shapes):
         return shapes, params
     if isinstance(layer, Parallel):
         out = [_init_gen(child, gen, [s]) for child, s in zip(layer.layers, shapes)]
-        return [s for s, _ in out for s in s], tuple(p for _, p in out)
+        return [shape for shapes_k, _ in out for shape in shapes_k], tuple(p for _, p in out)
     if isinstance(layer, Repeat):
         spec_shapes(layer, shapes)
         draws = [_init_gen(layer.layer, gen, shapes)[1] for _ in range(layer.n)]
@@ -118,6 +118,7 @@ def _init_gen(layer, gen, shapes):
 
 
 def _leaf_init(leaf, gen, shapes):
+    """(shapes out, params) of a leaf: its rule's init, or () for a leaf without parameters."""
     if type(leaf) in RULES:
         shape, p = RULES[type(leaf)].init(leaf, gen, shapes[0])
         return [shape], p

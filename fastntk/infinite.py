@@ -277,7 +277,7 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
     if diagonal:
         k1, t1, var1 = per_point(x1, None if kernel is None else kernel.cov1)
         if with_ntk and t1 is None:
-            raise ValueError("diagonal=True with a Kernel input needs its NTK")
+            raise ValueError("get asks for 'ntk' but the Kernel given as input holds no NTK")
         _check_range(k1, t1, var1, dtype)
         res = {"nngp": k1.astype(dtype), "ntk": t1.astype(dtype) if with_ntk else None}
         return {name: res[name] for name in get} | {"cov1": res["nngp"], "cov2": None, "x1_is_x2": True} | meta

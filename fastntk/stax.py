@@ -103,8 +103,9 @@ class _KernelFn:
             be = _backend.select(x1, x2, backend=backend)
             x1, x2, dtype = check_pair(x1, x2, dtype)
             n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
-        if diagonal and x2 is not None:
-            raise ValueError("diagonal=True gives Σ(x, x) and Θ(x, x) of x1 alone; x2 must be None")
+        if diagonal and (x2 is not None or (start is not None and start.kernel.cov2 is not None)):
+            raise ValueError("diagonal=True gives Σ(x, x) and Θ(x, x) of x1 alone; x2 must be None (and a Kernel "
+                             "given as x1 must be of x1 with itself: cov2 None)")
         outs = check_out(out, get, names, (n1, n2), dtype, {"x1": x1, "x2": x2})
         if diagonal and outs:
             raise ValueError("out is for full (N1, N2) kernels; it cannot be used with diagonal=True")

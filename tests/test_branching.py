@@ -112,6 +112,12 @@ def test_kernel_input_refusals():
         second.kernel_fn(first.kernel_fn(X1, X2, ("nngp",)), get="ntk")
     with pytest.raises(ValueError, match="x2 must be None"):
         second.kernel_fn(first.kernel_fn(X1), X2)
+    with pytest.raises(ValueError, match="cov2 None"):
+        second.kernel_fn(first.kernel_fn(X1, X2), diagonal=True)
+    d = second.kernel_fn(first.kernel_fn(X1), diagonal=True)
+    whole = stax.serial(first, second).kernel_fn(X1, diagonal=True)
+    assert_close(d.nngp, whole.nngp, RTOL["float64"], "diagonal of a Kernel input")
+    assert_close(d.ntk, whole.ntk, RTOL["float64"], "diagonal of a Kernel input")
     with pytest.raises(ValueError, match="activation 'relu' follows"):  # the first ends in a Relu: not Gaussian
         second.kernel_fn(stax.serial(stax.Dense(3), stax.Relu()).kernel_fn(X1))
 

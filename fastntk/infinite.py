@@ -20,6 +20,7 @@ run, computed exactly as before. ``kernel_fn(Kernel)`` starts the program from t
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -177,6 +178,22 @@ def kernel_program(layer_spec, start):
     return steps, n_regs, branches[0][1], branches[0][2]
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_program(layer_spec, start):
+    return kernel_program(layer_spec, start)
+
+
+def _program(layer_spec, start):
+    """kernel_program(layer_spec, start), cached for the inputs' start (specs are frozen; a spec
+    holding something unhashable, e.g. a user's activation parameters, is compiled each call)."""
+    if start.kernel is None:
+        try:
+            return _cached_program(layer_spec, start)
+        except TypeError:
+            pass
+    return kernel_program(layer_spec, start)
+
+
 def _sq_norms(x):
     """x·x for every row, in float64. (N,)"""
     xd = x.astype(np.float64, copy=False)
@@ -262,7 +279,7 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
     if kernel is not None and with_ntk and kernel.ntk is None:
         raise ValueError("get asks for 'ntk' but the Kernel given as input holds no NTK; compute it with "
                          "get=('nngp', 'ntk') (or get=None)")
-    steps, n_regs, width, is_gaussian = kernel_program(layer_spec, start)
+    steps, n_regs, width, is_gaussian = _program(layer_spec, start)
     meta = {"width": width, "is_gaussian": is_gaussian}
     branched = kernel is not None or len(steps) != 1
     plan = backend.program(steps, n_regs) if branched else backend.plan(steps[0].layers, d)

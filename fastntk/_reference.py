@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .activations import ABReluDual, ErfDual, GeluDual, GivenDual, QuadratureDual, SinDual
-from .spec import Act, Dense, leaves
+from .spec import Act, Dense, Dropout, FanInConcat, FanInProd, FanInSum, FanOut, Parallel, Repeat, Serial
 
 __all__ = ["dual", "infinite_kernels", "rho_tolerance"]
 
@@ -137,49 +137,117 @@ def _gauss_hermite_dual(fn, df, deg, k12, k11, k22):
     return (ww * fn(u) * fn(v)).sum((-2, -1)), (ww * df(u) * df(v)).sum((-2, -1))
 
 
-def infinite_kernels(x1, x2, network):
-    """NNGP Σ and NTK Θ of a fully-connected network, by the layer recursion.
+def infinite_kernels(x1, x2, network, start=None):
+    """NNGP Σ and NTK Θ of a network, by the layer recursion over its tree.
 
     Parameters
     ----------
     x1 : ndarray of shape (N1, d)
     x2 : ndarray of shape (N2, d) or None (then x2 = x1)
     network : a spec node (see module docstring), e.g. ``kernel_fn.spec``
+    start : None, or a dict continuing another network's kernels instead of the inputs':
+        nngp (N1, N2), ntk (N1, N2), cov1 (N1,), cov2 (N2,) (x1 and x2 are then unused but for
+        x2 None meaning symmetric) and width, the number of features of its last layer.
 
     Returns
     -------
     nngp, ntk : ndarrays of shape (N1, N2), float64
     """
-    x1 = np.asarray(x1, dtype=np.float64)
-    x2 = x1 if x2 is None else np.asarray(x2, dtype=np.float64)
-    d = x1.shape[1]
-    rho_tol = rho_tolerance(d, np.float64)
-    # Input kernel Σ⁰ = x·x'/d; Θ⁰ = 0. cov1, cov2 are the per-point variances Σ(x, x).
-    nngp = x1 @ x2.T / d
-    cov1, cov2 = (x1 * x1).sum(1) / d, (x2 * x2).sum(1) / d
-    ntk = np.zeros_like(nngp)
-    ntk1, ntk2 = np.zeros_like(cov1), np.zeros_like(cov2)
-    fan_in = d
-    for layer in leaves(network):
-        if isinstance(layer, Dense):
-            W_std, b_std, parameterization = layer.W_std, layer.b_std, layer.parameterization
-            b2 = 0.0 if b_std is None else b_std**2
-            if parameterization == "ntk":
-                # Jacot et al. (2018): Σ ← W²Σ + b², Θ ← Σ_new + W²Θ.
-                nngp, cov1, cov2 = (W_std**2 * k + b2 for k in (nngp, cov1, cov2))
-                ntk, ntk1, ntk2 = (k + W_std**2 * t for k, t in ((nngp, ntk), (cov1, ntk1), (cov2, ntk2)))
-            else:
-                # Sohl-Dickstein et al. (2020), neural-tangents: Θ ← n_in·Σ + W²Θ + [bias].
-                c = 0.0 if b_std is None else 1.0
-                ntk, ntk1, ntk2 = (fan_in * k + W_std**2 * t + c for k, t in ((nngp, ntk), (cov1, ntk1), (cov2, ntk2)))
-                nngp, cov1, cov2 = (W_std**2 * k + b2 for k in (nngp, cov1, cov2))
-            fan_in = layer.out_dim
-        elif isinstance(layer, Act):  # Identity leaves change nothing
-            rule = layer.activation.dual
-            sigma, t_dot = dual(rule, nngp, cov1[:, None], cov2[None, :], rho_tol)
-            sigma1, t_dot1 = dual(rule, cov1, cov1, cov1)
-            sigma2, t_dot2 = dual(rule, cov2, cov2, cov2)
-            nngp, ntk = sigma, ntk * t_dot
-            cov1, ntk1 = sigma1, ntk1 * t_dot1
-            cov2, ntk2 = sigma2, ntk2 * t_dot2
-    return nngp, ntk
+    if start is None:
+        x1 = np.asarray(x1, dtype=np.float64)
+        x2 = x1 if x2 is None else np.asarray(x2, dtype=np.float64)
+        d = x1.shape[1]
+        # Input kernel Σ⁰ = x·x'/d; Θ⁰ = 0. cov1, cov2 are the per-point variances Σ(x, x).
+        k = _Branch(x1 @ x2.T / d, np.zeros((x1.shape[0], x2.shape[0])), (x1 * x1).sum(1) / d,
+                    (x2 * x2).sum(1) / d, np.zeros(x1.shape[0]), np.zeros(x2.shape[0]), d)
+    else:
+        nngp = np.asarray(start["nngp"], dtype=np.float64)
+        cov1 = np.asarray(start["cov1"], dtype=np.float64)
+        cov2 = cov1 if start.get("cov2") is None else np.asarray(start["cov2"], dtype=np.float64)
+        ntk = np.asarray(start["ntk"], dtype=np.float64)
+        d = start["width"]
+        # Θ(x, x) of the inputs: the diagonal when symmetric (only the diagonal pass reads it).
+        k = _Branch(nngp, ntk, cov1, cov2, np.zeros_like(cov1), np.zeros_like(cov2), d)
+    x1_is_x2 = x2 is None or (np.shape(x1) == np.shape(x2) and np.all(np.abs(np.asarray(x1) - x2) < 1e-12))
+    (k,) = _kernels(network, [k], rho_tolerance(d, np.float64), x1_is_x2)
+    return k.nngp, k.ntk
+
+
+class _Branch:
+    """The kernels of one branch: Σ₁₂, Θ₁₂ (N1, N2), the per-point Σ(x, x) and Θ(x, x) of x1 and x2,
+    and the width of the finite layer (the fan in of a following 'standard' Dense layer)."""
+
+    def __init__(self, nngp, ntk, cov1, cov2, ntk1, ntk2, width):
+        self.nngp, self.ntk, self.cov1, self.cov2, self.ntk1, self.ntk2, self.width = (
+            nngp, ntk, cov1, cov2, ntk1, ntk2, width)
+
+    def with_(self, **kw):
+        new = _Branch(self.nngp, self.ntk, self.cov1, self.cov2, self.ntk1, self.ntk2, self.width)
+        new.__dict__.update(kw)
+        return new
+
+
+def _kernels(node, ks, rho_tol, x1_is_x2):
+    """The branches' kernels after ``node`` for the branches ``ks`` (a list of :class:`_Branch`)."""
+    if isinstance(node, Serial):
+        for child in node.layers:
+            ks = _kernels(child, ks, rho_tol, x1_is_x2)
+        return ks
+    if isinstance(node, Parallel):
+        return [_kernels(child, [k], rho_tol, x1_is_x2)[0] for child, k in zip(node.layers, ks)]
+    if isinstance(node, Repeat):
+        for _ in range(node.n):
+            ks = _kernels(node.layer, ks, rho_tol, x1_is_x2)
+        return ks
+    if isinstance(node, FanOut):
+        return ks * node.num
+    if isinstance(node, FanInSum):  # independent branches: covariances add
+        return [ks[0].with_(**{f: sum(getattr(k, f) for k in ks) for f in _FIELDS})]
+    if isinstance(node, FanInProd):
+        # E[∏ᵢ fᵢ ∏ᵢ f'ᵢ] = ∏ᵢ Σᵢ for independent branches; Θ by the product rule: Σᵢ Θᵢ ∏ⱼ≠ᵢ Σⱼ.
+        nngp, cov1, cov2 = (np.prod([getattr(k, f) for k in ks], axis=0) for f in ("nngp", "cov1", "cov2"))
+        prod_rule = {t: sum(getattr(ks[i], t) * np.prod([getattr(k, s) for j, k in enumerate(ks) if j != i], axis=0)
+                            for i in range(len(ks))) for t, s in (("ntk", "nngp"), ("ntk1", "cov1"), ("ntk2", "cov2"))}
+        return [ks[0].with_(nngp=nngp, cov1=cov1, cov2=cov2, **prod_rule)]
+    if isinstance(node, FanInConcat):
+        # A neuron of the concatenation is one of branch i's nᵢ: the mean over neurons weighs by width.
+        w = np.array([k.width for k in ks], dtype=np.float64)
+        return [ks[0].with_(width=int(w.sum()), **{f: sum(wi * getattr(k, f) for wi, k in zip(w, ks)) / w.sum()
+                                                   for f in _FIELDS})]
+    if isinstance(node, Dropout) and node.mode == "train":
+        # Inverted dropout (keep rate q): E[(m·f/q)(m·f/q)] = Σ/q at one point, Σ₁₂ between two.
+        (k,) = ks
+        q = node.rate
+        diag = np.eye(*k.nngp.shape, dtype=bool) if x1_is_x2 else np.zeros(k.nngp.shape, dtype=bool)
+        return [k.with_(nngp=np.where(diag, k.nngp / q, k.nngp), ntk=np.where(diag, k.ntk / q, k.ntk),
+                        cov1=k.cov1 / q, cov2=k.cov2 / q, ntk1=k.ntk1 / q, ntk2=k.ntk2 / q)]
+    if isinstance(node, Dense):
+        return [_dense(node, ks[0])]
+    if isinstance(node, Act):
+        return [_act(node.activation.dual, ks[0], rho_tol)]
+    return ks  # Identity, Flatten (of (N, d)), Dropout in mode 'test'
+
+
+_FIELDS = ("nngp", "ntk", "cov1", "cov2", "ntk1", "ntk2")
+
+
+def _dense(layer, k):
+    W_std, b_std = layer.W_std, layer.b_std
+    b2 = 0.0 if b_std is None else b_std**2
+    nngp, cov1, cov2 = (W_std**2 * s + b2 for s in (k.nngp, k.cov1, k.cov2))
+    if layer.parameterization == "ntk":
+        # Jacot et al. (2018): Σ ← W²Σ + b², Θ ← Σ_new + W²Θ.
+        ntk, ntk1, ntk2 = (s + W_std**2 * t for s, t in ((nngp, k.ntk), (cov1, k.ntk1), (cov2, k.ntk2)))
+    else:
+        # Sohl-Dickstein et al. (2020), neural-tangents: Θ ← n_in·Σ + W²Θ + [bias].
+        c = 0.0 if b_std is None else 1.0
+        ntk, ntk1, ntk2 = (k.width * s + W_std**2 * t + c
+                           for s, t in ((k.nngp, k.ntk), (k.cov1, k.ntk1), (k.cov2, k.ntk2)))
+    return _Branch(nngp, ntk, cov1, cov2, ntk1, ntk2, layer.out_dim)
+
+
+def _act(rule, k, rho_tol):
+    sigma, t_dot = dual(rule, k.nngp, k.cov1[:, None], k.cov2[None, :], rho_tol)
+    sigma1, t_dot1 = dual(rule, k.cov1, k.cov1, k.cov1)
+    sigma2, t_dot2 = dual(rule, k.cov2, k.cov2, k.cov2)
+    return _Branch(sigma, k.ntk * t_dot, sigma1, sigma2, k.ntk1 * t_dot1, k.ntk2 * t_dot2, k.width)

@@ -4,23 +4,30 @@
 reference, the backends, the finite network and the empirical NTK read them. No numerics
 live here, only structure and shape inference.
 
-A network is a tree: :class:`Serial` nodes hold their children in order; the leaves are
-layers (:class:`Dense`, :class:`Act`, :class:`Identity`). The parameter pytree mirrors the
-tree exactly as neural-tangents' does: a list per ``Serial`` with one entry per child, a
-``(W, b)`` pair per Dense layer and ``()`` for a layer without parameters (Identity and
-activations included), so parameters move between the two libraries unchanged.
-Convolutions, pooling, branching (FanOut/FanInSum/FanInConcat/Parallel) and LayerNorm join
-as further leaf and node types.
+A network is a tree: :class:`Serial` nodes hold their children in order, :class:`Parallel`
+nodes one child per branch, :class:`Repeat` one child applied n times; the leaves are
+layers (:class:`Dense`, :class:`Act`, :class:`Identity`, :class:`Dropout`, :class:`Flatten`)
+and the branching layers (:class:`FanOut`, :class:`FanInSum`, :class:`FanInProd`,
+:class:`FanInConcat`). Between a FanOut and a FanIn the network carries a list of branches:
+every node takes ``arity`` branches in and gives :func:`arity` out (a Parallel child takes
+one and gives one). The parameter pytree mirrors the tree exactly as neural-tangents'
+does: a list per ``Serial`` and a tuple per ``Parallel`` with one entry per child, the
+child's tree with every array stacked on a new leading axis of length n per ``Repeat``
+(neural-tangents' ``lax.scan``), a ``(W, b)`` pair per Dense layer and ``()`` for a layer
+without parameters (every other leaf), so parameters move between the two libraries
+unchanged. Convolutions, pooling and LayerNorm join as further leaf and node types.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Union
 
 from .activations import Activation
 
-__all__ = ["Act", "Dense", "Identity", "Layer", "Serial", "is_gaussian", "leaves", "output_shape", "readout_dim"]
+__all__ = ["Act", "Dense", "Dropout", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten", "Identity", "Layer",
+           "Parallel", "Repeat", "Serial", "arity", "leaves", "output_shape", "places", "readout_dim"]
 
 
 @dataclass(frozen=True)
@@ -58,33 +65,198 @@ class Serial:
     layers: tuple
 
 
-Layer = Union[Dense, Act, Identity, Serial]
+@dataclass(frozen=True)
+class Parallel:
+    """Child k applied to branch k; params are a tuple with one entry per child."""
+
+    layers: tuple
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """``layer`` applied n times (n ≥ 0) with parameters of its own each time; its output shape must be
+    its input shape. Params are ``layer``'s tree with each array stacked: shape (n, ...)."""
+
+    layer: object
+    n: int
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """One branch in, ``num`` copies out."""
+
+    num: int
+
+
+@dataclass(frozen=True)
+class FanInSum:
+    """All branches in, their sum out."""
+
+
+@dataclass(frozen=True)
+class FanInProd:
+    """All branches in, their elementwise product out."""
+
+
+@dataclass(frozen=True)
+class FanInConcat:
+    """All branches in, their concatenation along ``axis`` out (-1: the features)."""
+
+    axis: int
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """(N, ...) → (N, prod(...)): all non-batch axes into one (a no-op on (N, d))."""
+
+
+@dataclass(frozen=True)
+class Dropout:
+    """Inverted dropout (neural-tangents', ``jax.example_libraries.stax``'s): in mode 'train' each
+    entry is kept with probability ``rate`` (the keep rate) and divided by it; 'test': identity."""
+
+    rate: float
+    mode: str
+
+
+Layer = Union[Dense, Act, Identity, Serial, Parallel, Repeat, FanOut, FanInSum, FanInProd, FanInConcat, Flatten,
+              Dropout]
+_FAN_IN = (FanInSum, FanInProd, FanInConcat)
 
 
 def leaves(layer):
-    """The leaf layers of ``layer`` in the order they apply (Serial trees flattened)."""
-    if isinstance(layer, Serial):
+    """The leaf layers of ``layer`` in the order they apply: Serial and Parallel trees flattened
+    depth first (a Parallel's children one after the other), a Repeat's child n times."""
+    if isinstance(layer, (Serial, Parallel)):
         return [leaf for child in layer.layers for leaf in leaves(child)]
+    if isinstance(layer, Repeat):
+        return leaves(layer.layer) * layer.n
     return [layer]
 
 
+def arity(layer, m=1):
+    """Branches out of ``layer`` for ``m`` branches in; ValueError where the tree does not fit.
+
+    FanOut takes one branch, a FanIn any number, Identity any; a Parallel takes one branch per
+    child and each child maps one branch to one; a Repeat's child maps one to one; every other
+    leaf takes one.
+    """
+    if isinstance(layer, Serial):
+        for child in layer.layers:
+            m = arity(child, m)
+        return m
+    if isinstance(layer, Parallel):
+        if m != len(layer.layers):
+            raise ValueError(f"parallel of {len(layer.layers)} layers receives {m} branch(es); it needs one per "
+                             f"layer (e.g. after FanOut({len(layer.layers)}))")
+        for k, child in enumerate(layer.layers):
+            if arity(child, 1) != 1:
+                raise ValueError(f"layer {k} of a parallel must map one branch to one; close its FanOut with a FanIn")
+        return m
+    if isinstance(layer, Repeat):
+        if m != 1 or arity(layer.layer, 1) != 1:
+            raise ValueError("repeat's layer must map one branch to one")
+        return 1
+    if isinstance(layer, _FAN_IN):
+        return 1
+    if isinstance(layer, Identity):
+        return m
+    if m != 1:
+        raise ValueError(f"{type(layer).__name__} receives {m} branches; it takes one (merge them with a FanIn layer "
+                         "first)")
+    return layer.num if isinstance(layer, FanOut) else 1
+
+
+def places(layer):
+    """``(r, m)`` per leaf of ``layer`` in the order they apply: the leaf takes the m branches r, ...,
+    r + m − 1 of the network's list of branches (a FanOut puts its copies at r, ..., a FanIn its
+    result at r); ValueError where the tree does not fit (see :func:`arity`)."""
+    arity(layer)  # the tree fits
+    out = []
+
+    def walk(node, r, m):
+        if isinstance(node, Serial):
+            for child in node.layers:
+                m = walk(child, r, m)
+            return m
+        if isinstance(node, Parallel):
+            for k, child in enumerate(node.layers):
+                walk(child, r + k, 1)
+            return m
+        if isinstance(node, Repeat):
+            for _ in range(node.n):
+                walk(node.layer, r, 1)
+            return 1
+        out.append((r, m))
+        return arity(node, m)
+
+    walk(layer, 0, 1)
+    return out
+
+
 def output_shape(layer, input_shape):
-    """Shape of the output of ``layer`` for inputs of shape ``input_shape`` (a tuple)."""
-    shape = tuple(input_shape)
-    for leaf in leaves(layer):
-        if isinstance(leaf, Dense):
-            shape = (*shape[:-1], leaf.out_dim)
-    return shape
+    """Shape of the output of ``layer`` for inputs of shape ``input_shape`` (a tuple); a list of
+    shapes where the network ends in several branches. ValueError where the shapes do not fit."""
+    return _shapes(layer, [tuple(input_shape)])[0] if arity(layer) == 1 else _shapes(layer, [tuple(input_shape)])
+
+
+def _shapes(layer, shapes):
+    """Shapes of the branches out of ``layer`` for branches in of ``shapes`` (a list of tuples)."""
+    if isinstance(layer, Serial):
+        for child in layer.layers:
+            shapes = _shapes(child, shapes)
+        return shapes
+    if isinstance(layer, Parallel):
+        return [_shapes(child, [s])[0] for child, s in zip(layer.layers, shapes)]
+    if isinstance(layer, Repeat):
+        out = _shapes(layer.layer, shapes)
+        if layer.n and out != shapes:
+            raise ValueError(f"repeat's layer maps shape {shapes[0]} to {out[0]}; it must keep the shape (use "
+                             "serial(*[layer] * n) instead)")
+        return shapes
+    if isinstance(layer, Dense):
+        return [(*shapes[0][:-1], layer.out_dim)]
+    if isinstance(layer, FanOut):
+        return shapes * layer.num
+    if isinstance(layer, Flatten):
+        return [(shapes[0][0], math.prod(shapes[0][1:]))]
+    if isinstance(layer, (FanInSum, FanInProd)):
+        if any(s != shapes[0] for s in shapes):
+            raise ValueError(f"{type(layer).__name__} needs branches of one shape; got {shapes}")
+        return shapes[:1]
+    if isinstance(layer, FanInConcat):
+        nd = len(shapes[0])
+        if any(len(s) != nd for s in shapes) or not -nd <= layer.axis < nd:
+            raise ValueError(f"FanInConcat(axis={layer.axis}) does not fit branches of shapes {shapes}")
+        ax = layer.axis % nd
+        if any(s[:ax] + s[ax + 1:] != shapes[0][:ax] + shapes[0][ax + 1:] for s in shapes):
+            raise ValueError(f"FanInConcat(axis={layer.axis}) needs branches equal off the axis; got {shapes}")
+        return [(*shapes[0][:ax], sum(s[ax] for s in shapes), *shapes[0][ax + 1:])]
+    return shapes
 
 
 def readout_dim(layer):
-    """O, the width of the last Dense layer (the network's output size); None without one."""
-    dense = [leaf for leaf in leaves(layer) if isinstance(leaf, Dense)]
-    return dense[-1].out_dim if dense else None
+    """O, the width of the network's output (its last axis) when a Dense layer sets it; None without
+    one. FanInConcat of the features sums the widths of its branches."""
+    return _readout(layer, [None])[0]
 
 
-def is_gaussian(layer):
-    """Whether the outputs of ``layer`` are Gaussian given its inputs (neural-tangents' ``is_gaussian``):
-    its last layer that changes the kernel is affine (Dense). The raw inputs are not."""
-    acting = [leaf for leaf in leaves(layer) if not isinstance(leaf, Identity)]
-    return bool(acting) and isinstance(acting[-1], Dense)
+def _readout(layer, widths):
+    """The widths (None: the input's) of the branches out of ``layer``, for branches in of ``widths``."""
+    if isinstance(layer, Serial):
+        for child in layer.layers:
+            widths = _readout(child, widths)
+        return widths
+    if isinstance(layer, Parallel):
+        return [_readout(child, [w])[0] for child, w in zip(layer.layers, widths)]
+    if isinstance(layer, Repeat):
+        return _readout(layer.layer, widths) if layer.n else widths
+    if isinstance(layer, Dense):
+        return [layer.out_dim]
+    if isinstance(layer, FanOut):
+        return widths * layer.num
+    if isinstance(layer, FanInConcat):  # another axis than -1 may be the features too: unknown
+        return [None if None in widths or layer.axis != -1 else sum(widths)]
+    if isinstance(layer, _FAN_IN):
+        return widths[:1]
+    return widths

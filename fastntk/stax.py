@@ -1,4 +1,4 @@
-"""neural-tangents-compatible network combinators (fully-connected part).
+"""neural-tangents-compatible network combinators (fully-connected part, with branches).
 
 Every layer and ``serial`` return ``(init_fn, apply_fn, kernel_fn)``, as
 ``neural_tangents.stax`` does, with the same conventions and numbers::
@@ -8,6 +8,10 @@ Every layer and ``serial`` return ``(init_fn, apply_fn, kernel_fn)``, as
         stax.Dense(512, W_std=1.5, b_std=0.05), stax.Relu(),
         stax.Dense(1, W_std=1.5, b_std=0.05))
     k = kernel_fn(x1, x2, ('nngp', 'ntk'))   # k.nngp, k.ntk: (N1, N2)
+
+Branches as in neural-tangents: ``serial(FanOut(2), parallel(serial(Relu(), Dense(512)),
+Identity()), FanInSum())`` is a residual block (FanInSum, FanInProd, FanInConcat merge);
+``repeat(layer, n)`` applies a layer n times; Flatten and Dropout complete the set.
 
 Parameters are NumPy arrays: a Dense layer holds ``(W, b)`` with W of shape
 (fan_in, out_dim) and b of shape (1, out_dim) (``b = None`` when ``b_std=None``);
@@ -26,10 +30,11 @@ from typing import NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _backend, network, spec
+from . import _backend, infinite, network, spec
 from . import activations as _act
 from ._types import KERNEL_FIELDS, Kernel
 from ._validation import (
+    check_array,
     check_block_rows,
     check_get,
     check_out,
@@ -44,9 +49,15 @@ __all__ = [
     "Activation",
     "Cos",
     "Dense",
+    "Dropout",
     "Elementwise",
     "ElementwiseNumerical",
     "Erf",
+    "FanInConcat",
+    "FanInProd",
+    "FanInSum",
+    "FanOut",
+    "Flatten",
     "Gelu",
     "Identity",
     "Kernel",
@@ -59,6 +70,8 @@ __all__ = [
     "Softplus",
     "Tanh",
     "fc_network",
+    "parallel",
+    "repeat",
     "serial",
 ]
 
@@ -81,33 +94,47 @@ class _KernelFn:
     def __call__(self, x1, x2=None, get=None, *, diagonal=False, out=None, dtype=None, progress=False,
                  block_rows=None, backend="auto", diagonal_batch=True, diagonal_spatial=False, **kwargs):
         names = check_get(get, KERNEL_FIELDS)
-        if np.ndim(x1) > 2 or np.ndim(x2) > 2:
+        if not isinstance(x1, Kernel) and (np.ndim(x1) > 2 or np.ndim(x2) > 2):
             if diagonal or out is not None or progress:
                 raise ValueError("diagonal, out and progress are for inputs of shape (N, d); x1 and x2 of shape "
                                  "(N, ..., d) give the kernels of every pair of locations (see the docstring)")
             return _spatial_kernels(self, x1, x2, get, names, dtype, block_rows, backend, diagonal_batch,
                                     diagonal_spatial)
-        be = _backend.select(x1, x2, backend=backend)
-        x1, x2, dtype = check_pair(x1, x2, dtype)
-        if diagonal and x2 is not None:
-            raise ValueError("diagonal=True gives Σ(x, x) and Θ(x, x) of x1 alone; x2 must be None")
+        if isinstance(x1, Kernel):  # continue the network that computed x1
+            if not diagonal_batch:
+                raise ValueError("diagonal_batch=False needs the inputs; a Kernel given as x1 carries only the "
+                                 "diagonal of each batch's covariance")
+            start, dtype = _start(x1, x2, dtype)
+            be = _backend.select(x1.nngp, backend=backend)
+            n1, n2 = start.kernel.nngp.shape
+            x1 = x2 = None
+        else:
+            start = None
+            be = _backend.select(x1, x2, backend=backend)
+            x1, x2, dtype = check_pair(x1, x2, dtype)
+            n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
+        if diagonal and (x2 is not None or (start is not None and start.kernel.cov2 is not None)):
+            raise ValueError("diagonal=True gives Σ(x, x) and Θ(x, x) of x1 alone; x2 must be None (and a Kernel "
+                             "given as x1 must be of x1 with itself: cov2 None)")
         kernels = tuple(n for n in names if n in ("nngp", "ntk"))
-        outs = check_out(out, get, kernels, (x1.shape[0], (x1 if x2 is None else x2).shape[0]), dtype,
-                         {"x1": x1, "x2": x2})
+        outs = check_out(out, get, kernels, (n1, n2), dtype, {"x1": x1, "x2": x2})
         if out is not None and len(kernels) < len(names):
             raise ValueError(f"out is for the kernels nngp and ntk; get={get!r} also asks for other fields")
         if diagonal and outs:
             raise ValueError("out is for full (N1, N2) kernels; it cannot be used with diagonal=True")
         check_block_rows(block_rows)
-        res = infinite_kernels(x1, x2, self.spec, kernels or ("nngp",), dtype, be, diagonal=diagonal or not kernels,
-                               out=outs, block_rows=block_rows, progress=progress)
-        if not kernels and x2 is not None:  # only per-point fields asked for: the diagonal pass on x2 too
+        # Only per-point fields asked for (get='cov1', ...): the O(N) diagonal pass, on x2 too.
+        per_point = not kernels and start is None
+        res = infinite_kernels(x1, x2, self.spec, kernels or ("nngp",), dtype, be, diagonal=diagonal or per_point,
+                               out=outs, block_rows=block_rows, progress=progress, start=start)
+        if per_point and x2 is not None:
             res["cov2"] = infinite_kernels(x2, None, self.spec, ("nngp",), dtype, be, diagonal=True)["cov1"]
+            res["x1_is_x2"] = False
         if not diagonal_batch:  # neural-tangents' full covariances of each batch, (N1, N1) and (N2, N2)
             res["cov1"] = self(x1, None, "nngp", dtype=dtype, block_rows=block_rows, backend=backend)
             res["cov2"] = None if x2 is None else self(x2, None, "nngp", dtype=dtype, block_rows=block_rows,
                                                          backend=backend)
-        fields = {**res, **_kernel_meta(self.spec, x1, x2, diagonal_batch, diagonal_spatial)}
+        fields = _kernel_fields(res, n1, n2, diagonal_batch, diagonal_spatial)
         if isinstance(get, str):
             return fields[names[0]]
         return Kernel(names, [fields[n] for n in names], **{f: v for f, v in fields.items()
@@ -162,29 +189,59 @@ def _spatial_kernels(kernel_fn, x1, x2, get, names, dtype, block_rows, backend, 
         res["cov1"] = arrange(kernel_fn(x1.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend), s1, s1)
         res["cov2"] = None if x2 is None else arrange(
             kernel_fn(x2.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend), s2, s2)
-    fields = {**res, **_kernel_meta(kernel_fn.spec, x1, x2, diagonal_batch, diagonal_spatial)}
-    fields["channel_axis"] = x1.ndim - 1
+    shape = spec.output_shape(kernel_fn.spec, x1.shape)
+    fields = res | {"x1_is_x2": x2 is None, "is_gaussian": flat.is_gaussian, "is_input": False, "is_reversed": False,
+                    "diagonal_batch": bool(diagonal_batch), "diagonal_spatial": bool(diagonal_spatial),
+                    "shape1": shape, "shape2": (shape2[0], *shape[1:]), "batch_axis": 0, "channel_axis": x1.ndim - 1,
+                    "mask1": None, "mask2": None}
     if isinstance(get, str):
         return fields[names[0]]
     return Kernel(names, [fields[n] for n in names], **{f: v for f, v in fields.items()
                                                              if f not in names and f not in ("nngp", "ntk")})
 
 
-def _kernel_meta(layer_spec, x1, x2, diagonal_batch, diagonal_spatial):
-    """neural-tangents' descriptive Kernel fields of the network's outputs on x1 and x2."""
-    return {"x1_is_x2": x2 is None, "is_gaussian": spec.is_gaussian(layer_spec), "is_input": False,
-            "is_reversed": False, "diagonal_batch": bool(diagonal_batch), "diagonal_spatial": bool(diagonal_spatial),
-            "shape1": spec.output_shape(layer_spec, x1.shape),
-            "shape2": spec.output_shape(layer_spec, (x1 if x2 is None else x2).shape),
-            "batch_axis": 0, "channel_axis": 1, "mask1": None, "mask2": None}
+def _start(kernel, x2, dtype):
+    """The :class:`infinite.Start` of a Kernel given as x1 (and the result dtype): its nngp (N1, N2),
+    ntk (or None), cov1 (N1,), cov2 (N2,) or None (symmetric), shape1 (the width is its last entry;
+    None: unknown), is_gaussian (the covariance of Gaussian pre-activations: False for a Kernel built
+    by hand without it, as neural-tangents' input kernel) and x1_is_x2 (also when cov2 is None)."""
+    if x2 is not None:
+        raise ValueError("x2 must be None when x1 is a Kernel: the Kernel holds both sides")
+    nngp = check_array(getattr(kernel, "nngp", None), "x1.nngp", ndim=2)
+    n1, n2 = nngp.shape
+    ntk = getattr(kernel, "ntk", None) if "ntk" in kernel._fields else None
+    ntk = None if ntk is None else check_array(ntk, "x1.ntk", ndim=2)
+    cov1 = check_array(kernel.cov1, "x1.cov1", ndim=1)
+    cov2 = None if kernel.cov2 is None else check_array(kernel.cov2, "x1.cov2", ndim=1)
+    if (cov1.shape != (n1,) or (cov2 is None and n1 != n2) or (cov2 is not None and cov2.shape != (n2,))
+            or (ntk is not None and ntk.shape != (n1, n2))):
+        raise ValueError(f"the Kernel's arrays do not fit: nngp {nngp.shape}, ntk {None if ntk is None else ntk.shape},"
+                         f" cov1 {cov1.shape}, cov2 {None if cov2 is None else cov2.shape} (cov2 None: symmetric)")
+    dtype = np.dtype(dtype) if dtype is not None else nngp.dtype
+    width = None if kernel.shape1 is None else int(kernel.shape1[-1])
+    k = Kernel(("nngp", "ntk"), (nngp, ntk), cov1, cov2)
+    return infinite.Start(width, k, bool(kernel.is_gaussian), bool(kernel.x1_is_x2) or cov2 is None), dtype
+
+
+def _kernel_fields(res, n1, n2, diagonal_batch, diagonal_spatial):
+    """Every field of neural-tangents' Kernel from infinite_kernels' results ``res`` (its kernels,
+    cov1, cov2, the output ``width`` (None: unknown), ``is_gaussian`` and ``x1_is_x2``)."""
+    fields = {f: v for f, v in res.items() if f not in ("width", "x1_is_x2", "is_gaussian")}
+    return fields | {
+        "x1_is_x2": bool(res["x1_is_x2"]), "is_gaussian": bool(res["is_gaussian"]), "is_input": False,
+        "is_reversed": False, "diagonal_batch": bool(diagonal_batch), "diagonal_spatial": bool(diagonal_spatial),
+        "shape1": (n1, res["width"]), "shape2": (n2, res["width"]), "batch_axis": 0, "channel_axis": 1,
+        "mask1": None, "mask2": None}
 
 
 _KERNEL_FN_DOC = """Infinite-width NNGP Σ and NTK Θ of the network.
 
 Parameters
 ----------
-x1 : ndarray of shape (N1, d), float32 or float64
-    First batch of inputs. Rows with zero norm give finite kernels, never NaN.
+x1 : ndarray of shape (N1, d), float32 or float64, or a Kernel
+    First batch of inputs. Rows with zero norm give finite kernels, never NaN. A Kernel (the
+    result of another kernel_fn, with cov1 and cov2) continues that network through this one:
+    ``kernel_fn2(kernel_fn1(x1, x2))`` is the kernel of serial(net1, net2); x2 must be None.
 x2 : ndarray of shape (N2, d) or None
     Second batch; None means x1 (the result is then symmetric and half the work).
 get : None, a field name or a tuple of them
@@ -247,26 +304,30 @@ def _layer(layer_spec):
     def apply_fn(params, inputs, *, rng=None, **kwargs):
         """Outputs of the finite network with parameters ``params`` on ``inputs`` of shape (..., d).
 
-        ``rng`` is accepted as neural-tangents' layers accept it (no layer here is random, so
-        it is unused); any other keyword is refused.
+        ``rng``: the random key of Dropout layers in mode 'train' (a ``jax.random.PRNGKey``, split
+        and drawn from as neural-tangents does, or an int seed / numpy Generator); unused by
+        every other layer. Any other keyword is refused.
         """
         if kwargs:
             raise TypeError(f"apply_fn got unexpected keyword arguments {sorted(kwargs)}; accepted: rng "
-                            "(unused: no layer of this network is random)")
-        return _apply(layer_spec, params, inputs)
+                            "(the key of Dropout layers in mode 'train')")
+        return _apply(layer_spec, params, inputs, rng)
 
     init_fn.spec = apply_fn.spec = layer_spec  # read by fastntk.empirical
     return Layer(init_fn, apply_fn, kernel_fn)
 
 
 def _input_shape(input_shape):
-    """input_shape as a tuple of positive ints (at least 1-D: the last axis is the features)."""
+    """input_shape as a tuple of ints (at least 1-D: the last axis is the features, a positive int);
+    -1 on the other axes means any size, as in neural-tangents' ``init_fn(key, (-1, d))``."""
     try:
         shape = tuple(input_shape)
     except TypeError:
         shape = None
-    if not shape or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in shape):
-        raise ValueError(f"input_shape must be a tuple of positive ints such as (N, d); got {input_shape!r}")
+    if (not shape or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) for n in shape)
+            or any(n < 1 and n != -1 for n in shape) or shape[-1] < 1):
+        raise ValueError(f"input_shape must be a tuple of ints such as (N, d) or (-1, d), d positive; got "
+                         f"{input_shape!r}")
     return tuple(int(n) for n in shape)
 
 
@@ -279,20 +340,102 @@ def _as_array(x):
         return h, array_namespace(h)
 
 
-def _apply(layer_spec, params, x):
+def _apply(layer_spec, params, x, rng=None):
     h, xp = _as_array(x)
     if h.ndim < 1 or not xp.isdtype(h.dtype, ("real floating", "integral")):
         raise ValueError(f"inputs must be a real array of shape (..., d); got shape {h.shape}, dtype {h.dtype}")
-    return network.apply(network.check_params(layer_spec, params, h.shape[-1]), h)
+    net = network.check_params(layer_spec, params, h.shape[-1])
+    random = any(isinstance(leaf, spec.Dropout) and leaf.mode == "train" for leaf, _ in net)
+    return network.apply(net, h, network.leaf_keys(layer_spec, rng) if random else None)
 
 
 def serial(*layers):
     """Layers applied one after the other; params are a list with one entry per layer."""
+    return _layer(spec.Serial(_specs(layers, "serial")))
+
+
+def _specs(layers, caller):
+    """The specs of ``layers`` (fastntk.stax layers), TypeError naming the argument otherwise."""
     for i, layer in enumerate(layers):
         kernel_fn = layer[2] if isinstance(layer, tuple) and len(layer) == 3 else None
         if not isinstance(kernel_fn, _KernelFn):
-            raise TypeError(f"serial argument {i} must be a fastntk.stax layer; got {type(layer).__name__}")
-    return _layer(spec.Serial(tuple(layer[2].spec for layer in layers)))
+            raise TypeError(f"{caller} argument {i} must be a fastntk.stax layer; got {type(layer).__name__}")
+    return tuple(layer[2].spec for layer in layers)
+
+
+def parallel(*layers):
+    """Layer k applied to branch k (after FanOut(len(layers))); params are a tuple, one entry per layer.
+
+    Each layer maps one branch to one; the kernels of the branches are independent until a FanIn
+    layer merges them.
+    """
+    if not layers:
+        raise ValueError("parallel needs at least one layer")
+    return _layer(_checked(spec.Parallel(_specs(layers, "parallel"))))
+
+
+def repeat(layer, n):
+    """``layer`` applied n times, each time with parameters of its own (= serial(*[layer] * n)).
+
+    ``layer`` must keep the shape of its input. Params are those of ``layer`` with each array
+    stacked on a new leading axis of length n, as neural-tangents' (``lax.scan``) are.
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"n must be a non-negative integer; got {n!r}")
+    return _layer(_checked(spec.Repeat(_specs([layer], "repeat")[0], int(n))))
+
+
+def _checked(node):
+    """node, once its branches fit (spec.arity raises a ValueError otherwise)."""
+    spec.arity(node, len(node.layers) if isinstance(node, spec.Parallel) else 1)
+    return node
+
+
+def FanOut(num):
+    """``num`` copies of the input, one per branch (for parallel)."""
+    if isinstance(num, bool) or not isinstance(num, numbers.Integral) or num < 1:
+        raise ValueError(f"num must be a positive integer; got {num!r}")
+    return _layer(spec.FanOut(int(num)))
+
+
+def FanInSum():
+    """The sum of the branches. Kernels: Σ = Σᵢ Σᵢ, Θ = Σᵢ Θᵢ (the branches must be Gaussian:
+    each must end in a Dense layer or pass a Gaussian input through)."""
+    return _layer(spec.FanInSum())
+
+
+def FanInProd():
+    """The elementwise product of the branches. Kernels: Σ = Πᵢ Σᵢ, Θ = Σᵢ Θᵢ Πⱼ≠ᵢ Σⱼ."""
+    return _layer(spec.FanInProd())
+
+
+def FanInConcat(axis=-1):
+    """The concatenation of the branches along ``axis``. Kernels (axis -1, the features): the
+    width-weighted mean Σ = Σᵢ nᵢΣᵢ / Σᵢ nᵢ (the plain mean for equal widths nᵢ), same for Θ;
+    the result is not Gaussian, so a Dense layer must follow before an activation."""
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise ValueError(f"axis must be an integer; got {axis!r}")
+    return _layer(spec.FanInConcat(int(axis)))
+
+
+def Flatten():
+    """All non-batch axes into one: (N, ...) -> (N, prod(...)); a no-op on (N, d) inputs."""
+    return _layer(spec.Flatten())
+
+
+def Dropout(rate, mode="train"):
+    """Inverted dropout with keep rate ``rate`` in (0, 1] (neural-tangents': rate=1 keeps everything).
+
+    'train': apply_fn keeps each entry with probability ``rate`` and divides it by ``rate`` (the
+    mask drawn from apply_fn's ``rng``); the kernels scale Σ(x, x) and Θ(x, x) by 1/rate (only
+    the per-point variances when x1 and x2 differ) and are no longer Gaussian. 'test': identity.
+    """
+    if mode not in ("test", "train"):
+        raise ValueError(f"mode must be 'train' or 'test'; got {mode!r}")
+    rate = _finite(rate, "rate")
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"rate (the keep rate) must be in (0, 1]; got {rate!r}")
+    return _layer(spec.Dropout(rate, mode))
 
 
 def _act_layer(activation):

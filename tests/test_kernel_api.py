@@ -152,3 +152,15 @@ def test_inputs_with_location_axes_refuse_what_needs_2d():
         kernel_fn(SPATIAL["x"], SPATIAL["y"][..., :3])
     with pytest.raises(ValueError, match="same locations"):
         kernel_fn(SPATIAL["x"], SPATIAL["y"][:, :1], diagonal_spatial=True)
+
+
+def test_activation_on_a_gaussian_kernel_given_as_input():
+    """A layer map applied to a Gaussian input, as neural-tangents allows: a Kernel marked is_gaussian."""
+    sigma = X @ X.T / X.shape[1]
+    given = Kernel(("nngp", "ntk"), (sigma, np.zeros_like(sigma)), np.diagonal(sigma).copy(), None, is_gaussian=True)
+    relu = stax.serial(stax.Relu(), stax.Dense(1)).kernel_fn
+    np.testing.assert_allclose(relu(given, get="nngp"),
+                               stax.serial(stax.Dense(7), stax.Relu(), stax.Dense(1)).kernel_fn(X, None, "nngp"),
+                               rtol=1e-13)
+    with pytest.raises(ValueError, match="activation 'relu' follows"):
+        relu(given.replace(is_gaussian=False))

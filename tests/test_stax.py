@@ -638,10 +638,19 @@ def test_nested_serial_nests_params():
     np.testing.assert_array_equal(nested.kernel_fn(X, None, "ntk"), flat.kernel_fn(X, None, "ntk"))
 
 
-@pytest.mark.parametrize("shape", [3, (), (4, 0), (4, -1), ("4", 3), None], ids=str)
+@pytest.mark.parametrize("shape", [3, (), (4, 0), (4, -1), (-2, 3), ("4", 3), None], ids=str)
 def test_init_fn_rejects_bad_input_shape(shape):
-    with pytest.raises(ValueError, match="input_shape must be a tuple of positive ints"):
+    with pytest.raises(ValueError, match=r"input_shape must be a tuple of ints such as \(N, d\) or \(-1, d\)"):
         stax.Dense(2).init_fn(0, shape)
+
+
+def test_init_fn_takes_any_batch_size_as_minus_one():
+    """neural-tangents' examples call init_fn(key, (-1, d)): the batch size is not needed for params."""
+    net = stax.serial(stax.Dense(3), stax.Relu(), stax.Dense(2))
+    out_shape, params = net.init_fn(0, (-1, 4))
+    assert out_shape == (-1, 2)
+    _, same = net.init_fn(0, (7, 4))
+    np.testing.assert_array_equal(params[0][0], same[0][0])
 
 
 def test_fc_network_names_width():

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.linalg.blas
 
 from ..activations import ABReluDual, ErfDual, GeluDual, GivenDual, QuadratureDual, SinDual
+from ..infinite import Combine, Copy, Run, Scale
 from ..spec import Dense
 
 try:
@@ -27,7 +28,7 @@ except ImportError as e:  # pragma: no cover - only on a broken install
         "from a source checkout (it needs a C++17 compiler and CMake)"
     ) from e
 
-__all__ = ["BACKEND", "OP_KINDS", "CpuBackend", "Segment", "get_num_threads", "set_num_threads"]
+__all__ = ["BACKEND", "OP_KINDS", "CpuBackend", "Program", "Segment", "get_num_threads", "set_num_threads"]
 
 #: Op codes of the compiled fused pass by name ("input", "dense_ntk", ..., "gelu").
 OP_KINDS = dict(_core.op_kinds)
@@ -50,6 +51,16 @@ class Segment(NamedTuple):
     n_act: int
 
 
+class Program(NamedTuple):
+    """A network with branches: the steps of ``infinite.kernel_program`` in order, each with its
+    compiled plan (the Segments of a Run, else None), over ``n_regs`` registers (Σ, Θ of one
+    branch each; register 0 holds the result); ``n_act`` variances per point in all."""
+
+    steps: tuple
+    n_regs: int
+    n_act: int
+
+
 def _op(name, *params):
     return [OP_KINDS[name], *params, *[0.0] * (4 - len(params))]
 
@@ -57,12 +68,13 @@ def _op(name, *params):
 class CpuBackend:
     name = "cpu"
 
-    def plan(self, layers, d):
+    def plan(self, layers, d, first=True):
         """Segments of the kernel rule of ``layers`` (Dense and Act leaves, in order) for d inputs.
 
-        The first run starts with the input op Σ = x·x'/d, Θ = 0.
+        With ``first`` the first run starts with the input op Σ = x·x'/d, Θ = 0; without, the
+        plan continues given Σ, Θ of d features (d: the fan in of a 'standard' Dense layer).
         """
-        segments, ops, fan_in = [], [_op("input", 1.0 / d)], d
+        segments, ops, fan_in = [], [_op("input", 1.0 / d)] if first else [], d
 
         def flush():
             if ops:
@@ -88,6 +100,12 @@ class CpuBackend:
         flush()
         return segments
 
+    def program(self, steps, n_regs):
+        """The :class:`Program` of ``infinite.kernel_program``'s ``(steps, n_regs)``."""
+        compiled = tuple((st, self.plan(st.layers, st.fan_in, st.first) if isinstance(st, Run) else None)
+                         for st in steps)
+        return Program(compiled, n_regs, sum(seg.n_act for _, segs in compiled if segs for seg in segs))
+
     def gram(self, x1, x2, sigma, blocks):
         """sigma = x1·x2ᵀ in place (upper triangle only when x2 is None), by BLAS.
 
@@ -109,33 +127,54 @@ class CpuBackend:
         for i0, i1, c0 in blocks:
             np.matmul(x1[i0:i1], (x1 if x2 is None else x2)[c0:].T, out=sigma[i0:i1, c0:])
 
-    def diagonal(self, plan, sq_norms, with_ntk):
+    def diagonal(self, plan, sq_norms, with_ntk, ntk=None):
         """Σ(x, x), Θ(x, x) for every point, and the variance entering each activation.
 
-        sq_norms : (N,) float64, x·x. Returns ``(nngp, ntk, var)``: float64 arrays of shapes
-        (N,), (N,) or None, (n_act, N).
+        sq_norms : (N,) float64, x·x (or Σ(x, x) for a plan that continues given kernels, whose
+        Θ(x, x) is ``ntk``, None: 0). Returns ``(nngp, ntk, var)``: float64 arrays of shapes
+        (N,), (N,) or None, (n_act, N). ``plan``: a list of Segments or a :class:`Program`.
         """
         n = sq_norms.shape[0]
         k = sq_norms.copy()
-        t = np.zeros(n) if with_ntk else None
+        t = (np.zeros(n) if ntk is None else np.array(ntk, dtype=np.float64)) if with_ntk else None
+        if isinstance(plan, Program):
+            var = np.empty((plan.n_act, n))
+            regs, a = {0: (k, t)}, 0
+            for st, segs in plan.steps:
+                if segs is not None:
+                    a = _diagonal_run(segs, *regs[st.reg], var, a)
+                else:
+                    _structural(st, regs, np.copy, None)
+            return k, t, var
         var = np.empty((sum(seg.n_act for seg in plan), n))
-        a = 0
-        for seg in plan:
-            if seg.ops is not None:
-                _core.fc_diagonal(k, t, var[a : a + seg.n_act], seg.ops)
-            else:
-                var[a] = k
-                _rule_diagonal(seg.rule, k, t)
-            a += seg.n_act
+        _diagonal_run(plan, k, t, var, 0)
         return k, t, var
 
-    def tile(self, plan, sigma, nngp, ntk, var1, var2, rho_tol):
+    def tile(self, plan, sigma, nngp, ntk, var1, var2, rho_tol, diag_offset=None):
         """One tile through the whole plan, in place.
 
         sigma : (n1, n2) Gram entries x1·x2 of the tile (may be the ntk buffer when nngp is
-        None and the plan is one fused run); nngp, ntk : (n1, n2) outputs or None;
-        var1 (n_act, n1), var2 (n_act, n2) : the diagonal pass's variances of the tile's points.
+        None and the plan is one fused run; a :class:`Program` needs it to be nngp); nngp, ntk :
+        (n1, n2) outputs or None (on entry Σ₁₂, Θ₁₂ when the plan continues given kernels);
+        var1 (n_act, n1), var2 (n_act, n2) : the diagonal pass's variances of the tile's points;
+        diag_offset : column (in the tile) of the input coincident with row i is i + diag_offset
+        (x1 is x2), for a Dropout's Scale; None: no coincident inputs.
         """
+        if isinstance(plan, Program):
+            regs, a = {0: (nngp, ntk)}, 0
+            for st, segs in plan.steps:
+                if segs is None:
+                    _structural(st, regs, np.copy, diag_offset)
+                    continue
+                k, t = regs[st.reg]
+                for seg in segs:
+                    v1, v2 = var1[a : a + seg.n_act], var2[a : a + seg.n_act]
+                    if seg.ops is not None:
+                        _core.fc_tile(k, k, t, v1, v2, seg.ops, rho_tol)
+                    else:
+                        _rule_tile(seg.rule, k, t, v1[0], v2[0])
+                    a += seg.n_act
+            return
         a = 0
         for seg in plan:
             v1, v2 = var1[a : a + seg.n_act], var2[a : a + seg.n_act]
@@ -149,6 +188,65 @@ class CpuBackend:
     def mirror_upper(self, a):
         """a[j, i] = a[i, j] for j > i, in place."""
         _core.mirror_upper(a)
+
+
+def _diagonal_run(plan, k, t, var, a):
+    """The per-point pass of one run's Segments on k, t in place, variances from row a of var; the next row."""
+    for seg in plan:
+        if seg.ops is not None:
+            _core.fc_diagonal(k, t, var[a : a + seg.n_act], seg.ops)
+        else:
+            var[a] = k
+            _rule_diagonal(seg.rule, k, t)
+        a += seg.n_act
+    return a
+
+
+def _structural(step, regs, copy, diag_offset):
+    """A Copy, Combine or Scale step on ``regs`` (register -> (Σ, Θ or None) arrays), in place.
+
+    Per point (1-D arrays) a Scale multiplies every entry; on a tile only the coincident inputs'
+    (``diag_offset``, see ``CpuBackend.tile``; None: none), as neural-tangents' Dropout does.
+    """
+    if isinstance(step, Copy):
+        k, t = regs[step.src]
+        for dst in step.dsts:
+            regs[dst] = (copy(k), None if t is None else copy(t))
+    elif isinstance(step, Combine):
+        (k0, t0), rest = regs[step.regs[0]], [regs[r] for r in step.regs[1:]]
+        if step.kind == "sum":
+            for k, t in rest:
+                k0 += k
+                if t0 is not None:
+                    t0 += t
+        elif step.kind == "prod":  # Θ by the product rule, in neural-tangents' order
+            for k, t in rest:
+                if t0 is not None:
+                    t0 *= k
+                    t0 += k0 * t
+                k0 *= k
+        else:  # 'mean': Σᵢ wᵢKᵢ / Σᵢ wᵢ
+            w = step.weights
+            for x0, xs in ((k0, [k for k, _ in rest]), (t0, [t for _, t in rest])):
+                if x0 is None:
+                    continue
+                x0 *= w[0]
+                for wi, x in zip(w[1:], xs):
+                    x0 += wi * x
+                x0 /= sum(w)
+    elif isinstance(step, Scale):
+        for x in regs[step.reg]:
+            if x is None:
+                continue
+            if x.ndim == 1:
+                x *= step.factor
+            elif diag_offset is not None:
+                rows = np.arange(x.shape[0])
+                cols = rows + diag_offset
+                ok = (cols >= 0) & (cols < x.shape[1])
+                x[rows[ok], cols[ok]] *= step.factor
+    else:  # pragma: no cover - kernel_program makes only these
+        raise TypeError(f"no rule for step {type(step).__name__}")
 
 
 def _rule_tile(rule, k, t, v1, v2):

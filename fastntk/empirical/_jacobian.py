@@ -13,7 +13,16 @@ from ._net import Dense
 
 
 def _jacobian(net, params, x, readout=None):
-    """Per-sample Jacobian (N, O, P) by reverse mode, one output at a time (P in params order, b before W)."""
+    """Per-sample Jacobian (N, O, P) by reverse mode, one output at a time (P in params order, b before W;
+    a branched network's from its features, W before b: Θ̂ does not depend on the order of P)."""
+    if net.branched:
+        feats, f = net.features(params, x, readout)
+        cols = []
+        for h, c2, b2, (_, G) in feats:  # ∂z/∂W = c·h ⊗ ·, ∂z/∂b = β (c, β ≥ 0)
+            cols.append((np.sqrt(c2) * h[:, None, :, None] * G[:, :, None, :]).reshape(*G.shape[:2], -1))
+            if b2 is not None:
+                cols.append(np.sqrt(b2) * G)
+        return np.concatenate(cols, axis=2)
     f, inputs = net.forward(params, x)
     layers = net.bind(params)
     R = np.eye(f.shape[1], dtype=f.dtype) if readout is None else readout

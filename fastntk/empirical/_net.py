@@ -52,8 +52,19 @@ class Net:
 
     def __init__(self, layer_spec):
         self._spec = layer_spec
-        self._kept = [not isinstance(leaf, _spec.Identity) for leaf in _spec.leaves(layer_spec)]
-        self._items = tuple(leaf for leaf, k in zip(_spec.leaves(layer_spec), self._kept) if k)
+        all_leaves = _spec.leaves(layer_spec)
+        #: A network with branching layers (FanOut, FanIn, Dropout, Flatten) keeps all its leaves and their
+        #: places in the list of branches; the structured and Jacobian paths then read :meth:`features`.
+        self.branched = any(not isinstance(leaf, (_spec.Dense, _spec.Act, _spec.Identity)) for leaf in all_leaves)
+        self._kept = [self.branched or not isinstance(leaf, _spec.Identity) for leaf in all_leaves]
+        self._items = tuple(leaf for leaf, k in zip(all_leaves, self._kept) if k)
+        self._places = _spec.places(layer_spec) if self.branched else None
+        for leaf in all_leaves:
+            if isinstance(leaf, _spec.Dropout) and leaf.mode == "train":
+                raise ValueError("the empirical NTK of a network with Dropout in mode 'train' depends on the dropout "
+                                 "mask; build the network with Dropout(rate, mode='test')")
+        if _spec.arity(layer_spec) != 1:
+            raise ValueError("the network ends in several branches; merge them with a FanIn layer")
 
     @property
     def has_dense(self):
@@ -83,27 +94,51 @@ class Net:
         return out
 
     def bind(self, params):
-        """The layers with their (checked) parameters: a tuple of :class:`Dense` and :class:`Act`."""
+        """The layers with their (checked) parameters: a tuple of :class:`Dense` and :class:`Act`
+        (of a branched network: its Dense and Act leaves in order, without the branching ones)."""
         layers = []
         for it, p in zip(self._items, params):
             if isinstance(it, _spec.Dense):
                 c, beta = _network.dense_coefs(it, p[0])
                 layers.append(Dense(p[0], p[1], c, beta))
-            else:
+            elif isinstance(it, _spec.Act):
                 layers.append(Act(it))
         return tuple(layers)
 
+    def _bound(self, params):
+        items = list(zip(self._items, params))
+        return _network.Bound(items, self._places) if self.branched else items
+
     def forward(self, params, x):
-        """``(f, [h_0, h_1, ...])``: outputs (N, O) and the input of every layer."""
-        return _network.forward(list(zip(self._items, params)), x)
+        """``(f, [h_0, h_1, ...])``: outputs (N, O) and the input of every layer (of a branched
+        network: the list of branches into every leaf)."""
+        return _network.forward(self._bound(params), x)
 
     def jvp(self, params, dparams, x):
         """(f(params, x), J(x)·dparams) by forward mode (network's rule table)."""
-        return _network.jvp(list(zip(self._items, params)), dparams, x)
+        return _network.jvp(self._bound(params), dparams, x)
 
     def vjp(self, params, x, ct):
         """Σᵢ ctᵢ·∂f(xᵢ)/∂θ for cotangents ct (N, O), a flat list aligned with ``params``."""
-        return _network.vjp(list(zip(self._items, params)), x, ct)
+        return _network.vjp(self._bound(params), x, ct)
+
+    def features(self, params, x, readout=None):
+        """Per Dense layer in order: (A its inputs (N, fan_in), c², β² or None, ("dense", G)) with
+        G = ∂(R f)/∂z (N, O, width) by one reverse pass carrying an output axis (R = I without
+        ``readout`` (O', O)); and f (N, O). The structured empirical NTK's form of any network."""
+        net = self._bound(params)
+        f, inputs = _network.forward(net, x)
+        R = np.eye(f.shape[1], dtype=f.dtype) if readout is None else np.asarray(readout, dtype=f.dtype)
+        feats = []
+
+        def at_dense(k, leaf, p, h, ct):  # ct (O', N, width)
+            c, beta = _network.dense_coefs(leaf, p[0])
+            feats.append((h, c * c, None if p[1] is None else beta * beta, ("dense", np.ascontiguousarray(
+                ct.transpose(1, 0, 2)))))
+            return ct @ (c * p[0]).T
+
+        _network.backward(net, inputs, np.broadcast_to(R[:, None, :], (R.shape[0], *f.shape)), None, at_dense)
+        return feats[::-1], f
 
 
 def _param_array(value, name, dtype):

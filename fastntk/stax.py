@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _backend, network, spec
+from . import _backend, _jax_dispatch, network, spec
 from . import activations as _act
 from ._types import Kernel
 from ._validation import (
@@ -79,6 +79,9 @@ class _KernelFn:
 
     def __call__(self, x1, x2=None, get=None, *, diagonal=False, out=None, dtype=None, progress=False,
                  block_rows=None, backend="auto"):
+        if _jax_dispatch.uses_jax(x1, x2) or _jax_dispatch.traced_hyperparameters(self.spec):
+            return _jax_dispatch.kernel_fn(self, x1, x2, get, diagonal=diagonal, out=out, dtype=dtype,
+                                           progress=progress, block_rows=block_rows, backend=backend)
         names = check_get(get)
         be = _backend.select(x1, x2, backend=backend)
         x1, x2, dtype = check_pair(x1, x2, dtype)
@@ -216,11 +219,17 @@ def Dense(out_dim, W_std=1.0, b_std=None, parameterization="ntk"):
 def _dense(out_dim, W_std, b_std, parameterization, out_dim_name="out_dim"):
     if isinstance(out_dim, bool) or not isinstance(out_dim, numbers.Integral) or out_dim < 1:
         raise ValueError(f"{out_dim_name} must be a positive integer; got {out_dim!r}")
-    W_std = check_positive(W_std, "W_std", allow_zero=True)  # 0: neural-tangents allows it (phase diagrams)
-    b_std = check_positive(b_std, "b_std", allow_zero=True, allow_none=True)
+    W_std = _std(W_std, "W_std")  # 0: neural-tangents allows it (phase diagrams)
+    b_std = None if b_std is None else _std(b_std, "b_std")
     if parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard'; got {parameterization!r}")
     return spec.Dense(int(out_dim), W_std, b_std, parameterization)
+
+
+def _std(value, name):
+    """W_std or b_std: a finite real >= 0 as a float, or a JAX tracer (``jax.grad`` over it), kept as is."""
+    value = _jax_dispatch.hyperparameter(value, name)
+    return value if _jax_dispatch.is_tracer(value) else check_positive(value, name, allow_zero=True)
 
 
 def _finite(value, name):

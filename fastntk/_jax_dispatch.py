@@ -39,7 +39,8 @@ from . import spec as _spec
 from ._types import Kernel
 from ._validation import check_get
 
-__all__ = ["accepting_jax", "hyperparameter", "is_tracer", "kernel_fn", "result_dtype", "traced_hyperparameters", "uses_jax"]
+__all__ = ["accepting_jax", "hyperparameter", "is_tracer", "kernel_fn", "predictor", "result_dtype", "shape_dtype",
+           "traced_hyperparameters", "uses_jax"]
 
 
 def _jax():
@@ -121,7 +122,7 @@ def _to_jax(values):
     return jax.tree_util.tree_map(lambda v: jax.numpy.asarray(v) if isinstance(v, np.ndarray) else v, values)
 
 
-def accepting_jax(numpy_fn, result_shapes):
+def accepting_jax(numpy_fn, result_shapes, jax_out=False):
     """``numpy_fn`` made to take JAX arrays (anywhere in its arguments) and return JAX arrays.
 
     ``numpy_fn(*args, **kwargs)`` computes in NumPy. Called with concrete JAX arrays it gets them
@@ -129,13 +130,15 @@ def accepting_jax(numpy_fn, result_shapes):
     ``jax.pure_callback``, for which ``result_shapes(*args, **kwargs)`` gives the result's pytree of
     ``jax.ShapeDtypeStruct`` from the arguments' shapes (not values). The arguments' array leaves
     (JAX or NumPy) pass through the callback; every other leaf (floats, strings, None) is captured.
-    Without JAX arrays ``numpy_fn`` is called as it is.
+    Without JAX arrays ``numpy_fn`` is called as it is (its result converted to JAX arrays if
+    ``jax_out``).
     """
 
     @functools.wraps(numpy_fn)
     def fn(*args, **kwargs):
         if not uses_jax(args, kwargs):
-            return numpy_fn(*args, **kwargs)
+            out = numpy_fn(*args, **kwargs)
+            return _to_jax(out) if jax_out else out
         if not _any_tracer((args, kwargs)):
             return _to_jax(numpy_fn(*_to_numpy(args), **_to_numpy(kwargs)))
         jax = _jax()
@@ -153,6 +156,34 @@ def accepting_jax(numpy_fn, result_shapes):
         return _pure_callback(host, shapes, *(leaves[i] for i in dynamic))
 
     return fn
+
+
+def predictor(make, args, kwargs, call_shapes):
+    """The predict_fn of the constructor ``make(*args, **kwargs)`` (e.g. ``predict.gp_inference``)
+    whose arguments hold JAX arrays; it returns JAX arrays.
+
+    Concrete arrays: the NumPy predictor is built now (its factorisations cached across calls) and
+    its calls go through :func:`accepting_jax`. Tracers (the constructor called inside jit): every
+    call builds the NumPy predictor and calls it within one callback. ``call_shapes(*call_args,
+    **call_kwargs)`` gives a call's result shapes.
+    """
+    if not _any_tracer((args, kwargs)):
+        return accepting_jax(make(*_to_numpy(args), **_to_numpy(kwargs)), call_shapes, jax_out=True)
+
+    def run(args, kwargs, call_args, call_kwargs):
+        return make(*args, **kwargs)(*call_args, **call_kwargs)
+
+    run = accepting_jax(run, lambda a, kw, call_args, call_kwargs: call_shapes(*call_args, **call_kwargs))
+
+    def predict_fn(*call_args, **call_kwargs):
+        return run(args, kwargs, call_args, call_kwargs)
+
+    return predict_fn
+
+
+def shape_dtype(shape, dtype):
+    """``jax.ShapeDtypeStruct(shape, dtype)``: a result of a callback, for the shape functions of callers."""
+    return _jax().ShapeDtypeStruct(tuple(shape), dtype)
 
 
 # --------------------------------------------------------------------------- kernel_fn

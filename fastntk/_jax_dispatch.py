@@ -26,6 +26,7 @@ as JAX canonicalises it: float32 when ``jax_enable_x64`` is off.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import inspect
@@ -204,7 +205,8 @@ def kernel_fn(kfn, x1, x2, get, *, diagonal, out, dtype, **options):
     _check_shapes(xs)
     res_dtype = result_dtype(dtype, *xs)
     if traced_hyperparameters(kfn.spec):
-        values = _reference_kernels(kfn.spec, names, diagonal)(*(x.astype(res_dtype) for x in xs))
+        skeleton, hyper = _skeleton(kfn.spec)
+        values = _jitted_reference(skeleton, names, diagonal)(hyper, *(x.astype(res_dtype) for x in xs))
         values = tuple(v.astype(res_dtype) for v in values)
     elif not _any_tracer(xs):
         k = kfn(*_to_numpy((x1, x2)), get=names, diagonal=diagonal, dtype=res_dtype, **options)
@@ -246,7 +248,7 @@ def _traced_kernels(kfn, names, diagonal, dtype, options, xs):
         k = kfn(*(np.asarray(a) for a in arrays), get=names, diagonal=diagonal, dtype=dtype, **options)
         return tuple(np.asarray(v, dtype) for v in (*k, k.cov1, *(() if k.cov2 is None else (k.cov2,))))
 
-    reference = _reference_kernels(kfn.spec, names, diagonal)
+    reference = _jitted_reference(kfn.spec, names, diagonal)
 
     @jax.custom_jvp
     def kernels(*arrays):
@@ -254,10 +256,90 @@ def _traced_kernels(kfn, names, diagonal, dtype, options, xs):
 
     @kernels.defjvp
     def kernels_jvp(primals, tangents):
-        _, dk = jax.jvp(reference, primals, tangents)
+        _, dk = jax.jvp(lambda *xs: reference((), *xs), primals, tangents)
         return kernels(*primals), tuple(t.astype(dtype) for t in dk)
 
     return kernels
+
+
+_REFERENCES = collections.OrderedDict()  # cache key of a spec skeleton -> its jitted reference recursion
+_CACHE_SIZE = 32
+
+
+def _jitted_reference(skeleton, names, diagonal):
+    """jit(f)(hyper, x1[, x2]) -> (kernels..., cov1[, cov2]): the reference recursion of the spec
+    ``skeleton`` (:func:`_skeleton`) with its traced hyperparameters ``hyper``, compiled once per
+    network structure and shapes (eager JAX would dispatch, and first compile, every operation)."""
+    jax = _jax()
+    try:
+        key = (_cache_key(skeleton), names, diagonal)
+        hash(key)
+    except TypeError:  # a user-given rule or value that cannot be a key: compiled per call
+        key = None
+    if key in _REFERENCES:
+        _REFERENCES.move_to_end(key)
+        return _REFERENCES[key]
+    traceable = _traceable(skeleton)
+
+    def reference(hyper, *xs):
+        return _reference_kernels(_fill(traceable, hyper), names, diagonal)(*xs)
+
+    fn = jax.jit(reference)
+    if key is not None:
+        _REFERENCES[key] = fn
+        while len(_REFERENCES) > _CACHE_SIZE:
+            _REFERENCES.popitem(last=False)
+    return fn
+
+
+@dataclasses.dataclass(frozen=True)
+class _Slot:
+    """Stands for the traced hyperparameter ``hyper[index]`` in a spec skeleton."""
+
+    index: int
+
+
+def _skeleton(layer_spec):
+    """(skeleton, hyper): the spec with every traced W_std/b_std replaced by a :class:`_Slot`, and
+    the traced values in slot order (the arguments of the jitted reference)."""
+    hyper = []
+
+    def strip(leaf):
+        if not isinstance(leaf, _spec.Dense):
+            return leaf
+        slots = {}
+        for name in ("W_std", "b_std"):
+            if is_tracer(getattr(leaf, name)):
+                slots[name] = _Slot(len(hyper))
+                hyper.append(getattr(leaf, name))
+        return dataclasses.replace(leaf, **slots)
+
+    return _map_leaves(layer_spec, strip), tuple(hyper)
+
+
+def _fill(skeleton, hyper):
+    """The spec of ``skeleton`` with each slot's value from ``hyper``."""
+
+    def fill(leaf):
+        if not isinstance(leaf, _spec.Dense):
+            return leaf
+        return dataclasses.replace(leaf, **{name: hyper[getattr(leaf, name).index] for name in ("W_std", "b_std")
+                                            if isinstance(getattr(leaf, name), _Slot)})
+
+    return _map_leaves(skeleton, fill)
+
+
+def _cache_key(node):
+    """A hashable key equal for specs whose reference recursions are equal: closed-form rules by
+    value, other activations by identity, everything else by its fields."""
+    if isinstance(node, _spec.Act):
+        rule = node.activation.dual
+        return _spec.Act, rule if isinstance(rule, _act.CLOSED_FORMS) else node.activation
+    if isinstance(node, tuple):
+        return tuple(_cache_key(c) for c in node)
+    if not dataclasses.is_dataclass(node) or isinstance(node, _Slot):
+        return node
+    return (type(node), *(_cache_key(getattr(node, f.name)) for f in dataclasses.fields(node)))
 
 
 def _reference_kernels(layer_spec, names, diagonal):
@@ -299,19 +381,18 @@ def _traceable(layer_spec):
             df = _elementwise_derivative(activation.fn)
         return _spec.Act(dataclasses.replace(activation, dual=_act.QuadratureDual(activation.fn, df, rule.deg)))
 
-    return _map_acts(layer_spec, act)
+    return _map_leaves(layer_spec, lambda leaf: act(leaf) if isinstance(leaf, _spec.Act) else leaf)
 
 
-def _map_acts(node, fn):
-    """``node`` with fn applied to every Act leaf, whatever the container nodes' fields are."""
-    if isinstance(node, _spec.Act):
+def _map_leaves(node, fn):
+    """``node`` with fn applied to every leaf: a node is a container when some field holds a
+    non-empty tuple of spec nodes (Serial's layers, and so any branching node's children)."""
+    children = {f.name: getattr(node, f.name) for f in dataclasses.fields(node)
+                if isinstance(getattr(node, f.name), tuple) and getattr(node, f.name)
+                and all(dataclasses.is_dataclass(c) for c in getattr(node, f.name))}
+    if not children:
         return fn(node)
-    if not dataclasses.is_dataclass(node):
-        return node
-    changes = {f.name: tuple(_map_acts(c, fn) for c in getattr(node, f.name)) for f in dataclasses.fields(node)
-               if isinstance(getattr(node, f.name), tuple)
-               and all(dataclasses.is_dataclass(c) for c in getattr(node, f.name))}
-    return dataclasses.replace(node, **changes) if changes else node
+    return dataclasses.replace(node, **{k: tuple(_map_leaves(c, fn) for c in v) for k, v in children.items()})
 
 
 def _elementwise_derivative(fn):

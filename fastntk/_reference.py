@@ -13,6 +13,14 @@ float64, a loop over layers, no tiling, no tricks. It reads the typed network sp
 * ``GivenDual(nngp_fn, d_nngp_fn)``: user-given dual kernels.
 
 Conventions are neural-tangents' (0.6.5, ``stax/linear.py`` and ``stax/elementwise.py``).
+
+The recursion computes in the array namespace of its inputs (:func:`fastntk.activations.namespace`):
+NumPy arrays give float64 NumPy results, JAX arrays (tracers included) jax.numpy results in
+their own float dtype, which ``jax.jvp``/``jax.grad`` differentiate; ``fastntk._jax_dispatch``
+uses it for the derivatives of ``kernel_fn``. Square roots and divisions that meet 0 use the
+double-``where`` idiom, so derivatives are finite wherever the kernel is smooth; where it is not
+(ReLU family at ρ = ±1, θ held at 0 or π) the derivative is that along the directions keeping
+ρ = ±1, the mean of the one-sided derivatives.
 """
 
 from __future__ import annotations
@@ -184,13 +192,13 @@ def infinite_kernels(x1, x2, network):
 
     Parameters
     ----------
-    x1 : ndarray of shape (N1, d)
-    x2 : ndarray of shape (N2, d) or None (then x2 = x1)
+    x1 : array of shape (N1, d): NumPy, or JAX (the recursion then runs in jax.numpy)
+    x2 : array of shape (N2, d) or None (then x2 = x1)
     network : a spec node (see module docstring), e.g. ``kernel_fn.spec``
 
     Returns
     -------
-    nngp, ntk : ndarrays of shape (N1, N2), float64
+    nngp, ntk : arrays of shape (N1, N2) in x1's namespace; float64 for NumPy
     """
     xp, special = namespace(x1)
     x1 = _broadcast_float(xp, x1)[0]

@@ -15,6 +15,15 @@ an activation holds ``()``. ``init_fn(jax.random.PRNGKey(k), shape)`` instead dr
 arrays neural-tangents 0.6.5 draws from that key, and ``apply_fn`` computes in the namespace
 of its inputs: JAX or PyTorch arrays in, the same kind out, differentiable by
 ``jax.grad``/``jax.jit``/``jax.vmap`` or torch autograd.
+
+``kernel_fn`` takes JAX arrays too and returns JAX arrays, inside ``jax.jit`` and ``jax.vmap``
+(a ``jax.pure_callback`` around the compiled path) and under ``jax.grad`` with respect to the
+inputs or to ``W_std``/``b_std`` given as JAX values. The design choice: values come from the
+compiled path whenever the hyperparameters are numbers (under jit, vmap and grad alike), and
+derivatives from the plain reference recursion (``fastntk._reference``) evaluated in
+``jax.numpy`` (a ``jax.custom_jvp``): exact, slower, and compiled once per network structure.
+When ``W_std`` or ``b_std`` is a tracer (``jax.grad`` over it), values and derivatives both come
+from that recursion. See ``fastntk._jax_dispatch``.
 """
 
 from __future__ import annotations
@@ -135,6 +144,23 @@ ValueError, TypeError
     Bad shapes, dtypes, NaN/inf, unknown ``get``.
 MemoryError
     The results would not fit in available memory (checked before allocating).
+
+JAX
+---
+JAX arrays in give JAX arrays out (a :class:`Kernel` is then a JAX pytree); the dtype is the
+one above, as JAX canonicalises it (float32 with ``jax_enable_x64`` off). Concrete arrays are
+computed by the compiled path. Inside ``jax.jit``/``jax.vmap`` the compiled path runs in a
+``jax.pure_callback`` (once per batch element under vmap). Derivatives (``jax.grad``,
+``jax.jvp``, ``jax.jacfwd`` ... in x1, x2) are the JVP of the reference recursion
+``fastntk._reference.infinite_kernels`` in ``jax.numpy``: exact, O(N1·N2·depth) JAX work, slower
+than the compiled values, which stay those of the compiled path. ``W_std``/``b_std`` passed to
+``stax.Dense`` as tracers (``jax.grad`` over them) make the whole call the traced reference
+recursion. Derivatives are finite wherever the kernel is smooth; at ρ = ±1 (parallel inputs, and
+coincident points with x2 None), where the ReLU-family kernels are not differentiable, the
+derivative returned is that along the directions keeping ρ = ±1 (the mean of the one-sided
+derivatives). Activations with quadrature rules differentiate through their JAX φ, φ';
+``Elementwise`` rules must be written in ``jax.numpy`` (with ``d_nngp_fn`` given) to be
+differentiated. ``out`` cannot be used with JAX arrays.
 """
 
 
@@ -177,7 +203,12 @@ def _input_shape(input_shape):
 
 
 def _as_array(x):
-    """(x, its namespace): any array-API array (NumPy, JAX, PyTorch) as is, else np.asarray(x)."""
+    """(x, its namespace): any array-API array (NumPy, JAX, PyTorch) as is, else np.asarray(x).
+
+    JAX arrays and tracers get jax.numpy directly: before jax 0.4.32 they have no
+    ``__array_namespace__``, which array_api_compat asks them for."""
+    if _jax_dispatch.uses_jax(x):
+        return x, _act.namespace(x)[0]
     try:
         return x, array_namespace(x)
     except TypeError:
@@ -185,9 +216,18 @@ def _as_array(x):
         return h, array_namespace(h)
 
 
+def _is_real(h, xp):
+    """Real floating or integer dtype. NumPy and JAX dtypes are NumPy dtypes (and jax.numpy before
+    0.4.32 has no ``isdtype``); others (PyTorch) are asked through their namespace."""
+    try:
+        return np.dtype(h.dtype).kind in "fiu"
+    except TypeError:
+        return xp.isdtype(h.dtype, ("real floating", "integral"))
+
+
 def _apply(layer_spec, params, x):
     h, xp = _as_array(x)
-    if h.ndim < 1 or not xp.isdtype(h.dtype, ("real floating", "integral")):
+    if h.ndim < 1 or not _is_real(h, xp):
         raise ValueError(f"inputs must be a real array of shape (..., d); got shape {h.shape}, dtype {h.dtype}")
     return network.apply(network.check_params(layer_spec, params, h.shape[-1]), h)
 

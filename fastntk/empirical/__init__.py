@@ -26,6 +26,14 @@ plain JAX function ``apply_fn(params, x)`` of a parameter pytree (``fastntk.empi
 per-sample Jacobians or NTK-vector products). Both frameworks are thin shims under one block loop
 (``fastntk.empirical._autodiff``).
 
+JAX arrays in give JAX arrays out, inside ``jax.jit`` and ``jax.vmap`` too: for a fastntk network
+the NumPy path runs in a ``jax.pure_callback`` (:mod:`fastntk._jax_dispatch`); for a JAX function
+the kernels are computed in JAX itself (Jacobian contraction or NTK-vector products of the whole
+batch), so they are also differentiable. ``linearize``, ``taylor_expand`` and
+``empirical_ntk_vp_fn`` of JAX functions (or of a network with JAX parameters) are
+neural-tangents' ``jax.jvp``/``jax.vjp`` constructions; ``monte_carlo_kernel_fn`` with a JAX key
+splits it as neural-tangents does.
+
 Layout: ``_axes`` (trace/diagonal axes, the implementation enum), ``_memory`` (result and block
 bytes, checked before any O(N) work), ``_net`` (the only module that reads stax's network
 internals), ``_native`` (validation and dispatch for fastntk networks), ``_structured``,

@@ -109,7 +109,8 @@ def _pure_callback(host, result_shapes, *args):
 def result_dtype(dtype, *xs):
     """The NumPy path's result dtype (float32 iff every input is float32), as JAX canonicalises it."""
     if dtype is None:
-        dtype = np.float32 if all(np.dtype(x.dtype) == np.float32 for x in xs if x is not None) else np.float64
+        float32 = all(np.dtype(getattr(x, "dtype", np.float64)) == np.float32 for x in xs if x is not None)
+        dtype = np.float32 if float32 else np.float64
     return np.dtype(_jax().dtypes.canonicalize_dtype(np.dtype(dtype)))
 
 

@@ -86,7 +86,7 @@ def hyperparameter(value, name):
 
 
 # --------------------------------------------------------------------------- pytrees and callbacks
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _register_pytrees():
     """Make :class:`fastntk.Kernel` a JAX pytree (values, cov1, cov2), so jit can return it."""
     jax = _jax()
@@ -95,7 +95,7 @@ def _register_pytrees():
         lambda fields, children: Kernel(fields, children[0], children[1], children[2]))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _callback_options():
     """How pure_callback runs under vmap: one call per batch element, in any jax version."""
     params = inspect.signature(_jax().pure_callback).parameters

@@ -18,8 +18,15 @@ from conftest import assert_close
 
 import fastntk
 from fastntk import network, predict, stax
-from fastntk.empirical import (empirical_kernel_fn, empirical_nngp_fn, empirical_ntk_fn, empirical_ntk_vp_fn,
-                               linearize, monte_carlo_kernel_fn, taylor_expand)
+from fastntk.empirical import (
+    empirical_kernel_fn,
+    empirical_nngp_fn,
+    empirical_ntk_fn,
+    empirical_ntk_vp_fn,
+    linearize,
+    monte_carlo_kernel_fn,
+    taylor_expand,
+)
 
 jax = pytest.importorskip("jax")
 jnp = jax.numpy
@@ -79,7 +86,8 @@ def test_kernel_fn_jit_equals_numpy(name):
     assert_close(sym, kernel_fn(x1, None, "ntk"), RTOL_VALUES, "x2 None")
     diag = jax.jit(lambda a: kernel_fn(a, None, ("ntk", "nngp"), diagonal=True))(x1)
     ref_diag = kernel_fn(x1, None, ("ntk", "nngp"), diagonal=True)
-    assert diag.ntk.shape == (5,) and diag.cov2 is None
+    assert diag.ntk.shape == (5,)
+    assert diag.cov2 is None
     assert_close(diag.ntk, ref_diag.ntk, RTOL_VALUES, "diagonal ntk")
     assert_close(diag.nngp, ref_diag.nngp, RTOL_VALUES, "diagonal nngp")
 
@@ -94,7 +102,8 @@ def test_kernel_fn_vmap_over_batches_of_inputs():
     for i in range(3):
         assert_close(k[i], kernel_fn(np.asarray(xb[i]), x2, "nngp"), RTOL_VALUES, f"slice {i}")
     g = jax.vmap(jax.grad(lambda a: kernel_fn(a, x2, "ntk").sum()))(xb)
-    assert g.shape == xb.shape and bool(jnp.isfinite(g).all())
+    assert g.shape == xb.shape
+    assert bool(jnp.isfinite(g).all())
 
 
 def test_kernel_fn_float32_without_x64():
@@ -209,7 +218,8 @@ def test_empirical_fns_of_networks_in_jit(axes):
     for fn in (empirical_ntk_fn(apply_fn, *axes), empirical_nngp_fn(apply_fn, *axes)):
         ref = fn(x1, b, np_params)
         got = jax.jit(fn)(x1, b, params)
-        assert isinstance(got, jax.Array) and got.shape == ref.shape
+        assert isinstance(got, jax.Array)
+        assert got.shape == ref.shape
         assert_close(got, ref, RTOL_VALUES, f"{axes}")
     kernel_fn = empirical_kernel_fn(apply_fn, *axes)
     k = jax.jit(lambda a, p: kernel_fn(a, None, None, p))(x1, params)
@@ -259,7 +269,7 @@ def test_linearize_of_a_network_with_jax_params_is_differentiable():
     assert all(bool(jnp.isfinite(g).all()) for g in jax.tree_util.tree_leaves(grads))
 
 
-@pytest.mark.parametrize("tag, axes", [("trace", {}), ("full", {"trace_axes": ()}),
+@pytest.mark.parametrize(("tag", "axes"), [("trace", {}), ("full", {"trace_axes": ()}),
                                        ("diag", {"trace_axes": (), "diagonal_axes": (-1,)})])
 def test_empirical_kernels_of_jax_functions_equal_neural_tangents(tag, axes):
     x1, x2 = _inputs()
@@ -338,7 +348,8 @@ def test_predict_fns_in_jit():
     got = jax.jit(lambda t, ktd: mse(t, 0.0, 0.0, ktd))(jnp.array([0.5, 2.0]), jnp.asarray(kt.ntk))
     inside = jax.jit(lambda K, Y: predict.gradient_descent_mse(K, Y)(jnp.array([0.5, 2.0]), 0.0, 0.0, kt.ntk))(k.ntk, y)
     for g in (got, inside):
-        assert g[0].shape == (2, 5, 2) and g[1].shape == (2, 4, 2)
+        assert g[0].shape == (2, 5, 2)
+        assert g[1].shape == (2, 4, 2)
         for a, b in zip(g, ref):
             assert_close(a, b, RTOL_VALUES, "gradient_descent_mse")
 

@@ -17,13 +17,13 @@ import sys
 import types
 
 sys.modules.setdefault("neural_tangents.experimental", types.ModuleType("neural_tangents.experimental"))
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_enable_x64", True)
-import jax.numpy as jnp  # noqa: E402
-import neural_tangents as nt  # noqa: E402
-import numpy as np  # noqa: E402
-from neural_tangents import stax  # noqa: E402
+import jax.numpy as jnp
+import neural_tangents as nt
+import numpy as np
+from neural_tangents import stax
 
 rng = np.random.default_rng(11)
 x1, x2 = rng.standard_normal((5, 3)), rng.standard_normal((4, 3))
@@ -70,6 +70,6 @@ for get in ("nngp", "ntk"):
 _, _, kernel_fn = stax.serial(stax.Dense(4, 1.4, 0.1), stax.Gelu(), stax.Dense(4, 1.4, 0.1), stax.Relu(),
                               stax.Dense(1, 1.4, 0.1))
 for get in ("nngp", "ntk"):
-    out[f"grad_x1_{get}"] = np.asarray(jax.grad(lambda a: kernel_fn(a, x2, get).sum())(x1))
+    out[f"grad_x1_{get}"] = np.asarray(jax.grad(lambda a, get=get: kernel_fn(a, x2, get).sum())(x1))
 spec = {"nt_version": nt.__version__, "jax_version": jax.__version__}
 np.savez(pathlib.Path(__file__).parent / "data" / "jax_interop.npz", spec=json.dumps(spec), **out)

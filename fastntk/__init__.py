@@ -15,9 +15,11 @@ from .empirical import (
     empirical_kernel_fn,
     empirical_nngp_fn,
     empirical_ntk_fn,
+    empirical_ntk_vp_fn,
     linearize,
     monte_carlo_kernel_fn,
     pseudo_ntk,
+    taylor_expand,
 )
 from ._backend import get_num_threads, set_num_threads
 
@@ -32,6 +34,7 @@ __all__ = [
     "empirical_kernel_fn",
     "empirical_nngp_fn",
     "empirical_ntk_fn",
+    "empirical_ntk_vp_fn",
     "get_num_threads",
     "linearize",
     "monte_carlo_kernel_fn",
@@ -40,4 +43,5 @@ __all__ = [
     "set_num_threads",
     "spectrum",
     "stax",
+    "taylor_expand",
 ]

@@ -13,13 +13,24 @@ float64, a loop over layers, no tiling, no tricks. It reads the typed network sp
 * ``GivenDual(nngp_fn, d_nngp_fn)``: user-given dual kernels.
 
 Conventions are neural-tangents' (0.6.5, ``stax/linear.py`` and ``stax/elementwise.py``).
+
+The recursion computes in the array namespace of its inputs (:func:`fastntk.activations.namespace`):
+NumPy arrays give float64 NumPy results, JAX arrays (tracers included) jax.numpy results in
+their own float dtype, which ``jax.jvp``/``jax.grad`` differentiate; ``fastntk._jax_dispatch``
+uses it for the derivatives of ``kernel_fn``. Square roots and divisions that meet 0 use the
+double-``where`` idiom, so derivatives are finite wherever the kernel is smooth; where it is not
+(ReLU family at ρ = ±1, θ held at 0 or π) the derivative is that along the directions keeping
+ρ = ±1, the mean of the one-sided derivatives.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import NamedTuple
 
-from .activations import ABReluDual, ErfDual, GeluDual, GivenDual, QuadratureDual, SinDual
+import numpy as np
+import scipy.special
+
+from .activations import ABReluDual, ErfDual, GeluDual, GivenDual, QuadratureDual, SinDual, namespace
 from .spec import Act, Dense, Dropout, FanInConcat, FanInProd, FanInSum, FanOut, Parallel, Repeat, Serial
 
 __all__ = ["dual", "infinite_kernels", "rho_tolerance"]
@@ -37,24 +48,61 @@ def rho_tolerance(d, dtype):
     return 16.0 * np.sqrt(d) * np.finfo(dtype).eps
 
 
-def _residual(k12, k11, k22):
+def _residual(k12, k11, k22, xp=np):
     """r = k22·(1 − ρ²) = k22 − k12²/k11, ρ = k12/√(k11·k22); 0 where k11 = 0.
 
     Never the product k11·k22, which overflows (or underflows) long before the kernels
     do; r ≤ k22. r = 0 exactly at coincident points (k12 = k11 = k22), whose ρ is 1.
     """
-    k12, k11, k22 = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (k12, k11, k22)))
-    inv11 = np.divide(1.0, k11, out=np.zeros_like(k11), where=k11 > 0)
-    return np.where((k12 == k11) & (k12 == k22), 0.0, k22 - k12 * (k12 * inv11))
+    k12, k11, k22 = _broadcast_float(xp, k12, k11, k22)
+    inv11 = xp.where(k11 > 0, 1.0 / _where_positive(xp, k11, k11), 0.0)
+    return xp.where((k12 == k11) & (k12 == k22), 0.0, k22 - k12 * (k12 * inv11))
 
 
-def dual(rule, k12, k11, k22, rho_tol=0.0):
+def _broadcast_float(xp, *arrays):
+    """The arrays broadcast together: float64 for NumPy, as they are (floating) for another namespace."""
+    if xp is np:
+        return np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in arrays))
+    return xp.broadcast_arrays(*(xp.asarray(a) for a in arrays))
+
+
+def _where_positive(xp, cond, a):
+    """a where cond > 0, else 1: the inner half of the double-``where`` idiom.
+
+    ``xp.where(c, f(a), 0)`` differentiates both branches under JAX, and f = √ or 1/· has an
+    infinite derivative at 0 that turns the discarded branch's zero cotangent into NaN; f of
+    ``_where_positive(xp, c, a)`` is finite everywhere, so the derivative of the selected
+    branch is exact and the discarded one contributes 0. Values are unchanged.
+    """
+    return xp.where(cond > 0, a, 1.0)
+
+
+def _sqrt(xp, a):
+    """√a for a ≥ 0, with derivative 0 rather than ∞·0 = NaN at a = 0 (see ``_where_positive``)."""
+    return xp.where(a > 0, xp.sqrt(_where_positive(xp, a, a)), 0.0)
+
+
+def _ldexp(xp, x, e):
+    """x·2^e, exact. NumPy's ldexp; elsewhere two power-of-two factors (each within range),
+    because old jax (0.4) gives ldexp a zero derivative in x."""
+    if xp is np:
+        return np.ldexp(x, e)
+    half = e // 2
+    return x * xp.exp2(xp.astype(half, x.dtype)) * xp.exp2(xp.astype(e - half, x.dtype))
+
+
+def dual(rule, k12, k11, k22, rho_tol=0.0, xp=np, special=scipy.special):
     """E[φ(u)φ(v)] and E[φ'(u)φ'(v)] for (u, v) ~ N(0, [[k11, k12], [k12, k22]]).
 
     ``rule`` is an activation's dual rule. Arrays broadcast against each other. Returns
     ``(sigma, t_dot)``. No closed form takes
     the product k11·k22 of the two variances, which overflows (or underflows) long before
     the kernels do, so they hold over the whole float range.
+
+    ``xp``, ``special``: the array namespace of the kernels and its ``erf``/``ndtr`` module
+    (:func:`fastntk.activations.namespace`); NumPy and SciPy by default. Every operation has
+    a JAX equivalent, and square roots and divisions that can meet 0 use the double-``where``
+    idiom (``_sqrt``), so JAX derivatives are finite wherever the kernel is smooth.
     """
     if isinstance(rule, ABReluDual):
         a, b = rule.a, rule.b
@@ -62,13 +110,16 @@ def dual(rule, k12, k11, k22, rho_tol=0.0):
         # two pre-activations. Both are homogeneous: computed on k11·4^−h1, k22·4^−h2 (in
         # [1/2, 2)) and k12·2^−(h1+h2), then s is scaled back. Powers of two are exact, so
         # the product form rounds as without them and cannot overflow or underflow.
-        h1, h2 = np.frexp(k11)[1] // 2, np.frexp(k22)[1] // 2
-        k11_, k22_, k12_ = np.ldexp(k11, -2 * h1), np.ldexp(k22, -2 * h2), np.ldexp(k12, -(h1 + h2))
+        h1, h2 = xp.frexp(k11)[1] // 2, xp.frexp(k22)[1] // 2
+        k11_, k22_, k12_ = _ldexp(xp, k11, -2 * h1), _ldexp(xp, k22, -2 * h2), _ldexp(xp, k12, -(h1 + h2))
         s2 = k11_ * k22_ - k12_**2
         # 1 − ρ² ≤ rho_tol: ρ = ±1; and ρ = 1 exactly at coincident points (k12 = k11 = k22).
-        s2 = np.where((s2 > rho_tol * k11_ * k22_) & ~((k12 == k11) & (k12 == k22)), s2, 0.0)
-        s = np.ldexp(np.sqrt(s2), h1 + h2)
-        theta = np.where((s2 == 0) & (k12_ == 0), np.pi / 2, np.arctan2(np.sqrt(s2), k12_))  # π/2: zero variance
+        # There s = 0 is held constant: the derivative returned is that along the directions
+        # that keep ρ = ±1, the mean of the one-sided derivatives of s ∝ |sin θ|.
+        s2 = xp.where((s2 > rho_tol * k11_ * k22_) & ~((k12 == k11) & (k12 == k22)), s2, 0.0)
+        s = _ldexp(xp, _sqrt(xp, s2), h1 + h2)
+        zero_var = (s2 == 0) & (k12_ == 0)  # θ = π/2; atan2(0, 0) has no derivative
+        theta = xp.where(zero_var, np.pi / 2, xp.arctan2(xp.where(zero_var, 1.0, _sqrt(xp, s2)), k12_))
         t_dot = (a**2 + b**2) / 2 - (a - b) ** 2 * theta / (2 * np.pi)
         return (a - b) ** 2 / (2 * np.pi) * s + t_dot * k12, t_dot
     if isinstance(rule, ErfDual):
@@ -79,18 +130,18 @@ def dual(rule, k12, k11, k22, rho_tol=0.0):
         # q1 = √(1 + 2A11): w² = 1 + 2b²e1·k22 + 2b²t1²·r, every term ≥ 0 (no cancellation at
         # coincident points, where den = √(1 + 4A)), and atan2(2A12, den) = atan2(2b²k12/q1, w).
         e1 = 1 / (1 + 2 * b**2 * k11)
-        t1_sq, inv_q1 = 2 * b**2 * k11 * e1, np.sqrt(e1)
-        r = np.maximum(_residual(k12, k11, k22), 0.0)
-        w = np.sqrt(1 + 2 * b**2 * e1 * k22 + 2 * b**2 * t1_sq * r)
-        sigma = a**2 * (2 / np.pi) * np.arctan2(2 * b**2 * inv_q1 * k12, w) + c**2
+        t1_sq, inv_q1 = 2 * b**2 * k11 * e1, xp.sqrt(e1)
+        r = xp.maximum(_residual(k12, k11, k22, xp), 0.0)
+        w = xp.sqrt(1 + 2 * b**2 * e1 * k22 + 2 * b**2 * t1_sq * r)
+        sigma = a**2 * (2 / np.pi) * xp.arctan2(2 * b**2 * inv_q1 * k12, w) + c**2
         return sigma, a**2 * b**2 * (4 / np.pi) * inv_q1 / w
     if isinstance(rule, SinDual):
         a, b, c = rule.a, rule.b, rule.c
         # Both exponents are ≤ 0 (|k12| ≤ √(k11·k22) ≤ S/2): rounding above 0 is clamped.
         # S/2 = k11/2 + k22/2, which does not overflow.
         half_s = k11 / 2 + k22 / 2
-        ep = np.exp(np.minimum(b**2 * (k12 - half_s), 0.0))
-        em = np.exp(np.minimum(-(b**2) * (k12 + half_s), 0.0))
+        ep = xp.exp(xp.minimum(b**2 * (k12 - half_s), 0.0))
+        em = xp.exp(xp.minimum(-(b**2) * (k12 + half_s), 0.0))
         sigma = a**2 / 2 * (ep - np.cos(2 * c) * em)
         return sigma, a**2 * b**2 / 2 * (ep + np.cos(2 * c) * em)
     if isinstance(rule, GeluDual):
@@ -103,22 +154,22 @@ def dual(rule, k12, k11, k22, rho_tol=0.0):
         #   k12²/(P1·D) = κ²e2/(q1·w), P·D/P1 = t1²·q1·w·k22·e2, (1 − P)/P1 + 1 = e1 + e2,
         #   k12/D = κ/w, 1/D² = e1/w², A = atan2(κ, w).
         e1, e2 = 1 / (1 + k11), 1 / (1 + k22)
-        t1_sq, q1 = k11 * e1, np.sqrt(1 + k11)
-        r = np.maximum(_residual(k12, k11, k22), 0.0)
-        w = np.sqrt(1 + e1 * k22 + t1_sq * r)
+        t1_sq, q1 = k11 * e1, xp.sqrt(1 + k11)
+        r = xp.maximum(_residual(k12, k11, k22, xp), 0.0)
+        w = xp.sqrt(1 + e1 * k22 + t1_sq * r)
         kappa = k12 / q1
-        ang = np.arctan2(kappa, w)
+        ang = xp.arctan2(kappa, w)
         sigma = (kappa**2 * e2 / (q1 * w) + t1_sq * q1 * w * (k22 * e2) + k12 * ang) / (2 * np.pi) + k12 / 4
         t_dot = kappa / (2 * np.pi * w) * (e1 / w**2 + e1 + e2) + 1 / 4 + ang / (2 * np.pi)
         return sigma, t_dot
     if isinstance(rule, QuadratureDual):
-        return _gauss_hermite_dual(rule.fn, rule.df, rule.deg, k12, k11, k22)
+        return _gauss_hermite_dual(rule.fn, rule.df, rule.deg, k12, k11, k22, xp)
     if isinstance(rule, GivenDual):
         return rule.nngp_fn(k12, k11, k22), rule.d_nngp_fn(k12, k11, k22)
     raise ValueError(f"unknown dual rule {type(rule).__name__}")
 
 
-def _gauss_hermite_dual(fn, df, deg, k12, k11, k22):
+def _gauss_hermite_dual(fn, df, deg, k12, k11, k22, xp=np):
     """Both expectations by deg×deg Gauss–Hermite quadrature.
 
     u = √k11·z₁, v = √k22·(ρ z₁ + √(1 − ρ²) z₂) with z₁, z₂ ~ N(0, 1) independent, and
@@ -126,13 +177,14 @@ def _gauss_hermite_dual(fn, df, deg, k12, k11, k22):
     """
     x, w = np.polynomial.hermite.hermgauss(deg)
     z, w = np.sqrt(2) * x, w / np.sqrt(np.pi)
-    k12, k11, k22 = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (k12, k11, k22)))
+    k12, k11, k22 = _broadcast_float(xp, k12, k11, k22)
     # ρ = k12/(√k11·√k22) (not k12/√(k11·k22), whose product overflows); k11 itself where
     # k11 = k22, so ρ = 1 exactly at coincident points; 0 at a zero-variance point.
-    scale = np.where(k11 == k22, k11, np.sqrt(k11) * np.sqrt(k22))
-    rho = np.clip(np.divide(k12, scale, out=np.zeros_like(k12), where=scale > 0), -1, 1)
-    u = np.sqrt(k11)[..., None, None] * z[:, None]
-    v = np.sqrt(k22)[..., None, None] * (rho[..., None, None] * z[:, None] + np.sqrt(1 - rho**2)[..., None, None] * z)
+    scale = xp.where(k11 == k22, k11, _sqrt(xp, k11) * _sqrt(xp, k22))
+    rho = xp.clip(xp.where(scale > 0, k12 / _where_positive(xp, scale, scale), 0.0), -1, 1)
+    u = _sqrt(xp, k11)[..., None, None] * z[:, None]
+    v = _sqrt(xp, k22)[..., None, None] * (rho[..., None, None] * z[:, None]
+                                          + _sqrt(xp, 1 - rho**2)[..., None, None] * z)
     ww = w[:, None] * w
     return (ww * fn(u) * fn(v)).sum((-2, -1)), (ww * df(u) * df(v)).sum((-2, -1))
 
@@ -142,8 +194,8 @@ def infinite_kernels(x1, x2, network, start=None):
 
     Parameters
     ----------
-    x1 : ndarray of shape (N1, d)
-    x2 : ndarray of shape (N2, d) or None (then x2 = x1)
+    x1 : array of shape (N1, d): NumPy, or JAX (the recursion then runs in jax.numpy)
+    x2 : array of shape (N2, d) or None (then x2 = x1)
     network : a spec node (see module docstring), e.g. ``kernel_fn.spec``
     start : None, or a dict continuing another network's kernels instead of the inputs':
         nngp (N1, N2), ntk (N1, N2), cov1 (N1,), cov2 (N2,) (x1 and x2 are then unused but for
@@ -151,26 +203,40 @@ def infinite_kernels(x1, x2, network, start=None):
 
     Returns
     -------
-    nngp, ntk : ndarrays of shape (N1, N2), float64
+    nngp, ntk : arrays of shape (N1, N2) in x1's namespace; float64 for NumPy
     """
+    xp, special = namespace(x1 if start is None else start["nngp"])
     if start is None:
-        x1 = np.asarray(x1, dtype=np.float64)
-        x2 = x1 if x2 is None else np.asarray(x2, dtype=np.float64)
+        x1 = _broadcast_float(xp, x1)[0]
+        x2 = x1 if x2 is None else _broadcast_float(xp, x2)[0]
         d = x1.shape[1]
         # Input kernel Σ⁰ = x·x'/d; Θ⁰ = 0. cov1, cov2 are the per-point variances Σ(x, x).
-        k = _Branch(x1 @ x2.T / d, np.zeros((x1.shape[0], x2.shape[0])), (x1 * x1).sum(1) / d,
-                    (x2 * x2).sum(1) / d, np.zeros(x1.shape[0]), np.zeros(x2.shape[0]), d)
+        k = _Branch(x1 @ x2.T / d, xp.zeros((x1.shape[0], x2.shape[0]), dtype=x1.dtype), (x1 * x1).sum(1) / d,
+                    (x2 * x2).sum(1) / d, xp.zeros(x1.shape[0], dtype=x1.dtype), xp.zeros(x2.shape[0], dtype=x1.dtype),
+                    d)
     else:
-        nngp = np.asarray(start["nngp"], dtype=np.float64)
-        cov1 = np.asarray(start["cov1"], dtype=np.float64)
-        cov2 = cov1 if start.get("cov2") is None else np.asarray(start["cov2"], dtype=np.float64)
-        ntk = np.asarray(start["ntk"], dtype=np.float64)
+        nngp, cov1, ntk = _broadcast_float(xp, start["nngp"])[0], _broadcast_float(xp, start["cov1"])[0], \
+            _broadcast_float(xp, start["ntk"])[0]
+        cov2 = cov1 if start.get("cov2") is None else _broadcast_float(xp, start["cov2"])[0]
         d = start["width"]
         # Θ(x, x) of the inputs: the diagonal when symmetric (only the diagonal pass reads it).
-        k = _Branch(nngp, ntk, cov1, cov2, np.zeros_like(cov1), np.zeros_like(cov2), d)
-    x1_is_x2 = x2 is None or (np.shape(x1) == np.shape(x2) and np.all(np.abs(np.asarray(x1) - x2) < 1e-12))
-    (k,) = _kernels(network, [k], rho_tolerance(d, np.float64), x1_is_x2)
+        k = _Branch(nngp, ntk, cov1, cov2, xp.zeros_like(cov1), xp.zeros_like(cov2), d)
+
+    def x1_is_x2():  # neural-tangents' test, read only by Dropout in mode 'train' (needs values)
+        return x2 is None or (x1.shape == x2.shape and bool(xp.all(xp.abs(x1 - x2) < 1e-12)))
+
+    ctx = _Context(xp, special, rho_tolerance(d, k.nngp.dtype), x1_is_x2)
+    (k,) = _kernels(network, [k], ctx)
     return k.nngp, k.ntk
+
+
+class _Context(NamedTuple):
+    """What every layer map reads: the namespace (xp, special), ρ tolerance, and the x1-is-x2 test."""
+
+    xp: object
+    special: object
+    rho_tol: float
+    x1_is_x2: object
 
 
 class _Branch:
@@ -187,17 +253,17 @@ class _Branch:
         return new
 
 
-def _kernels(node, ks, rho_tol, x1_is_x2):
+def _kernels(node, ks, ctx):
     """The branches' kernels after ``node`` for the branches ``ks`` (a list of :class:`_Branch`)."""
     if isinstance(node, Serial):
         for child in node.layers:
-            ks = _kernels(child, ks, rho_tol, x1_is_x2)
+            ks = _kernels(child, ks, ctx)
         return ks
     if isinstance(node, Parallel):
-        return [_kernels(child, [k], rho_tol, x1_is_x2)[0] for child, k in zip(node.layers, ks)]
+        return [_kernels(child, [k], ctx)[0] for child, k in zip(node.layers, ks)]
     if isinstance(node, Repeat):
         for _ in range(node.n):
-            ks = _kernels(node.layer, ks, rho_tol, x1_is_x2)
+            ks = _kernels(node.layer, ks, ctx)
         return ks
     if isinstance(node, FanOut):
         return ks * node.num
@@ -205,26 +271,27 @@ def _kernels(node, ks, rho_tol, x1_is_x2):
         return [ks[0].with_(**{f: sum(getattr(k, f) for k in ks) for f in _FIELDS})]
     if isinstance(node, FanInProd):
         # E[∏ᵢ fᵢ ∏ᵢ f'ᵢ] = ∏ᵢ Σᵢ for independent branches; Θ by the product rule: Σᵢ Θᵢ ∏ⱼ≠ᵢ Σⱼ.
-        nngp, cov1, cov2 = (np.prod([getattr(k, f) for k in ks], axis=0) for f in ("nngp", "cov1", "cov2"))
-        prod_rule = {t: sum(getattr(ks[i], t) * np.prod([getattr(k, s) for j, k in enumerate(ks) if j != i], axis=0)
+        nngp, cov1, cov2 = (_product([getattr(k, f) for k in ks]) for f in ("nngp", "cov1", "cov2"))
+        prod_rule = {t: sum(getattr(ks[i], t) * _product([getattr(k, s) for j, k in enumerate(ks) if j != i])
                             for i in range(len(ks))) for t, s in (("ntk", "nngp"), ("ntk1", "cov1"), ("ntk2", "cov2"))}
         return [ks[0].with_(nngp=nngp, cov1=cov1, cov2=cov2, **prod_rule)]
     if isinstance(node, FanInConcat):
         # A neuron of the concatenation is one of branch i's nᵢ: the mean over neurons weighs by width.
-        w = np.array([k.width for k in ks], dtype=np.float64)
-        return [ks[0].with_(width=int(w.sum()), **{f: sum(wi * getattr(k, f) for wi, k in zip(w, ks)) / w.sum()
-                                                   for f in _FIELDS})]
+        w = [k.width for k in ks]
+        return [ks[0].with_(width=sum(w), **{f: sum(wi * getattr(k, f) for wi, k in zip(w, ks)) / sum(w)
+                                             for f in _FIELDS})]
     if isinstance(node, Dropout) and node.mode == "train":
         # Inverted dropout (keep rate q): E[(m·f/q)(m·f/q)] = Σ/q at one point, Σ₁₂ between two.
         (k,) = ks
         q = node.rate
-        diag = np.eye(*k.nngp.shape, dtype=bool) if x1_is_x2 else np.zeros(k.nngp.shape, dtype=bool)
-        return [k.with_(nngp=np.where(diag, k.nngp / q, k.nngp), ntk=np.where(diag, k.ntk / q, k.ntk),
+        xp = ctx.xp
+        diag = xp.eye(*k.nngp.shape, dtype=bool) if ctx.x1_is_x2() else xp.zeros(k.nngp.shape, dtype=bool)
+        return [k.with_(nngp=xp.where(diag, k.nngp / q, k.nngp), ntk=xp.where(diag, k.ntk / q, k.ntk),
                         cov1=k.cov1 / q, cov2=k.cov2 / q, ntk1=k.ntk1 / q, ntk2=k.ntk2 / q)]
     if isinstance(node, Dense):
         return [_dense(node, ks[0])]
     if isinstance(node, Act):
-        return [_act(node.activation.dual, ks[0], rho_tol)]
+        return [_act(node.activation.dual, ks[0], ctx)]
     return ks  # Identity, Flatten (of (N, d)), Dropout in mode 'test'
 
 
@@ -246,8 +313,15 @@ def _dense(layer, k):
     return _Branch(nngp, ntk, cov1, cov2, ntk1, ntk2, layer.out_dim)
 
 
-def _act(rule, k, rho_tol):
-    sigma, t_dot = dual(rule, k.nngp, k.cov1[:, None], k.cov2[None, :], rho_tol)
-    sigma1, t_dot1 = dual(rule, k.cov1, k.cov1, k.cov1)
-    sigma2, t_dot2 = dual(rule, k.cov2, k.cov2, k.cov2)
+def _product(arrays):
+    out = arrays[0]
+    for a in arrays[1:]:
+        out = out * a
+    return out
+
+
+def _act(rule, k, ctx):
+    sigma, t_dot = dual(rule, k.nngp, k.cov1[:, None], k.cov2[None, :], ctx.rho_tol, ctx.xp, ctx.special)
+    sigma1, t_dot1 = dual(rule, k.cov1, k.cov1, k.cov1, 0.0, ctx.xp, ctx.special)
+    sigma2, t_dot2 = dual(rule, k.cov2, k.cov2, k.cov2, 0.0, ctx.xp, ctx.special)
     return _Branch(sigma, k.ntk * t_dot, sigma1, sigma2, k.ntk1 * t_dot1, k.ntk2 * t_dot2, k.width)

@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 import scipy.special
-from array_api_compat import array_namespace, is_jax_namespace, is_torch_namespace
+from array_api_compat import array_namespace, is_torch_namespace
 
 __all__ = [
     "ACTIVATIONS",
@@ -49,14 +49,19 @@ def namespace(x):
     NumPy arrays and scalars: (numpy, scipy.special); JAX: (jax.numpy, jax.scipy.special);
     PyTorch: (array_api_compat.torch, torch.special). Any other array-API namespace: its own
     ``erf`` and ``ndtr`` where it has them (None where not).
+
+    JAX arrays (tracers included) are recognised as ``jax.Array`` before array_api_compat is
+    asked: jax before 0.4.32 gives its arrays no ``__array_namespace__``, and there
+    array_api_compat may name ``jax.experimental.array_api`` instead of ``jax.numpy``.
     """
     if isinstance(x, (np.ndarray, np.generic, float, int)):
         return np, scipy.special
-    xp = array_namespace(x)
-    if is_jax_namespace(xp):
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(x, jax.Array):
         import jax.scipy.special
 
-        return xp, jax.scipy.special
+        return jax.numpy, jax.scipy.special
+    xp = array_namespace(x)
     if is_torch_namespace(xp):
         return xp, sys.modules["torch"].special
     return xp, SimpleNamespace(erf=getattr(xp, "erf", None), ndtr=getattr(xp, "ndtr", None))

@@ -63,7 +63,7 @@ import warnings
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from . import _ode, solvers
+from . import _jax_dispatch, _ode, solvers
 from ._types import DiagRegSelection, Gaussian, Kernel, KernelRidge, ODEState, Spectrum
 from ._validation import (check_array, check_dtype, check_get, check_initial, check_integer, check_kernel,
                           check_kernel_or_operator, check_memory, check_outputs, check_positive, check_targets,
@@ -176,6 +176,10 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
     >>> np.allclose(predict_fn(1e6, 0.0), y)
     True
     """
+    if _jax_dispatch.uses_jax(k_train_train, y_train):  # JAX arrays, jit: see fastntk._jax_dispatch
+        return _jax_dispatch.predictor(gradient_descent_mse, (k_train_train, y_train, learning_rate, diag_reg,
+                                       diag_reg_absolute_scale, trace_axes), {"discrete": discrete, "dtype": dtype},
+                                       functools.partial(_mse_shapes, k_train_train, y_train, dtype=dtype))
     lay = check_targets(y_train, trace_axes)
     k, y = lay.train_kernel(k_train_train, "k_train_train"), lay.y
     learning_rate = check_positive(learning_rate, "learning_rate")
@@ -201,7 +205,7 @@ def gradient_descent_mse(k_train_train, y_train, learning_rate=1.0, diag_reg=0.0
         fx_test = None if ktd is None else lay.from_2d(ft0 + test, shape).astype(dtype, copy=False)
         return _outputs(fx_train, fx_test)
 
-    return predict_fn
+    return _jax_dispatch.accepting_jax(predict_fn, functools.partial(_mse_shapes, k, y_train, dtype=dtype))
 
 
 def _check_inputs(fx_train_0, fx_test_0, k_test_train):
@@ -411,6 +415,10 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     2020, arXiv:2007.05864): ``Θ_td Θ⁻¹ y``, ``Θ_tt − Θ_td Θ⁻¹ Θ_dt``. Kernels are regularized
     where inverted.
     """
+    if _jax_dispatch.uses_jax(k_train_train, y_train):  # JAX arrays, jit: see fastntk._jax_dispatch
+        return _jax_dispatch.predictor(gp_inference, (k_train_train, y_train, diag_reg, diag_reg_absolute_scale,
+                                       trace_axes), {"dtype": dtype},
+                                       functools.partial(_gp_shapes, k_train_train, y_train, dtype=dtype))
     first = k_train_train
     if _is_kernels(k_train_train):
         first = next((v for v in (getattr(k_train_train, g, None) for g in ("nngp", "ntk")) if v is not None), None)
@@ -435,7 +443,7 @@ def gp_inference(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
         out = {g: _posterior(g, factor, lay, k_test_train, k_test_test, dtype) for g in names}
         return _pack(out, names, single)
 
-    return predict_fn
+    return _jax_dispatch.accepting_jax(predict_fn, functools.partial(_gp_shapes, first, y_train, dtype=dtype))
 
 
 def _check_both_kernels(**kernels):
@@ -520,6 +528,10 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
     """
     if not callable(kernel_fn):
         raise TypeError(f"kernel_fn must be callable; got {type(kernel_fn).__name__}")
+    if _jax_dispatch.uses_jax(x_train, y_train):  # JAX arrays, jit: see fastntk._jax_dispatch
+        return _jax_dispatch.predictor(gradient_descent_mse_ensemble, (kernel_fn, x_train, y_train, learning_rate,
+                                       diag_reg, diag_reg_absolute_scale, trace_axes), kernel_fn_train_train_kwargs,
+                                       functools.partial(_ensemble_shapes, x_train, y_train))
     x_train = check_array(x_train, "x_train", ndim=max(np.ndim(x_train), 2))
     lay = check_targets(y_train, trace_axes)
     if lay.n != x_train.shape[0]:
@@ -562,7 +574,7 @@ def gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=1.0
             out = {g: _astype(v, out_dtype) for g, v in out.items()}
         return _pack(out, names, single)
 
-    return predict_fn
+    return _jax_dispatch.accepting_jax(predict_fn, functools.partial(_ensemble_shapes, x_train, y_train))
 
 
 def _memo_kernel(memo, kernel_fn, x_test, x2, get, kw):
@@ -711,3 +723,42 @@ def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
         dtype = np.float64 if isinstance(k, LinearOperator) else result_dtype(k, np.empty(0, y_dtype))
     alpha, fx_train = (a.reshape(-1, *tail).astype(dtype, copy=False) for a in (alpha, fx_train))
     return KernelRidge(alpha, fx_train, None if fx_test is None else fx_test.astype(dtype, copy=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Result shapes of the predict functions, from their arguments' shapes: the callbacks under jax.jit
+# need them before any value exists (fastntk._jax_dispatch).
+
+
+def _mse_shapes(k, y, t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None, *, dtype=None):
+    """gradient_descent_mse's predict_fn: (S..., N, O...) train and (S..., N_test, O...) test outputs."""
+    dtype, times, tail = _jax_dispatch.result_dtype(dtype, k, y), np.shape(t) if t is not None else (), np.shape(y)[1:]
+    train = None if fx_train_0 is None else _jax_dispatch.shape_dtype((*times, np.shape(k)[0], *tail), dtype)
+    test = None if fx_test_0 is None else _jax_dispatch.shape_dtype((*times, np.shape(k_test_train)[0], *tail), dtype)
+    return test if train is None else train if test is None else (train, test)
+
+
+def _gaussian_shapes(names, get, n_test, tail, cov_shape, dtype):
+    """Per name of get the mean (…, N_test, O...) or a Gaussian with covariance ``cov_shape`` (None: means only)."""
+    mean = _jax_dispatch.shape_dtype((*n_test, *tail), dtype)
+    cov = None if cov_shape is None else _jax_dispatch.shape_dtype(cov_shape, dtype)
+    return _pack({g: mean if cov is None else Gaussian(mean, cov) for g in names}, names, isinstance(get, str))
+
+
+def _gp_shapes(k_train_train, y, get=None, k_test_train=None, k_test_test=None, *, dtype=None):
+    """gp_inference's predict_fn: means (N_test, O...) and covariances (N_test, N_test)."""
+    first = next((v for v in (getattr(k_train_train, g, None) for g in ("nngp", "ntk")) if v is not None), None) \
+        if _is_kernels(k_train_train) else k_train_train
+    names = check_get(get, ("nngp", "ntk", "ntkgp"))
+    n = np.shape(first)[0] if k_test_train is None else np.shape(_attr(k_test_train, "ntk" if "ntk" in names else
+                                                                       "nngp", "k_test_train"))[0]
+    cov = None if k_test_test is None else (n, n)
+    return _gaussian_shapes(names, get, (n,), np.shape(y)[1:], cov, _jax_dispatch.result_dtype(dtype, first, y))
+
+
+def _ensemble_shapes(x_train, y, t=None, x_test=None, get=None, compute_cov=False, **kernel_fn_kwargs):
+    """gradient_descent_mse_ensemble's predict_fn: means (S..., N_test, O...), covariances (S..., N_test, N_test)."""
+    times = np.shape(t) if t is not None else ()
+    n = np.shape(x_train if x_test is None else x_test)[0]
+    return _gaussian_shapes(check_get(get), get, (*times, n), np.shape(y)[1:],
+                            (*times, n, n) if compute_cov else None, _jax_dispatch.result_dtype(None, x_train, y))

@@ -19,6 +19,15 @@ an activation holds ``()``. ``init_fn(jax.random.PRNGKey(k), shape)`` instead dr
 arrays neural-tangents 0.6.5 draws from that key, and ``apply_fn`` computes in the namespace
 of its inputs: JAX or PyTorch arrays in, the same kind out, differentiable by
 ``jax.grad``/``jax.jit``/``jax.vmap`` or torch autograd.
+
+``kernel_fn`` takes JAX arrays too and returns JAX arrays, inside ``jax.jit`` and ``jax.vmap``
+(a ``jax.pure_callback`` around the compiled path) and under ``jax.grad`` with respect to the
+inputs or to ``W_std``/``b_std`` given as JAX values. The design choice: values come from the
+compiled path whenever the hyperparameters are numbers (under jit, vmap and grad alike), and
+derivatives from the plain reference recursion (``fastntk._reference``) evaluated in
+``jax.numpy`` (a ``jax.custom_jvp``): exact, slower, and compiled once per network structure.
+When ``W_std`` or ``b_std`` is a tracer (``jax.grad`` over it), values and derivatives both come
+from that recursion. See ``fastntk._jax_dispatch``.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _backend, infinite, network, spec
+from . import _backend, _jax_dispatch, infinite, network, spec
 from . import activations as _act
 from ._types import KERNEL_FIELDS, Kernel
 from ._validation import (
@@ -94,6 +103,10 @@ class _KernelFn:
     def __call__(self, x1, x2=None, get=None, *, diagonal=False, out=None, dtype=None, progress=False,
                  block_rows=None, backend="auto", diagonal_batch=True, diagonal_spatial=False, **kwargs):
         names = check_get(get, KERNEL_FIELDS)
+        if _jax_dispatch.uses_jax(x1, x2) or _jax_dispatch.traced_hyperparameters(self.spec):
+            return self._jax(x1, x2, get, names, diagonal=diagonal, out=out, dtype=dtype, progress=progress,
+                             block_rows=block_rows, backend=backend, diagonal_batch=diagonal_batch,
+                             diagonal_spatial=diagonal_spatial)
         if not isinstance(x1, Kernel) and (np.ndim(x1) > 2 or np.ndim(x2) > 2):
             if diagonal or out is not None or progress:
                 raise ValueError("diagonal, out and progress are for inputs of shape (N, d); x1 and x2 of shape "
@@ -135,10 +148,29 @@ class _KernelFn:
             res["cov2"] = None if x2 is None else self(x2, None, "nngp", dtype=dtype, block_rows=block_rows,
                                                          backend=backend)
         fields = _kernel_fields(res, n1, n2, diagonal_batch, diagonal_spatial)
-        if isinstance(get, str):
-            return fields[names[0]]
-        return Kernel(names, [fields[n] for n in names], **{f: v for f, v in fields.items()
-                                                                 if f not in names and f not in ("nngp", "ntk")})
+        return _select(get, names, fields)
+
+    def _jax(self, x1, x2, get, names, *, diagonal, out, dtype, diagonal_batch, diagonal_spatial, **options):
+        """JAX inputs (or traced hyperparameters): see :mod:`fastntk._jax_dispatch`. Concrete values take
+        the NumPy path whole (any input, any get) and come back as JAX arrays; under a JAX transformation
+        the kernels of (N, d) inputs are traced and the other fields follow from the shapes."""
+        if out is not None:
+            raise ValueError("out is for NumPy results; it cannot be used with JAX inputs or hyperparameters")
+        if not (_jax_dispatch.traced_hyperparameters(self.spec) or _jax_dispatch.any_tracer((x1, x2))):
+            return _jax_dispatch.to_jax(self(*_jax_dispatch.to_numpy((x1, x2)), get, diagonal=diagonal,
+                                             dtype=dtype, diagonal_batch=diagonal_batch,
+                                             diagonal_spatial=diagonal_spatial, **options))
+        if isinstance(x1, Kernel) or np.ndim(x1) > 2 or np.ndim(x2) > 2 or not diagonal_batch:
+            raise NotImplementedError("under jax.jit, jax.vmap or a JAX derivative kernel_fn takes x1, x2 of shape "
+                                      "(N, d) and diagonal_batch=True; call it outside the transformation for a "
+                                      "Kernel input, inputs with location axes or full batch covariances")
+        kernels = tuple(n for n in names if n in ("nngp", "ntk")) or ("nngp",)
+        k = _jax_dispatch.kernel_fn(self, x1, x2, kernels, diagonal=diagonal, out=None, dtype=dtype, **options)
+        _, _, width, is_gaussian = infinite.kernel_program(self.spec, infinite.Start(x1.shape[-1]))
+        res = dict(zip(kernels, k)) | {"cov1": k.cov1, "cov2": k.cov2, "width": width, "is_gaussian": is_gaussian,
+                                       "x1_is_x2": x2 is None}
+        fields = _kernel_fields(res, x1.shape[0], (x1 if x2 is None else x2).shape[0], True, diagonal_spatial)
+        return _select(get, names, fields)
 
 
 def _spatial_kernels(kernel_fn, x1, x2, get, names, dtype, block_rows, backend, diagonal_batch, diagonal_spatial):
@@ -194,10 +226,7 @@ def _spatial_kernels(kernel_fn, x1, x2, get, names, dtype, block_rows, backend, 
                     "diagonal_batch": bool(diagonal_batch), "diagonal_spatial": bool(diagonal_spatial),
                     "shape1": shape, "shape2": (shape2[0], *shape[1:]), "batch_axis": 0, "channel_axis": x1.ndim - 1,
                     "mask1": None, "mask2": None}
-    if isinstance(get, str):
-        return fields[names[0]]
-    return Kernel(names, [fields[n] for n in names], **{f: v for f, v in fields.items()
-                                                             if f not in names and f not in ("nngp", "ntk")})
+    return _select(get, names, fields)
 
 
 def _start(kernel, x2, dtype):
@@ -221,6 +250,15 @@ def _start(kernel, x2, dtype):
     width = None if kernel.shape1 is None else int(kernel.shape1[-1])
     k = Kernel(("nngp", "ntk"), (nngp, ntk), cov1, cov2)
     return infinite.Start(width, k, bool(kernel.is_gaussian), bool(kernel.x1_is_x2) or cov2 is None), dtype
+
+
+def _select(get, names, fields):
+    """What kernel_fn returns for ``get`` (its lower-cased ``names``) from every Kernel field: the field
+    itself for a string, else a Kernel of the named fields with the others as attributes."""
+    if isinstance(get, str):
+        return fields[names[0]]
+    return Kernel(names, [fields[n] for n in names], **{f: v for f, v in fields.items()
+                                                         if f not in names and f not in ("nngp", "ntk")})
 
 
 def _kernel_fields(res, n1, n2, diagonal_batch, diagonal_spatial):
@@ -286,6 +324,23 @@ ValueError, TypeError
     Bad shapes, dtypes, NaN/inf, unknown ``get``.
 MemoryError
     The results would not fit in available memory (checked before allocating).
+
+JAX
+---
+JAX arrays in give JAX arrays out (a :class:`Kernel` is then a JAX pytree); the dtype is the
+one above, as JAX canonicalises it (float32 with ``jax_enable_x64`` off). Concrete arrays are
+computed by the compiled path. Inside ``jax.jit``/``jax.vmap`` the compiled path runs in a
+``jax.pure_callback`` (once per batch element under vmap). Derivatives (``jax.grad``,
+``jax.jvp``, ``jax.jacfwd`` ... in x1, x2) are the JVP of the reference recursion
+``fastntk._reference.infinite_kernels`` in ``jax.numpy``: exact, O(N1·N2·depth) JAX work, slower
+than the compiled values, which stay those of the compiled path. ``W_std``/``b_std`` passed to
+``stax.Dense`` as tracers (``jax.grad`` over them) make the whole call the traced reference
+recursion. Derivatives are finite wherever the kernel is smooth; at ρ = ±1 (parallel inputs, and
+coincident points with x2 None), where the ReLU-family kernels are not differentiable, the
+derivative returned is that along the directions keeping ρ = ±1 (the mean of the one-sided
+derivatives). Activations with quadrature rules differentiate through their JAX φ, φ';
+``Elementwise`` rules must be written in ``jax.numpy`` (with ``d_nngp_fn`` given) to be
+differentiated. ``out`` cannot be used with JAX arrays.
 """
 
 
@@ -332,7 +387,12 @@ def _input_shape(input_shape):
 
 
 def _as_array(x):
-    """(x, its namespace): any array-API array (NumPy, JAX, PyTorch) as is, else np.asarray(x)."""
+    """(x, its namespace): any array-API array (NumPy, JAX, PyTorch) as is, else np.asarray(x).
+
+    JAX arrays and tracers get jax.numpy directly: before jax 0.4.32 they have no
+    ``__array_namespace__``, which array_api_compat asks them for."""
+    if _jax_dispatch.uses_jax(x):
+        return x, _act.namespace(x)[0]
     try:
         return x, array_namespace(x)
     except TypeError:
@@ -340,9 +400,18 @@ def _as_array(x):
         return h, array_namespace(h)
 
 
+def _is_real(h, xp):
+    """Real floating or integer dtype. NumPy and JAX dtypes are NumPy dtypes (and jax.numpy before
+    0.4.32 has no ``isdtype``); others (PyTorch) are asked through their namespace."""
+    try:
+        return np.dtype(h.dtype).kind in "fiu"
+    except TypeError:
+        return xp.isdtype(h.dtype, ("real floating", "integral"))
+
+
 def _apply(layer_spec, params, x, rng=None):
     h, xp = _as_array(x)
-    if h.ndim < 1 or not xp.isdtype(h.dtype, ("real floating", "integral")):
+    if h.ndim < 1 or not _is_real(h, xp):
         raise ValueError(f"inputs must be a real array of shape (..., d); got shape {h.shape}, dtype {h.dtype}")
     net = network.check_params(layer_spec, params, h.shape[-1])
     random = any(isinstance(leaf, spec.Dropout) and leaf.mode == "train" for leaf, _ in net)
@@ -456,11 +525,17 @@ def Dense(out_dim, W_std=1.0, b_std=None, parameterization="ntk"):
 def _dense(out_dim, W_std, b_std, parameterization, out_dim_name="out_dim"):
     if isinstance(out_dim, bool) or not isinstance(out_dim, numbers.Integral) or out_dim < 1:
         raise ValueError(f"{out_dim_name} must be a positive integer; got {out_dim!r}")
-    W_std = check_positive(W_std, "W_std", allow_zero=True)  # 0: neural-tangents allows it (phase diagrams)
-    b_std = check_positive(b_std, "b_std", allow_zero=True, allow_none=True)
+    W_std = _std(W_std, "W_std")  # 0: neural-tangents allows it (phase diagrams)
+    b_std = None if b_std is None else _std(b_std, "b_std")
     if parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard'; got {parameterization!r}")
     return spec.Dense(int(out_dim), W_std, b_std, parameterization)
+
+
+def _std(value, name):
+    """W_std or b_std: a finite real >= 0 as a float, or a JAX tracer (``jax.grad`` over it), kept as is."""
+    value = _jax_dispatch.hyperparameter(value, name)
+    return value if _jax_dispatch.is_tracer(value) else check_positive(value, name, allow_zero=True)
 
 
 def _finite(value, name):

@@ -26,6 +26,14 @@ plain JAX function ``apply_fn(params, x)`` of a parameter pytree (``fastntk.empi
 per-sample Jacobians or NTK-vector products). Both frameworks are thin shims under one block loop
 (``fastntk.empirical._autodiff``).
 
+JAX arrays in give JAX arrays out, inside ``jax.jit`` and ``jax.vmap`` too: for a fastntk network
+the NumPy path runs in a ``jax.pure_callback`` (:mod:`fastntk._jax_dispatch`); for a JAX function
+the kernels are computed in JAX itself (Jacobian contraction or NTK-vector products of the whole
+batch), so they are also differentiable. ``linearize``, ``taylor_expand`` and
+``empirical_ntk_vp_fn`` of JAX functions (or of a network with JAX parameters) are
+neural-tangents' ``jax.jvp``/``jax.vjp`` constructions; ``monte_carlo_kernel_fn`` with a JAX key
+splits it as neural-tangents does.
+
 Layout: ``_axes`` (trace/diagonal axes, the implementation enum), ``_memory`` (result and block
 bytes, checked before any O(N) work), ``_net`` (the only module that reads stax's network
 internals), ``_native`` (validation and dispatch for fastntk networks), ``_structured``,
@@ -37,6 +45,9 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
+from .. import _jax_dispatch
 from .._types import Kernel
 from .._validation import check_block_rows, check_get, check_pair
 from . import _axes, _jax, _native, _net, _torch, _tracking
@@ -47,9 +58,11 @@ __all__ = [
     "empirical_kernel_fn",
     "empirical_nngp_fn",
     "empirical_ntk_fn",
+    "empirical_ntk_vp_fn",
     "linearize",
     "monte_carlo_kernel_fn",
     "pseudo_ntk",
+    "taylor_expand",
     "train_and_track",
 ]
 
@@ -136,7 +149,22 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
         return _torch.ntk_fn(f, trace, diag, implementation)
     if _is_jax(f):
         return _jax.ntk_fn(f, trace, diag, implementation)
-    return _native.ntk_fn(_net.network_of(f), trace, diag, implementation)
+    net = _net.network_of(f)
+    return _native_in_jax(_native.ntk_fn(net, trace, diag, implementation), net, trace, diag)
+
+
+def _native_in_jax(kernel_fn, net, trace, diag):
+    """``kernel_fn(x1, x2, params, ...)`` of a fastntk network made to take JAX arrays, under jit
+    and vmap too (:func:`fastntk._jax_dispatch.accepting_jax`); the result shape follows the axes."""
+
+    def result_shape(x1, x2, params, *args, **kwargs):
+        import jax
+
+        n2 = (x1 if x2 is None else x2).shape[0]
+        shape = _axes.result_shape(trace, diag, x1.shape[0], n2, net.out_dim)
+        return jax.ShapeDtypeStruct(shape, _jax_dispatch.result_dtype(None, x1, x2))
+
+    return _jax_dispatch.accepting_jax(kernel_fn, result_shape)
 
 
 def pseudo_ntk(f, x1, x2, params, *, implementation=NtkImplementation.STRUCTURED_DERIVATIVES, block_rows=None):
@@ -167,14 +195,19 @@ def empirical_nngp_fn(f, trace_axes=(-1,), diagonal_axes=()):
     """Function computing the empirical NNGP f(x1) f(x2)ᵀ (neural-tangents' definition).
 
     As in neural-tangents 0.6.5 this is the outer product of the network *outputs* (not of
-    hidden features), with traced axes averaged. Shapes as in :func:`empirical_ntk_fn`.
+    hidden features), with traced axes averaged. Shapes as in :func:`empirical_ntk_fn`. ``f`` is a
+    fastntk apply_fn or, with jax imported, a JAX function ``f(params, x)``; JAX arrays in give
+    JAX arrays out, under ``jax.jit`` and ``jax.vmap`` too.
 
     Returns
     -------
     nngp_fn : callable ``nngp_fn(x1, x2, params) -> ndarray``
     """
     trace, diag = _axes.canonical_axes(trace_axes, diagonal_axes)
-    return _native.nngp_fn(_net.network_of(f), trace, diag)
+    if _is_jax(f):
+        return _jax.nngp_fn(f, trace, diag)
+    net = _net.network_of(f)
+    return _native_in_jax(_native.nngp_fn(net, trace, diag), net, trace, diag)
 
 
 def empirical_kernel_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
@@ -203,16 +236,77 @@ def linearize(f, params):
     Parameters
     ----------
     f : callable
-        ``apply_fn`` of a :mod:`fastntk.stax` network.
-    params : list
+        ``apply_fn`` of a :mod:`fastntk.stax` network, or (jax imported) a JAX function
+        ``f(params, *args, **kwargs)`` returning a pytree.
+    params : list or pytree
         θ₀, the expansion point.
 
     Returns
     -------
     f_lin : callable ``f_lin(params, x) -> ndarray of shape (N, O)``
-        f(θ₀, x) + J(x)(θ − θ₀), by one forward-mode JVP (no Jacobian is formed).
+        f(θ₀, x) + J(x)(θ − θ₀), by one forward-mode JVP (no Jacobian is formed). A fastntk network
+        with NumPy parameters: NumPy. A JAX function, or JAX parameters (``init_fn`` with a JAX key):
+        neural-tangents' ``linearize`` (one ``jax.jvp``), so ``f_lin`` is differentiable by
+        ``jax.grad`` and runs under ``jax.jit``, as neural-tangents users train it.
     """
+    if _is_jax(f) or _jax_dispatch.uses_jax(params):
+        return _jax.linearize(f, params)
     return _tracking.linearize(_net.network_of(f), params)
+
+
+def taylor_expand(f, params, degree):
+    """Taylor expansion of ``f`` in its parameters around ``params``, to order ``degree`` (neural-tangents').
+
+    Parameters
+    ----------
+    f : callable ``f(params, *args, **kwargs)``
+        A JAX function, or the ``apply_fn`` of a :mod:`fastntk.stax` network (which computes in JAX
+        for JAX parameters).
+    params : pytree
+        θ₀, the expansion point.
+    degree : int >= 0
+        0: f(θ₀); 1: :func:`linearize`; k: Σ_{j ≤ k} dʲf(θ₀)[θ − θ₀]ʲ / j!.
+
+    Returns
+    -------
+    f_tayl : callable ``f_tayl(params, *args, **kwargs)``, with f's signature and output structure;
+        computed by nested ``jax.jvp`` (requires jax), so differentiable by ``jax.grad``.
+    """
+    if isinstance(degree, bool) or not isinstance(degree, numbers.Integral) or degree < 0:
+        raise ValueError(f"degree must be a non-negative integer; got {degree!r}")
+    if not callable(f):
+        raise TypeError(f"f must be callable f(params, *args); got {type(f).__name__}")
+    import jax  # noqa: F401  (the expansion is computed by jax.jvp: fail here, not at the first call)
+
+    return _jax.taylor_expand(f, params, int(degree))
+
+
+def empirical_ntk_vp_fn(f, x1, x2, params, **apply_fn_kwargs):
+    """NTK-vector product function ct ↦ Θ̂(x1, x2)·ct = J(x1) J(x2)ᵀ ct, without forming Θ̂ (neural-tangents').
+
+    One VJP on x2 and one JVP on x1: the cost of about N1 + N2 forward passes, the memory of one VJP
+    (Novak et al. 2022, arXiv:2206.08720, §L).
+
+    Parameters
+    ----------
+    f : callable
+        ``apply_fn`` of a :mod:`fastntk.stax` network, or (jax imported) a JAX function f(params, x).
+    x1 : array of shape (N1, d); x2 : array of shape (N2, d) or None (x1)
+    params : the parameters (a pytree; init_fn's list for a fastntk network)
+    **apply_fn_kwargs : passed to a JAX ``f``
+
+    Returns
+    -------
+    ntk_vp_fn : callable ``ntk_vp_fn(cotangents)``, cotangents of the shape of f(params, x2) (N2, O),
+        returning an array of the shape of f(params, x1) (N1, O). A fastntk network with NumPy
+        arrays computes in NumPy (its network rules' JVP and VJP); otherwise by ``jax.vjp`` and
+        ``jax.jvp``, as neural-tangents, and jit-able.
+    """
+    if _is_jax(f) or _jax_dispatch.uses_jax(x1, x2, params):
+        return _jax.ntk_vp_fn(f, x1, x2, params, **apply_fn_kwargs)
+    if apply_fn_kwargs:
+        raise TypeError(f"a fastntk network takes no apply_fn keyword arguments; got {sorted(apply_fn_kwargs)}")
+    return _tracking.ntk_vp_fn(_net.network_of(f), x1, x2, params)
 
 
 def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size=0, device_count=-1,
@@ -222,9 +316,13 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size=0, devic
 
     Parameters
     ----------
-    init_fn, apply_fn : the network's ``init_fn`` and ``apply_fn`` (fastntk.stax).
-    key : int >= 0, numpy Generator, SeedSequence or 1-D array of non-negative ints (a jax PRNGKey)
-        Seed; sample s uses ``SeedSequence(key).spawn(...)[s]``, so results are reproducible.
+    init_fn, apply_fn : the network's ``init_fn`` and ``apply_fn``: fastntk.stax's, or with a JAX key
+        any ``init_fn(key, input_shape) -> (output_shape, params)`` and JAX function ``apply_fn(params, x)``.
+    key : JAX PRNG key, int >= 0, numpy Generator, SeedSequence or 1-D array of non-negative ints
+        A JAX key (``jax.random.PRNGKey(k)``, a JAX array) is split exactly as neural-tangents 0.6.5
+        splits it, so with a fastntk ``init_fn`` (which draws neural-tangents' parameters from a key)
+        the samples, hence the averages, are neural-tangents'; the results are then JAX arrays.
+        Otherwise sample s uses ``SeedSequence(key).spawn(...)[s]`` (NumPy parameters).
     n_samples : int or increasing sequence of int
         With a sequence, ``kernel_fn`` returns a generator of the running averages at those counts.
     batch_size, device_count, store_on_device : accepted for neural-tangents compatibility.
@@ -237,15 +335,19 @@ def monte_carlo_kernel_fn(init_fn, apply_fn, key, n_samples, batch_size=0, devic
     """
     if not callable(init_fn):
         raise TypeError(f"init_fn must be the init_fn of a fastntk.stax network; got {type(init_fn).__name__}")
-    _net.network_of(apply_fn, "apply_fn")
+    jax_key = _jax.is_key(key)
+    if not (jax_key and _is_jax(apply_fn)):
+        _net.network_of(apply_fn, "apply_fn")
     counts = _tracking.check_n_samples(n_samples)
-    seeds = _tracking.seed_sequence(key).spawn(counts[-1])
+    seeds = None if jax_key else _tracking.seed_sequence(key).spawn(counts[-1])
     emp = empirical_kernel_fn(apply_fn, trace_axes, diagonal_axes, vmap_axes, implementation)
 
     def kernel_fn(x1, x2=None, get=None):
         names = check_get(get)
         check_pair(x1, x2)
-        means = _tracking.running_average(init_fn, emp, seeds, counts, x1, x2, names)
+        samples = (_jax.monte_carlo_params(init_fn, key, counts[-1], tuple(x1.shape)) if jax_key else
+                   (init_fn(np.random.default_rng(seed), tuple(x1.shape))[1] for seed in seeds))
+        means = _tracking.running_average(samples, emp, counts, x1, x2, names)
         gen = (m[0] if isinstance(get, str) else Kernel(names, m) for m in means)
         return gen if not isinstance(n_samples, numbers.Integral) else next(gen)
 

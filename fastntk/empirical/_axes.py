@@ -64,8 +64,10 @@ def check_batch_axes(trace, diag, n1, n2):
         raise ValueError(f"axis 0 in trace_axes or diagonal_axes needs N1 == N2; got N1={n1}, N2={n2}")
 
 
-def reduce_full(full, trace, diag):
-    """Apply trace/diagonal axes to a full kernel (N1, N2, O, O); traced axes are averaged."""
+def reduce_full(full, trace, diag, xp=np):
+    """Apply trace/diagonal axes to a full kernel (N1, N2, O, O); traced axes are averaged.
+
+    ``xp``: the namespace of ``full`` (NumPy, or jax.numpy for the JAX paths)."""
     check_batch_axes(trace, diag, full.shape[0], full.shape[1])
     sub_in, sub_out = "", ""
     for ax, (l1, l2) in enumerate((("i", "j"), ("a", "b"))):
@@ -73,7 +75,16 @@ def reduce_full(full, trace, diag):
         sub_in += l1 + (l1 if tied else l2)
         sub_out += "" if ax in trace else l1 if tied else l1 + l2
     size = float(np.prod([full.shape[2 * ax] for ax in trace]))
-    return np.einsum(f"{sub_in}->{sub_out}", full) / size
+    return xp.einsum(f"{sub_in}->{sub_out}", full) / size
+
+
+def result_shape(trace, diag, n1, n2, n_out):
+    """Shape of the kernel for canonical axes: per axis (batch: N1, N2; output: O, O) both sizes,
+    one (diagonal) or none (traced), in the order of :func:`reduce_full`."""
+    shape = ()
+    for ax, sizes in enumerate(((n1, n2), (n_out, n_out))):
+        shape += () if ax in trace else sizes[:1] if ax in diag else sizes
+    return shape
 
 
 def finish(out, trace, diag, n_out):

@@ -27,9 +27,12 @@ import sys
 
 import numpy as np
 
+from .. import _jax_dispatch
 from .._validation import check_block_rows, check_finite, check_pair
+from ..network import _threefry_unpartitioned
 from . import _autodiff, _axes
 from ._axes import NtkImplementation
+
 _KERNELS = collections.OrderedDict()  # f -> JaxNtk, the last few f: ntk_fns of one f share jax's jit cache
 _CACHE_SIZE = 8
 
@@ -177,6 +180,8 @@ def ntk_fn(f, trace, diag, implementation):
 
     def ntk_fn(x1, x2, params, block_rows=None):
         block_rows = check_block_rows(block_rows)
+        if in_jax(x1, x2, params):
+            return ntk_jax(f, params, x1, x2, trace, diag, implementation)
         x1, x2, _ = check_pair(x1, x2)
         _axes.check_batch_axes(trace, diag, x1.shape[0], x1.shape[0] if x2 is None else x2.shape[0])
         out, n_out = kernel(params, x1, x2, mode or "full", ntvp, block_rows)
@@ -203,3 +208,131 @@ def pseudo_ntk(f, x1, x2, params, implementation, block_rows):
     x1, x2, _ = check_pair(x1, x2)
     ntvp = implementation == NtkImplementation.NTK_VECTOR_PRODUCTS
     return _kernel(f, pseudo=True)(params, x1, x2, "trace", ntvp, block_rows)[0]
+
+
+# --------------------------------------------------------------------------- JAX arrays in, JAX arrays out
+def in_jax(*values):
+    """True if any leaf of ``values`` is a JAX array (tracers included): the kernels then run in JAX."""
+    return _jax_dispatch.uses_jax(*values)
+
+
+def _batched(f):
+    """f(params, x) with (N,) outputs as (N, 1), as the kernels of this module read them."""
+    return _kernel(f).f_batch
+
+
+def _params_like(params, x1, x2):
+    """params with every leaf in the result dtype of x1, x2 (as the NumPy path casts them)."""
+    import jax
+
+    dtype = _jax_dispatch.result_dtype(None, x1, x2)
+    return jax.tree_util.tree_map(lambda a: jax.numpy.asarray(a, dtype), params)
+
+
+def ntk_jax(f, params, x1, x2, trace, diag, implementation):
+    """Θ̂(x1, x2) of a JAX function, in JAX (jit-, vmap- and grad-able): per-sample Jacobians
+    contracted by einsum (implementations 0, 1, 3) or NTK-vector products (2), then the axes."""
+    import jax.numpy as jnp
+
+    kernel = _kernel(f)
+    params = _params_like(params, x1, x2)
+    if implementation == NtkImplementation.NTK_VECTOR_PRODUCTS:
+        full = kernel.ntvp(params, x1, x1 if x2 is None else x2)
+    else:
+        j1 = kernel.jacobian(params, x1)
+        j2 = j1 if x2 is None else kernel.jacobian(params, x2)
+        full = jnp.einsum("iap,jbp->ijab", j1, j2)
+    return _axes.reduce_full(full, trace, diag, jnp)
+
+
+def nngp_fn(f, trace, diag):
+    """nngp_fn(x1, x2, params) = f(x1) f(x2)ᵀ of a JAX function, traced axes averaged (neural-tangents')."""
+    def nngp_fn(x1, x2, params):
+        import jax.numpy as jnp
+
+        if in_jax(x1, x2, params):
+            params = _params_like(params, x1, x2)
+            f1 = _batched(f)(params, x1)
+            f2 = f1 if x2 is None else _batched(f)(params, x2)
+            return _axes.reduce_full(jnp.einsum("ia,jb->ijab", f1, f2), trace, diag, jnp)
+        x1, x2, dtype = check_pair(x1, x2)
+        with _x64(dtype):
+            p = _params(params, dtype)[0]
+            return np.asarray(nngp_fn(jnp.asarray(x1), None if x2 is None else jnp.asarray(x2), p))
+
+    nngp_fn.__doc__ = "Empirical NNGP of a JAX function at x1 (N1, d), x2 (N2, d) or None, params pytree."
+    return nngp_fn
+
+
+def _tree_sub(a, b):
+    import jax
+
+    return jax.tree_util.tree_map(lambda u, v: u - v, a, b)
+
+
+def linearize(f, params):
+    """neural-tangents' ``linearize``: f_lin(p, *args, **kwargs) = f(θ₀) + J(θ₀)(p − θ₀) by one ``jax.jvp``."""
+    import jax
+
+    def f_lin(p, *args, **kwargs):
+        f0, df = jax.jvp(lambda q: f(q, *args, **kwargs), (params,), (_tree_sub(p, params),))
+        return jax.tree_util.tree_map(lambda u, v: u + v, f0, df)
+
+    return f_lin
+
+
+def taylor_expand(f, params, degree):
+    """neural-tangents' ``taylor_expand``: Σ_{k ≤ degree} (1/k!) dᵏf(θ₀)[p − θ₀]ᵏ, by nested ``jax.jvp``.
+
+    The recursion is neural-tangents' own (Horner form: f + (df + (d²f + ...)/2)/1), so the
+    rounding is too.
+    """
+    import jax
+
+    def taylorize(g, dparams, current):
+        if current == degree:
+            return g(params)
+
+        def g_jvp(p):
+            return jax.jvp(g, (p,), (dparams,))[1]
+
+        dg = taylorize(g_jvp, dparams, current + 1)
+        return jax.tree_util.tree_map(lambda u, v: u + v / (current + 1), g(params), dg)
+
+    def f_tayl(p, *args, **kwargs):
+        return taylorize(lambda q: f(q, *args, **kwargs), _tree_sub(p, params), 0)
+
+    return f_tayl
+
+
+def ntk_vp_fn(f, x1, x2, params, **apply_fn_kwargs):
+    """neural-tangents' ``empirical_ntk_vp_fn``: ct ↦ J(x1) J(x2)ᵀ ct by one vjp and one jvp."""
+    import jax
+
+    def ntk_vp(cotangents):
+        pulled = jax.vjp(lambda p: f(p, x1 if x2 is None else x2, **apply_fn_kwargs), params)[1](cotangents)
+        return jax.jvp(lambda p: f(p, x1, **apply_fn_kwargs), (params,), pulled)[1]
+
+    return ntk_vp
+
+
+def is_key(key):
+    """True if ``key`` is a JAX PRNG key (a raw uint32 key array or a typed key)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(key, jax.Array)
+
+
+def monte_carlo_params(init_fn, key, n, shape):
+    """The parameters of neural-tangents' n Monte Carlo samples from ``key``, in its order.
+
+    neural-tangents 0.6.5 (``monte_carlo._sample_many_kernel_fn``): ``key, split = split(key)`` per
+    sample, then ``init_key, _ = split(split, 2)`` and ``init_fn(init_key, shape)``; the splits run
+    under the threefry mode it was drawn with (see ``fastntk.network``).
+    """
+    from jax import random
+
+    for _ in range(n):
+        with _threefry_unpartitioned():
+            key, split = random.split(key)
+            init_key = random.split(split, 2)[0]
+        yield init_fn(init_key, shape)[1]

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 import scipy.linalg
 
-from .._validation import check_array, check_positive
+from .._validation import check_array, check_pair, check_positive
 from . import _native
 from ._axes import NtkImplementation
 
@@ -162,13 +162,31 @@ def seed_sequence(key):
                     f"non-negative ints (a jax PRNGKey); got {type(key).__name__}")
 
 
-def running_average(init_fn, kernel_fn, seeds, counts, x1, x2, names):
-    """Yield the average of ``kernel_fn(x1, x2, names, params_s)`` over s < n for each n in counts."""
+def running_average(samples, kernel_fn, counts, x1, x2, names):
+    """Yield the average of ``kernel_fn(x1, x2, names, params_s)`` over s < n for each n in counts.
+
+    ``samples`` yields the parameters params_0, params_1, ...; sums run in sample order and are
+    divided by n, as neural-tangents' Monte Carlo does."""
     total, done = None, 0
     for n in counts:
-        for s in range(done, n):
-            _, params = init_fn(np.random.default_rng(seeds[s]), np.shape(x1))
-            k = kernel_fn(x1, x2, names, params)
+        for _ in range(done, n):
+            k = kernel_fn(x1, x2, names, next(samples))
             total = list(k) if total is None else [t + v for t, v in zip(total, k)]
         done = n
         yield [t / n for t in total]
+
+
+def ntk_vp_fn(net, x1, x2, params):
+    """ct ↦ J(x1) J(x2)ᵀ ct of a fastntk network (NumPy): one VJP on x2, one JVP on x1."""
+    x1, x2, dtype = check_pair(x1, x2)
+    xb = x1 if x2 is None else x2
+    p = net.check_params(params, x1.shape[1], dtype)
+
+    def ntk_vp(cotangents):
+        ct = check_array(cotangents, "cotangents", ndim=2, dtype=dtype)
+        if ct.shape != (xb.shape[0], net.out_dim):
+            raise ValueError(f"cotangents must have the shape of f(params, x2), {(xb.shape[0], net.out_dim)}; "
+                             f"got {ct.shape}")
+        return net.jvp(p, net.vjp(p, xb, ct), x1)[1]
+
+    return ntk_vp

@@ -80,7 +80,8 @@ def test_jax_generic_function_against_jacobian(jax64, rng):
 
 
 def test_jax_float32_follows_inputs(rng):
-    """float32 inputs → float32 result; float64 inputs → float64 even with jax_enable_x64 off."""
+    """float32 inputs → float32 result; float64 inputs → float64 even with jax_enable_x64 off.
+    JAX inputs give JAX arrays (computed in JAX), NumPy inputs NumPy arrays."""
     jax = pytest.importorskip("jax")
     x = rng.standard_normal((6, 4))
     _, params = stax.serial(stax.Dense(7, 1.0, 1.0, "standard"), stax.Tanh(),
@@ -89,7 +90,7 @@ def test_jax_float32_follows_inputs(rng):
     ntk_fn = empirical_ntk_fn(_jax_mlp)
     k32 = ntk_fn(jax.numpy.asarray(x, np.float32), None, jparams)
     k64 = ntk_fn(x, None, jparams)
-    assert isinstance(k32, np.ndarray)
+    assert isinstance(k32, jax.Array) and isinstance(k64, np.ndarray)
     assert (k32.dtype, k64.dtype) == (np.float32, np.float64)
     assert_close(k32, k64, RTOL["float32_vs_float64"], "float32")
 

@@ -22,6 +22,7 @@ inputs live. The quadrature rules keep NumPy-only functions, which Numba compile
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from dataclasses import dataclass, replace
@@ -677,8 +678,14 @@ def polynomial(coef) -> Activation:
     fn, df = _horner(coef), _horner(_derivative(coef))
     if len(coef) <= 4:
         return Activation("polynomial", fn, df, PolynomialDual(coef + (0.0,) * (4 - len(coef))))
-    quadrature = (_horner_np(coef), _horner_np(_derivative(coef)))
-    return _builtin_numerical("polynomial", quadrature, (fn, df), len(coef))
+    return _builtin_numerical("polynomial", _polynomial_quadrature_pair(coef), (fn, df), len(coef))
+
+
+@functools.lru_cache(maxsize=64)
+def _polynomial_quadrature_pair(coef):
+    """(φ, φ') of a polynomial as Numba-compilable NumPy functions, one pair per coefficient tuple,
+    so that Numba compiles each polynomial once however many layers use it."""
+    return _horner_np(coef), _horner_np(_derivative(coef))
 
 
 def _hermite_coef(n):

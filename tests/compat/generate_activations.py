@@ -21,12 +21,12 @@ from pathlib import Path
 
 sys.modules.setdefault("neural_tangents.experimental", types.ModuleType("neural_tangents.experimental"))
 
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import numpy as np  # noqa: E402
-from neural_tangents import stax  # noqa: E402
+import numpy as np
+from neural_tangents import stax
 
 #: (activation expression, has a finite network)
 ACTIVATIONS = [
@@ -58,7 +58,7 @@ def main():
         if expr.startswith("Hermite"):
             W_std, b_std = 1.0, 0.0
             x1, x2 = (x / np.sqrt((x * x).mean(1, keepdims=True)) for x in (x1, x2))
-        act = eval(f"stax.{expr}")  # noqa: S307 - literal expressions above
+        act = eval(f"stax.{expr}")  # the literal expressions above
         layers = []
         for _ in range(depth):
             layers += [stax.Dense(8, W_std, b_std, parameterization=parameterization), act]

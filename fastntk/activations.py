@@ -217,7 +217,7 @@ class Activation:
         φ, applied elementwise in the namespace of its argument (NumPy, JAX, PyTorch).
     df : callable, array -> array
         φ', likewise; used by the empirical NTK and the finite network's derivatives.
-    dual : ABReluDual, ErfDual, SinDual, GeluDual, QuadratureDual, GivenDual or None
+    dual : a rule of CLOSED_FORMS, QuadratureDual, GivenDual or None
         The rule for the dual kernels; None for the identity (no layer in the recursion).
     """
 

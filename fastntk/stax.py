@@ -366,7 +366,9 @@ def ExpNormalized(gamma=1, shift=-1, do_clip=False):
 
 def Gaussian(a=1, b=-1):
     """φ(x) = a·exp(b·x²). For b > 0, E[φ(u)φ(v)] is infinite where I − 2bΣ is not positive
-    definite: the kernels are +inf there."""
+    definite (a variance ≥ 1/(2b)): the dual kernels are +inf there, and kernel_fn raises
+    OverflowError (neural-tangents returns a finite number from its product formula when
+    both variances exceed 1/(2b))."""
     return _act_layer(_act.gaussian(_finite(a, "a"), _finite(b, "b")))
 
 

@@ -389,3 +389,38 @@ def test_derivatives_match_central_differences():
         a = _rule(act)
         h = 1e-6
         assert_close(a.df(x), (a.fn(x + h) - a.fn(x - h)) / (2 * h), 1e-8, act)
+
+
+@pytest.mark.parametrize("act", ["gabor", "rectified_monomial2", "monomial3", "hermite3", "polynomial_cubic", "sign",
+                                 "exp", "gaussian", "rbf", "exp_normalized"])
+def test_float32_inputs_match_float64(act):
+    net = _net(CASES[act](), 2, 1.1, 0.1, "ntk")
+    x = _inputs(10)
+    k64, k32 = net.kernel_fn(x), net.kernel_fn(x.astype(np.float32))
+    assert k32.nngp.dtype == np.float32
+    for name in ("nngp", "ntk"):
+        assert_close(getattr(k32, name), getattr(k64, name), RTOL["float32_vs_float64"], name)
+
+
+@pytest.mark.parametrize("framework", ["torch", "jax"])
+def test_phi_and_derivative_in_other_frameworks(framework):
+    """fn and df run in the namespace of their argument (float64) and agree with NumPy."""
+    x = np.linspace(-2.0, 2.0, 41)
+    if framework == "torch":
+        torch = pytest.importorskip("torch")
+        _check_frameworks(torch.asarray(x), x, lambda a: a.numpy())
+        return
+    jax = pytest.importorskip("jax")
+    if not hasattr(jax, "enable_x64"):
+        pytest.skip("a jax without the enable_x64 context")
+    with jax.enable_x64(True):
+        _check_frameworks(jax.numpy.asarray(x), x, np.asarray)
+
+
+def _check_frameworks(y, x, back):
+    for act in CASES:
+        if act.startswith("exp_normalized"):
+            continue
+        a = _rule(act)
+        assert_close(back(a.fn(y)), a.fn(x), 1e-14, f"{act} fn")
+        assert_close(back(a.df(y)), a.df(x), 1e-14, f"{act} df")

@@ -162,8 +162,9 @@ def _nt_dual(rule, k12, k11, k22, rho_tol, xp, special):
         # T' = ∂Σ'/∂k12 = 4a²b²·k12/det³. Infinite where I − 2bK is not positive definite (b > 0).
         a, b = rule.a, rule.b
         c = -2 * b
+        # c·k11/q1² is bounded, so w² does not overflow where det does not.
         q1_sq = 1 + c * k11
-        w_sq = 1 + (c * k22 + c**2 * k11 * r) / q1_sq
+        w_sq = 1 + c * k22 / q1_sq + c * (c * k11 / q1_sq) * r
         finite = (q1_sq > 0) & (w_sq > 0)
         det = xp.sqrt(xp.where(finite, q1_sq, 1.0)) * xp.sqrt(xp.where(finite, w_sq, 1.0))
         sigma = xp.where(finite, a**2 / det, xp.inf)
@@ -186,15 +187,16 @@ def _nt_dual(rule, k12, k11, k22, rho_tol, xp, special):
         # X = (k11 + k22 + 4·k11·r)/den = 1 − (1 + k11 + k22)/den and y = k12/den,
         #   Σ' = exp(−X/2)·sinh(y)/√den,
         #   T' = ∂Σ'/∂k12 = exp(−X/2)/√den·[cosh(y)·(1 + 8A²)/den + 4A·sinh(y)·(1 + (1 + k11 + k22)/den)/√den],
-        # A = k12/√den (|A| < 1/2). den = q1²·w², q1² = 1 + 2·k11, w² = 1 + (2·k22 + 4·k11·r)/q1².
+        # A = k12/√den (|A| < 1/2). √den = q1·w, q1² = 1 + 2·k11, w² = 1 + 2·k22/q1² + 4·(k11/q1²)·r,
+        # so den itself, which overflows before the kernels underflow, is never formed.
         q1_sq = 1 + 2 * k11
-        den = q1_sq * (1 + (2 * k22 + 4 * k11 * r) / q1_sq)
-        root = xp.sqrt(den)
-        one_s = (1 + k11 + k22) / den
-        y, big_a = k12 / den, k12 / root
+        root = xp.sqrt(q1_sq) * xp.sqrt(1 + 2 * k22 / q1_sq + 4 * (k11 / q1_sq) * r)
+        inv_den = (1 / root) ** 2
+        one_s = (1 + k11 + k22) * inv_den
+        y, big_a = k12 / root / root, k12 / root
         ex = xp.exp(-(1 - one_s) / 2)
         sigma = ex * xp.sinh(y) / root
-        t_dot = ex / root * (xp.cosh(y) * (1 + 8 * big_a**2) / den + 4 * big_a * xp.sinh(y) * (1 + one_s) / root)
+        t_dot = ex / root * (xp.cosh(y) * (1 + 8 * big_a**2) * inv_den + 4 * big_a * xp.sinh(y) * (1 + one_s) / root)
         return sigma, t_dot
     if isinstance(rule, MonomialDual):
         # Isserlis: E[uⁿvⁿ] = n!·sⁿ·H_n(ρ, 1); T' = n²·E[uⁿ⁻¹vⁿ⁻¹].
@@ -240,6 +242,7 @@ def _nt_dual(rule, k12, k11, k22, rho_tol, xp, special):
     if isinstance(rule, HermiteDual):
         # h_n = Heₙ/√(n!), He_n(√v·z) = Σ_j n!/(j!(n−2j)!)·v^(n/2−j)·((v − 1)/2)^j·He_(n−2j)(z):
         # E[h_n(u)h_n(v)] = H_n(k12, (k11 − 1)(k22 − 1)); T' = n·H_(n−1) (h_n' = √n·h_(n−1)).
+        # q overflows only where Σ' does (for n ≥ 2 its term has a coefficient ≥ 1/2).
         n = rule.degree
         q = (k11 - 1) * (k22 - 1)
         return _isserlis_sum(n, k12, q), (n * _isserlis_sum(n - 1, k12, q) if n else xp.zeros_like(s))

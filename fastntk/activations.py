@@ -609,25 +609,13 @@ def gabor() -> Activation:
 
 
 def _horner(coef):
-    """x ↦ Σᵢ coef[i]·xⁱ (Horner), in x's namespace; 0 for no coefficients."""
-    coef = tuple(float(c) for c in coef)
-
-    def fn(x):
-        y = 0 * x
-        for c in reversed(coef):
-            y = y * x + c
-        return y
-
-    return fn
-
-
-def _horner_np(coef):
-    """The same for Numba (a NumPy-only twin, as the quadrature rules need)."""
-    coef = tuple(float(c) for c in reversed(coef))
+    """x ↦ Σᵢ coef[i]·xⁱ by Horner's rule: plain arithmetic, so it runs in x's namespace
+    (NumPy, JAX, PyTorch) and compiles with Numba; 0 for no coefficients."""
+    descending = tuple(float(c) for c in reversed(coef))
 
     def fn(x):
         y = 0.0 * x
-        for c in coef:
+        for c in descending:
             y = y * x + c
         return y
 
@@ -675,17 +663,17 @@ def polynomial(coef) -> Activation:
         raise ValueError(f"coef must be a sequence of real numbers; got {coef!r}") from None
     if not all(math.isfinite(c) for c in coef):
         raise ValueError(f"coef must be finite; got {coef!r}")
-    fn, df = _horner(coef), _horner(_derivative(coef))
+    fn, df = _polynomial_pair(coef)
     if len(coef) <= 4:
         return Activation("polynomial", fn, df, PolynomialDual(coef + (0.0,) * (4 - len(coef))))
-    return _builtin_numerical("polynomial", _polynomial_quadrature_pair(coef), (fn, df), len(coef))
+    return numerical(fn, len(coef), df, "polynomial")
 
 
 @functools.lru_cache(maxsize=64)
-def _polynomial_quadrature_pair(coef):
-    """(φ, φ') of a polynomial as Numba-compilable NumPy functions, one pair per coefficient tuple,
-    so that Numba compiles each polynomial once however many layers use it."""
-    return _horner_np(coef), _horner_np(_derivative(coef))
+def _polynomial_pair(coef):
+    """(φ, φ') of a polynomial, one pair per coefficient tuple, so that Numba compiles each
+    polynomial once however many layers use it."""
+    return _horner(coef), _horner(_derivative(coef))
 
 
 def _hermite_coef(n):

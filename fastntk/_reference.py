@@ -9,6 +9,10 @@ float64, a loop over layers, no tiling, no tricks. It reads the typed network sp
 * ``ErfDual(a, b, c)``: φ(x) = a·erf(b·x) + c.
 * ``SinDual(a, b, c)``: φ(x) = a·sin(b·x + c).
 * ``GeluDual()``: φ(x) = x·Φ(x).
+* neural-tangents' others: ``ExpDual(a, b)``, ``GaussianDual(a, b)``,
+  ``ExpNormalizedDual(gamma, shift, do_clip)``, ``RbfDual(gamma)``, ``SignDual()``,
+  ``GaborDual()``, ``MonomialDual(degree)``, ``RectifiedMonomialDual(degree)``,
+  ``PolynomialDual(coef)``, ``HermiteDual(degree)`` (see their docstrings).
 * ``QuadratureDual(fn, df, deg)``: any φ, by Gauss–Hermite quadrature of degree ``deg``.
 * ``GivenDual(nngp_fn, d_nngp_fn)``: user-given dual kernels.
 
@@ -25,12 +29,31 @@ double-``where`` idiom, so derivatives are finite wherever the kernel is smooth;
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 import scipy.special
 
-from .activations import ABReluDual, ErfDual, GeluDual, GivenDual, QuadratureDual, SinDual, namespace
+from .activations import (
+    ABReluDual,
+    ErfDual,
+    ExpDual,
+    ExpNormalizedDual,
+    GaborDual,
+    GaussianDual,
+    GeluDual,
+    GivenDual,
+    HermiteDual,
+    MonomialDual,
+    PolynomialDual,
+    QuadratureDual,
+    RbfDual,
+    RectifiedMonomialDual,
+    SignDual,
+    SinDual,
+    namespace,
+)
 from .spec import Act, Dense, Dropout, FanInConcat, FanInProd, FanInSum, FanOut, Parallel, Repeat, Serial
 
 __all__ = ["dual", "infinite_kernels", "rho_tolerance"]
@@ -162,11 +185,148 @@ def dual(rule, k12, k11, k22, rho_tol=0.0, xp=np, special=scipy.special):
         sigma = (kappa**2 * e2 / (q1 * w) + t1_sq * q1 * w * (k22 * e2) + k12 * ang) / (2 * np.pi) + k12 / 4
         t_dot = kappa / (2 * np.pi * w) * (e1 / w**2 + e1 + e2) + 1 / 4 + ang / (2 * np.pi)
         return sigma, t_dot
+    if isinstance(rule, (ExpDual, GaussianDual, ExpNormalizedDual, RbfDual, SignDual, GaborDual, MonomialDual,
+                         RectifiedMonomialDual, PolynomialDual, HermiteDual)):
+        return _nt_dual(rule, k12, k11, k22, rho_tol, xp, special)
     if isinstance(rule, QuadratureDual):
         return _gauss_hermite_dual(rule.fn, rule.df, rule.deg, k12, k11, k22, xp)
     if isinstance(rule, GivenDual):
         return rule.nngp_fn(k12, k11, k22), rule.d_nngp_fn(k12, k11, k22)
     raise ValueError(f"unknown dual rule {type(rule).__name__}")
+
+def _nt_dual(rule, k12, k11, k22, rho_tol, xp, special):
+    """``dual`` for neural-tangents' other closed-form activations (stax/elementwise.py), in
+    the array namespace xp. s = √k11·√k22 and ρ = k12/s stand in for the product k11·k22."""
+    k12, k11, k22 = xp.broadcast_arrays(*(xp.asarray(k, dtype=xp.float64) for k in (k12, k11, k22)))
+    # s = k11 where k11 = k22, so ρ = 1 exactly at coincident points; ρ = 0 where s = 0.
+    s = xp.where(k11 == k22, k11, xp.sqrt(k11) * xp.sqrt(k22))
+    rho = xp.where(s > 0, k12 / xp.where(s > 0, s, 1.0), 0.0)
+    r = k22 * (1 - xp.clip(rho, -1, 1)) * (1 + xp.clip(rho, -1, 1))  # r = k22·(1 − ρ²) ≥ 0
+    if isinstance(rule, ExpDual):
+        a, b = rule.a, rule.b
+        sigma = a**2 * xp.exp(b**2 * (k11 / 2 + k22 / 2 + k12))
+        return sigma, b**2 * sigma
+    if isinstance(rule, GaussianDual):
+        # E[exp(bu² + bv²)] = det(I − 2bK)^(−1/2): with c = −2b, det² = (1 + c·k11)(1 + c·k22) − c²k12²
+        # = q1²·w², q1² = 1 + c·k11, w² = 1 + (c·k22 + c²·k11·r)/q1² (no cancellation for b ≤ 0).
+        # T' = ∂Σ'/∂k12 = 4a²b²·k12/det³. Infinite where I − 2bK is not positive definite (b > 0).
+        a, b = rule.a, rule.b
+        c = -2 * b
+        # c·k11/q1² is bounded, so w² does not overflow where det does not.
+        q1_sq = 1 + c * k11
+        w_sq = 1 + c * k22 / q1_sq + c * (c * k11 / q1_sq) * r
+        finite = (q1_sq > 0) & (w_sq > 0)
+        det = xp.sqrt(xp.where(finite, q1_sq, 1.0)) * xp.sqrt(xp.where(finite, w_sq, 1.0))
+        sigma = xp.where(finite, a**2 / det, xp.inf)
+        return sigma, xp.where(finite, 4 * a**2 * b**2 * (k12 / det) / det / det, xp.inf)
+    if isinstance(rule, ExpNormalizedDual):
+        # Shankar et al. (2020): s·exp(γ(ρ + shift)); T' = γ·exp(γ(ρ + shift)).
+        rho_ = xp.clip(rho, -1, 1) if rule.do_clip else rho
+        e = xp.exp(rule.gamma * (rho_ + rule.shift))
+        return s * e, rule.gamma * e
+    if isinstance(rule, RbfDual):
+        # exp(−γ(k11 + k22 − 2k12)); the exponent is ≤ 0 (rounding above 0 is clamped).
+        e = xp.exp(xp.minimum(2 * rule.gamma * (k12 - (k11 / 2 + k22 / 2)), 0.0))
+        return e, 2 * rule.gamma * e
+    if isinstance(rule, SignDual):
+        # E[sign(u)·sign(v)] = 1 − 2θ/π = E[|·|'(u)·|·|'(v)]: Abs's T'. sign' = 0 where defined.
+        _, sigma = dual(ABReluDual(-1.0, 1.0), k12, k11, k22, rho_tol, xp, special)
+        return sigma, xp.zeros_like(sigma)
+    if isinstance(rule, GaborDual):
+        # φ = exp(−x²)·sin(x) = Im exp(−x² + ix): with den = det(I + 2K) = 1 + 2(k11 + k22) + 4·k11·r,
+        # X = (k11 + k22 + 4·k11·r)/den = 1 − (1 + k11 + k22)/den and y = k12/den,
+        #   Σ' = exp(−X/2)·sinh(y)/√den,
+        #   T' = ∂Σ'/∂k12 = exp(−X/2)/√den·[cosh(y)·(1 + 8A²)/den + 4A·sinh(y)·(1 + (1 + k11 + k22)/den)/√den],
+        # A = k12/√den (|A| < 1/2). √den = q1·w, q1² = 1 + 2·k11, w² = 1 + 2·k22/q1² + 4·(k11/q1²)·r,
+        # so den itself, which overflows before the kernels underflow, is never formed.
+        q1_sq = 1 + 2 * k11
+        root = xp.sqrt(q1_sq) * xp.sqrt(1 + 2 * k22 / q1_sq + 4 * (k11 / q1_sq) * r)
+        inv_den = (1 / root) ** 2
+        one_s = (1 + k11 + k22) * inv_den
+        y, big_a = k12 / root / root, k12 / root
+        ex = xp.exp(-(1 - one_s) / 2)
+        sigma = ex * xp.sinh(y) / root
+        t_dot = ex / root * (xp.cosh(y) * (1 + 8 * big_a**2) * inv_den + 4 * big_a * xp.sinh(y) * (1 + one_s) / root)
+        return sigma, t_dot
+    if isinstance(rule, MonomialDual):
+        # Isserlis: E[uⁿvⁿ] = n!·sⁿ·H_n(ρ, 1); T' = n²·E[uⁿ⁻¹vⁿ⁻¹].
+        n = rule.degree
+
+        def moment(m):
+            return math.factorial(m) * s**m * _isserlis_sum(m, rho, 1.0)
+
+        return moment(n), (n**2 * moment(n - 1) if n else xp.zeros_like(s))
+    if isinstance(rule, RectifiedMonomialDual):
+        # Cho & Saul (2009): E[[u ≥ 0]uⁿ·[v ≥ 0]vⁿ] = sⁿ·J_n(θ)/(2π), cos θ = ρ,
+        # J_n = P_n(ρ)·(π − θ) + Q_n(ρ)·sin θ (_arc_cosine_polynomials); T' = n²·sⁿ⁻¹·J_(n−1)/(2π).
+        # sin θ = 0 where 1 − ρ² ≤ rho_tol, as the ReLU family.
+        n = rule.degree
+        rho_ = xp.clip(rho, -1, 1)
+        sin2 = (1 - rho_) * (1 + rho_)
+        sin_theta = xp.sqrt(xp.where(sin2 > rho_tol, sin2, 0.0))
+        pi_minus_theta = xp.atan2(sin_theta, -rho_)
+
+        def kernel(m):
+            p, q = _arc_cosine_polynomials(m)
+            j = sum(c * rho_**i for i, c in enumerate(p)) * pi_minus_theta
+            j = j + sum(c * rho_**i for i, c in enumerate(q)) * sin_theta
+            if m:
+                return s**m * j / (2 * math.pi)
+            # φ(0) = 1 for n = 0: E = 1 where both variances are 0, E[φ(v)] = 1/2 where one is.
+            return xp.where(s > 0, j / (2 * math.pi), xp.where((k11 == 0) & (k22 == 0), 1.0, 0.5))
+
+        return kernel(n), (n**2 * kernel(n - 1) if n else xp.zeros_like(s))
+    if isinstance(rule, PolynomialDual):
+        # Price's theorem (Taylor series in k12): E[φ(u)φ(v)] = Σ_l μ_l(k11)·μ_l(k22)·k12^l/l!,
+        # μ_l(v) = E[φ⁽ˡ⁾(u)], u ~ N(0, v): Σ_i coef[l + 2i]·(l + 2i)!/(2^i·i!)·vⁱ.
+        coef = rule.coef
+
+        def mu(l, v):
+            return sum(coef[l + 2 * i] * (math.factorial(l + 2 * i) / (2**i * math.factorial(i))) * v**i
+                       for i in range((len(coef) - 1 - l) // 2 + 1))
+
+        terms = [mu(l, k11) * mu(l, k22) for l in range(len(coef))]
+        sigma = sum(t * k12**l / math.factorial(l) for l, t in enumerate(terms)) + xp.zeros_like(s)
+        t_dot = sum(t * k12 ** (l - 1) / math.factorial(l - 1) for l, t in enumerate(terms) if l) + xp.zeros_like(s)
+        return sigma, t_dot
+    if isinstance(rule, HermiteDual):
+        # h_n = Heₙ/√(n!), He_n(√v·z) = Σ_j n!/(j!(n−2j)!)·v^(n/2−j)·((v − 1)/2)^j·He_(n−2j)(z):
+        # E[h_n(u)h_n(v)] = H_n(k12, (k11 − 1)(k22 − 1)); T' = n·H_(n−1) (h_n' = √n·h_(n−1)).
+        # q overflows only where Σ' does (for n ≥ 2 its term has a coefficient ≥ 1/2).
+        n = rule.degree
+        q = (k11 - 1) * (k22 - 1)
+        return _isserlis_sum(n, k12, q), (n * _isserlis_sum(n - 1, k12, q) if n else xp.zeros_like(s))
+    raise ValueError(f"unknown dual rule {type(rule).__name__}")  # pragma: no cover - the caller checked
+
+
+def _isserlis_sum(n, x, q):
+    """H_n(x, q) = Σ_(j ≤ n/2) n!/((n − 2j)!·j!²·4ʲ)·x^(n−2j)·qʲ.
+
+    E[uⁿvⁿ] = n!·H_n(k12, k11·k22) (Isserlis) and E[h_n(u)h_n(v)] = H_n(k12, (k11 − 1)(k22 − 1))
+    for h_n = Heₙ/√(n!).
+    """
+    f = math.factorial
+    return sum(f(n) / (f(n - 2 * j) * f(j) ** 2 * 4**j) * x ** (n - 2 * j) * q**j for j in range(n // 2 + 1))
+
+
+def _arc_cosine_polynomials(n):
+    """Integer coefficients (ascending) of P_n, Q_n with J_n(θ) = P_n(cos θ)(π − θ) + Q_n(cos θ) sin θ.
+
+    J_n = (−1)ⁿ sin^(2n+1)θ·(1/sin θ·d/dθ)ⁿ((π − θ)/sin θ) (Cho & Saul 2009); 1/sin θ·d/dθ = −d/dρ:
+    P_0 = 1, Q_0 = 0, P_(n+1) = (1 − ρ²)P_n' + (2n + 1)ρP_n, Q_(n+1) = P_n + (1 − ρ²)Q_n' + 2nρQ_n.
+    """
+    p, q = [1], [0]
+    for m in range(n):
+        new_p, new_q = [0] * (m + 2), [0] * (m + 2)
+        for i, (pi, qi) in enumerate(zip(p, q + [0] * (len(p) - len(q)))):
+            if i:
+                new_p[i - 1] += i * pi
+                new_q[i - 1] += i * qi
+            new_p[i + 1] += (2 * m + 1 - i) * pi
+            new_q[i + 1] += (2 * m - i) * qi
+            new_q[i] += pi
+        p, q = new_p, new_q
+    return p, q
 
 
 def _gauss_hermite_dual(fn, df, deg, k12, k11, k22, xp=np):

@@ -5,7 +5,10 @@ network, ``df`` its derivative φ', and ``dual`` a typed rule for the dual kerne
 E[φ(u)φ(v)] and E[φ'(u)φ'(v)] that the infinite-width recursion needs:
 
 * closed forms: :class:`ABReluDual` (the arc-cosine kernels of the ReLU family),
-  :class:`ErfDual`, :class:`SinDual`, :class:`GeluDual`;
+  :class:`ErfDual`, :class:`SinDual`, :class:`GeluDual`, and neural-tangents' others:
+  :class:`ExpDual`, :class:`GaussianDual`, :class:`ExpNormalizedDual`, :class:`RbfDual`,
+  :class:`SignDual`, :class:`GaborDual`, :class:`MonomialDual`,
+  :class:`RectifiedMonomialDual`, :class:`PolynomialDual`, :class:`HermiteDual`;
 * :class:`QuadratureDual`: any φ by Gauss–Hermite quadrature (compiled with Numba once
   per function);
 * :class:`GivenDual`: dual kernels the user writes as Python functions.
@@ -19,6 +22,7 @@ inputs live. The quadrature rules keep NumPy-only functions, which Numba compile
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from dataclasses import dataclass, replace
@@ -34,9 +38,20 @@ __all__ = [
     "ABReluDual",
     "Activation",
     "ErfDual",
+    "ExpDual",
+    "ExpNormalizedDual",
+    "GaborDual",
+    "GaussianDual",
     "GeluDual",
     "GivenDual",
+    "HermiteDual",
+    "MAX_RECTIFIED_DEGREE",
+    "MonomialDual",
+    "PolynomialDual",
     "QuadratureDual",
+    "RbfDual",
+    "RectifiedMonomialDual",
+    "SignDual",
     "SinDual",
     "by_name",
     "namespace",
@@ -115,8 +130,85 @@ class GivenDual:
     d_nngp_fn: Callable
 
 
+@dataclass(frozen=True)
+class ExpDual:
+    """φ(x) = a·exp(b·x)."""
+
+    a: float
+    b: float
+
+
+@dataclass(frozen=True)
+class GaussianDual:
+    """φ(x) = a·exp(b·x²) (E[φ(u)φ(v)] is infinite where I − 2bΣ is not positive definite)."""
+
+    a: float
+    b: float
+
+
+@dataclass(frozen=True)
+class ExpNormalizedDual:
+    """No φ: the "Gaussian normalised kernel" s·exp(γ(ρ + shift)), s = √(Σ₁₁Σ₂₂), ρ = Σ₁₂/s
+    (Shankar et al. 2020, arXiv:2003.02237), ρ clipped to [−1, 1] when ``do_clip``."""
+
+    gamma: float
+    shift: float
+    do_clip: bool
+
+
+@dataclass(frozen=True)
+class RbfDual:
+    """φ(x) = √2·sin(√(2γ)·x + π/4): E[φ(u)φ(v)] = exp(−γ(Σ₁₁ + Σ₂₂ − 2Σ₁₂))."""
+
+    gamma: float
+
+
+@dataclass(frozen=True)
+class SignDual:
+    """φ(x) = sign(x): E[φ(u)φ(v)] = 1 − 2θ/π; φ' = 0 wherever it is defined."""
+
+
+@dataclass(frozen=True)
+class GaborDual:
+    """φ(x) = exp(−x²)·sin(x)."""
+
+
+@dataclass(frozen=True)
+class MonomialDual:
+    """φ(x) = xⁿ, n = ``degree`` (E[uⁿvⁿ] by Isserlis' theorem)."""
+
+    degree: int
+
+
+#: Largest degree of a rectified monomial (the fused pass keeps its arc-cosine polynomials on the stack).
+MAX_RECTIFIED_DEGREE = 64
+
+
+@dataclass(frozen=True)
+class RectifiedMonomialDual:
+    """φ(x) = [x ≥ 0]·xⁿ: the arc-cosine kernel of degree n = ``degree`` (Cho & Saul 2009)."""
+
+    degree: int
+
+
+@dataclass(frozen=True)
+class PolynomialDual:
+    """φ(x) = Σᵢ coef[i]·xⁱ (the fused pass takes up to 4 coefficients, cubics)."""
+
+    coef: tuple
+
+
+@dataclass(frozen=True)
+class HermiteDual:
+    """φ(x) = Heₙ(x)/√(n!), the probabilists' Hermite polynomial of degree n = ``degree``,
+    normalised so that E[φ(z)²] = 1 for z ~ N(0, 1)."""
+
+    degree: int
+
+
 #: Rules with closed-form dual kernels (the compiled backends evaluate these).
-CLOSED_FORMS = (ABReluDual, ErfDual, SinDual, GeluDual)
+CLOSED_FORMS = (ABReluDual, ErfDual, SinDual, GeluDual, ExpDual, GaussianDual, ExpNormalizedDual, RbfDual,
+                SignDual, GaborDual, MonomialDual, RectifiedMonomialDual, PolynomialDual, HermiteDual)
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,7 +222,7 @@ class Activation:
         φ, applied elementwise in the namespace of its argument (NumPy, JAX, PyTorch).
     df : callable, array -> array
         φ', likewise; used by the empirical NTK and the finite network's derivatives.
-    dual : ABReluDual, ErfDual, SinDual, GeluDual, QuadratureDual, GivenDual or None
+    dual : a rule of CLOSED_FORMS, QuadratureDual, GivenDual or None
         The rule for the dual kernels; None for the identity (no layer in the recursion).
     """
 
@@ -468,6 +560,157 @@ def sigmoid(deg: int = 25) -> Activation:
     return _builtin_numerical("sigmoid", (_sigmoid, _sigmoid_prime), (_xp_sigmoid, _xp_sigmoid_prime), deg)
 
 
+# --- neural-tangents 0.6.5's other closed-form activations (stax/elementwise.py) ----------
+
+
+def _degree(degree, top=None):
+    if isinstance(degree, bool) or not isinstance(degree, (int, np.integer)) or degree < 0 or (
+            top is not None and degree > top):
+        bound = "a non-negative integer" if top is None else f"an integer in [0, {top}]"
+        raise ValueError(f"degree must be {bound}; got {degree!r}")
+    return int(degree)
+
+
+def exp(a: float = 1.0, b: float = 1.0) -> Activation:
+    """φ(x) = a·exp(b·x)."""
+    a, b = float(a), float(b)
+    return Activation("exp", lambda x: a * namespace(x)[0].exp(b * x),
+                      lambda x: (a * b) * namespace(x)[0].exp(b * x), ExpDual(a, b))
+
+
+def gaussian(a: float = 1.0, b: float = -1.0) -> Activation:
+    """φ(x) = a·exp(b·x²)."""
+    a, b = float(a), float(b)
+    return Activation("gaussian", lambda x: a * namespace(x)[0].exp(b * x * x),
+                      lambda x: (2 * a * b) * x * namespace(x)[0].exp(b * x * x), GaussianDual(a, b))
+
+
+def _no_finite_network(name):
+    def fn(x):
+        raise NotImplementedError(f"{name} is a kernel with no finite-width network (as in neural-tangents)")
+
+    return fn
+
+
+def exp_normalized(gamma: float = 1.0, shift: float = -1.0, do_clip: bool = False) -> Activation:
+    """The "Gaussian normalised kernel" (a kernel only: ``fn`` and ``df`` raise NotImplementedError)."""
+    none = _no_finite_network("ExpNormalized")
+    return Activation("exp_normalized", none, none, ExpNormalizedDual(float(gamma), float(shift), bool(do_clip)))
+
+
+def rbf(gamma: float = 1.0) -> Activation:
+    """φ(x) = √2·sin(√(2γ)·x + π/4), whose NNGP is the RBF kernel exp(−γ(Σ₁₁ + Σ₂₂ − 2Σ₁₂))."""
+    gamma = float(gamma)
+    b = math.sqrt(2 * gamma)
+    return Activation("rbf", lambda x: math.sqrt(2) * namespace(x)[0].sin(b * x + math.pi / 4),
+                      lambda x: (math.sqrt(2) * b) * namespace(x)[0].cos(b * x + math.pi / 4), RbfDual(gamma))
+
+
+def _zeros(x):
+    return namespace(x)[0].zeros_like(x)
+
+
+def sign() -> Activation:
+    """φ(x) = sign(x); φ' = 0 (the finite network's gradient through sign)."""
+    return Activation("sign", lambda x: namespace(x)[0].sign(x), _zeros, SignDual())
+
+
+def _gabor(x):
+    xp = namespace(x)[0]
+    return xp.exp(-x * x) * xp.sin(x)
+
+
+def _gabor_prime(x):
+    xp = namespace(x)[0]
+    return xp.exp(-x * x) * (xp.cos(x) - 2 * x * xp.sin(x))
+
+
+def gabor() -> Activation:
+    """φ(x) = exp(−x²)·sin(x)."""
+    return Activation("gabor", _gabor, _gabor_prime, GaborDual())
+
+
+def _horner(coef):
+    """x ↦ Σᵢ coef[i]·xⁱ by Horner's rule: plain arithmetic, so it runs in x's namespace
+    (NumPy, JAX, PyTorch) and compiles with Numba; 0 for no coefficients."""
+    descending = tuple(float(c) for c in reversed(coef))
+
+    def fn(x):
+        y = 0.0 * x
+        for c in descending:
+            y = y * x + c
+        return y
+
+    return fn
+
+
+def _derivative(coef):
+    return [i * c for i, c in enumerate(coef)][1:]
+
+
+def monomial(degree: int) -> Activation:
+    """φ(x) = xⁿ (neural-tangents takes n ≤ 5; any n ≤ 170 here, whose n! is a float)."""
+    n = _degree(degree, 170)
+    def df(x):
+        return n * x ** (n - 1) if n else namespace(x)[0].zeros_like(x)
+
+    return Activation("monomial", lambda x: x**n, df, MonomialDual(n))
+
+
+def rectified_monomial(degree: int) -> Activation:
+    """φ(x) = [x ≥ 0]·xⁿ (n ≤ MAX_RECTIFIED_DEGREE); φ' = n·[x ≥ 0]·xⁿ⁻¹ (0 for n = 0)."""
+    n = _degree(degree, MAX_RECTIFIED_DEGREE)
+
+    def fn(x):
+        xp = namespace(x)[0]
+        return xp.where(x >= 0, x**n, xp.zeros_like(x))
+
+    def df(x):
+        xp = namespace(x)[0]
+        return xp.where(x >= 0, n * x ** max(n - 1, 0), xp.zeros_like(x)) if n else xp.zeros_like(x)
+
+    return Activation("rectified_monomial", fn, df, RectifiedMonomialDual(n))
+
+
+def polynomial(coef) -> Activation:
+    """φ(x) = coef[0] + coef[1]·x + … + coef[n]·xⁿ (``numpy.polynomial.Polynomial``'s order).
+
+    Up to 4 coefficients (cubics) the fused pass evaluates the closed form; a longer
+    polynomial of degree n goes by (n + 1)-node Gauss–Hermite quadrature, which integrates
+    φ(u)φ(v) (degree 2n in each node variable at most) exactly: the same kernel, to rounding.
+    """
+    try:
+        coef = tuple(float(c) for c in np.asarray(coef, dtype=np.float64).reshape(-1))
+    except (TypeError, ValueError):
+        raise ValueError(f"coef must be a sequence of real numbers; got {coef!r}") from None
+    if not all(math.isfinite(c) for c in coef):
+        raise ValueError(f"coef must be finite; got {coef!r}")
+    fn, df = _polynomial_pair(coef)
+    if len(coef) <= 4:
+        return Activation("polynomial", fn, df, PolynomialDual(coef + (0.0,) * (4 - len(coef))))
+    return numerical(fn, len(coef), df, "polynomial")
+
+
+@functools.lru_cache(maxsize=64)
+def _polynomial_pair(coef):
+    """(φ, φ') of a polynomial, one pair per coefficient tuple, so that Numba compiles each
+    polynomial once however many layers use it."""
+    return _horner(coef), _horner(_derivative(coef))
+
+
+def _hermite_coef(n):
+    """Monomial coefficients of Heₙ/√(n!) (neural-tangents': herme2poly, then ÷ √(n!))."""
+    return np.polynomial.hermite_e.herme2poly([0] * n + [1]) / math.sqrt(math.factorial(n))
+
+
+def hermite(degree: int) -> Activation:
+    """φ(x) = Heₙ(x)/√(n!); the kernel holds for any pre-activation variance (neural-tangents'
+    Σ₁₂ⁿ assumes Σ₁₁ = Σ₂₂ = 1)."""
+    n = _degree(degree)
+    coef = _hermite_coef(n)
+    return Activation("hermite", _horner(coef), _horner(_derivative(coef)), HermiteDual(n))
+
+
 #: Activations by name, for estimators and the command line. Values build an Activation.
 ACTIVATIONS: dict[str, Callable[[], Activation]] = {
     "relu": relu,
@@ -484,6 +727,11 @@ ACTIVATIONS: dict[str, Callable[[], Activation]] = {
     "sigmoid": sigmoid,
     "silu": silu,
     "swish": silu,
+    "exp": exp,
+    "gaussian": gaussian,
+    "rbf": rbf,
+    "sign": sign,
+    "gabor": gabor,
 }
 
 

@@ -661,3 +661,88 @@ def Elementwise(fn=None, nngp_fn=None, d_nngp_fn=None):
 
 
 Swish = Silu
+
+
+# --- neural-tangents 0.6.5's other elementwise activations (stax/elementwise.py) ------------
+# Same signatures and defaults; where neural-tangents' kernel is not that of its own network
+# (Hermite at variances other than 1), fastntk's is the network's, with a one-time warning.
+
+__all__ += ["Exp", "ExpNormalized", "Gabor", "Gaussian", "Hermite", "Monomial", "Polynomial",
+            "RectifiedMonomial", "Rbf", "Sign"]
+
+_WARNED = set()
+
+
+def _warn_once(key, message):
+    if key not in _WARNED:
+        _WARNED.add(key)
+        import warnings
+
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def Exp(a=1, b=1):
+    """φ(x) = a·exp(b·x)."""
+    return _act_layer(_act.exp(_finite(a, "a"), _finite(b, "b")))
+
+
+def ExpNormalized(gamma=1, shift=-1, do_clip=False):
+    """The "Gaussian normalised kernel" (Shankar et al. 2020, arXiv:2003.02237), a kernel only:
+    Σ' = s·exp(γ(ρ + shift)), Θ' = γ·exp(γ(ρ + shift))·Θ, s = √(Σ₁₁Σ₂₂), ρ = Σ₁₂/s (clipped to
+    [−1, 1] with ``do_clip``). ``apply_fn`` raises NotImplementedError, as neural-tangents'.
+    """
+    return _act_layer(_act.exp_normalized(_finite(gamma, "gamma"), _finite(shift, "shift"), bool(do_clip)))
+
+
+def Gaussian(a=1, b=-1):
+    """φ(x) = a·exp(b·x²). For b > 0, E[φ(u)φ(v)] is infinite where I − 2bΣ is not positive
+    definite (a variance ≥ 1/(2b)): the dual kernels are +inf there, and kernel_fn raises
+    OverflowError (neural-tangents returns a finite number from its product formula when
+    both variances exceed 1/(2b))."""
+    return _act_layer(_act.gaussian(_finite(a, "a"), _finite(b, "b")))
+
+
+def Rbf(gamma=1.0):
+    """φ(x) = √2·sin(√(2γ)·x + π/4): Σ' = exp(−γ(Σ₁₁ + Σ₂₂ − 2Σ₁₂)), the RBF kernel of the
+    layer's inputs (γ = 1/(2ℓ²))."""
+    return _act_layer(_act.rbf(check_positive(gamma, "gamma", allow_zero=True)))
+
+
+def Sign():
+    """φ(x) = sign(x): Σ' = 1 − 2θ/π; Θ' = 0 (sign' = 0 wherever it is defined, so the layers
+    below a Sign do not move its output)."""
+    return _act_layer(_act.sign())
+
+
+def Gabor():
+    """φ(x) = exp(−x²)·sin(x)."""
+    return _act_layer(_act.gabor())
+
+
+def Monomial(degree):
+    """φ(x) = xⁿ, n = ``degree``: any integer 0 ≤ n ≤ 170 (neural-tangents: 0 to 5)."""
+    return _act_layer(_act.monomial(degree))
+
+
+def RectifiedMonomial(degree):
+    """φ(x) = [x ≥ 0]·xⁿ: the arc-cosine kernel of degree n (Cho & Saul 2009), 0 ≤ n ≤ 64."""
+    return _act_layer(_act.rectified_monomial(degree))
+
+
+def Polynomial(coef):
+    """φ(x) = coef[0] + coef[1]·x + … + coef[n]·xⁿ (closed form; see ``activations.polynomial``)."""
+    return _act_layer(_act.polynomial(coef))
+
+
+def Hermite(degree):
+    """φ(x) = Heₙ(x)/√(n!), the probabilists' Hermite polynomial normalised to unit norm under N(0, 1).
+
+    The kernel is that of this network for any variance the layer receives:
+    Σ' = Σ_j n!/((n − 2j)!·j!²·4ʲ)·Σ₁₂ⁿ⁻²ʲ·((Σ₁₁ − 1)(Σ₂₂ − 1))ʲ. neural-tangents returns Σ₁₂ⁿ
+    (and Θ' = n·Σ₁₂ⁿ⁻¹), which is this where Σ₁₁ = Σ₂₂ = 1 and not elsewhere; fastntk warns
+    once about the difference.
+    """
+    layer = _act_layer(_act.hermite(degree))
+    _warn_once("Hermite", "fastntk's stax.Hermite kernel is that of the network for any pre-activation "
+               "variance; neural-tangents' (Σ12**degree) assumes unit variances and differs elsewhere")
+    return layer

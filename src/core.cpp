@@ -90,6 +90,17 @@ idx row_stride(const py::array& a, const char* name, idx rows, idx cols) {
     return rows > 1 ? a.strides(0) / static_cast<idx>(sizeof(T)) : cols;
 }
 
+// The degree of a Monomial, RectifiedMonomial or Hermite op: a non-negative integer (at most
+// kMaxRectifiedDegree for RectifiedMonomial, whose coefficient tables live on the stack).
+void check_degree(const fastntk::Op& op, idx l) {
+    using fastntk::OpKind;
+    if (op.kind != OpKind::Monomial && op.kind != OpKind::RectifiedMonomial && op.kind != OpKind::Hermite) return;
+    const double n = op.p[0];
+    const double top = op.kind == OpKind::RectifiedMonomial ? fastntk::kMaxRectifiedDegree : 1e6;
+    if (!(n >= 0 && n <= top && n == static_cast<int>(n)))
+        throw std::invalid_argument("ops[" + std::to_string(l) + ", 1] is not a degree in [0, " + std::to_string(static_cast<long>(top)) + "]");
+}
+
 // ops: float64 array (n_ops, 5) of [kind, p0, p1, p2, p3] rows.
 std::vector<fastntk::Op> read_ops(const Array<double>& ops, idx* n_act) {
     if (ops.ndim() != 2 || ops.shape(1) != 5)
@@ -99,10 +110,11 @@ std::vector<fastntk::Op> read_ops(const Array<double>& ops, idx* n_act) {
     *n_act = 0;
     for (idx l = 0; l < o.shape(0); ++l) {
         const int kind = static_cast<int>(o(l, 0));
-        if (kind < 0 || kind > static_cast<int>(fastntk::OpKind::Gelu) || kind != o(l, 0))
+        if (kind < 0 || kind > static_cast<int>(fastntk::kLastOpKind) || kind != o(l, 0))
             throw std::invalid_argument("ops[" + std::to_string(l) + ", 0] is not an op kind");
         out[l].kind = static_cast<fastntk::OpKind>(kind);
         for (int q = 0; q < 4; ++q) out[l].p[q] = o(l, q + 1);
+        check_degree(out[l], l);
         *n_act += fastntk::is_activation(out[l].kind);
     }
     return out;
@@ -223,9 +235,15 @@ PYBIND11_MODULE(_core, m) {
     using fastntk::OpKind;
     for (const auto& [name, kind] : {std::pair<const char*, OpKind>{"input", OpKind::Input}, {"dense_ntk", OpKind::DenseNtk},
                                      {"dense_standard", OpKind::DenseStandard}, {"abrelu", OpKind::ABRelu},
-                                     {"erf", OpKind::Erf}, {"sin", OpKind::Sin}, {"gelu", OpKind::Gelu}})
+                                     {"erf", OpKind::Erf}, {"sin", OpKind::Sin}, {"gelu", OpKind::Gelu},
+                                     {"exp", OpKind::Exp}, {"gaussian", OpKind::Gaussian},
+                                     {"exp_normalized", OpKind::ExpNormalized}, {"rbf", OpKind::Rbf},
+                                     {"sign", OpKind::Sign}, {"gabor", OpKind::Gabor}, {"monomial", OpKind::Monomial},
+                                     {"rectified_monomial", OpKind::RectifiedMonomial},
+                                     {"polynomial", OpKind::Polynomial}, {"hermite", OpKind::Hermite}})
         op_kinds[name] = static_cast<int>(kind);
     m.attr("op_kinds") = op_kinds;
+    m.attr("max_rectified_degree") = fastntk::kMaxRectifiedDegree;
 #if defined(__unix__) || defined(__APPLE__)
     pthread_atfork(before_fork, nullptr, in_child);
 #endif

@@ -191,7 +191,7 @@ def _fc_tile_args():
         ({"ntk": np.empty((5, 6))[:, ::2]}, "ntk must have contiguous rows"),
         ({"var1": np.empty((1, 10))[:, ::2]}, "var1 must have contiguous rows"),
         ({"ops": RELU_OPS[:, :4].copy()}, r"ops must have shape \(n_ops, 5\); got \(4, 4\)"),
-        ({"ops": np.array([[9.0, 0, 0, 0, 0]])}, r"ops\[0, 0\] is not an op kind"),
+        ({"ops": np.array([[max(_OP.values()) + 1.0, 0, 0, 0, 0]])}, r"ops\[0, 0\] is not an op kind"),
         ({"ops": np.array([[1.5, 0, 0, 0, 0]])}, r"ops\[0, 0\] is not an op kind"),
     ],
     ids=["ntk_shape", "nngp_shape", "sigma_1d", "var1_rows", "var2_cols", "sigma_strided", "ntk_strided",

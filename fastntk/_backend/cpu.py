@@ -16,7 +16,24 @@ from typing import NamedTuple
 import numpy as np
 import scipy.linalg.blas
 
-from ..activations import ABReluDual, ErfDual, GeluDual, GivenDual, QuadratureDual, SinDual
+from ..activations import (
+    ABReluDual,
+    ErfDual,
+    ExpDual,
+    ExpNormalizedDual,
+    GaborDual,
+    GaussianDual,
+    GeluDual,
+    GivenDual,
+    HermiteDual,
+    MonomialDual,
+    PolynomialDual,
+    QuadratureDual,
+    RbfDual,
+    RectifiedMonomialDual,
+    SignDual,
+    SinDual,
+)
 from ..infinite import Combine, Copy, Run, Scale
 from ..spec import Dense
 
@@ -39,6 +56,16 @@ _CLOSED_FORM_OPS = {
     ErfDual: lambda r: ("erf", (r.a, r.b, r.c)),
     SinDual: lambda r: ("sin", (r.a, r.b, r.c)),
     GeluDual: lambda r: ("gelu", ()),
+    ExpDual: lambda r: ("exp", (r.a, r.b)),
+    GaussianDual: lambda r: ("gaussian", (r.a, r.b)),
+    ExpNormalizedDual: lambda r: ("exp_normalized", (r.gamma, r.shift, float(r.do_clip))),
+    RbfDual: lambda r: ("rbf", (r.gamma,)),
+    SignDual: lambda r: ("sign", ()),
+    GaborDual: lambda r: ("gabor", ()),
+    MonomialDual: lambda r: ("monomial", (r.degree,)),
+    RectifiedMonomialDual: lambda r: ("rectified_monomial", (r.degree,)),
+    PolynomialDual: lambda r: ("polynomial", r.coef),  # 4 coefficients (activations.polynomial)
+    HermiteDual: lambda r: ("hermite", (r.degree,)),
 }
 
 

@@ -16,14 +16,26 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "fastntk/math.hpp"
+
+#if defined(__GNUC__)
+#define FASTNTK_NOINLINE __attribute__((noinline))
+#else
+#define FASTNTK_NOINLINE
+#endif
 
 namespace fastntk {
 
 using idx = std::ptrdiff_t;
 
-enum class OpKind : int { Input = 0, DenseNtk = 1, DenseStandard = 2, ABRelu = 3, Erf = 4, Sin = 5, Gelu = 6 };
+enum class OpKind : int {
+    Input = 0, DenseNtk = 1, DenseStandard = 2, ABRelu = 3, Erf = 4, Sin = 5, Gelu = 6,
+    Exp = 7, Gaussian = 8, ExpNormalized = 9, Rbf = 10, Sign = 11, Gabor = 12,
+    Monomial = 13, RectifiedMonomial = 14, Polynomial = 15, Hermite = 16
+};
+constexpr OpKind kLastOpKind = OpKind::Hermite;
 
 // One layer. Parameters by kind:
 //   Input          p = {1/d}
@@ -33,6 +45,16 @@ enum class OpKind : int { Input = 0, DenseNtk = 1, DenseStandard = 2, ABRelu = 3
 //   Erf            p = {a, b, c}  phi(x) = a erf(b x) + c
 //   Sin            p = {a, b, c}  phi(x) = a sin(b x + c)
 //   Gelu           p = {}         phi(x) = x Phi(x)
+//   Exp            p = {a, b}     phi(x) = a exp(b x)
+//   Gaussian       p = {a, b}     phi(x) = a exp(b x^2)
+//   ExpNormalized  p = {gamma, shift, clip}  no phi: s exp(gamma (rho + shift)), s = sqrt(k11 k22)
+//   Rbf            p = {gamma}    phi(x) = sqrt(2) sin(sqrt(2 gamma) x + pi/4)
+//   Sign           p = {}         phi(x) = sign(x)
+//   Gabor          p = {}         phi(x) = exp(-x^2) sin(x)
+//   Monomial       p = {n}        phi(x) = x^n
+//   RectifiedMonomial p = {n}     phi(x) = [x >= 0] x^n  (n <= kMaxRectifiedDegree)
+//   Polynomial     p = {c0, c1, c2, c3}  phi(x) = c0 + c1 x + c2 x^2 + c3 x^3
+//   Hermite        p = {n}        phi(x) = He_n(x)/sqrt(n!)  (probabilists' Hermite polynomial)
 struct Op {
     OpKind kind;
     double p[4];
@@ -147,6 +169,301 @@ inline void gelu_dual(double& k, double k11, double k22, double& t_dot) noexcept
         0.25 * k;
 }
 
+// --- neural-tangents 0.6.5's other closed-form activations (stax/elementwise.py) ---
+
+// s = sqrt(k11) sqrt(k22) (k11 itself where k11 = k22, so rho = 1 exactly at coincident points),
+// never the product k11 k22; rho = k/s, 0 where s = 0 (a zero-variance point, whose k is 0).
+inline double sqrt_prod(double k11, double k22) noexcept { return k11 == k22 ? k11 : std::sqrt(k11) * std::sqrt(k22); }
+inline double correlation(double k, double s) noexcept { return s > 0.0 ? k / s : 0.0; }
+
+// v s^n, one factor at a time: the partial products move monotonically towards the result, so
+// none overflows or underflows before the result does (s^n alone may).
+inline double times_power(double v, double s, int n) noexcept {
+    for (int i = 0; i < n; ++i) v *= s;
+    return v;
+}
+
+// Exp: Sigma' = a^2 exp(b^2 (k11/2 + k22/2 + k)), T_dot = b^2 Sigma'.
+inline void exp_dual(double& k, double k11, double k22, double a2, double b2, double& t_dot) noexcept {
+    const double e = a2 * std::exp(b2 * (0.5 * k11 + 0.5 * k22 + k));
+    t_dot = b2 * e;
+    k = e;
+}
+
+// Gaussian: with c = -2b, det^2 = det(I + cK) = (1 + c k11)(1 + c k22) - c^2 k^2,
+//   Sigma' = a^2/det,  T_dot = 4 a^2 b^2 k/det^3  (= dSigma'/dk, Price's theorem).
+// As for erf, det^2 = q1^2 w^2 with q1^2 = 1 + c k11, e1 = 1/q1^2 and
+//   w^2 = 1 + c e1 k22 + c^2 k11 e1 r  (every term >= 0 for b <= 0),
+// so 1/det = sqrt(e1)/w and k/det^3 = (k sqrt(e1)/w)(e1/w^2). For b > 0 the expectation is
+// finite only where I - 2bK is positive definite (q1^2 > 0 and w^2 > 0); +inf elsewhere.
+inline void gaussian_dual(double& k, double k11, double k22, double a2, double b, double& t_dot) noexcept {
+    const double c = -2.0 * b;
+    const double q1_sq = 1.0 + c * k11, e1 = 1.0 / q1_sq;
+    double r = residual(k, k11, k22, inv_or_zero(k11));
+    r = r < 0.0 ? 0.0 : r;
+    const double w_sq = 1.0 + c * e1 * k22 + c * (c * k11 * e1) * r;
+    const bool finite = q1_sq > 0.0 && w_sq > 0.0;
+    const double inv_w = 1.0 / std::sqrt(w_sq), inv_q1 = std::sqrt(e1);
+    const double inf = std::numeric_limits<double>::infinity();
+    t_dot = finite ? 4.0 * a2 * b * b * (k * inv_q1 * inv_w) * (e1 * inv_w * inv_w) : inf;
+    k = finite ? a2 * inv_q1 * inv_w : inf;
+}
+
+// ExpNormalized (the "Gaussian normalised kernel" of Shankar et al. 2020; a kernel, no phi):
+//   Sigma' = s exp(gamma (rho + shift)),  T_dot = gamma exp(gamma (rho + shift)),
+// rho clipped to [-1, 1] when clip.
+inline void exp_normalized_dual(double& k, double k11, double k22, double gamma, double shift, bool clip,
+                                double& t_dot) noexcept {
+    const double s = sqrt_prod(k11, k22);
+    double rho = correlation(k, s);
+    rho = clip ? std::min(1.0, std::max(-1.0, rho)) : rho;
+    const double e = std::exp(gamma * (rho + shift));
+    t_dot = gamma * e;
+    k = s * e;
+}
+
+// Rbf: Sigma' = exp(-gamma (k11 + k22 - 2k)), T_dot = 2 gamma Sigma'. The exponent is <= 0
+// (|k| <= k11/2 + k22/2; rounding above 0 is clamped, as for Sin) and exactly 0 where
+// k = k11 = k22.
+inline void rbf_dual(double& k, double k11, double k22, double gamma, double& t_dot) noexcept {
+    const double x = 2.0 * gamma * (k - (0.5 * k11 + 0.5 * k22));
+    const double e = std::exp(x > 0.0 ? 0.0 : x);
+    t_dot = 2.0 * gamma * e;
+    k = e;
+}
+
+// Sign: Sigma' = E[sign(u) sign(v)] = 1 - 2 theta/pi, the T_dot of Abs = ABRelu(-1, 1) (the
+// same angle path, rho_tol and zero-variance rule: 0 there, sign(0) = 0). T_dot = 0: sign' = 0
+// wherever it is defined, as in the finite network's gradient.
+inline void sign_dual(double& k, double k11, double k22, double rho_tol, double& t_dot) noexcept {
+    double abs_sigma = k, abs_t_dot;
+    abrelu_dual(abs_sigma, k11, k22, 1.0, 2.0 / kPi, rho_tol, abs_t_dot);
+    k = abs_t_dot;
+    t_dot = 0.0;
+}
+
+// Gabor, exp(-x^2) sin(x): with den = det(I + 2K) = 1 + 2(k11 + k22) + 4 k11 r,
+//   Sigma' = exp(-X/2) sinh(y)/sqrt(den),  X = (k11 + k22 + 4 k11 r)/den,  y = k/den,
+//   T_dot  = den^(-3/2) exp(-X/2) [cosh(y)(1 + 8k^2/den) + 4k sinh(y)(1 + (1 + k11 + k22)/den)]:
+// neural-tangents' two exponentials exp(-X/2 +- y) as cosh and sinh (sinh from expm1, so no
+// cancellation at small |k|). As for erf, den = q1^2 w^2, q1^2 = 1 + 2 k11, w^2 = 1 + 2 e1 k22
+// + 4 k11 e1 r; with g = 1/sqrt(den), X = 1 - (1 + k11 + k22) g^2, and k g (|k g| < 1/2) and
+// (1 + k11 + k22) g^2 (< 1) are bounded, so nothing overflows.
+inline void gabor_dual(double& k, double k11, double k22, double& t_dot) noexcept {
+    const double e1 = 1.0 / (1.0 + 2.0 * k11);
+    double r = residual(k, k11, k22, inv_or_zero(k11));
+    r = r < 0.0 ? 0.0 : r;
+    const double w = std::sqrt(1.0 + 2.0 * e1 * k22 + 4.0 * (k11 * e1) * r);
+    const double g = std::sqrt(e1) / w, g2 = g * g, kg = k * g;
+    const double one_s = (1.0 + k11 + k22) * g2;
+    const double em1 = std::expm1(kg * g), ey = em1 + 1.0;
+    const double sh = em1 * (em1 + 2.0) / (2.0 * ey), ch = 1.0 + em1 * em1 / (2.0 * ey);
+    const double ex = std::exp(-0.5 * (1.0 - one_s));
+    t_dot = ex * g * (ch * (g2 + 8.0 * kg * kg * g2) + sh * 4.0 * kg * g * (1.0 + one_s));
+    k = ex * sh * g;
+}
+
+// H_n(x, q) = sum_(j <= n/2) n!/((n - 2j)! j!^2 4^j) x^(n-2j) q^j. By Price's theorem (the
+// Taylor series of E[phi(u) phi(v)] in k), E[u^n v^n] = n! H_n(k, k11 k22) and, for the
+// normalised Hermite polynomial h_n = He_n/sqrt(n!), E[h_n(u) h_n(v)] = H_n(k, (k11 - 1)(k22 - 1)).
+// Horner in x^2 from the j = 0 term; coefficients by their ratio
+// d_(j+1)/d_j = (n - 2j)(n - 2j - 1)/(4 (j + 1)^2).
+inline double hermite_sum(int n, double x, double q) noexcept {
+    const double x2 = x * x;
+    double d = 1.0, qj = 1.0, s = 1.0;
+    for (int j = 0; 2 * j + 2 <= n; ++j) {
+        const double l = n - 2 * j;
+        d = d * (l * (l - 1.0)) / (4.0 * (j + 1.0) * (j + 1.0));
+        qj *= q;
+        s = s * x2 + d * qj;
+    }
+    return n % 2 ? s * x : s;
+}
+
+// Monomial x^n (Isserlis): Sigma' = n! s^n H_n(rho, 1), T_dot = n^2 (n-1)! s^(n-1) H_(n-1)(rho, 1).
+// Homogeneous of degree n: computed on rho and scaled by s^n (times_power). n_fact = n!.
+inline void monomial_dual(double& k, double k11, double k22, int n, double n_fact, double& t_dot) noexcept {
+    const double s = sqrt_prod(k11, k22), rho = correlation(k, s);
+    t_dot = n == 0 ? 0.0 : times_power(n * n_fact * hermite_sum(n - 1, rho, 1.0), s, n - 1);
+    k = times_power(n_fact * hermite_sum(n, rho, 1.0), s, n);
+}
+
+// Hermite h_n = He_n/sqrt(n!): Sigma' = H_n(k, q), T_dot = n H_(n-1)(k, q) (h_n' = sqrt(n) h_(n-1)),
+// q = (k11 - 1)(k22 - 1). neural-tangents' k^n and n k^(n-1) are these at k11 = k22 = 1.
+// Every term of Sigma' for n >= 2 carries q or k^2 with a coefficient >= 1/2: q overflows only
+// where Sigma' does.
+inline void hermite_dual(double& k, double k11, double k22, int n, double& t_dot) noexcept {
+    const double q = (k11 - 1.0) * (k22 - 1.0);
+    t_dot = n == 0 ? 0.0 : n * hermite_sum(n - 1, k, q);
+    k = hermite_sum(n, k, q);
+}
+
+// Polynomial c0 + c1 x + c2 x^2 + c3 x^3 (Price's theorem): E[phi(u) phi(v)] =
+// sum_l mu_l(k11) mu_l(k22) k^l/l!, mu_l(v) = E[phi^(l)(u)] for u ~ N(0, v): mu_0 = c0 + c2 v,
+// mu_1 = c1 + 3 c3 v, mu_2 = 2 c2, mu_3 = 6 c3; T_dot = sum_(l >= 1) mu_l mu_l k^(l-1)/(l-1)!.
+// m2 = mu_2^2/2, m3 = mu_3^2/6.
+inline void polynomial_dual(double& k, double k11, double k22, const double* c, double m2, double m3,
+                            double& t_dot) noexcept {
+    const double m0 = (c[0] + c[2] * k11) * (c[0] + c[2] * k22);
+    const double m1 = (c[1] + 3.0 * c[3] * k11) * (c[1] + 3.0 * c[3] * k22);
+    t_dot = m1 + k * (2.0 * m2 + k * (3.0 * m3));
+    k = m0 + k * (m1 + k * (m2 + k * m3));
+}
+
+// The arc-cosine kernels of degree n (Cho & Saul 2009), E[[u >= 0] u^n [v >= 0] v^n] =
+// s^n J_n(theta)/(2 pi) with
+//   J_n(theta) = (-1)^n sin(theta)^(2n+1) (1/sin d/dtheta)^n ((pi - theta)/sin(theta))
+//              = P_n(rho) (pi - theta) + Q_n(rho) sin(theta),  rho = cos(theta):
+// (1/sin d/dtheta) = -d/drho gives P_0 = 1, Q_0 = 0 and
+//   P_(n+1) = (1 - rho^2) P_n' + (2n + 1) rho P_n,  Q_(n+1) = P_n + (1 - rho^2) Q_n' + 2n rho Q_n
+// (integer coefficients, exact in double up to degree ~20, then rounded once each).
+constexpr int kMaxRectifiedDegree = 64;
+
+struct ArcCosine {
+    int n = 0;
+    double p[kMaxRectifiedDegree + 2] = {1.0};  // P_n = sum_i p[i] rho^i
+    double q[kMaxRectifiedDegree + 2] = {0.0};
+
+    void step() noexcept {  // n -> n + 1
+        double np[kMaxRectifiedDegree + 2] = {0.0}, nq[kMaxRectifiedDegree + 2] = {0.0};
+        for (int i = 0; i <= n; ++i) {
+            if (i > 0) np[i - 1] += i * p[i], nq[i - 1] += i * q[i];
+            np[i + 1] += (2 * n + 1 - i) * p[i];
+            nq[i + 1] += (2 * n - i) * q[i];
+            nq[i] += p[i];
+        }
+        ++n;
+        std::copy(np, np + n + 1, p);
+        std::copy(nq, nq + n + 1, q);
+    }
+
+    // s^n J_n/(2 pi); at a zero-variance point (s = 0): 0 for n >= 1, and for n = 0 the kernel
+    // of phi(0) = [0 >= 0] = 1: 1 where both variances are 0 (zero_both), 1/2 where one is.
+    double kernel(double rho, double pi_minus_theta, double sin_theta, double s, bool zero_both) const noexcept {
+        double pv = 0.0, qv = 0.0;
+        for (int i = n; i >= 0; --i) pv = pv * rho + p[i], qv = qv * rho + q[i];
+        const double v = (pv * pi_minus_theta + qv * sin_theta) / (2.0 * kPi);
+        if (n > 0) return times_power(v, s, n);
+        return s > 0.0 ? v : (zero_both ? 1.0 : 0.5);
+    }
+};
+
+// RectifiedMonomial [x >= 0] x^n: Sigma' = s^n J_n/(2 pi), T_dot = n^2 s^(n-1) J_(n-1)/(2 pi)
+// (Price's theorem). pi - theta = atan2(sin(theta), -rho) (no cancellation at rho -> -1);
+// sin(theta) = sqrt((1 - rho)(1 + rho)), 0 where 1 - rho^2 <= rho_tol, as the ReLU family (the
+// degree-0 kernel is first order in theta, so the Gram's rounding would otherwise become
+// sqrt(eps) at coincident points).
+inline void rectified_monomial_dual(double& k, double k11, double k22, const ArcCosine& jn, const ArcCosine& jm,
+                                    double rho_tol, double& t_dot) noexcept {
+    const double s = sqrt_prod(k11, k22);
+    const double rho = std::min(1.0, std::max(-1.0, correlation(k, s)));
+    double sin2 = (1.0 - rho) * (1.0 + rho);
+    sin2 = sin2 > rho_tol ? sin2 : 0.0;
+    const double sin_theta = std::sqrt(sin2), pi_minus_theta = atan2_v(sin_theta, -rho);
+    const bool zero_both = k11 == 0.0 && k22 == 0.0;
+    t_dot = jn.n == 0 ? 0.0 : jn.n * jn.n * jm.kernel(rho, pi_minus_theta, sin_theta, s, zero_both);
+    k = jn.kernel(rho, pi_minus_theta, sin_theta, s, zero_both);
+}
+
+// The ops from Exp on, in a function of their own (not inlined): as cases of apply_op itself
+// they made the ReLU, erf and GELU passes ~3x slower (GCC, measured), the compiler's inlining
+// and vectorisation of the existing cases giving way to the larger function.
+template <bool WithNtk, bool PerEntry>
+FASTNTK_NOINLINE void apply_nt_op(const Op& op, double* __restrict k, double* __restrict t, idx n,
+                                  const double* __restrict v1, const double* __restrict v2, double rho_tol) noexcept {
+    const double* p = op.p;
+    switch (op.kind) {
+        case OpKind::Exp: {
+            const double a2 = p[0] * p[0], b2 = p[1] * p[1];
+            for (idx j = 0; j < n; ++j) {
+                double t_dot;
+                exp_dual(k[j], v1[PerEntry ? j : 0], v2[j], a2, b2, t_dot);
+                if (WithNtk) t[j] *= t_dot;
+            }
+            break;
+        }
+        case OpKind::Gaussian:
+            for (idx j = 0; j < n; ++j) {
+                double t_dot;
+                gaussian_dual(k[j], v1[PerEntry ? j : 0], v2[j], p[0] * p[0], p[1], t_dot);
+                if (WithNtk) t[j] *= t_dot;
+            }
+            break;
+        case OpKind::ExpNormalized:
+            for (idx j = 0; j < n; ++j) {
+                double t_dot;
+                exp_normalized_dual(k[j], v1[PerEntry ? j : 0], v2[j], p[0], p[1], p[2] != 0.0, t_dot);
+                if (WithNtk) t[j] *= t_dot;
+            }
+            break;
+        case OpKind::Rbf:
+            for (idx j = 0; j < n; ++j) {
+                double t_dot;
+                rbf_dual(k[j], v1[PerEntry ? j : 0], v2[j], p[0], t_dot);
+                if (WithNtk) t[j] *= t_dot;
+            }
+            break;
+        case OpKind::Sign:
+            for (idx j = 0; j < n; ++j) {
+                double t_dot;
+                sign_dual(k[j], v1[PerEntry ? j : 0], v2[j], rho_tol, t_dot);
+                if (WithNtk) t[j] *= t_dot;
+            }
+            break;
+        case OpKind::Gabor:
+            for (idx j = 0; j < n; ++j) {
+                double t_dot;
+                gabor_dual(k[j], v1[PerEntry ? j : 0], v2[j], t_dot);
+                if (WithNtk) t[j] *= t_dot;
+            }
+            break;
+        case OpKind::Monomial: {
+            const int deg = static_cast<int>(p[0]);
+            double n_fact = 1.0;
+            for (int i = 2; i <= deg; ++i) n_fact *= i;
+            for (idx j = 0; j < n; ++j) {
+                double t_dot;
+                monomial_dual(k[j], v1[PerEntry ? j : 0], v2[j], deg, n_fact, t_dot);
+                if (WithNtk) t[j] *= t_dot;
+            }
+            break;
+        }
+        case OpKind::RectifiedMonomial: {
+            const int deg = static_cast<int>(p[0]);
+            ArcCosine jm;  // degree deg - 1 (deg for deg = 0), then jn of degree deg
+            for (int i = 1; i < deg; ++i) jm.step();
+            ArcCosine jn = jm;
+            if (deg > 0) jn.step();
+            for (idx j = 0; j < n; ++j) {
+                double t_dot;
+                rectified_monomial_dual(k[j], v1[PerEntry ? j : 0], v2[j], jn, jm, rho_tol, t_dot);
+                if (WithNtk) t[j] *= t_dot;
+            }
+            break;
+        }
+        case OpKind::Polynomial: {
+            const double m2 = 2.0 * p[2] * p[2], m3 = 6.0 * p[3] * p[3];  // (2 c2)^2/2, (6 c3)^2/6
+            for (idx j = 0; j < n; ++j) {
+                double t_dot;
+                polynomial_dual(k[j], v1[PerEntry ? j : 0], v2[j], p, m2, m3, t_dot);
+                if (WithNtk) t[j] *= t_dot;
+            }
+            break;
+        }
+        case OpKind::Hermite: {
+            const int deg = static_cast<int>(p[0]);
+            for (idx j = 0; j < n; ++j) {
+                double t_dot;
+                hermite_dual(k[j], v1[PerEntry ? j : 0], v2[j], deg, t_dot);
+                if (WithNtk) t[j] *= t_dot;
+            }
+            break;
+        }
+        default:
+            break;
+    }
+}
+
 // Apply op to n entries: k[j] (Sigma12) and t[j] (Theta12, skipped when
 // WithNtk is false), with variances v1[PerEntry ? j : 0] and v2[j]. A row of
 // a tile (one x1 point against n x2 points) has PerEntry = false.
@@ -203,6 +520,9 @@ inline void apply_op(const Op& op, double* __restrict k, double* __restrict t, i
                 gelu_dual(k[j], v1[PerEntry ? j : 0], v2[j], t_dot);
                 if (WithNtk) t[j] *= t_dot;
             }
+            break;
+        default:  // neural-tangents' other activations, compiled apart (see apply_nt_op)
+            apply_nt_op<WithNtk, PerEntry>(op, k, t, n, v1, v2, rho_tol);
             break;
     }
 }

@@ -635,7 +635,7 @@ def cookbook_ensemble(nt, stax, predict, data, out):
 @snippet()
 def phase_diagram(nt, stax, predict, data, out):
     """notebooks/phase_diagram.ipynb: q-map / c-map fixed points of Dense-Erf via kernel_fn, χ = grad(c_map)."""
-    def fixed_point(f, initial_value, n_steps=30):
+    def fixed_point(f, initial_value, n_steps=15):
         x = initial_value
         for _ in range(n_steps):
             x = f(x)
@@ -665,7 +665,7 @@ def phase_diagram(nt, stax, predict, data, out):
     out["cstar"] = cstar
     out["chi_c"] = grad(c_map_fn)(0.5)
 
-    chis = [[grad(c_map(W_var, b_var)[1])(0.5) for b_var in (0.05, 0.5)] for W_var in (1.0, 2.5)]
+    chis = [[grad(c_map(W_var, b_var)[1])(0.5) for b_var in (0.05,)] for W_var in (1.0, 2.5)]
     out["chi_grid"] = np.array(chis)
 
     x = np.asarray(data["x1"])

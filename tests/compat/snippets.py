@@ -78,13 +78,16 @@ class Recorder(dict):
             super().__setitem__(name, onp.array(value))
 
 
-def run(name, nt, stax, predict, data):
-    """Run snippet ``name`` with the given library modules: (Recorder of results, exception or None)."""
+def run(name, nt, stax, predict, data, as_jax=False):
+    """Run snippet ``name`` with the given library modules: (Recorder of results, exception or None).
+
+    ``as_jax``: the snippet's data arrive as JAX arrays rather than NumPy arrays."""
     fn, meta = SNIPPETS[name]
     out = Recorder()
     with jax_mode(meta["x64"], meta["user_splits"]):
+        convert = np.asarray if as_jax else onp.array
         try:
-            fn(nt, stax, predict, {k: onp.array(v) for k, v in data.items()}, out)
+            fn(nt, stax, predict, {k: convert(v) for k, v in data.items()}, out)
         except Exception as e:  # noqa: BLE001 - reported by the caller with the results so far
             return out, e
     return out, None

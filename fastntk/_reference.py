@@ -4,7 +4,7 @@ float64, a loop over layers, no tiling, no tricks. It reads the typed network sp
 (:mod:`fastntk.spec`: Dense, Act, Identity, Serial) and the dual rules of
 :mod:`fastntk.activations` — data only — and none of fastntk's numerics:
 
-* ``Dense(out_dim, W_std, b_std, parameterization)``; ``b_std`` is None for no bias.
+* ``Dense(out_dim, W_std, b_std, parameterization, s)``; ``b_std`` is None for no bias; ``s`` the width scalings.
 * ``ABReluDual(a, b)``: φ(x) = a·min(x, 0) + b·max(x, 0) (ReLU = (0, 1), Abs = (−1, 1)).
 * ``ErfDual(a, b, c)``: φ(x) = a·erf(b·x) + c.
 * ``SinDual(a, b, c)``: φ(x) = a·sin(b·x + c).
@@ -466,11 +466,11 @@ def _dense(layer, k):
         # Jacot et al. (2018): Σ ← W²Σ + b², Θ ← Σ_new + W²Θ.
         ntk, ntk1, ntk2 = (s + W_std**2 * t for s, t in ((nngp, k.ntk), (cov1, k.ntk1), (cov2, k.ntk2)))
     else:
-        # Sohl-Dickstein et al. (2020), neural-tangents: Θ ← n_in·Σ + W²Θ + [bias].
+        # Sohl-Dickstein et al. (2020), neural-tangents: Θ ← n_in·Σ + W²Θ + [bias], n_in = width/s_in.
         c = 0.0 if b_std is None else 1.0
-        ntk, ntk1, ntk2 = (k.width * s + W_std**2 * t + c
+        ntk, ntk1, ntk2 = (layer.n_in(k.width) * s + W_std**2 * t + c
                            for s, t in ((k.nngp, k.ntk), (k.cov1, k.ntk1), (k.cov2, k.ntk2)))
-    return _Branch(nngp, ntk, cov1, cov2, ntk1, ntk2, layer.out_dim)
+    return _Branch(nngp, ntk, cov1, cov2, ntk1, ntk2, layer.width)
 
 
 def _product(arrays):

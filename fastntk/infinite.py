@@ -125,7 +125,7 @@ def kernel_program(layer_spec, start):
             if run is None:
                 run, first = (b[0], [], b[1], first), False
             run[1].append(leaf)
-            b[1:] = ([leaf.out_dim, True, "dense"] if isinstance(leaf, spec.Dense)
+            b[1:] = ([leaf.width, True, "dense"] if isinstance(leaf, spec.Dense)
                      else [b[1], False, leaf.activation.name])
             continue
         if isinstance(leaf, spec.Identity) or (isinstance(leaf, spec.Dropout) and leaf.mode == "test"):

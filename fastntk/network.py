@@ -162,11 +162,11 @@ def dense_coefs(layer, W):
     """(c, β) with z = c·h W + β·b for the Dense ``layer`` and its weights W (fan_in, out).
 
     'ntk': c = W_std/√fan_in, β = b_std (W, b are the raw N(0, 1) draws, neural-tangents'
-    Dense.apply_fn); 'standard': c = β = 1 (init already scaled W and b).
+    Dense.apply_fn); 'standard': c = 1/√s_in, β = 1 (init already scaled W and b).
     """
     if layer.parameterization == "ntk":
         return float(layer.W_std / math.sqrt(W.shape[0])), float(layer.b_std or 0.0)
-    return 1.0, 1.0
+    return 1.0 / math.sqrt(layer.s[0]), 1.0
 
 
 # --------------------------------------------------------------------------- rules
@@ -179,12 +179,12 @@ class Rule(NamedTuple):
 
 def _dense_init(layer, gen, shape):
     fan_in = shape[-1]
-    W = gen.standard_normal((fan_in, layer.out_dim))
-    b = None if layer.b_std is None else gen.standard_normal((1, layer.out_dim))
+    W = gen.standard_normal((fan_in, layer.width))
+    b = None if layer.b_std is None else gen.standard_normal((*[1] * (len(shape) - 1), layer.width))
     if layer.parameterization == "standard":  # init scales; apply does not
-        W = W * float(layer.W_std / np.sqrt(fan_in))
+        W = W * float(layer.W_std / np.sqrt(layer.n_in(fan_in)))
         b = None if b is None else b * layer.b_std
-    return (*shape[:-1], layer.out_dim), (W, b)
+    return (*shape[:-1], layer.width), (W, b)
 
 
 def _dense_apply(layer, p, h):
@@ -343,16 +343,18 @@ def check_entries(layer, params, d=None, name="params", x_name="inputs"):
         fan_in = widths[r]
         W, b = p
         shape = np.shape(W)
-        if shape[1:] != (leaf.out_dim,) or (fan_in is not None and shape[0] != fan_in):
-            want = f"({'fan_in' if fan_in is None else fan_in}, {leaf.out_dim})"
+        if shape[1:] != (leaf.width,) or (fan_in is not None and shape[0] != fan_in):
+            want = f"({'fan_in' if fan_in is None else fan_in}, {leaf.width})"
             where = f" for {x_name} with {d} features" if first and d is not None else ""
             why = (f" ({x_name} has {d} features but the first Dense layer expects {shape[0]})"
-                   if where and len(shape) == 2 and shape[1:] == (leaf.out_dim,) else "")
+                   if where and len(shape) == 2 and shape[1:] == (leaf.width,) else "")
             raise ValueError(f"{path}[0] (W) must have shape {want}{where}; got {shape}{why}")
-        if (b is None) != (leaf.b_std is None) or (b is not None and np.shape(b) != (1, leaf.out_dim)):
-            want = "None (b_std=None)" if leaf.b_std is None else f"of shape {(1, leaf.out_dim)}"
+        b_ok = b is not None and np.ndim(b) >= 2 and np.shape(b)[-1] == leaf.width and set(np.shape(b)[:-1]) == {1}
+        if (b is None) != (leaf.b_std is None) or (b is not None and not b_ok):
+            want = ("None (b_std=None)" if leaf.b_std is None else
+                    f"of shape (1, {leaf.width}) (one leading 1 per further input axis, as neural-tangents)")
             raise ValueError(f"{path}[1] (b) must be {want}; got {None if b is None else np.shape(b)}")
-        widths[r], first = leaf.out_dim, False
+        widths[r], first = leaf.width, False
     return out
 
 

@@ -27,7 +27,7 @@ from typing import Union
 from .activations import Activation
 
 __all__ = ["Act", "Dense", "Dropout", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten", "Identity", "Layer",
-           "Parallel", "Repeat", "Serial", "arity", "leaves", "output_shape", "places", "readout_dim"]
+           "Parallel", "Repeat", "Serial", "arity", "check_axes", "leaves", "output_shape", "places", "readout_dim"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,19 @@ class Dense:
     W_std: float
     b_std: float | None
     parameterization: str
+    s: tuple = (1, 1)
+    batch_axis: int = 0
+    channel_axis: int = -1
+
+    @property
+    def width(self):
+        """Features of the layer's output: out_dim, times s_out in the 'standard' parameterization
+        (neural-tangents' ``s``: W has shape (s_in·n_in, s_out·out_dim))."""
+        return self.out_dim * self.s[1] if self.parameterization == "standard" else self.out_dim
+
+    def n_in(self, fan_in):
+        """The 'standard' parameterization's input width for an input of ``fan_in`` features: fan_in / s_in."""
+        return fan_in / self.s[0] if self.parameterization == "standard" else fan_in
 
 
 @dataclass(frozen=True)
@@ -215,7 +228,7 @@ def _shapes(layer, shapes):
                              "serial(*[layer] * n) instead)")
         return shapes
     if isinstance(layer, Dense):
-        return [(*shapes[0][:-1], layer.out_dim)]
+        return [(*shapes[0][:-1], layer.width)]
     if isinstance(layer, FanOut):
         return shapes * layer.num
     if isinstance(layer, Flatten):
@@ -235,6 +248,16 @@ def _shapes(layer, shapes):
     return shapes
 
 
+def check_axes(layer, ndim):
+    """NotImplementedError unless every Dense layer's batch_axis and channel_axis are the first and last
+    axes of ``ndim``-D inputs (neural-tangents' defaults, 0 and -1), the layout fastntk computes in."""
+    for leaf in leaves(layer):
+        if isinstance(leaf, Dense) and (leaf.batch_axis % ndim, leaf.channel_axis % ndim) != (0, ndim - 1):
+            raise NotImplementedError(
+                f"Dense(batch_axis={leaf.batch_axis}, channel_axis={leaf.channel_axis}) on {ndim}-D inputs: fastntk "
+                "takes the batch first and the features last; move them there (np.moveaxis) and use the defaults")
+
+
 def readout_dim(layer):
     """O, the width of the network's output (its last axis) when a Dense layer sets it; None without
     one. FanInConcat of the features sums the widths of its branches."""
@@ -252,7 +275,7 @@ def _readout(layer, widths):
     if isinstance(layer, Repeat):
         return _readout(layer.layer, widths) if layer.n else widths
     if isinstance(layer, Dense):
-        return [layer.out_dim]
+        return [layer.width]
     if isinstance(layer, FanOut):
         return widths * layer.num
     if isinstance(layer, FanInConcat):  # another axis than -1 may be the features too: unknown

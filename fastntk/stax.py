@@ -103,6 +103,8 @@ class _KernelFn:
     def __call__(self, x1, x2=None, get=None, *, diagonal=False, out=None, dtype=None, progress=False,
                  block_rows=None, backend="auto", diagonal_batch=True, diagonal_spatial=False, **kwargs):
         names = check_get(get, KERNEL_FIELDS)
+        if not isinstance(x1, Kernel):
+            spec.check_axes(self.spec, max(np.ndim(x1), np.ndim(x2), 2))
         if _jax_dispatch.uses_jax(x1, x2) or _jax_dispatch.traced_hyperparameters(self.spec):
             return self._jax(x1, x2, get, names, diagonal=diagonal, out=out, dtype=dtype, progress=progress,
                              block_rows=block_rows, backend=backend, diagonal_batch=diagonal_batch,
@@ -354,7 +356,9 @@ def _layer(layer_spec):
         ``rng``: an int seed or numpy Generator (NumPy params), or a JAX PRNG key
         (neural-tangents' JAX params, drawn exactly as ``neural_tangents.stax`` 0.6.5 does).
         """
-        return network.init(layer_spec, rng, _input_shape(input_shape))
+        shape = _input_shape(input_shape)
+        spec.check_axes(layer_spec, len(shape))
+        return network.init(layer_spec, rng, shape)
 
     def apply_fn(params, inputs, *, rng=None, **kwargs):
         """Outputs of the finite network with parameters ``params`` on ``inputs`` of shape (..., d).
@@ -413,6 +417,7 @@ def _apply(layer_spec, params, x, rng=None):
     h, xp = _as_array(x)
     if h.ndim < 1 or not _is_real(h, xp):
         raise ValueError(f"inputs must be a real array of shape (..., d); got shape {h.shape}, dtype {h.dtype}")
+    spec.check_axes(layer_spec, max(h.ndim, 1))
     net = network.check_params(layer_spec, params, h.shape[-1])
     random = any(isinstance(leaf, spec.Dropout) and leaf.mode == "train" for leaf, _ in net)
     return network.apply(net, h, network.leaf_keys(layer_spec, rng) if random else None)
@@ -511,25 +516,44 @@ def _act_layer(activation):
     return _layer(spec.Identity() if activation.dual is None else spec.Act(activation))
 
 
-def Dense(out_dim, W_std=1.0, b_std=None, parameterization="ntk"):
-    """Fully-connected layer.
+def Dense(out_dim, W_std=1.0, b_std=None, batch_axis=0, channel_axis=-1, parameterization="ntk", s=(1, 1)):
+    """Fully-connected layer, neural-tangents' signature (arguments in its order).
 
     'ntk' parameterization (Jacot et al. 2018, arXiv:1806.07572): z = W_std/√fan_in·h W + b_std·b
-    with W, b ~ N(0, 1). 'standard' (Sohl-Dickstein et al. 2020, arXiv:2001.07301): z = h W + b with
-    W ~ N(0, W_std²/fan_in), b ~ N(0, b_std²). ``b_std=None`` means no bias parameter at all,
-    which differs from ``b_std=0.0`` in the standard-parameterization NTK (+1 per layer).
+    with W, b ~ N(0, 1). 'standard' (Sohl-Dickstein et al. 2020, arXiv:2001.07301): z = h W/√s_in + b
+    with W ~ N(0, W_std²·s_in/fan_in) of shape (fan_in, s_out·out_dim), b ~ N(0, b_std²); its NTK
+    has n_in = fan_in/s_in. ``s=(s_in, s_out)`` (standard only) are the width scalings of that
+    paper: s_in must be the previous layer's s_out (1 at the inputs). ``b_std=None`` means no
+    bias parameter at all, which differs from ``b_std=0.0`` in the standard-parameterization NTK
+    (+1 per layer). ``batch_axis``, ``channel_axis``: the batch and feature axes of the inputs;
+    fastntk computes with the batch first and the features last (the defaults), and other axes
+    raise NotImplementedError where the inputs' rank is known.
     """
-    return _layer(_dense(out_dim, W_std, b_std, parameterization))
+    return _layer(_dense(out_dim, W_std, b_std, parameterization, s=s, batch_axis=batch_axis,
+                         channel_axis=channel_axis))
 
 
-def _dense(out_dim, W_std, b_std, parameterization, out_dim_name="out_dim"):
+def _dense(out_dim, W_std, b_std, parameterization, out_dim_name="out_dim", s=(1, 1), batch_axis=0, channel_axis=-1):
     if isinstance(out_dim, bool) or not isinstance(out_dim, numbers.Integral) or out_dim < 1:
         raise ValueError(f"{out_dim_name} must be a positive integer; got {out_dim!r}")
     W_std = _std(W_std, "W_std")  # 0: neural-tangents allows it (phase diagrams)
     b_std = None if b_std is None else _std(b_std, "b_std")
+    for value, name in ((batch_axis, "batch_axis"), (channel_axis, "channel_axis")):
+        if isinstance(value, str) and value in ("ntk", "standard"):
+            raise TypeError(f"{name}={value!r}: Dense takes neural-tangents' argument order (out_dim, W_std, b_std, "
+                            "batch_axis, channel_axis, parameterization, s); pass parameterization= by keyword")
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int; got {value!r}")
     if parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard'; got {parameterization!r}")
-    return spec.Dense(int(out_dim), W_std, b_std, parameterization)
+    try:
+        s = tuple(s)
+    except TypeError:
+        s = ()
+    if len(s) != 2 or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in s):
+        raise ValueError(f"s must be a pair of positive ints (s_in, s_out); got {s!r}")
+    return spec.Dense(int(out_dim), W_std, b_std, parameterization, (int(s[0]), int(s[1])), int(batch_axis),
+                      int(channel_axis))
 
 
 def _std(value, name):

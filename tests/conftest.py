@@ -183,5 +183,5 @@ def fc_net(layer, depth, parameterization="ntk", b_std=0.2, W_std=1.3):
 
     layers = []
     for width in WIDTHS[:depth]:
-        layers += [stax.Dense(width, W_std, b_std, parameterization), layer]
-    return stax.serial(*layers, stax.Dense(1, W_std, b_std, parameterization))
+        layers += [stax.Dense(width, W_std, b_std, parameterization=parameterization), layer]
+    return stax.serial(*layers, stax.Dense(1, W_std, b_std, parameterization=parameterization))

@@ -56,8 +56,8 @@ MAX_DEPTH = {"exp_default": 2}
 def _net(act, depth, W_std, b_std, parameterization, width=8):
     layers = []
     for i in range(depth):
-        layers += [stax.Dense(width + i, W_std, b_std, parameterization), act]
-    return stax.serial(*layers, stax.Dense(1, W_std, b_std, parameterization))
+        layers += [stax.Dense(width + i, W_std, b_std, parameterization=parameterization), act]
+    return stax.serial(*layers, stax.Dense(1, W_std, b_std, parameterization=parameterization))
 
 
 def _inputs(seed=0, n=5, d=4, scale=0.7, zero_row=True):
@@ -79,7 +79,7 @@ def test_compiled_equals_reference(act, parameterization, W_std, b_std, depth):
     a zero-norm row included."""
     if depth > MAX_DEPTH.get(act, depth):
         pytest.skip("the kernels overflow float64")
-    net = _net(CASES[act](), depth, W_std, b_std, parameterization)
+    net = _net(CASES[act](), depth, W_std, b_std, parameterization=parameterization)
     x1, x2 = _inputs(0), _inputs(1, n=4, zero_row=False)
     for y2 in (x2, None):
         k = net.kernel_fn(x1, y2)
@@ -259,8 +259,8 @@ def _fixture_net(case):
     act = eval(f"stax.{case['activation']}")  # the fixture's literal expressions
     layers = []
     for _ in range(case["depth"]):
-        layers += [stax.Dense(case["width"], case["W_std"], case["b_std"], case["parameterization"]), act]
-    return stax.serial(*layers, stax.Dense(1, case["W_std"], case["b_std"], case["parameterization"]))
+        layers += [stax.Dense(case["width"], case["W_std"], case["b_std"], parameterization=case["parameterization"]), act]
+    return stax.serial(*layers, stax.Dense(1, case["W_std"], case["b_std"], parameterization=case["parameterization"]))
 
 
 @pytest.mark.parametrize("i", range(len(_NT_CASES)), ids=[c["activation"] for c in _NT_CASES])

@@ -47,7 +47,7 @@ def test_kernel_reads_files(tmp_path, capsys, suffix):
 
 def test_fc_network_is_serial():
     _, _, a = stax.fc_network(1, "erf", 1.5, 0.2, "standard", 64)
-    _, _, b = stax.serial(stax.Dense(64, 1.5, 0.2, "standard"), stax.Erf(), stax.Dense(1, 1.5, 0.2, "standard"))
+    _, _, b = stax.serial(stax.Dense(64, 1.5, 0.2, parameterization="standard"), stax.Erf(), stax.Dense(1, 1.5, 0.2, parameterization="standard"))
     x = np.random.default_rng(1).standard_normal((5, 4))
     np.testing.assert_array_equal(a(x, None, "ntk"), b(x, None, "ntk"))
 

@@ -43,7 +43,7 @@ def case(request):
 def _fixture_net(spec):
     act = dict(spec["activation"])
     act = getattr(stax, act.pop("name"))(**act)
-    dense = [stax.Dense(w, spec["W_std"], spec["b_std"], spec["parameterization"])
+    dense = [stax.Dense(w, spec["W_std"], spec["b_std"], parameterization=spec["parameterization"])
              for w in (*spec["hidden_widths"], spec["out_dim"])]
     return stax.serial(*[layer for d in dense[:-1] for layer in (d, act)], dense[-1])
 
@@ -102,7 +102,7 @@ def test_jax_key_follows_neural_tangents_tree_walk(jax64):
     children included, and a Dense splits its key into (k1, k2), as neural-tangents 0.6.5 does."""
     random = jax64.random
     init_fn, _, _ = stax.serial(stax.Dense(3, b_std=0.1), stax.Identity(),
-                                stax.serial(stax.Relu(), stax.Dense(2, 1.5, 0.2, "standard")))
+                                stax.serial(stax.Relu(), stax.Dense(2, 1.5, 0.2, parameterization="standard")))
     _, params = init_fn(random.PRNGKey(7), (4, 5))
     with jax64.threefry_partitionable(False):
         key, k0 = random.split(random.PRNGKey(7))

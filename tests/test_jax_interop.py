@@ -60,7 +60,7 @@ def _inputs():
 
 NETS = {
     "relu": lambda: stax.serial(stax.Dense(8, 1.3, 0.2), stax.Relu(), stax.Dense(3, 1.1, 0.1)),
-    "erf-gelu-standard": lambda: stax.serial(stax.Dense(8, 1.3, 0.2, "standard"), stax.Erf(), stax.Dense(5, 1.2),
+    "erf-gelu-standard": lambda: stax.serial(stax.Dense(8, 1.3, 0.2, parameterization="standard"), stax.Erf(), stax.Dense(5, 1.2),
                                              stax.Gelu(), stax.Dense(1, parameterization="standard")),
     "sin-abs": lambda: stax.serial(stax.Dense(8, 1.1, 0.3), stax.Sin(1.2, 0.7, 0.3), stax.Dense(8, 0.9),
                                    stax.Abs(), stax.Dense(1, b_std=0.0)),

@@ -164,3 +164,63 @@ def test_activation_on_a_gaussian_kernel_given_as_input():
                                rtol=1e-13)
     with pytest.raises(ValueError, match="activation 'relu' follows"):
         relu(given.replace(is_gaussian=False))
+
+
+DENSE = np.load(pathlib.Path(__file__).parent / "compat" / "data" / "dense_s.npz")
+
+
+def _scaled_net():
+    return stax.serial(stax.Dense(8, 1.3, 0.2, parameterization="standard", s=(1, 2)), stax.Erf(),
+                       stax.Dense(5, 0.9, 0.1, parameterization="standard", s=(2, 3)), stax.Relu(),
+                       stax.Dense(1, 1.1, 0.3, parameterization="standard", s=(3, 1)))
+
+
+def test_width_scalings_s_match_neural_tangents():
+    """Dense(..., s=(s_in, s_out)), 'standard': W of shape (s_in·n, s_out·out), z = hW/√s_in + b, NTK n_in = width/s_in
+    (generate_dense.py)."""
+    jax = pytest.importorskip("jax")
+    net = _scaled_net()
+    k = net.kernel_fn(DENSE["x"], DENSE["y"])
+    np.testing.assert_allclose(k.nngp, DENSE["nngp"], rtol=1e-13)
+    np.testing.assert_allclose(k.ntk, DENSE["ntk"], rtol=1e-13)
+    from fastntk import _reference
+
+    nngp, ntk = _reference.infinite_kernels(DENSE["x"], DENSE["y"], net.kernel_fn.spec)
+    np.testing.assert_allclose(ntk, k.ntk, rtol=1e-13)
+    with jax.experimental.enable_x64() if not hasattr(jax, "enable_x64") else jax.enable_x64(True):
+        out_shape, params = net.init_fn(jax.random.PRNGKey(4), DENSE["x"].shape)
+        dense = [p for p in params if p != ()]
+        for i, (W, b) in enumerate(dense):
+            np.testing.assert_allclose(np.asarray(W), DENSE[f"W{i}"], rtol=1e-14, atol=1e-15)
+            np.testing.assert_allclose(np.asarray(b), DENSE[f"b{i}"], rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(np.asarray(net.apply_fn(params, DENSE["x"])), DENSE["f"], rtol=1e-12)
+    assert out_shape == (4, 1)
+
+
+def test_dense_on_location_axes_has_neural_tangents_params():
+    """Inputs (N, H, d): b has one axis per input axis, (1, 1, out), as in neural-tangents."""
+    jax = pytest.importorskip("jax")
+    net = stax.serial(stax.Dense(4, 1.2, 0.3), stax.Relu(), stax.Dense(2, 1.0, 0.5))
+    with jax.experimental.enable_x64() if not hasattr(jax, "enable_x64") else jax.enable_x64(True):
+        _, params = net.init_fn(jax.random.PRNGKey(5), DENSE["x3"].shape)
+        for i, (W, b) in enumerate(p for p in params if p != ()):
+            assert np.shape(b) == DENSE[f"b3_{i}"].shape
+            np.testing.assert_allclose(np.asarray(W), DENSE[f"W3_{i}"], rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(np.asarray(net.apply_fn(params, DENSE["x3"])), DENSE["f3"], rtol=1e-12)
+
+
+def test_dense_takes_neural_tangents_argument_order():
+    with pytest.raises(TypeError, match="argument order"):
+        stax.Dense(3, 1.0, 0.1, "standard")
+    with pytest.raises(ValueError, match="s must be a pair of positive ints"):
+        stax.Dense(3, s=(1, 0))
+    with pytest.raises(TypeError, match="channel_axis must be an int"):
+        stax.Dense(3, channel_axis=1.5)
+    transposed = stax.serial(stax.Dense(3, batch_axis=1, channel_axis=0), stax.Relu())
+    with pytest.raises(NotImplementedError, match="batch first and the features last"):
+        transposed.kernel_fn(X.T)
+    with pytest.raises(NotImplementedError, match="batch first and the features last"):
+        transposed.init_fn(0, X.T.shape)
+    same = stax.serial(stax.Dense(3, channel_axis=1), stax.Relu())  # the last axis of (N, d) inputs
+    np.testing.assert_array_equal(same.kernel_fn(X, None, "nngp"),
+                                  stax.serial(stax.Dense(3), stax.Relu()).kernel_fn(X, None, "nngp"))

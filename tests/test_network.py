@@ -11,9 +11,9 @@ X = np.random.default_rng(3).standard_normal((6, 4))
 
 
 def _net(parameterization, b_std):
-    inner = stax.serial(stax.Dense(7, 1.4, b_std, parameterization), stax.Gelu(), stax.Identity())
-    return stax.serial(inner, stax.Dense(5, 1.2, b_std, parameterization), stax.Erf(),
-                       stax.Dense(3, 1.1, b_std, parameterization))
+    inner = stax.serial(stax.Dense(7, 1.4, b_std, parameterization=parameterization), stax.Gelu(), stax.Identity())
+    return stax.serial(inner, stax.Dense(5, 1.2, b_std, parameterization=parameterization), stax.Erf(),
+                       stax.Dense(3, 1.1, b_std, parameterization=parameterization))
 
 
 def _flat_random_like(flat, rng):
@@ -69,7 +69,7 @@ def test_unflatten_inverts_pairs():
 
 def test_init_draws_are_seeded_and_standard_scaled():
     """'standard' scales W by W_std/√fan_in at init; 'ntk' keeps the raw N(0, 1) draws."""
-    (_, ntk), (_, std) = (stax.Dense(3, 2.0, 0.5, p).init_fn(5, (2, 4)) for p in ("ntk", "standard"))
+    (_, ntk), (_, std) = (stax.Dense(3, 2.0, 0.5, parameterization=p).init_fn(5, (2, 4)) for p in ("ntk", "standard"))
     np.testing.assert_allclose(std[0], ntk[0] * 2.0 / 2.0, rtol=1e-15)
     np.testing.assert_allclose(std[1], ntk[1] * 0.5, rtol=1e-15)
     np.testing.assert_array_equal(stax.Dense(3).init_fn(5, (2, 4))[1][0], stax.Dense(3).init_fn(5, (2, 4))[1][0])

@@ -24,8 +24,8 @@ def _kernel_fn(spec):
     act = getattr(stax, act.pop("name"))(**act)
     layers = []
     for width in net["hidden_widths"]:
-        layers += [stax.Dense(width, net["W_std"], net["b_std"], net["parameterization"]), act]
-    layers.append(stax.Dense(net["out_dim"], net["W_std"], net["b_std"], net["parameterization"]))
+        layers += [stax.Dense(width, net["W_std"], net["b_std"], parameterization=net["parameterization"]), act]
+    layers.append(stax.Dense(net["out_dim"], net["W_std"], net["b_std"], parameterization=net["parameterization"]))
     return stax.serial(*layers).kernel_fn
 
 

@@ -37,8 +37,8 @@ def _inputs(rng, n=6, d=4, scale=1.0, dtype=np.float64, zero_row=True):
 def _relu_net(act, depth, parameterization):
     layers = []
     for _ in range(depth):
-        layers += [stax.Dense(8, 1.5, None, parameterization), RELU_FAMILY[act]()]
-    return stax.serial(*layers, stax.Dense(1, 1.5, None, parameterization))
+        layers += [stax.Dense(8, 1.5, None, parameterization=parameterization), RELU_FAMILY[act]()]
+    return stax.serial(*layers, stax.Dense(1, 1.5, None, parameterization=parameterization))
 
 
 @pytest.mark.parametrize(("base", "c"), SCALES_64, ids=lambda v: f"{v:g}")

@@ -175,7 +175,7 @@ def test_single_dense_layer_is_the_linear_kernel(parameterization, b_std):
     rng = np.random.default_rng(4)
     x1, x2 = rng.standard_normal((5, 3)), rng.standard_normal((4, 3))
     W_std, b2 = 1.7, 0.0 if b_std is None else b_std**2
-    k = stax.Dense(3, W_std, b_std, parameterization).kernel_fn(x1, x2)
+    k = stax.Dense(3, W_std, b_std, parameterization=parameterization).kernel_fn(x1, x2)
     nngp = W_std**2 * (x1 @ x2.T) / 3 + b2
     ntk = {"ntk": nngp, "standard": x1 @ x2.T + (b_std is not None)}[parameterization]
     assert_close(k.nngp, nngp, RTOL["float64"], "nngp")
@@ -341,7 +341,7 @@ def test_empirical_nngp_converges_at_rate_one_over_sqrt_width(parameterization, 
     errors = []
     for m in widths:
         init_fn, apply_fn, kernel_fn = stax.serial(
-            stax.Dense(m, 1.4, 0.1, parameterization), act, stax.Dense(m, 1.4, 0.1, parameterization)
+            stax.Dense(m, 1.4, 0.1, parameterization=parameterization), act, stax.Dense(m, 1.4, 0.1, parameterization=parameterization)
         )
         nngp = kernel_fn(x, None, "nngp")
         err = []
@@ -385,7 +385,7 @@ def test_init_fn_shapes_and_standard_scaling(b_std):
     """Same seed, same draws: 'standard' stores W·W_std/√fan_in and b·b_std, 'ntk' the raw
     N(0, 1) arrays that apply_fn scales, so the two networks compute the same function."""
     x = np.random.default_rng(13).standard_normal((6, 5))
-    nets = {p: stax.serial(stax.Dense(7, 1.5, b_std, p), stax.Erf(), stax.Dense(3, 1.5, b_std, p))
+    nets = {p: stax.serial(stax.Dense(7, 1.5, b_std, parameterization=p), stax.Erf(), stax.Dense(3, 1.5, b_std, parameterization=p))
             for p in ("ntk", "standard")}
     (shape_n, p_n), (shape_s, p_s) = (nets[p].init_fn(42, x.shape) for p in ("ntk", "standard"))
     assert shape_n == shape_s == (6, 3)
@@ -679,8 +679,8 @@ def test_fc_network_rejects_unknown_activation():
 def test_fc_network_is_the_serial_network():
     x = np.random.default_rng(15).standard_normal((5, 3))
     a = stax.fc_network(2, "erf", 1.3, 0.2, "standard", width=7).kernel_fn(x, None, "ntk")
-    b = stax.serial(stax.Dense(7, 1.3, 0.2, "standard"), stax.Erf(), stax.Dense(7, 1.3, 0.2, "standard"), stax.Erf(),
-                    stax.Dense(1, 1.3, 0.2, "standard")).kernel_fn(x, None, "ntk")
+    b = stax.serial(stax.Dense(7, 1.3, 0.2, parameterization="standard"), stax.Erf(), stax.Dense(7, 1.3, 0.2, parameterization="standard"), stax.Erf(),
+                    stax.Dense(1, 1.3, 0.2, parameterization="standard")).kernel_fn(x, None, "ntk")
     np.testing.assert_array_equal(a, b)
 
 

@@ -116,8 +116,9 @@ class CpuBackend:
                 if layer.parameterization == "ntk":
                     ops.append(_op("dense_ntk", layer.W_std**2, b2))
                 else:
-                    ops.append(_op("dense_standard", layer.W_std**2, b2, fan_in, 0.0 if layer.b_std is None else 1.0))
-                fan_in = layer.out_dim
+                    ops.append(_op("dense_standard", layer.W_std**2, b2, layer.n_in(fan_in),
+                                   0.0 if layer.b_std is None else 1.0))
+                fan_in = layer.width
             elif type(layer.activation.dual) in _CLOSED_FORM_OPS:
                 name, params = _CLOSED_FORM_OPS[type(layer.activation.dual)](layer.activation.dual)
                 ops.append(_op(name, *params))

@@ -80,6 +80,7 @@ class Net:
 
         Every W and b is checked for shape, dtype and finite values, and cast to ``dtype`` if given.
         """
+        _spec.check_axes(self._spec, 2)  # inputs (N, d)
         out = []
         # structure and shapes, with errors naming the entry (params[2][0]) and the input
         for (it, p, path), kept in zip(_network.check_entries(self._spec, params, d, name, x_name), self._kept):

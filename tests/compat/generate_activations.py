@@ -42,7 +42,7 @@ ACTIVATIONS = [
     *[(f"Hermite({n})", True) for n in range(5)],
 ]
 
-#: (W_std, b_std, parameterization), cycled over the cases with depths 1, 2, 3.
+#: (W_std, b_std, parameterization=parameterization), cycled over the cases with depths 1, 2, 3.
 NETS = [(1.0, 0.1, "ntk"), (1.3, 0.2, "standard"), (0.9, None, "ntk"), (1.1, 0.05, "standard")]
 
 

@@ -12,5 +12,5 @@ ACTIVATIONS = {"relu": stax.Relu, "erf": stax.Erf, "gelu": stax.Gelu, "tanh": st
 def mlp(widths, out_dim, act="relu", W_std=1.5, b_std=0.1, parameterization="ntk"):
     layers = []
     for m in widths:
-        layers += [stax.Dense(m, W_std, b_std, parameterization), ACTIVATIONS[act]()]
-    return stax.serial(*layers, stax.Dense(out_dim, W_std, b_std, parameterization))
+        layers += [stax.Dense(m, W_std, b_std, parameterization=parameterization), ACTIVATIONS[act]()]
+    return stax.serial(*layers, stax.Dense(out_dim, W_std, b_std, parameterization=parameterization))

@@ -38,8 +38,8 @@ def _jax_reference(f, params, x):
 @pytest.mark.parametrize("implementation", [1, 2, 3])
 def test_jax_mlp_equals_stax_standard(jax64, implementation, rng):
     """A jax.numpy MLP == the same stax network ('standard'): trace, full, diagonal, pseudo; x2 None or given."""
-    init_fn, apply_fn, _ = stax.serial(stax.Dense(7, 1.0, 1.0, "standard"), stax.Tanh(),
-                                       stax.Dense(3, 1.0, 1.0, "standard"))
+    init_fn, apply_fn, _ = stax.serial(stax.Dense(7, 1.0, 1.0, parameterization="standard"), stax.Tanh(),
+                                       stax.Dense(3, 1.0, 1.0, parameterization="standard"))
     x1, x2 = rng.standard_normal((5, 4)), rng.standard_normal((3, 4))
     _, params = init_fn(rng, x1.shape)
     jparams = [params[0], params[2]]
@@ -84,8 +84,8 @@ def test_jax_float32_follows_inputs(rng):
     JAX inputs give JAX arrays (computed in JAX), NumPy inputs NumPy arrays."""
     jax = pytest.importorskip("jax")
     x = rng.standard_normal((6, 4))
-    _, params = stax.serial(stax.Dense(7, 1.0, 1.0, "standard"), stax.Tanh(),
-                            stax.Dense(3, 1.0, 1.0, "standard"))[0](rng, x.shape)
+    _, params = stax.serial(stax.Dense(7, 1.0, 1.0, parameterization="standard"), stax.Tanh(),
+                            stax.Dense(3, 1.0, 1.0, parameterization="standard"))[0](rng, x.shape)
     jparams = [params[0], params[2]]
     ntk_fn = empirical_ntk_fn(_jax_mlp)
     k32 = ntk_fn(jax.numpy.asarray(x, np.float32), None, jparams)

@@ -51,7 +51,7 @@ def _all_kernels(apply_fn, x1, x2, params, implementation):
 @pytest.mark.parametrize("act", ["relu", "erf", "gelu", "tanh", "sin", "leaky"])
 def test_structured_matches_brute_force(act, b_std, parameterization, rng):
     for widths, O, n1, n2 in (((7, 5), 3, 4, 3), ((6,), 1, 1, None), ((4, 5, 3), 2, 3, None)):
-        init_fn, apply_fn, _ = mlp(widths, O, act, 1.3, b_std, parameterization)
+        init_fn, apply_fn, _ = mlp(widths, O, act, 1.3, b_std, parameterization=parameterization)
         x1 = rng.standard_normal((n1, 4))
         x2 = None if n2 is None else rng.standard_normal((n2, 4))
         _, params = init_fn(rng, x1.shape)

@@ -92,7 +92,7 @@ def test_torch_linear_equals_stax_standard(rng):
     nn = torch.nn
     torch.manual_seed(2)
     model = nn.Sequential(nn.Linear(4, 9), nn.ReLU(), nn.Linear(9, 3))
-    apply_fn = stax.serial(stax.Dense(9, 1.0, 1.0, "standard"), stax.Relu(), stax.Dense(3, 1.0, 1.0, "standard"))[1]
+    apply_fn = stax.serial(stax.Dense(9, 1.0, 1.0, parameterization="standard"), stax.Relu(), stax.Dense(3, 1.0, 1.0, parameterization="standard"))[1]
     lin = [m for m in model if isinstance(m, nn.Linear)]
     params = [(lin[0].weight.detach().numpy().T, lin[0].bias.detach().numpy()[None]), (),
               (lin[1].weight.detach().numpy().T, lin[1].bias.detach().numpy()[None])]

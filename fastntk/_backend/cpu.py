@@ -195,23 +195,9 @@ class CpuBackend:
                     _structural(st, regs, np.copy, diag_offset)
                     continue
                 k, t = regs[st.reg]
-                for seg in segs:
-                    v1, v2 = var1[a : a + seg.n_act], var2[a : a + seg.n_act]
-                    if seg.ops is not None:
-                        _core.fc_tile(k, k, t, v1, v2, seg.ops, rho_tol)
-                    else:
-                        _rule_tile(seg.rule, k, t, v1[0], v2[0])
-                    a += seg.n_act
+                a = _run_segments(segs, k, k, t, var1, var2, a, rho_tol)
             return
-        a = 0
-        for seg in plan:
-            v1, v2 = var1[a : a + seg.n_act], var2[a : a + seg.n_act]
-            if seg.ops is not None:
-                _core.fc_tile(sigma, nngp, ntk, v1, v2, seg.ops, rho_tol)
-            else:
-                _rule_tile(seg.rule, nngp, ntk, v1[0], v2[0])
-            sigma = nngp
-            a += seg.n_act
+        _run_segments(plan, sigma, nngp, ntk, var1, var2, 0, rho_tol)
 
     def mirror_upper(self, a):
         """a[j, i] = a[i, j] for j > i, in place."""
@@ -275,6 +261,20 @@ def _structural(step, regs, copy, diag_offset):
                 x[rows[ok], cols[ok]] *= step.factor
     else:  # pragma: no cover - kernel_program makes only these
         raise TypeError(f"no rule for step {type(step).__name__}")
+
+
+def _run_segments(segments, sigma, nngp, ntk, var1, var2, a, rho_tol):
+    """Segments of a plan over one tile in place: the first reads Σ from ``sigma``, each writes
+    ``nngp`` (and ``ntk``); variances from row ``a`` of var1/var2 on. Returns the next row."""
+    for seg in segments:
+        v1, v2 = var1[a : a + seg.n_act], var2[a : a + seg.n_act]
+        if seg.ops is not None:
+            _core.fc_tile(sigma, nngp, ntk, v1, v2, seg.ops, rho_tol)
+        else:
+            _rule_tile(seg.rule, nngp, ntk, v1[0], v2[0])
+        sigma = nngp
+        a += seg.n_act
+    return a
 
 
 def _rule_tile(rule, k, t, v1, v2):

@@ -615,8 +615,11 @@ def Gelu(approximate=False):
     With ``approximate=True`` the kernels are those of the tanh form the network computes,
     0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), by Gauss–Hermite quadrature, so kernel and
     network agree. neural-tangents differs here: its kernel is the exact GELU's while its
-    network uses the tanh form (kernels ~1e-4 apart for unit-variance inputs).
+    network uses the tanh form (kernels ~1e-4 apart for unit-variance inputs); fastntk warns once.
     """
+    if approximate:
+        _warn_once("Gelu", "fastntk's stax.Gelu(approximate=True) kernel is that of the tanh-form network it builds; "
+                   "neural-tangents returns the exact-GELU kernel for that network (~1e-4 apart)")
     return _act_layer(_act.gelu(bool(approximate)))
 
 

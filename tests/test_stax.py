@@ -1,6 +1,8 @@
 """fastntk.stax: neural-tangents fixtures, closed forms, identities, the Monte Carlo width
 limit, apply_fn/init_fn conventions and bad input."""
 
+import warnings
+
 import numpy as np
 import pytest
 from conftest import (
@@ -689,6 +691,15 @@ def test_top_level_names_as_neural_tangents():
 
     assert fastntk.Kernel is stax.Kernel
     assert fastntk.NtkImplementation.STRUCTURED_DERIVATIVES == 3
+
+
+def test_gelu_approximate_warns_once_that_neural_tangents_differs():
+    stax._WARNED.discard("Gelu")
+    with pytest.warns(UserWarning, match=r"Gelu\(approximate=True\) kernel is that of the tanh-form network"):
+        stax.Gelu(approximate=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stax.Gelu(approximate=True)
 
 
 def _gelu_tanh(x):

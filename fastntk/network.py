@@ -33,7 +33,7 @@ from array_api_compat import array_namespace
 from .spec import (Act, Dense, Dropout, FanInConcat, FanInProd, FanInSum, FanOut, Flatten, Identity, Parallel, Repeat,
                    Serial, _shapes, arity, leaves, places)
 
-__all__ = ["RULES", "Bound", "apply", "backward", "check_entries", "check_params", "dense_coefs", "entries", "forward",
+__all__ = ["RULES", "map_dense", "Bound", "apply", "backward", "check_entries", "check_params", "dense_coefs", "entries", "forward",
            "generator", "init", "jvp", "leaf_keys", "pairs", "spec_shapes", "unflatten", "vjp"]
 
 
@@ -301,6 +301,18 @@ def _take(layer, params, k, n, path):
             raise ValueError(f"{path} ({name}) of a layer repeated {n} times must stack one array per repetition "
                              f"on axis 0 (shape ({n}, ...)); got shape {np.shape(a)}")
     return tuple(None if a is None else a[k] for a in params)
+
+
+def map_dense(layer, params, fn):
+    """The params tree with each Dense layer's (W, b) replaced by fn(W, b); a Repeat's stacked arrays
+    are given to fn as they are. Entries of another structure are left for check_entries to name."""
+    if isinstance(layer, (Serial, Parallel)) and isinstance(params, (list, tuple)) and len(params) == len(layer.layers):
+        return type(params)(map_dense(c, p, fn) for c, p in zip(layer.layers, params))
+    if isinstance(layer, Repeat):
+        return map_dense(layer.layer, params, fn)
+    if isinstance(layer, Dense) and isinstance(params, (list, tuple)) and len(params) == 2:
+        return tuple(fn(*params))
+    return params
 
 
 def unflatten(layer, flat):

@@ -27,7 +27,7 @@ from typing import Union
 from .activations import Activation
 
 __all__ = ["Act", "Dense", "Dropout", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten", "Identity", "Layer",
-           "Parallel", "Repeat", "Serial", "arity", "check_axes", "leaves", "output_shape", "places", "readout_dim"]
+           "Parallel", "Repeat", "Serial", "arity", "layout", "leaves", "output_shape", "places", "readout_dim"]
 
 
 @dataclass(frozen=True)
@@ -248,14 +248,23 @@ def _shapes(layer, shapes):
     return shapes
 
 
-def check_axes(layer, ndim):
-    """NotImplementedError unless every Dense layer's batch_axis and channel_axis are the first and last
-    axes of ``ndim``-D inputs (neural-tangents' defaults, 0 and -1), the layout fastntk computes in."""
-    for leaf in leaves(layer):
-        if isinstance(leaf, Dense) and (leaf.batch_axis % ndim, leaf.channel_axis % ndim) != (0, ndim - 1):
-            raise NotImplementedError(
-                f"Dense(batch_axis={leaf.batch_axis}, channel_axis={leaf.channel_axis}) on {ndim}-D inputs: fastntk "
-                "takes the batch first and the features last; move them there (np.moveaxis) and use the defaults")
+def layout(layer, ndim):
+    """The order of the axes of ``ndim``-D inputs that puts the batch first and the features last (how
+    fastntk computes): a permutation tuple, the identity for neural-tangents' defaults (batch_axis=0,
+    channel_axis=-1). Every Dense layer must name the same two axes (ValueError otherwise); layers
+    that name axes of their own (FanInConcat, Flatten) need the defaults (NotImplementedError)."""
+    axes = {(leaf.batch_axis % ndim, leaf.channel_axis % ndim) for leaf in leaves(layer) if isinstance(leaf, Dense)}
+    if len(axes) > 1:
+        raise ValueError(f"the Dense layers name different (batch_axis, channel_axis) for {ndim}-D inputs: "
+                         f"{sorted(axes)}; a network has one layout")
+    batch, channel = axes.pop() if axes else (0, ndim - 1)
+    if batch == channel:
+        raise ValueError(f"batch_axis and channel_axis are the same axis ({batch}) of {ndim}-D inputs")
+    order = (batch, *[a for a in range(ndim) if a not in (batch, channel)], channel)
+    if order != tuple(range(ndim)) and any(isinstance(leaf, (FanInConcat, Flatten)) for leaf in leaves(layer)):
+        raise NotImplementedError("FanInConcat and Flatten name axes of their own; with them, keep the Dense "
+                                  "layers' defaults batch_axis=0, channel_axis=-1 (move the axes with np.moveaxis)")
+    return order
 
 
 def readout_dim(layer):

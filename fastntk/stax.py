@@ -103,8 +103,8 @@ class _KernelFn:
     def __call__(self, x1, x2=None, get=None, *, diagonal=False, out=None, dtype=None, progress=False,
                  block_rows=None, backend="auto", diagonal_batch=True, diagonal_spatial=False, **kwargs):
         names = check_get(get, KERNEL_FIELDS)
-        if not isinstance(x1, Kernel):
-            spec.check_axes(self.spec, max(np.ndim(x1), np.ndim(x2), 2))
+        if not isinstance(x1, Kernel):  # the batch first and the features last
+            x1, x2 = (None if x is None else _canonical(self.spec, x) for x in (x1, x2))
         if _jax_dispatch.uses_jax(x1, x2) or _jax_dispatch.traced_hyperparameters(self.spec):
             return self._jax(x1, x2, get, names, diagonal=diagonal, out=out, dtype=dtype, progress=progress,
                              block_rows=block_rows, backend=backend, diagonal_batch=diagonal_batch,
@@ -357,8 +357,20 @@ def _layer(layer_spec):
         (neural-tangents' JAX params, drawn exactly as ``neural_tangents.stax`` 0.6.5 does).
         """
         shape = _input_shape(input_shape)
-        spec.check_axes(layer_spec, len(shape))
-        return network.init(layer_spec, rng, shape)
+        order = spec.layout(layer_spec, len(shape))
+        out_shape, params = network.init(layer_spec, rng, tuple(shape[a] for a in order))
+        if order == tuple(range(len(shape))):
+            return out_shape, params
+        back = tuple(np.argsort(order))  # canonical (batch first, features last) -> the layers' layout
+        b_shape = [1] * len(shape)
+
+        def to_layout(W, b):  # b: features on channel_axis, as neural-tangents' Dense draws it
+            if b is None:
+                return W, b
+            b_shape[order[-1]] = b.shape[-1]
+            return W, b.reshape((*b.shape[:b.ndim - len(shape)], *b_shape))
+
+        return tuple(out_shape[a] for a in back), network.map_dense(layer_spec, params, to_layout)
 
     def apply_fn(params, inputs, *, rng=None, **kwargs):
         """Outputs of the finite network with parameters ``params`` on ``inputs`` of shape (..., d).
@@ -374,6 +386,22 @@ def _layer(layer_spec):
 
     init_fn.spec = apply_fn.spec = layer_spec  # read by fastntk.empirical
     return Layer(init_fn, apply_fn, kernel_fn)
+
+
+def _canonical(layer_spec, x):
+    """x with its axes in the order fastntk computes in (batch first, features last), by the Dense
+    layers' batch_axis and channel_axis (see ``spec.layout``); x itself for the defaults."""
+    if np.ndim(x) < 2:
+        return x
+    order = spec.layout(layer_spec, np.ndim(x))
+    if order == tuple(range(np.ndim(x))):
+        return x
+    return _permute(*_as_array(x), order)
+
+
+def _permute(h, xp, order):
+    """h's axes permuted (the array API's permute_dims; jax.numpy 0.4.23 has only transpose)."""
+    return (xp.permute_dims if hasattr(xp, "permute_dims") else xp.transpose)(h, order)
 
 
 def _input_shape(input_shape):
@@ -417,10 +445,16 @@ def _apply(layer_spec, params, x, rng=None):
     h, xp = _as_array(x)
     if h.ndim < 1 or not _is_real(h, xp):
         raise ValueError(f"inputs must be a real array of shape (..., d); got shape {h.shape}, dtype {h.dtype}")
-    spec.check_axes(layer_spec, max(h.ndim, 1))
+    order = spec.layout(layer_spec, max(h.ndim, 1))
+    canonical = order == tuple(range(h.ndim))
+    if not canonical:  # compute with the batch first and the features last, b likewise
+        h = _permute(h, xp, order)
+        params = network.map_dense(layer_spec, params, lambda W, b: (W, None if b is None else xp.reshape(
+            b, (*b.shape[:b.ndim - h.ndim], *[1] * (h.ndim - 1), b.shape[b.ndim - h.ndim + order[-1]]))))
     net = network.check_params(layer_spec, params, h.shape[-1])
     random = any(isinstance(leaf, spec.Dropout) and leaf.mode == "train" for leaf, _ in net)
-    return network.apply(net, h, network.leaf_keys(layer_spec, rng) if random else None)
+    out = network.apply(net, h, network.leaf_keys(layer_spec, rng) if random else None)
+    return out if canonical else _permute(out, xp, tuple(int(a) for a in np.argsort(order)))
 
 
 def serial(*layers):

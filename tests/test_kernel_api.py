@@ -216,11 +216,49 @@ def test_dense_takes_neural_tangents_argument_order():
         stax.Dense(3, s=(1, 0))
     with pytest.raises(TypeError, match="channel_axis must be an int"):
         stax.Dense(3, channel_axis=1.5)
-    transposed = stax.serial(stax.Dense(3, batch_axis=1, channel_axis=0), stax.Relu())
-    with pytest.raises(NotImplementedError, match="batch first and the features last"):
-        transposed.kernel_fn(X.T)
-    with pytest.raises(NotImplementedError, match="batch first and the features last"):
-        transposed.init_fn(0, X.T.shape)
     same = stax.serial(stax.Dense(3, channel_axis=1), stax.Relu())  # the last axis of (N, d) inputs
     np.testing.assert_array_equal(same.kernel_fn(X, None, "nngp"),
                                   stax.serial(stax.Dense(3), stax.Relu()).kernel_fn(X, None, "nngp"))
+
+
+LAYOUT = np.load(pathlib.Path(__file__).parent / "compat" / "data" / "layout.npz")
+
+
+@pytest.mark.parametrize(("case", "axes"), [("t", {"batch_axis": 1, "channel_axis": 0}),
+                                            ("mid", {"batch_axis": 0, "channel_axis": 1})])
+def test_batch_and_channel_axes_match_neural_tangents(case, axes):
+    """Dense(batch_axis, channel_axis): inputs (d, N) and (N, d, H); params, outputs and kernels as
+    neural-tangents 0.6.5 (generate_layout.py)."""
+    jax = pytest.importorskip("jax")
+    net = stax.serial(stax.Dense(6, 1.3, 0.2, **axes), stax.Relu(), stax.Dense(6, 1.1, 0.1, **axes), stax.Erf(),
+                      stax.Dense(2, 0.9, 0.3, parameterization="standard", **axes))
+    z = {k.split("/", 1)[1]: LAYOUT[k] for k in LAYOUT.files if k.startswith(case + "/")}
+    k = net.kernel_fn(z["x1"], z["x2"])
+    for f in ("nngp", "ntk", "cov1"):
+        np.testing.assert_allclose(getattr(k, f), z[f], rtol=1e-13, atol=1e-15, err_msg=f)
+    with jax.experimental.enable_x64() if not hasattr(jax, "enable_x64") else jax.enable_x64(True):
+        out_shape, params = net.init_fn(jax.random.PRNGKey(3), z["x1"].shape)
+        assert out_shape == tuple(z["out_shape"])
+        for i, (W, b) in enumerate(p for p in params if p != ()):
+            np.testing.assert_allclose(np.asarray(W), z[f"W{i}"], rtol=1e-14, atol=1e-15)
+            assert np.shape(b) == z[f"b{i}"].shape
+            np.testing.assert_allclose(np.asarray(b), z[f"b{i}"], rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(np.asarray(net.apply_fn(params, z["x1"])), z["f"], rtol=1e-12)
+        # NumPy params of the same shapes, and JAX inputs under jit, give the same outputs
+        np_params = jax.tree_util.tree_map(np.asarray, params)
+        np.testing.assert_allclose(net.apply_fn(np_params, z["x1"]), z["f"], rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(jax.jit(net.apply_fn)(params, z["x1"])), z["f"], rtol=1e-12)
+
+
+def test_layouts_that_cannot_be_computed_are_refused():
+    with pytest.raises(ValueError, match="different"):
+        stax.serial(stax.Dense(3, channel_axis=0, batch_axis=1), stax.Relu(), stax.Dense(1)).kernel_fn(X)
+    with pytest.raises(NotImplementedError, match="FanInConcat and Flatten"):
+        stax.serial(stax.Dense(3, batch_axis=1, channel_axis=0), stax.Flatten()).kernel_fn(X.T)
+    transposed = stax.serial(stax.Dense(3, batch_axis=1, channel_axis=0), stax.Relu(), stax.Dense(1, batch_axis=1,
+                                                                                                  channel_axis=0))
+    _, params = transposed.init_fn(0, X.T.shape)
+    from fastntk import empirical_ntk_fn
+
+    with pytest.raises(NotImplementedError, match="empirical NTK takes inputs"):
+        empirical_ntk_fn(transposed.apply_fn)(X.T, None, params)

@@ -80,7 +80,10 @@ class Net:
 
         Every W and b is checked for shape, dtype and finite values, and cast to ``dtype`` if given.
         """
-        _spec.check_axes(self._spec, 2)  # inputs (N, d)
+        if _spec.layout(self._spec, 2) != (0, 1):
+            raise NotImplementedError("the empirical NTK takes inputs (N, d) with the features last; this network's "
+                                      "Dense layers have batch_axis=1, channel_axis=0: transpose the inputs and "
+                                      "build the network with the defaults")
         out = []
         # structure and shapes, with errors naming the entry (params[2][0]) and the input
         for (it, p, path), kept in zip(_network.check_entries(self._spec, params, d, name, x_name), self._kept):

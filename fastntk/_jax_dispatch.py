@@ -199,7 +199,7 @@ def shape_dtype(shape, dtype):
 
 # --------------------------------------------------------------------------- kernel_fn
 def kernel_fn(kfn, x1, x2, get, *, diagonal, out, dtype, **options):
-    """``kfn(x1, x2, get, ...)`` (a stax ``_KernelFn``) for JAX inputs or traced hyperparameters.
+    """``kfn(x1, x2, get, ...)`` (a ``_kernel_fn.KernelFn``) for JAX inputs or traced hyperparameters.
 
     See the module docstring for which path runs; ``options`` (progress, block_rows, backend) go
     to the compiled path unchanged. ``out`` cannot be used with JAX arrays.

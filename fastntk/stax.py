@@ -32,25 +32,16 @@ from that recursion. See ``fastntk._jax_dispatch``.
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import NamedTuple
 
 import numpy as np
-from array_api_compat import array_namespace
 
-from . import _backend, _jax_dispatch, infinite, network, spec
+from . import _jax_dispatch, network, spec
 from . import activations as _act
-from ._types import KERNEL_FIELDS, Kernel
-from ._validation import (
-    check_array,
-    check_block_rows,
-    check_get,
-    check_out,
-    check_pair,
-    check_positive,
-)
-from .infinite import infinite_kernels
+from ._kernel_fn import KernelFn, as_array, permute
+from ._types import Kernel
+from ._validation import check_positive
 
 __all__ = [
     "ABRelu",
@@ -93,262 +84,9 @@ class Layer(NamedTuple):
     kernel_fn: object
 
 
-class _KernelFn:
-    """``kernel_fn(x1, x2=None, get=None, *, diagonal=False, out=None, dtype=None, progress=False)``."""
-
-    def __init__(self, layer_spec):
-        self.spec = layer_spec
-        self.__doc__ = _KERNEL_FN_DOC
-
-    def __call__(self, x1, x2=None, get=None, *, diagonal=False, out=None, dtype=None, progress=False,
-                 block_rows=None, backend="auto", diagonal_batch=True, diagonal_spatial=False, **kwargs):
-        names = check_get(get, KERNEL_FIELDS)
-        if not isinstance(x1, Kernel):  # the batch first and the features last
-            x1, x2 = (None if x is None else _canonical(self.spec, x) for x in (x1, x2))
-        if _jax_dispatch.uses_jax(x1, x2) or _jax_dispatch.traced_hyperparameters(self.spec):
-            return self._jax(x1, x2, get, names, diagonal=diagonal, out=out, dtype=dtype, progress=progress,
-                             block_rows=block_rows, backend=backend, diagonal_batch=diagonal_batch,
-                             diagonal_spatial=diagonal_spatial)
-        if not isinstance(x1, Kernel) and (np.ndim(x1) > 2 or np.ndim(x2) > 2):
-            if diagonal or out is not None or progress:
-                raise ValueError("diagonal, out and progress are for inputs of shape (N, d); x1 and x2 of shape "
-                                 "(N, ..., d) give the kernels of every pair of locations (see the docstring)")
-            return _spatial_kernels(self, x1, x2, get, names, dtype, block_rows, backend, diagonal_batch,
-                                    diagonal_spatial)
-        if isinstance(x1, Kernel):  # continue the network that computed x1
-            if not diagonal_batch:
-                raise ValueError("diagonal_batch=False needs the inputs; a Kernel given as x1 carries only the "
-                                 "diagonal of each batch's covariance")
-            start, dtype = _start(x1, x2, dtype)
-            be = _backend.select(x1.nngp, backend=backend)
-            n1, n2 = start.kernel.nngp.shape
-            x1 = x2 = None
-        else:
-            start = None
-            be = _backend.select(x1, x2, backend=backend)
-            x1, x2, dtype = check_pair(x1, x2, dtype)
-            n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
-        if diagonal and (x2 is not None or (start is not None and start.kernel.cov2 is not None)):
-            raise ValueError("diagonal=True gives Σ(x, x) and Θ(x, x) of x1 alone; x2 must be None (and a Kernel "
-                             "given as x1 must be of x1 with itself: cov2 None)")
-        kernels = tuple(n for n in names if n in ("nngp", "ntk"))
-        outs = check_out(out, get, kernels, (n1, n2), dtype, {"x1": x1, "x2": x2})
-        if out is not None and len(kernels) < len(names):
-            raise ValueError(f"out is for the kernels nngp and ntk; get={get!r} also asks for other fields")
-        if diagonal and outs:
-            raise ValueError("out is for full (N1, N2) kernels; it cannot be used with diagonal=True")
-        check_block_rows(block_rows)
-        # Only per-point fields asked for (get='cov1', ...): the O(N) diagonal pass, on x2 too.
-        per_point = not kernels and start is None
-        res = infinite_kernels(x1, x2, self.spec, kernels or ("nngp",), dtype, be, diagonal=diagonal or per_point,
-                               out=outs, block_rows=block_rows, progress=progress, start=start)
-        if per_point and x2 is not None:
-            res["cov2"] = infinite_kernels(x2, None, self.spec, ("nngp",), dtype, be, diagonal=True)["cov1"]
-            res["x1_is_x2"] = False
-        if not diagonal_batch:  # neural-tangents' full covariances of each batch, (N1, N1) and (N2, N2)
-            res["cov1"] = self(x1, None, "nngp", dtype=dtype, block_rows=block_rows, backend=backend)
-            res["cov2"] = None if x2 is None else self(x2, None, "nngp", dtype=dtype, block_rows=block_rows,
-                                                         backend=backend)
-        fields = _kernel_fields(res, n1, n2, diagonal_batch, diagonal_spatial)
-        return _select(get, names, fields)
-
-    def _jax(self, x1, x2, get, names, *, diagonal, out, dtype, diagonal_batch, diagonal_spatial, **options):
-        """JAX inputs (or traced hyperparameters): see :mod:`fastntk._jax_dispatch`. Concrete values take
-        the NumPy path whole (any input, any get) and come back as JAX arrays; under a JAX transformation
-        the kernels of (N, d) inputs are traced and the other fields follow from the shapes."""
-        if out is not None:
-            raise ValueError("out is for NumPy results; it cannot be used with JAX inputs or hyperparameters")
-        if not (_jax_dispatch.traced_hyperparameters(self.spec) or _jax_dispatch.any_tracer((x1, x2))):
-            return _jax_dispatch.to_jax(self(*_jax_dispatch.to_numpy((x1, x2)), get, diagonal=diagonal,
-                                             dtype=dtype, diagonal_batch=diagonal_batch,
-                                             diagonal_spatial=diagonal_spatial, **options))
-        if isinstance(x1, Kernel) or np.ndim(x1) > 2 or np.ndim(x2) > 2 or not diagonal_batch:
-            raise NotImplementedError("under jax.jit, jax.vmap or a JAX derivative kernel_fn takes x1, x2 of shape "
-                                      "(N, d) and diagonal_batch=True; call it outside the transformation for a "
-                                      "Kernel input, inputs with location axes or full batch covariances")
-        kernels = tuple(n for n in names if n in ("nngp", "ntk")) or ("nngp",)
-        k = _jax_dispatch.kernel_fn(self, x1, x2, kernels, diagonal=diagonal, out=None, dtype=dtype, **options)
-        _, _, width, is_gaussian = infinite.kernel_program(self.spec, infinite.Start(x1.shape[-1]))
-        res = dict(zip(kernels, k)) | {"cov1": k.cov1, "cov2": k.cov2, "width": width, "is_gaussian": is_gaussian,
-                                       "x1_is_x2": x2 is None}
-        fields = _kernel_fields(res, x1.shape[0], (x1 if x2 is None else x2).shape[0], True, diagonal_spatial)
-        return _select(get, names, fields)
-
-
-def _spatial_kernels(kernel_fn, x1, x2, get, names, dtype, block_rows, backend, diagonal_batch, diagonal_spatial):
-    """neural-tangents' kernels of inputs of shape (N, *S, d): Dense layers act on the last axis, so the
-    kernel of locations s of x1ₙ and s' of x2ₘ is the kernel of the two d-vectors x1[n, s], x2[m, s'].
-
-    nngp/ntk: (N1, N2, S₀, S₀', S₁, S₁', ...) (location axes of x1 and x2 interleaved), or with
-    ``diagonal_spatial`` (S₀ = S₀', ...) their location diagonal (N1, N2, *S). cov1: the same for x1
-    against itself per point, (N1, S₀, S₀, ...) or (N1, *S); cov2 likewise for x2 (None when x2 is None).
-    """
-    x1 = np.asarray(x1)
-    x2 = None if x2 is None else np.asarray(x2)
-    if x1.ndim < 2 or (x2 is not None and (x2.ndim < 2 or x2.shape[-1] != x1.shape[-1])):
-        raise ValueError(f"x1 and x2 must be of shape (N, ..., d) with the same d; got x1.shape={x1.shape}, "
-                         f"x2.shape={None if x2 is None else x2.shape}")
-    shape2 = x1.shape if x2 is None else x2.shape
-    if diagonal_spatial and shape2[1:-1] != x1.shape[1:-1]:
-        raise ValueError(f"diagonal_spatial=True needs the same locations in x1 and x2; got x1.shape={x1.shape}, "
-                         f"x2.shape={shape2}")
-    kernels = tuple(n for n in names if n in ("nngp", "ntk")) or ("nngp",)
-    d = x1.shape[-1]
-    flat = kernel_fn(x1.reshape(-1, d), None if x2 is None else x2.reshape(-1, d), kernels, dtype=dtype,
-                     block_rows=block_rows, backend=backend)
-
-    def arrange(k, s1, s2):  # (N1·|S1|, N2·|S2|) -> (N1, N2, S1₀, S2₀, S1₁, S2₁, ...) or its location diagonal
-        n = len(s1)
-        k = k.reshape(-1, *s1, k.shape[1] // math.prod(s2), *s2)
-        k = k.transpose(0, n + 1, *[a for i in range(n) for a in (1 + i, n + 2 + i)])
-        for i in range(n if diagonal_spatial else 0):
-            k = np.diagonal(k, axis1=2, axis2=3)  # moves the diagonal last: locations stay in order
-        return k
-
-    s1, s2 = x1.shape[1:-1], shape2[1:-1]
-    res = {name: arrange(k, s1, s2) for name, k in zip(kernels, flat)}
-
-    def per_point(x):  # each point's locations against themselves
-        if x is None:
-            return None
-        blocks = [kernel_fn(xn.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend) for xn in x]
-        return np.stack([arrange(b, x.shape[1:-1], x.shape[1:-1])[0, 0] for b in blocks])
-
-    if x2 is None and "nngp" in res:
-        res["cov1"] = np.stack([res["nngp"][n, n] for n in range(x1.shape[0])])
-    else:
-        res["cov1"] = per_point(x1)
-    res["cov2"] = per_point(x2)
-    if not diagonal_batch:
-        res["cov1"] = arrange(kernel_fn(x1.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend), s1, s1)
-        res["cov2"] = None if x2 is None else arrange(
-            kernel_fn(x2.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend), s2, s2)
-    shape = spec.output_shape(kernel_fn.spec, x1.shape)
-    fields = res | {"x1_is_x2": x2 is None, "is_gaussian": flat.is_gaussian, "is_input": False, "is_reversed": False,
-                    "diagonal_batch": bool(diagonal_batch), "diagonal_spatial": bool(diagonal_spatial),
-                    "shape1": shape, "shape2": (shape2[0], *shape[1:]), "batch_axis": 0, "channel_axis": x1.ndim - 1,
-                    "mask1": None, "mask2": None}
-    return _select(get, names, fields)
-
-
-def _start(kernel, x2, dtype):
-    """The :class:`infinite.Start` of a Kernel given as x1 (and the result dtype): its nngp (N1, N2),
-    ntk (or None), cov1 (N1,), cov2 (N2,) or None (symmetric), shape1 (the width is its last entry;
-    None: unknown), is_gaussian (the covariance of Gaussian pre-activations: False for a Kernel built
-    by hand without it, as neural-tangents' input kernel) and x1_is_x2 (also when cov2 is None)."""
-    if x2 is not None:
-        raise ValueError("x2 must be None when x1 is a Kernel: the Kernel holds both sides")
-    nngp = check_array(getattr(kernel, "nngp", None), "x1.nngp", ndim=2)
-    n1, n2 = nngp.shape
-    ntk = getattr(kernel, "ntk", None) if "ntk" in kernel._fields else None
-    ntk = None if ntk is None else check_array(ntk, "x1.ntk", ndim=2)
-    cov1 = check_array(kernel.cov1, "x1.cov1", ndim=1)
-    cov2 = None if kernel.cov2 is None else check_array(kernel.cov2, "x1.cov2", ndim=1)
-    if (cov1.shape != (n1,) or (cov2 is None and n1 != n2) or (cov2 is not None and cov2.shape != (n2,))
-            or (ntk is not None and ntk.shape != (n1, n2))):
-        raise ValueError(f"the Kernel's arrays do not fit: nngp {nngp.shape}, ntk {None if ntk is None else ntk.shape},"
-                         f" cov1 {cov1.shape}, cov2 {None if cov2 is None else cov2.shape} (cov2 None: symmetric)")
-    dtype = np.dtype(dtype) if dtype is not None else nngp.dtype
-    width = None if kernel.shape1 is None else int(kernel.shape1[-1])
-    k = Kernel(("nngp", "ntk"), (nngp, ntk), cov1, cov2)
-    return infinite.Start(width, k, bool(kernel.is_gaussian), bool(kernel.x1_is_x2) or cov2 is None), dtype
-
-
-def _select(get, names, fields):
-    """What kernel_fn returns for ``get`` (its lower-cased ``names``) from every Kernel field: the field
-    itself for a string, else a Kernel of the named fields with the others as attributes."""
-    if isinstance(get, str):
-        return fields[names[0]]
-    return Kernel(names, [fields[n] for n in names], **{f: v for f, v in fields.items()
-                                                         if f not in names and f not in ("nngp", "ntk")})
-
-
-def _kernel_fields(res, n1, n2, diagonal_batch, diagonal_spatial):
-    """Every field of neural-tangents' Kernel from infinite_kernels' results ``res`` (its kernels,
-    cov1, cov2, the output ``width`` (None: unknown), ``is_gaussian`` and ``x1_is_x2``)."""
-    fields = {f: v for f, v in res.items() if f not in ("width", "x1_is_x2", "is_gaussian")}
-    return fields | {
-        "x1_is_x2": bool(res["x1_is_x2"]), "is_gaussian": bool(res["is_gaussian"]), "is_input": False,
-        "is_reversed": False, "diagonal_batch": bool(diagonal_batch), "diagonal_spatial": bool(diagonal_spatial),
-        "shape1": (n1, res["width"]), "shape2": (n2, res["width"]), "batch_axis": 0, "channel_axis": 1,
-        "mask1": None, "mask2": None}
-
-
-_KERNEL_FN_DOC = """Infinite-width NNGP Σ and NTK Θ of the network.
-
-Parameters
-----------
-x1 : ndarray of shape (N1, d), float32 or float64, or a Kernel
-    First batch of inputs. Rows with zero norm give finite kernels, never NaN. A Kernel (the
-    result of another kernel_fn, with cov1 and cov2) continues that network through this one:
-    ``kernel_fn2(kernel_fn1(x1, x2))`` is the kernel of serial(net1, net2); x2 must be None.
-x2 : ndarray of shape (N2, d) or None
-    Second batch; None means x1 (the result is then symmetric and half the work).
-get : None, a field name or a tuple of them
-    Field names are neural-tangents' (``fastntk._types.KERNEL_FIELDS``: 'nngp', 'ntk', 'cov1',
-    'cov2', 'shape1', 'x1_is_x2', 'is_gaussian', ...), in any case ('NTK' is 'ntk'). A string
-    returns that field; None (= ('nngp', 'ntk')) or a tuple, a :class:`Kernel`: a
-    namedtuple-like tuple of those fields in that order, with every other field as an attribute.
-    Only the kernels asked for are computed (get='cov1' is an O(N1) pass).
-diagonal : bool, keyword-only
-    Return only Σ(x1ᵢ, x1ᵢ) and Θ(x1ᵢ, x1ᵢ), shape (N1,): O(N1·depth) work and memory.
-out : ndarray, tuple or dict of them, keyword-only
-    Preallocated results of shape (N1, N2) and the result dtype with unit-stride rows,
-    e.g. ``np.memmap``; one array when ``get`` is a string, else one per name of ``get``.
-dtype : float32 or float64, keyword-only
-    Result dtype; by default float32 when every input is float32, else float64. Every entry is
-    computed in float64 and rounded once, so float32 results are neural-tangents' float64 ones
-    (``jax_enable_x64``) rounded to float32; pass dtype=np.float64 to get those.
-diagonal_batch : bool, keyword-only
-    neural-tangents' flag: False makes ``cov1`` (``cov2``) the full (N1, N1) ((N2, N2)) NNGP of
-    each batch instead of its diagonal.
-diagonal_spatial : bool, keyword-only
-    neural-tangents' flag; fully-connected networks have no spatial axes, so it changes nothing.
-**kwargs
-    Other neural-tangents keyword arguments (``rng``, ``mask_constant``, ...) are accepted and,
-    as there for layers that do not use them, ignored.
-progress : bool, keyword-only
-    Show a progress bar.
-backend : 'auto' or 'cpu', keyword-only
-    Where to compute; 'auto' chooses by the type of the inputs (NumPy arrays: 'cpu').
-block_rows : int, keyword-only
-    Rows of x1 per tile of the fused pass; by default about 32 MiB of each result per tile.
-    Results agree to rounding whatever its value (BLAS may block other tiles differently).
-
-Returns
--------
-Kernel or ndarray, dtype as above. The readout width O does not appear:
-the kernel of an O-output network is Σ ⊗ I_O.
-
-Raises
-------
-ValueError, TypeError
-    Bad shapes, dtypes, NaN/inf, unknown ``get``.
-MemoryError
-    The results would not fit in available memory (checked before allocating).
-
-JAX
----
-JAX arrays in give JAX arrays out (a :class:`Kernel` is then a JAX pytree); the dtype is the
-one above, as JAX canonicalises it (float32 with ``jax_enable_x64`` off). Concrete arrays are
-computed by the compiled path. Inside ``jax.jit``/``jax.vmap`` the compiled path runs in a
-``jax.pure_callback`` (once per batch element under vmap). Derivatives (``jax.grad``,
-``jax.jvp``, ``jax.jacfwd`` ... in x1, x2) are the JVP of the reference recursion
-``fastntk._reference.infinite_kernels`` in ``jax.numpy``: exact, O(N1·N2·depth) JAX work, slower
-than the compiled values, which stay those of the compiled path. ``W_std``/``b_std`` passed to
-``stax.Dense`` as tracers (``jax.grad`` over them) make the whole call the traced reference
-recursion. Derivatives are finite wherever the kernel is smooth; at ρ = ±1 (parallel inputs, and
-coincident points with x2 None), where the ReLU-family kernels are not differentiable, the
-derivative returned is that along the directions keeping ρ = ±1 (the mean of the one-sided
-derivatives). Activations with quadrature rules differentiate through their JAX φ, φ';
-``Elementwise`` rules must be written in ``jax.numpy`` (with ``d_nngp_fn`` given) to be
-differentiated. ``out`` cannot be used with JAX arrays.
-"""
-
-
 def _layer(layer_spec):
     """The (init_fn, apply_fn, kernel_fn) of a spec node; each function carries it as ``.spec``."""
-    kernel_fn = _KernelFn(layer_spec)
+    kernel_fn = KernelFn(layer_spec)
 
     def init_fn(rng, input_shape):
         """(output_shape, params) of the network for inputs of shape input_shape.
@@ -388,22 +126,6 @@ def _layer(layer_spec):
     return Layer(init_fn, apply_fn, kernel_fn)
 
 
-def _canonical(layer_spec, x):
-    """x with its axes in the order fastntk computes in (batch first, features last), by the Dense
-    layers' batch_axis and channel_axis (see ``spec.layout``); x itself for the defaults."""
-    if np.ndim(x) < 2:
-        return x
-    order = spec.layout(layer_spec, np.ndim(x))
-    if order == tuple(range(np.ndim(x))):
-        return x
-    return _permute(*_as_array(x), order)
-
-
-def _permute(h, xp, order):
-    """h's axes permuted (the array API's permute_dims; jax.numpy 0.4.23 has only transpose)."""
-    return (xp.permute_dims if hasattr(xp, "permute_dims") else xp.transpose)(h, order)
-
-
 def _input_shape(input_shape):
     """input_shape as a tuple of ints (at least 1-D: the last axis is the features, a positive int);
     -1 on the other axes means any size, as in neural-tangents' ``init_fn(key, (-1, d))``."""
@@ -418,20 +140,6 @@ def _input_shape(input_shape):
     return tuple(int(n) for n in shape)
 
 
-def _as_array(x):
-    """(x, its namespace): any array-API array (NumPy, JAX, PyTorch) as is, else np.asarray(x).
-
-    JAX arrays and tracers get jax.numpy directly: before jax 0.4.32 they have no
-    ``__array_namespace__``, which array_api_compat asks them for."""
-    if _jax_dispatch.uses_jax(x):
-        return x, _act.namespace(x)[0]
-    try:
-        return x, array_namespace(x)
-    except TypeError:
-        h = np.asarray(x)
-        return h, array_namespace(h)
-
-
 def _is_real(h, xp):
     """Real floating or integer dtype. NumPy and JAX dtypes are NumPy dtypes (and jax.numpy before
     0.4.32 has no ``isdtype``); others (PyTorch) are asked through their namespace."""
@@ -442,19 +150,19 @@ def _is_real(h, xp):
 
 
 def _apply(layer_spec, params, x, rng=None):
-    h, xp = _as_array(x)
+    h, xp = as_array(x)
     if h.ndim < 1 or not _is_real(h, xp):
         raise ValueError(f"inputs must be a real array of shape (..., d); got shape {h.shape}, dtype {h.dtype}")
     order = spec.layout(layer_spec, max(h.ndim, 1))
     canonical = order == tuple(range(h.ndim))
     if not canonical:  # compute with the batch first and the features last, b likewise
-        h = _permute(h, xp, order)
+        h = permute(h, xp, order)
         params = network.map_dense(layer_spec, params, lambda W, b: (W, None if b is None else xp.reshape(
             b, (*b.shape[:b.ndim - h.ndim], *[1] * (h.ndim - 1), b.shape[b.ndim - h.ndim + order[-1]]))))
     net = network.check_params(layer_spec, params, h.shape[-1])
     random = any(isinstance(leaf, spec.Dropout) and leaf.mode == "train" for leaf, _ in net)
     out = network.apply(net, h, network.leaf_keys(layer_spec, rng) if random else None)
-    return out if canonical else _permute(out, xp, tuple(int(a) for a in np.argsort(order)))
+    return out if canonical else permute(out, xp, tuple(int(a) for a in np.argsort(order)))
 
 
 def serial(*layers):
@@ -466,7 +174,7 @@ def _specs(layers, caller):
     """The specs of ``layers`` (fastntk.stax layers), TypeError naming the argument otherwise."""
     for i, layer in enumerate(layers):
         kernel_fn = layer[2] if isinstance(layer, tuple) and len(layer) == 3 else None
-        if not isinstance(kernel_fn, _KernelFn):
+        if not isinstance(kernel_fn, KernelFn):
             raise TypeError(f"{caller} argument {i} must be a fastntk.stax layer; got {type(layer).__name__}")
     return tuple(layer[2].spec for layer in layers)
 

@@ -15,7 +15,7 @@ from array_api_compat import array_namespace
 
 from . import _backend, _jax_dispatch, infinite, spec
 from . import activations as _act
-from ._types import KERNEL_FIELDS, Kernel
+from ._types import KERNEL_FIELDS, META_DEFAULTS, Kernel
 from ._validation import check_array, check_block_rows, check_get, check_out, check_pair
 from .infinite import infinite_kernels
 
@@ -78,7 +78,7 @@ class KernelFn:
             res["cov1"] = self(x1, None, "nngp", dtype=dtype, block_rows=block_rows, backend=backend)
             res["cov2"] = None if x2 is None else self(x2, None, "nngp", dtype=dtype, block_rows=block_rows,
                                                          backend=backend)
-        fields = _kernel_fields(res, n1, n2, diagonal_batch, diagonal_spatial)
+        fields = _kernel_fields(res, (n1, res["width"]), (n2, res["width"]), diagonal_batch, diagonal_spatial)
         return _select(get, names, fields)
 
     def _jax(self, x1, x2, get, names, *, diagonal, out, dtype, diagonal_batch, diagonal_spatial, **options):
@@ -98,9 +98,10 @@ class KernelFn:
         kernels = tuple(n for n in names if n in ("nngp", "ntk")) or ("nngp",)
         k = _jax_dispatch.kernel_fn(self, x1, x2, kernels, diagonal=diagonal, out=None, dtype=dtype, **options)
         _, _, width, is_gaussian = infinite.kernel_program(self.spec, infinite.Start(x1.shape[-1]))
-        res = dict(zip(kernels, k)) | {"cov1": k.cov1, "cov2": k.cov2, "width": width, "is_gaussian": is_gaussian,
+        res = dict(zip(kernels, k)) | {"cov1": k.cov1, "cov2": k.cov2, "is_gaussian": is_gaussian,
                                        "x1_is_x2": x2 is None}
-        fields = _kernel_fields(res, x1.shape[0], (x1 if x2 is None else x2).shape[0], True, diagonal_spatial)
+        n2 = (x1 if x2 is None else x2).shape[0]
+        fields = _kernel_fields(res, (x1.shape[0], width), (n2, width), True, diagonal_spatial)
         return _select(get, names, fields)
 
 
@@ -153,10 +154,9 @@ def _spatial_kernels(kernel_fn, x1, x2, get, names, dtype, block_rows, backend, 
         res["cov2"] = None if x2 is None else arrange(
             kernel_fn(x2.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend), s2, s2)
     shape = spec.output_shape(kernel_fn.spec, x1.shape)
-    fields = res | {"x1_is_x2": x2 is None, "is_gaussian": flat.is_gaussian, "is_input": False, "is_reversed": False,
-                    "diagonal_batch": bool(diagonal_batch), "diagonal_spatial": bool(diagonal_spatial),
-                    "shape1": shape, "shape2": (shape2[0], *shape[1:]), "batch_axis": 0, "channel_axis": x1.ndim - 1,
-                    "mask1": None, "mask2": None}
+    res |= {"x1_is_x2": x2 is None, "is_gaussian": flat.is_gaussian}
+    fields = _kernel_fields(res, shape, (shape2[0], *shape[1:]), diagonal_batch, diagonal_spatial,
+                            channel_axis=x1.ndim - 1)
     return _select(get, names, fields)
 
 
@@ -192,15 +192,14 @@ def _select(get, names, fields):
                                                          if f not in names and f not in ("nngp", "ntk")})
 
 
-def _kernel_fields(res, n1, n2, diagonal_batch, diagonal_spatial):
-    """Every field of neural-tangents' Kernel from infinite_kernels' results ``res`` (its kernels,
-    cov1, cov2, the output ``width`` (None: unknown), ``is_gaussian`` and ``x1_is_x2``)."""
-    fields = {f: v for f, v in res.items() if f not in ("width", "x1_is_x2", "is_gaussian")}
-    return fields | {
-        "x1_is_x2": bool(res["x1_is_x2"]), "is_gaussian": bool(res["is_gaussian"]), "is_input": False,
-        "is_reversed": False, "diagonal_batch": bool(diagonal_batch), "diagonal_spatial": bool(diagonal_spatial),
-        "shape1": (n1, res["width"]), "shape2": (n2, res["width"]), "batch_axis": 0, "channel_axis": 1,
-        "mask1": None, "mask2": None}
+def _kernel_fields(res, shape1, shape2, diagonal_batch, diagonal_spatial, **meta):
+    """Every field of neural-tangents' Kernel: the results ``res`` (kernels, cov1, cov2, ``is_gaussian``
+    and ``x1_is_x2``; other entries are not fields), the output shapes, the two flags, ``meta`` for
+    other fields, and the defaults of :data:`fastntk._types.META_DEFAULTS` for the rest."""
+    fields = {f: v for f, v in res.items() if f in KERNEL_FIELDS}
+    return {**META_DEFAULTS, **fields, "x1_is_x2": bool(res["x1_is_x2"]), "is_gaussian": bool(res["is_gaussian"]),
+            "diagonal_batch": bool(diagonal_batch), "diagonal_spatial": bool(diagonal_spatial), "shape1": shape1,
+            "shape2": shape2, **meta}
 
 
 _KERNEL_FN_DOC = """Infinite-width NNGP Σ and NTK Θ of the network.

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["KERNEL_FIELDS", "CGResult", "DiagRegSelection", "Gaussian", "Kernel", "KernelRidge", "ODEState", "Spectrum"]
+__all__ = ["KERNEL_FIELDS", "META_DEFAULTS", "CGResult", "DiagRegSelection", "Gaussian", "Kernel", "KernelRidge", "ODEState", "Spectrum"]
 
 
 #: neural-tangents' ``Kernel`` fields, in its order (``asdict()``).
@@ -16,7 +16,7 @@ KERNEL_FIELDS = ("nngp", "ntk", "cov1", "cov2", "x1_is_x2", "is_gaussian", "is_r
 
 #: The fields that describe a kernel rather than hold one, with their values for unmasked inputs
 #: of shape (N, d) as neural-tangents reports them (``channel_axis`` normalised to 1).
-_META_DEFAULTS = {"x1_is_x2": False, "is_gaussian": False, "is_reversed": False, "is_input": False,
+META_DEFAULTS = {"x1_is_x2": False, "is_gaussian": False, "is_reversed": False, "is_input": False,
                   "diagonal_batch": True, "diagonal_spatial": False, "shape1": None, "shape2": None,
                   "batch_axis": 0, "channel_axis": 1, "mask1": None, "mask2": None}
 
@@ -45,7 +45,7 @@ class Kernel(tuple):
         unknown = [f for f in (*fields, *meta) if f not in KERNEL_FIELDS]
         if unknown:
             raise TypeError(f"Kernel has no field {unknown[0]!r}; its fields are {KERNEL_FIELDS}")
-        self.__dict__.update({**_META_DEFAULTS, "cov1": cov1, "cov2": cov2, **meta, **dict(zip(fields, self))})
+        self.__dict__.update({**META_DEFAULTS, "cov1": cov1, "cov2": cov2, **meta, **dict(zip(fields, self))})
         self._fields = fields
         return self
 
@@ -64,7 +64,7 @@ class Kernel(tuple):
     def replace(self, **changes):
         """A copy with ``changes`` (field name -> value) applied, as neural-tangents' ``Kernel.replace``."""
         fields = self._fields + tuple(f for f in ("nngp", "ntk") if f in changes and f not in self._fields)
-        attrs = {f: v for f, v in self.__dict__.items() if f in _META_DEFAULTS or f in ("cov1", "cov2")}
+        attrs = {f: v for f, v in self.__dict__.items() if f in META_DEFAULTS or f in ("cov1", "cov2")}
         attrs.update(changes)
         values = [attrs.pop(f) if f in attrs and f in changes else self.__dict__[f] for f in fields]
         for f in fields:
@@ -72,7 +72,7 @@ class Kernel(tuple):
         return Kernel(fields, values, **attrs)
 
     def __reduce__(self):
-        attrs = {f: v for f, v in self.__dict__.items() if f in _META_DEFAULTS or f in ("cov1", "cov2")}
+        attrs = {f: v for f, v in self.__dict__.items() if f in META_DEFAULTS or f in ("cov1", "cov2")}
         return _rebuild_kernel, (self._fields, tuple(self), attrs)
 
     def __repr__(self):

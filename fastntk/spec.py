@@ -32,7 +32,8 @@ __all__ = ["Act", "Dense", "Dropout", "FanInConcat", "FanInProd", "FanInSum", "F
 
 @dataclass(frozen=True)
 class Dense:
-    """Fully-connected layer z = h W + b acting on the last axis.
+    """Fully-connected layer z = h W + b acting on the features (the last axis once ``spec.layout``
+    has ordered the inputs; ``batch_axis`` and ``channel_axis`` name them in the caller's layout).
 
     out_dim : int, the width. W_std : float > 0. b_std : float ≥ 0 or None (no bias
     parameter at all, which differs from 0.0 in the 'standard' NTK). parameterization :

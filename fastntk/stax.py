@@ -267,9 +267,9 @@ def Dense(out_dim, W_std=1.0, b_std=None, batch_axis=0, channel_axis=-1, paramet
     has n_in = fan_in/s_in. ``s=(s_in, s_out)`` (standard only) are the width scalings of that
     paper: s_in must be the previous layer's s_out (1 at the inputs). ``b_std=None`` means no
     bias parameter at all, which differs from ``b_std=0.0`` in the standard-parameterization NTK
-    (+1 per layer). ``batch_axis``, ``channel_axis``: the batch and feature axes of the inputs;
-    fastntk computes with the batch first and the features last (the defaults), and other axes
-    raise NotImplementedError where the inputs' rank is known.
+    (+1 per layer). ``batch_axis``, ``channel_axis``: the batch and feature axes of the inputs,
+    outputs and b, as in neural-tangents (see ``spec.layout``; fastntk computes with the batch
+    first and the features last and moves the axes there and back).
     """
     return _layer(_dense(out_dim, W_std, b_std, parameterization, s=s, batch_axis=batch_axis,
                          channel_axis=channel_axis))

@@ -75,7 +75,10 @@ class KernelFn:
             res["cov2"] = infinite_kernels(x2, None, self.spec, ("nngp",), dtype, be, diagonal=True)["cov1"]
             res["x1_is_x2"] = False
         if not diagonal_batch:  # neural-tangents' full covariances of each batch, (N1, N1) and (N2, N2)
-            res["cov1"] = self(x1, None, "nngp", dtype=dtype, block_rows=block_rows, backend=backend)
+            if x2 is None and "nngp" in kernels and not diagonal:  # x1 against itself: computed already
+                res["cov1"] = res["nngp"]
+            else:
+                res["cov1"] = self(x1, None, "nngp", dtype=dtype, block_rows=block_rows, backend=backend)
             res["cov2"] = None if x2 is None else self(x2, None, "nngp", dtype=dtype, block_rows=block_rows,
                                                          backend=backend)
         fields = _kernel_fields(res, (n1, res["width"]), (n2, res["width"]), diagonal_batch, diagonal_spatial)
@@ -141,18 +144,23 @@ def _spatial_kernels(kernel_fn, x1, x2, get, names, dtype, block_rows, backend, 
     def per_point(x):  # each point's locations against themselves
         if x is None:
             return None
+        if diagonal_spatial:  # each location with itself: the O(N·|S|) per-point pass
+            return kernel_fn(x.reshape(-1, d), None, "nngp", diagonal=True, dtype=dtype,
+                             backend=backend).reshape(x.shape[:-1])
         blocks = [kernel_fn(xn.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend) for xn in x]
         return np.stack([arrange(b, x.shape[1:-1], x.shape[1:-1])[0, 0] for b in blocks])
 
-    if x2 is None and "nngp" in res:
-        res["cov1"] = np.stack([res["nngp"][n, n] for n in range(x1.shape[0])])
-    else:
-        res["cov1"] = per_point(x1)
-    res["cov2"] = per_point(x2)
+    def batch(x):  # diagonal_batch=False: every point's locations against every point's
+        return None if x is None else arrange(kernel_fn(x.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend),
+                                              x.shape[1:-1], x.shape[1:-1])
+
+    symmetric_nngp = res.get("nngp") if x2 is None else None  # x1 against itself: computed already
     if not diagonal_batch:
-        res["cov1"] = arrange(kernel_fn(x1.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend), s1, s1)
-        res["cov2"] = None if x2 is None else arrange(
-            kernel_fn(x2.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend), s2, s2)
+        res["cov1"], res["cov2"] = batch(x1) if symmetric_nngp is None else symmetric_nngp, batch(x2)
+    elif symmetric_nngp is not None:
+        res["cov1"], res["cov2"] = np.stack([symmetric_nngp[n, n] for n in range(x1.shape[0])]), None
+    else:
+        res["cov1"], res["cov2"] = per_point(x1), per_point(x2)
     shape = spec.output_shape(kernel_fn.spec, x1.shape)
     res |= {"x1_is_x2": x2 is None, "is_gaussian": flat.is_gaussian}
     fields = _kernel_fields(res, shape, (shape2[0], *shape[1:]), diagonal_batch, diagonal_spatial,

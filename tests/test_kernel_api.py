@@ -262,3 +262,11 @@ def test_layouts_that_cannot_be_computed_are_refused():
 
     with pytest.raises(NotImplementedError, match="empirical NTK takes inputs"):
         empirical_ntk_fn(transposed.apply_fn)(X.T, None, params)
+
+
+def test_diagonal_batch_false_of_x1_with_itself_is_the_nngp(mlp):
+    k = mlp.kernel_fn(X, None, diagonal_batch=False)
+    np.testing.assert_array_equal(k.cov1, k.nngp)
+    assert k.cov2 is None
+    spatial = mlp.kernel_fn(SPATIAL["x"], None, diagonal_batch=False)
+    np.testing.assert_array_equal(spatial.cov1, spatial.nngp)

@@ -28,7 +28,8 @@ import numpy as np
 from . import _tiles, spec
 from ._validation import check_memory, reserve_disk
 
-__all__ = ["Combine", "Copy", "Run", "Scale", "Start", "infinite_kernels", "kernel_program", "rho_tolerance"]
+__all__ = ["Combine", "Copy", "PerPoint", "Run", "Scale", "Start", "infinite_kernels", "kernel_program", "per_point",
+           "rho_tolerance"]
 
 
 def rho_tolerance(d, dtype):
@@ -194,6 +195,30 @@ def _program(layer_spec, start):
     return kernel_program(layer_spec, start)
 
 
+class PerPoint(NamedTuple):
+    """The per-point pass of inputs x (N, d): Σ(x, x) ``nngp`` (N,), Θ(x, x) ``ntk`` (N,) and the variance
+    entering each activation ``var`` (n_act, N), float64. Computed once (:func:`per_point`) and reused by
+    every block against the same points (``infinite_kernels(..., points=)``); ``take`` selects points."""
+
+    nngp: np.ndarray
+    ntk: np.ndarray
+    var: np.ndarray
+
+    def take(self, index):
+        """The per-point pass of the points ``index`` (a slice or an index array) of these."""
+        if isinstance(index, slice):
+            return PerPoint(self.nngp[index], self.ntk[index], self.var[:, index])
+        return PerPoint(*(np.take(a, index, axis=-1) for a in self))
+
+
+def per_point(x, layer_spec, backend):
+    """:class:`PerPoint` of inputs x (N, d) through the network ``layer_spec``: O(N·depth) work."""
+    d = x.shape[1]
+    steps, n_regs, _, _ = _program(layer_spec, Start(d))
+    plan = backend.program(steps, n_regs) if len(steps) != 1 else backend.plan(steps[0].layers, d)
+    return PerPoint(*backend.diagonal(plan, _sq_norms(x), True))
+
+
 def _sq_norms(x):
     """x·x for every row, in float64. (N,)"""
     xd = x.astype(np.float64, copy=False)
@@ -234,7 +259,7 @@ class _NoBar:
 
 
 def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out=None, block_rows=None,
-                     progress=False, start=None):
+                     progress=False, start=None, points=None):
     """Σ and/or Θ of the network ``layer_spec`` between the rows of x1 and x2.
 
     Parameters
@@ -255,6 +280,9 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
     start : :class:`Start` or None
         Continue another network's kernels (``start.kernel``: nngp (N1, N2), ntk or None, cov1
         (N1,), cov2 (N2,) or None when symmetric) instead of starting from x1, x2.
+    points : (:class:`PerPoint` of x1, :class:`PerPoint` of x2) or None
+        The per-point passes of x1 and x2 computed before (:func:`per_point`), for a block of a
+        larger kernel: not recomputed here. Only with x2 given and no ``start``.
 
     Returns
     -------
@@ -283,7 +311,7 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
     meta = {"width": width, "is_gaussian": is_gaussian}
     branched = kernel is not None or len(steps) != 1
     plan = backend.program(steps, n_regs) if branched else backend.plan(steps[0].layers, d)
-    def per_point(x, cov):
+    def point_pass(x, cov):
         """The per-point pass of inputs x (or of a Kernel's variances cov)."""
         if kernel is None:
             return backend.diagonal(plan, _sq_norms(x), True)
@@ -292,7 +320,7 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
         return backend.diagonal(plan, np.asarray(cov, dtype=np.float64), t0 is not None, t0)
 
     if diagonal:
-        k1, t1, var1 = per_point(x1, None if kernel is None else kernel.cov1)
+        k1, t1, var1 = point_pass(x1, None if kernel is None else kernel.cov1)
         if with_ntk and t1 is None:
             raise ValueError("get asks for 'ntk' but the Kernel given as input holds no NTK")
         _check_range(k1, t1, var1, dtype)
@@ -313,8 +341,11 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
     )
     # The per-point pass first (O(N·depth)): it bounds every entry, so an overflow is refused
     # before any O(N1·N2) work.
-    diag1 = per_point(x1, None if kernel is None else kernel.cov1)
-    diag2 = None if symmetric else per_point(x2, None if kernel is None else kernel.cov2)
+    if points is not None:
+        diag1, diag2 = points
+    else:
+        diag1 = point_pass(x1, None if kernel is None else kernel.cov1)
+        diag2 = None if symmetric else point_pass(x2, None if kernel is None else kernel.cov2)
     for diag in (diag1, diag2):
         if diag is not None:
             _check_range(*diag, dtype)

@@ -29,8 +29,8 @@ from ._eigen import FactoredEigenbasis, eigh_factored, largest_eigenvalue
 from ._factor import FACTOR_ALTERNATIVES, KernelFactor, flow_factors, in_eigenbasis, step_factors
 from ._krylov import cg, gradient_descent_mse_expm, solve_regularized
 from ._nystrom import nystrom_preconditioner
-from ._operator import kernel_operator
+from ._operator import KernelOperator, kernel_operator
 
-__all__ = ["CGResult", "FACTOR_ALTERNATIVES", "FactoredEigenbasis", "KernelFactor", "cg", "eigh_factored",
+__all__ = ["CGResult", "FACTOR_ALTERNATIVES", "FactoredEigenbasis", "KernelFactor", "KernelOperator", "cg", "eigh_factored",
            "flow_factors", "gradient_descent_mse_expm", "in_eigenbasis", "kernel_operator", "largest_eigenvalue",
            "nystrom_preconditioner", "solve_regularized", "step_factors"]

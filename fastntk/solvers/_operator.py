@@ -1,45 +1,122 @@
-"""The matrix-free kernel: row blocks of K(x, x) computed on the fly, as a scipy LinearOperator."""
+"""The matrix-free kernel: blocks K(x1[rows], x2[cols]) computed on the fly, and K as a scipy LinearOperator."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from .._validation import check_integer
+from .. import _backend, _tiles, infinite
+from .._validation import check_get, check_integer, check_pair
 
-__all__ = ["kernel_operator"]
+__all__ = ["KernelOperator", "kernel_operator"]
 
 
-def kernel_operator(kernel_fn, x, get="ntk", block_size=1024, **kernel_fn_kwargs):
-    """K(x, x) as a symmetric LinearOperator that computes ``block_size`` rows of K per product.
+class KernelOperator(LinearOperator):
+    """K(x1, x2) of one network as a LinearOperator, and its blocks, never held whole.
 
     Parameters
     ----------
-    kernel_fn : callable ``kernel_fn(x1, x2, get, **kwargs)`` returning an (N1, N2) array
-        E.g. :func:`fastntk.stax.serial`'s third element.
-    x : ndarray of shape (N, d)
-    get : str
-        Which kernel, as for ``kernel_fn``.
-    block_size : int > 0
-        Rows per block: peak extra memory is ``block_size·N`` values; every product recomputes K.
+    kernel_fn : a ``kernel_fn`` of :mod:`fastntk.stax`, or any callable ``kernel_fn(x1, x2, get)``
+        returning an (n1, n2) array (then every block is one call, and nothing is cached).
+    x1 : ndarray of shape (N1, d)
+    x2 : ndarray of shape (N2, d) or None (x1: K is symmetric)
+    get : 'nngp' or 'ntk'
+    block_size : int > 0 or None
+        Rows of K per block of a product; None: blocks of about 32 MiB (``_tiles.BLOCK_BYTES``).
+    dtype : None, np.float32 or np.float64
+        Of the blocks (None: as the inputs, see ``kernel_fn``); products are float64.
 
-    Returns
-    -------
-    LinearOperator of shape (N, N), float64
+    Notes
+    -----
+    For a stax ``kernel_fn`` the per-point pass of every input (its Σ(x, x), Θ(x, x) and the
+    variance entering each activation, O(N·depth)) is computed once here and shared by every block
+    (:class:`fastntk.infinite.PerPoint`), so a block costs its Gram and the fused pass only. A
+    product ``K @ V`` (V of shape (N2, M)) walks row blocks: extra memory one block.
     """
-    if not callable(kernel_fn):
-        raise TypeError(f"kernel_fn must be callable; got {type(kernel_fn).__name__}")
-    if np.ndim(x) != 2:
-        raise ValueError(f"x must be an array of shape (N, d); got shape {np.shape(x)}")
-    block_size = check_integer(block_size, "block_size")
-    n = x.shape[0]
 
-    def matmat(v):
-        v = np.asarray(v, dtype=np.float64).reshape(n, -1)
-        out = np.empty_like(v)
-        for i in range(0, n, block_size):
-            out[i:i + block_size] = np.asarray(kernel_fn(x[i:i + block_size], x, get, **kernel_fn_kwargs)) @ v
+    def __init__(self, kernel_fn, x1, x2=None, get="ntk", block_size=None, dtype=None):
+        if not callable(kernel_fn):
+            raise TypeError(f"kernel_fn must be callable; got {type(kernel_fn).__name__}")
+        names = check_get(get)
+        if len(names) != 1:
+            raise ValueError(f"get must name one kernel, 'nngp' or 'ntk'; got {get!r}")
+        self.get = names[0]
+        self.block_size = check_integer(block_size, "block_size", allow_none=True)
+        self.kernel_fn, self.symmetric = kernel_fn, x2 is None
+        layer_spec = getattr(kernel_fn, "spec", None)
+        if layer_spec is None:  # any callable: inputs as given, one call per block
+            for name, x in (("x1", x1), ("x2", x2)):
+                if x is not None and np.ndim(x) != 2:
+                    raise ValueError(f"{name} must be an array of shape (N, d); got shape {np.shape(x)}")
+            self.x1, self.x2, block_dtype, self.points = x1, x1 if x2 is None else x2, np.dtype(dtype or "f8"), None
+        else:
+            self.x1, x2, block_dtype = check_pair(x1, x2, dtype)
+            self.x2 = self.x1 if x2 is None else x2
+            self.spec, self.backend = layer_spec, _backend.select(self.x1)
+            p1 = infinite.per_point(self.x1, layer_spec, self.backend)
+            self.points = (p1, p1 if x2 is None else infinite.per_point(self.x2, layer_spec, self.backend))
+        self.block_dtype = block_dtype
+        super().__init__(np.float64, (self.x1.shape[0], self.x2.shape[0]))
+
+    def block(self, rows=slice(None), cols=slice(None), out=None):
+        """K(x1[rows], x2[cols]): rows, cols slices or index arrays; ``out`` an (n1, n2) array of the
+        block dtype to write into (C-contiguous rows), or None. Returns the block."""
+        if self.points is None:
+            k = np.asarray(self.kernel_fn(self.x1[rows], self.x2[cols], self.get), dtype=self.block_dtype)
+            if out is None:
+                return k
+            out[...] = k
+            return out
+        x1, x2 = self.x1[rows], self.x2[cols]
+        p1, p2 = self.points[0].take(rows), self.points[1].take(cols)
+        res = infinite.infinite_kernels(np.ascontiguousarray(x1), np.ascontiguousarray(x2), self.spec, (self.get,),
+                                        self.block_dtype, self.backend, out=None if out is None else {self.get: out},
+                                        points=(p1, p2))
+        return res[self.get]
+
+    def diagonal(self):
+        """K(x1ᵢ, x2ᵢ) for a symmetric operator: (N,), from the per-point pass (no block)."""
+        if not self.symmetric:
+            raise ValueError("diagonal() is of a symmetric kernel operator (x2 None)")
+        if self.points is None:
+            return np.array([self.block(slice(i, i + 1), slice(i, i + 1))[0, 0] for i in range(self.shape[0])])
+        p = self.points[0]
+        return (p.nngp if self.get == "nngp" else p.ntk).astype(self.block_dtype)
+
+    def _rows(self):
+        n2 = self.shape[1]
+        rows = self.block_size or _tiles.rows_per_block(n2 * self.block_dtype.itemsize, lo=16)
+        return _tiles.row_blocks(self.shape[0], rows, False)
+
+    def _matmat(self, v):
+        v = np.asarray(v, dtype=np.float64).reshape(self.shape[1], -1)
+        out = np.empty((self.shape[0], v.shape[1]))
+        for i0, i1, _ in self._rows():
+            out[i0:i1] = self.block(slice(i0, i1)) @ v
         return out
 
-    return LinearOperator((n, n), matvec=lambda v: matmat(v).ravel(), matmat=matmat,
-                          rmatvec=lambda v: matmat(v).ravel(), rmatmat=matmat, dtype=np.float64)
+    def _rmatmat(self, v):
+        if self.symmetric:
+            return self._matmat(v)
+        v = np.asarray(v, dtype=np.float64).reshape(self.shape[0], -1)
+        out = np.zeros((self.shape[1], v.shape[1]))
+        for i0, i1, _ in self._rows():
+            out += self.block(slice(i0, i1)).T @ v[i0:i1]
+        return out
+
+    def _matvec(self, v):
+        return self._matmat(v).ravel()
+
+    def _rmatvec(self, v):
+        return self._rmatmat(v).ravel()
+
+
+def kernel_operator(kernel_fn, x, get="ntk", block_size=1024, **kernel_fn_kwargs):
+    """K(x, x) as a symmetric :class:`KernelOperator` computing ``block_size`` rows of K per block.
+
+    ``kernel_fn_kwargs``: ``dtype`` of the blocks. See :class:`KernelOperator`.
+    """
+    unknown = set(kernel_fn_kwargs) - {"dtype"}
+    if unknown:
+        raise TypeError(f"kernel_operator got unexpected keyword arguments {sorted(unknown)}; supported: dtype")
+    return KernelOperator(kernel_fn, x, None, get, block_size, kernel_fn_kwargs.get("dtype"))

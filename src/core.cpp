@@ -148,9 +148,14 @@ void fc_tile(const Array<T>& sigma, py::object nngp, py::object ntk, const Array
     ld.var1 = row_stride<double>(var1, "var1", n_act, n1);
     ld.var2 = row_stride<double>(var2, "var2", n_act, n2);
     const T* sigma_ptr = sigma.data();
+    // The columns' sqrt(var2) and 1/sqrt(var2) per activation, once per tile (O(n_act n2)).
+    std::vector<double> scales2(static_cast<std::size_t>(2 * n_act * n2));
+    for (idx a = 0; a < n_act; ++a)
+        fastntk::column_scales(var2.data() + a * ld.var2, n2, scales2.data() + 2 * a * n2,
+                               scales2.data() + (2 * a + 1) * n2);
     enter_kernel();
     py::gil_scoped_release release;
-    fastntk::fc_tile<T>(sigma_ptr, nngp_ptr, ntk_ptr, n1, n2, ld, var1.data(), var2.data(), op.data(),
+    fastntk::fc_tile<T>(sigma_ptr, nngp_ptr, ntk_ptr, n1, n2, ld, var1.data(), var2.data(), scales2.data(), op.data(),
                         static_cast<int>(op.size()), rho_tol);
 }
 
@@ -187,16 +192,18 @@ void mirror_upper(Array<T> a) {
     fastntk::mirror_upper<T>(p, n, ld);
 }
 
-void atan2_array(const py::array_t<double, py::array::c_style>& y, const py::array_t<double, py::array::c_style>& x,
-                 py::array_t<double, py::array::c_style> out) {
-    if (y.size() != x.size() || out.size() != x.size())
-        throw std::invalid_argument("y, x and out must have the same size");
-    const double* yp = y.data();
-    const double* xp = x.data();
+// out[i] = F(a[i], b[i]): the elementwise functions of math.hpp, for tests.
+template <double (*F)(double, double)>
+void binary_array(const py::array_t<double, py::array::c_style>& a, const py::array_t<double, py::array::c_style>& b,
+                  py::array_t<double, py::array::c_style> out) {
+    if (a.size() != b.size() || out.size() != b.size())
+        throw std::invalid_argument("the two arguments and out must have the same size");
+    const double* ap = a.data();
+    const double* bp = b.data();
     double* op = out.mutable_data();
-    const idx n = x.size();
+    const idx n = b.size();
     py::gil_scoped_release release;
-    for (idx i = 0; i < n; ++i) op[i] = fastntk::atan2_v(yp[i], xp[i]);
+    for (idx i = 0; i < n; ++i) op[i] = F(ap[i], bp[i]);
 }
 
 void set_num_threads(int n) {
@@ -226,8 +233,11 @@ PYBIND11_MODULE(_core, m) {
           py::arg("nngp").noconvert(), py::arg("ntk"), py::arg("var").noconvert(), py::arg("ops").noconvert());
     m.def("mirror_upper", &mirror_upper<double>, "Copy the upper triangle onto the lower.", py::arg("a").noconvert());
     m.def("mirror_upper", &mirror_upper<float>, "Copy the upper triangle onto the lower.", py::arg("a").noconvert());
-    m.def("atan2", &atan2_array, "Vectorisable atan2 used by the kernels (for tests).", py::arg("y").noconvert(), py::arg("x").noconvert(),
-          py::arg("out").noconvert());
+    m.def("atan2", &binary_array<fastntk::atan2_v>, "Vectorisable atan2 used by the kernels (for tests).",
+          py::arg("y").noconvert(), py::arg("x").noconvert(), py::arg("out").noconvert());
+    m.def("angle_from_cos_sin", &binary_array<fastntk::angle_from_cos_sin>,
+          "The ReLU family's angle from its cosine and sine (for tests).", py::arg("rho").noconvert(),
+          py::arg("s").noconvert(), py::arg("out").noconvert());
     m.def("set_num_threads", &set_num_threads, "Set the OpenMP thread count.", py::arg("n"));
     m.def("get_num_threads", &get_num_threads, "OpenMP thread count.");
     // The op codes of cpp/include/fastntk/fc.hpp (OpKind), by name: Python reads them from here.

@@ -1,5 +1,5 @@
-"""fastntk._core (src/core.cpp over cpp/include/fastntk): the vectorisable atan2, the
-mirror, the fused tile pass, and the glue's buffer checks."""
+"""fastntk._core (src/core.cpp over cpp/include/fastntk): the vectorisable atan2 and the ReLU
+family's angle, the mirror, the fused tile pass, and the glue's buffer checks."""
 
 import numpy as np
 import pytest
@@ -10,11 +10,16 @@ from fastntk import _core, _reference, stax
 ULP_BOUND = 2  # cpp/include/fastntk/math.hpp: "within 2 ulp of std::atan2"
 
 
-def _atan2(y, x):
-    y, x = np.ascontiguousarray(y, dtype=np.float64), np.ascontiguousarray(x, dtype=np.float64)
-    out = np.empty_like(y)
-    _core.atan2(y, x, out)
+def _elementwise(f, a, b):
+    """f(a, b, out) of the module on float64 copies of a and b (1-D or scalars); returns out."""
+    a, b = (np.atleast_1d(np.ascontiguousarray(v, dtype=np.float64)) for v in (a, b))
+    out = np.empty_like(a)
+    f(a, b, out)
     return out
+
+
+def _atan2(y, x):
+    return _elementwise(_core.atan2, y, x)
 
 
 def _ulps(actual, expected):
@@ -46,6 +51,22 @@ def test_atan2_near_the_branch_points():
                 assert ulps.max() <= ULP_BOUND
 
 
+def test_angle_from_cos_sin_within_2_ulp():
+    """θ from ρ = cos θ and s = sin θ (math.hpp): against arctan2(s, ρ) of the same rounded pair,
+    relative 2 ulp from θ = 1/2 on and absolute 2·2⁻⁵² below (the accuracy the ReLU family's
+    T_dot = c − dθ needs); ρ over [−1, 1] with ρ → ±1 at every scale and around the π/4, π/2 and
+    3π/4 switches; NaN in, NaN out."""
+    rng = np.random.default_rng(0)
+    gaps = 10.0 ** rng.uniform(-17, 0, 200_000)
+    rho = np.concatenate([rng.uniform(-1, 1, 500_000), 1 - gaps, -1 + gaps, np.linspace(-0.72, -0.70, 10_001),
+                          np.linspace(0.70, 0.72, 10_001), np.linspace(-1e-3, 1e-3, 10_001), [-1.0, 0.0, 1.0]])
+    s = np.sqrt((1 - rho) * (1 + rho))
+    expected = np.arctan2(s, rho)
+    err = np.abs(_elementwise(_core.angle_from_cos_sin, rho, s) - expected)
+    assert (err / np.where(expected >= 0.5, np.spacing(expected), 2.0**-52)).max() <= ULP_BOUND
+    assert np.isnan(_elementwise(_core.angle_from_cos_sin, [np.nan, 0.5], [0.5, np.nan])).all()
+
+
 def test_atan2_zeros_tiny_and_huge():
     """+0 in either argument, the smallest normal, subnormals (all but the very smallest)
     and the largest finite values, in all sign combinations."""
@@ -67,7 +88,7 @@ def test_atan2_propagates_nan():
 
 
 def test_atan2_rejects_size_mismatch():
-    with pytest.raises(ValueError, match="y, x and out must have the same size"):
+    with pytest.raises(ValueError, match="the two arguments and out must have the same size"):
         _core.atan2(np.ones(3), np.ones(3), np.empty(2))
 
 

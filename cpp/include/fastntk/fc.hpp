@@ -72,34 +72,30 @@ constexpr double kPi = 3.14159265358979323846;
 // on k11 alone is hoisted out of a row of a tile (k11 fixed) by the compiler, so per
 // entry each dual kernel costs about the square roots and divisions of the product form.
 
-// ABRelu (Cho & Saul 2009, arc-cosine kernel of degree 0 and 1):
-//   s = sqrt(k11 k22 - k^2), theta = atan2(s, k),
-//   Sigma' = (a-b)^2/(2 pi) s + [(a^2+b^2)/2 - (a-b)^2 theta/(2 pi)] k,
+// ABRelu (Cho & Saul 2009, arc-cosine kernel of degree 0 and 1): with rho = k/sqrt(k11 k22),
+// theta = arccos(rho),
+//   Sigma' = (a-b)^2/(2 pi) sqrt(k11 k22) sin(theta) + [(a^2+b^2)/2 - (a-b)^2 theta/(2 pi)] k,
 //   T_dot  = (a^2+b^2)/2 - (a-b)^2 theta/(2 pi).
-// s and theta are homogeneous, so they are computed on k11 4^-h1, k22 4^-h2 (both in
-// [1/2, 2)) and k 2^-(h1+h2), and s is scaled back: powers of two, exact, so the product
-// form rounds as it would without the scaling and never overflows or underflows.
-// theta = pi/2 where s = k = 0 (a zero-variance point), as neural-tangents. rho = 1
-// exactly where k = k11 = k22 (coincident points; a fused multiply-add would leave
-// its rounding error in s^2).
+// Per-point scales, never the product k11 k22 (DESIGN §2): sd = sqrt(k11) and inv = 1/sqrt(k11)
+// (0 for a zero-variance point) are given for both points (a tile computes them once per row
+// and column), rho = (k inv11) inv22 and sqrt(k11 k22) = sd11 sd22, so nothing overflows
+// before the kernel does; sin(theta) = sqrt((1 - rho)(1 + rho)) and theta from both without a
+// division (angle_from_cos_sin). theta = pi/2 at a zero-variance point (rho = 0), as
+// neural-tangents, also of two such points (rho = sin(theta) = 0). rho = 1 exactly where k = k11 = k22 (coincident points).
 // 1 - rho^2 <= rho_tol is taken as rho = +-1 exactly: T_dot is first order in
 // theta, and theta ~ sqrt(1 - rho^2) turns the rounding error of the Gram
 // entries into an error of sqrt(eps) at coincident points, whose exact theta
 // is 0. Sigma' is third order in theta there and does not change.
-inline void abrelu_dual(double& k, double k11, double k22, double half_sq_sum, double diff_sq_2pi,
-                        double rho_tol, double& t_dot) noexcept {
-    double down1, up1, down2, up2;
-    quarter_scale(k11, down1, up1);
-    quarter_scale(k22, down2, up2);
-    const double prod = (k11 * down1 * down1) * (k22 * down2 * down2);  // k11 k22 4^-(h1+h2)
-    const double kn = k * (down1 * down2);                               // k 2^-(h1+h2)
-    double s2 = prod - kn * kn;
-    s2 = (s2 > rho_tol * prod && !(k == k11 && k == k22)) ? s2 : 0.0;
-    const double sn = std::sqrt(s2);
-    double theta = atan2_v(sn, kn);
-    theta = (s2 == 0.0 && kn == 0.0) ? 0.5 * kPi : theta;
+inline void abrelu_dual(double& k, double k11, double k22, double sd11, double inv11, double sd22, double inv22,
+                        double half_sq_sum, double diff_sq_2pi, double rho_tol, double& t_dot) noexcept {
+    const double rho = (k * inv11) * inv22;
+    double s2 = (1.0 - rho) * (1.0 + rho);
+    s2 = (s2 <= rho_tol || (k == k11 && k == k22)) ? 0.0 : s2;  // NaN passes
+    const double sin_theta = std::sqrt(s2);
+    double theta = angle_from_cos_sin(rho, sin_theta);
+    theta = (s2 == 0.0 && rho == 0.0) ? 0.5 * kPi : theta;  // two zero-variance points
     t_dot = half_sq_sum - diff_sq_2pi * theta;
-    k = diff_sq_2pi * (sn * up1 * up2) + t_dot * k;
+    k = diff_sq_2pi * (sin_theta * (sd11 * sd22)) + t_dot * k;
 }
 
 // 1/k11, or 0 for a zero-variance point (whose Sigma12 is 0).
@@ -235,9 +231,10 @@ inline void rbf_dual(double& k, double k11, double k22, double gamma, double& t_
 // Sign: Sigma' = E[sign(u) sign(v)] = 1 - 2 theta/pi, the T_dot of Abs = ABRelu(-1, 1) (the
 // same angle path, rho_tol and zero-variance rule: 0 there, sign(0) = 0). T_dot = 0: sign' = 0
 // wherever it is defined, as in the finite network's gradient.
-inline void sign_dual(double& k, double k11, double k22, double rho_tol, double& t_dot) noexcept {
+inline void sign_dual(double& k, double k11, double k22, double sd11, double inv11, double sd22, double inv22,
+                      double rho_tol, double& t_dot) noexcept {
     double abs_sigma = k, abs_t_dot;
-    abrelu_dual(abs_sigma, k11, k22, 1.0, 2.0 / kPi, rho_tol, abs_t_dot);
+    abrelu_dual(abs_sigma, k11, k22, sd11, inv11, sd22, inv22, 1.0, 2.0 / kPi, rho_tol, abs_t_dot);
     k = abs_t_dot;
     t_dot = 0.0;
 }
@@ -365,13 +362,60 @@ inline void rectified_monomial_dual(double& k, double k11, double k22, const Arc
     k = jn.kernel(rho, pi_minus_theta, sin_theta, s, zero_both);
 }
 
+// The variances entering one activation for n entries: v1[PerEntry ? j : 0] (the row's) and v2[j]
+// (the columns'), and for the ReLU family the columns' scales sd2[j] = sqrt(v2[j]) and inv2[j] =
+// 1/sd2[j] (0 where v2[j] = 0), which a tile computes once per column (column_scales); nullptr:
+// computed per entry.
+struct Variances {
+    const double* v1;
+    const double* v2;
+    const double* sd2;
+    const double* inv2;
+};
+
+// sd = sqrt(v), inv = 1/sd (0 where v = 0) of n variances.
+inline void column_scales(const double* v, idx n, double* sd, double* inv) noexcept {
+    for (idx j = 0; j < n; ++j) {
+        sd[j] = std::sqrt(v[j]);
+        inv[j] = inv_or_zero(sd[j]);
+    }
+}
+
+// The ReLU family's dual (abrelu_dual's arguments after k, k11, k22) over n entries, with the
+// per-point scales of the row computed once and those of the columns read (or computed per entry).
+template <bool WithNtk, bool PerEntry, class Dual>
+inline void scaled_pass(double* __restrict k, double* __restrict t, idx n, const Variances& var,
+                        const Dual& dual) noexcept {
+    const double* __restrict v1 = var.v1;
+    const double* __restrict v2 = var.v2;
+    if (!PerEntry && var.sd2) {
+        const double* __restrict sd2 = var.sd2;
+        const double* __restrict inv2 = var.inv2;
+        const double sd1 = std::sqrt(v1[0]), inv1 = inv_or_zero(sd1);
+        for (idx j = 0; j < n; ++j) {
+            double t_dot;
+            dual(k[j], v1[0], v2[j], sd1, inv1, sd2[j], inv2[j], t_dot);
+            if (WithNtk) t[j] *= t_dot;
+        }
+        return;
+    }
+    for (idx j = 0; j < n; ++j) {
+        const double sd1 = std::sqrt(v1[PerEntry ? j : 0]), sd2 = std::sqrt(v2[j]);
+        double t_dot;
+        dual(k[j], v1[PerEntry ? j : 0], v2[j], sd1, inv_or_zero(sd1), sd2, inv_or_zero(sd2), t_dot);
+        if (WithNtk) t[j] *= t_dot;
+    }
+}
+
 // The ops from Exp on, in a function of their own (not inlined): as cases of apply_op itself
 // they made the ReLU, erf and GELU passes ~3x slower (GCC, measured), the compiler's inlining
 // and vectorisation of the existing cases giving way to the larger function.
 template <bool WithNtk, bool PerEntry>
 FASTNTK_NOINLINE void apply_nt_op(const Op& op, double* __restrict k, double* __restrict t, idx n,
-                                  const double* __restrict v1, const double* __restrict v2, double rho_tol) noexcept {
+                                  const Variances& var, double rho_tol) noexcept {
     const double* p = op.p;
+    const double* __restrict v1 = var.v1;
+    const double* __restrict v2 = var.v2;
     switch (op.kind) {
         case OpKind::Exp: {
             const double a2 = p[0] * p[0], b2 = p[1] * p[1];
@@ -404,11 +448,11 @@ FASTNTK_NOINLINE void apply_nt_op(const Op& op, double* __restrict k, double* __
             }
             break;
         case OpKind::Sign:
-            for (idx j = 0; j < n; ++j) {
-                double t_dot;
-                sign_dual(k[j], v1[PerEntry ? j : 0], v2[j], rho_tol, t_dot);
-                if (WithNtk) t[j] *= t_dot;
-            }
+            scaled_pass<WithNtk, PerEntry>(k, t, n, var, [rho_tol](double& kj, double k11, double k22, double sd11,
+                                                                   double inv11, double sd22, double inv22,
+                                                                   double& t_dot) {
+                sign_dual(kj, k11, k22, sd11, inv11, sd22, inv22, rho_tol, t_dot);
+            });
             break;
         case OpKind::Gabor:
             for (idx j = 0; j < n; ++j) {
@@ -465,12 +509,14 @@ FASTNTK_NOINLINE void apply_nt_op(const Op& op, double* __restrict k, double* __
 }
 
 // Apply op to n entries: k[j] (Sigma12) and t[j] (Theta12, skipped when
-// WithNtk is false), with variances v1[PerEntry ? j : 0] and v2[j]. A row of
+// WithNtk is false), with the variances var (see Variances). A row of
 // a tile (one x1 point against n x2 points) has PerEntry = false.
 template <bool WithNtk, bool PerEntry>
-inline void apply_op(const Op& op, double* __restrict k, double* __restrict t, idx n,
-                     const double* __restrict v1, const double* __restrict v2, double rho_tol) noexcept {
+inline void apply_op(const Op& op, double* __restrict k, double* __restrict t, idx n, const Variances& var,
+                     double rho_tol) noexcept {
     const double* p = op.p;
+    const double* __restrict v1 = var.v1;
+    const double* __restrict v2 = var.v2;
     switch (op.kind) {
         case OpKind::Input:
             for (idx j = 0; j < n; ++j) k[j] *= p[0];
@@ -491,11 +537,11 @@ inline void apply_op(const Op& op, double* __restrict k, double* __restrict t, i
         case OpKind::ABRelu: {
             const double half_sq_sum = 0.5 * (p[0] * p[0] + p[1] * p[1]);
             const double diff_sq_2pi = (p[0] - p[1]) * (p[0] - p[1]) / (2.0 * kPi);
-            for (idx j = 0; j < n; ++j) {
-                double t_dot;
-                abrelu_dual(k[j], v1[PerEntry ? j : 0], v2[j], half_sq_sum, diff_sq_2pi, rho_tol, t_dot);
-                if (WithNtk) t[j] *= t_dot;
-            }
+            scaled_pass<WithNtk, PerEntry>(k, t, n, var, [=](double& kj, double k11, double k22, double sd11,
+                                                             double inv11, double sd22, double inv22,
+                                                             double& t_dot) {
+                abrelu_dual(kj, k11, k22, sd11, inv11, sd22, inv22, half_sq_sum, diff_sq_2pi, rho_tol, t_dot);
+            });
             break;
         }
         case OpKind::Erf:
@@ -522,7 +568,7 @@ inline void apply_op(const Op& op, double* __restrict k, double* __restrict t, i
             }
             break;
         default:  // neural-tangents' other activations, compiled apart (see apply_nt_op)
-            apply_nt_op<WithNtk, PerEntry>(op, k, t, n, v1, v2, rho_tol);
+            apply_nt_op<WithNtk, PerEntry>(op, k, t, n, var, rho_tol);
             break;
     }
 }
@@ -538,11 +584,13 @@ inline void fc_diagonal(double* k, double* t, idx n, const Op* ops, int n_ops, d
             double* v = var + a * ld_var;
             std::copy(k, k + n, v);
             ++a;
-            if (t) apply_op<true, true>(ops[l], k, t, n, v, v, 0.0);
-            else apply_op<false, true>(ops[l], k, t, n, v, v, 0.0);
+            const Variances var{v, v, nullptr, nullptr};
+            if (t) apply_op<true, true>(ops[l], k, t, n, var, 0.0);
+            else apply_op<false, true>(ops[l], k, t, n, var, 0.0);
         } else {
-            if (t) apply_op<true, true>(ops[l], k, t, n, nullptr, nullptr, 0.0);
-            else apply_op<false, true>(ops[l], k, t, n, nullptr, nullptr, 0.0);
+            const Variances none{nullptr, nullptr, nullptr, nullptr};
+            if (t) apply_op<true, true>(ops[l], k, t, n, none, 0.0);
+            else apply_op<false, true>(ops[l], k, t, n, none, 0.0);
         }
     }
 }
@@ -558,12 +606,13 @@ struct Strides {
 // Input, which sets it to 0) and on exit, or nullptr for the NNGP alone. sigma_in may
 // be the same buffer as nngp, or as ntk when ops[0] is Input: each chunk is read
 // before it is written. var1[a * ld.var1 + i], var2[a * ld.var2 + j]: variances entering
-// activation a; row strides in ld. Rows run in parallel; each row is walked through all ops in
+// activation a; row strides in ld; scales2[2 a n2 + j], scales2[(2 a + 1) n2 + j]: sqrt(var2) and
+// its inverse (column_scales), or nullptr (computed per entry). Rows run in parallel; each row is walked through all ops in
 // cache-sized chunks, so every entry is read and written once whatever the depth.
 template <class T>
 FASTNTK_SIMD_CLONES void fc_tile(const T* sigma_in, T* nngp, T* ntk, idx n1, idx n2, const Strides& ld,
-                                 const double* var1, const double* var2, const Op* ops, int n_ops,
-                                 double rho_tol) noexcept {
+                                 const double* var1, const double* var2, const double* scales2, const Op* ops,
+                                 int n_ops, double rho_tol) noexcept {
     constexpr idx kChunk = 256;
     const bool starts_with_input = n_ops > 0 && ops[0].kind == OpKind::Input;
 #pragma omp parallel for schedule(dynamic, 1)
@@ -579,15 +628,18 @@ FASTNTK_SIMD_CLONES void fc_tile(const T* sigma_in, T* nngp, T* ntk, idx n1, idx
                 for (idx j = 0; j < m; ++j) t[j] = static_cast<double>(t_row[j]);
             int a = 0;
             for (int l = 0; l < n_ops; ++l) {
-                const double* v1 = nullptr;
-                const double* v2 = nullptr;
+                Variances var{nullptr, nullptr, nullptr, nullptr};
                 if (is_activation(ops[l].kind)) {
-                    v1 = var1 + a * ld.var1 + i;
-                    v2 = var2 + a * ld.var2 + j0;
+                    var.v1 = var1 + a * ld.var1 + i;
+                    var.v2 = var2 + a * ld.var2 + j0;
+                    if (scales2) {
+                        var.sd2 = scales2 + 2 * a * n2 + j0;
+                        var.inv2 = var.sd2 + n2;
+                    }
                     ++a;
                 }
-                if (t_row) apply_op<true, false>(ops[l], k, t, m, v1, v2, rho_tol);
-                else apply_op<false, false>(ops[l], k, t, m, v1, v2, rho_tol);
+                if (t_row) apply_op<true, false>(ops[l], k, t, m, var, rho_tol);
+                else apply_op<false, false>(ops[l], k, t, m, var, rho_tol);
             }
             if (k_row)
                 for (idx j = 0; j < m; ++j) k_row[j] = static_cast<T>(k[j]);

@@ -5,12 +5,11 @@
 // per kernel entry and per layer, so the angle is computed here with
 // selects instead of branches and a rational core, which GCC and Clang turn
 // into SIMD code. Accuracy: within 2 ulp of std::atan2 for finite, normal-range
-// arguments (tests/test_core.py).
+// arguments (tests/test_core.py). The ReLU family, given the cosine and sine of
+// its angle, needs no division at all (angle_from_cos_sin: a polynomial).
 #pragma once
 
 #include <cmath>
-#include <cstdint>
-#include <cstring>
 
 namespace fastntk {
 
@@ -27,6 +26,15 @@ constexpr double kAtanQ[5] = {2.485846490142306297962e1, 1.650270098316988542046
 constexpr double kPio4Hi = 7.85398163397448309616e-1, kPio4Lo = 3.061616997868382943065e-17;
 constexpr double kPio2Hi = 1.57079632679489661923, kPio2Lo = 6.123233995736765886130e-17;
 constexpr double kPiHi = 3.14159265358979323846, kPiLo = 1.224646799147353177226e-16;
+// asin(w) = w + w^3 P(w^2) on |w| <= sin(pi/8): P the degree-9 Chebyshev fit of
+// (asin(sqrt(u))/sqrt(u) - 1)/u on [0, sin^2(pi/8)] (mpmath, 60 digits; its own absolute error
+// 8e-18 on asin). pi/8 and its sine and cosine for the rotation into that interval.
+constexpr double kAsinP[10] = {0.16666666666666655, 0.07500000000017083, 0.04464285710448711,
+                               0.030381947777332136, 0.022372012607820138, 0.017356444100706213,
+                               0.0139089858872261, 0.012070112265966172, 0.006925299097334116,
+                               0.016467470525355094};
+constexpr double kPio8Hi = 0.39269908169872414, kPio8Lo = 1.5308084989341915e-17;
+constexpr double kCosPio8 = 0.9238795325112867, kSinPio8 = 0.3826834323650898;
 }  // namespace detail
 
 // Loops that call these are compiled for x86-64-v3 (AVX2, FMA) and x86-64-v4 (AVX-512) as
@@ -65,24 +73,33 @@ inline double atan2_v(double y, double x) noexcept {
     return y < 0.0 ? -a : a;
 }
 
-// Powers of two 2^-h and 2^h with h = floor((e + 1)/2), e the binary exponent of v >= 0
-// (v = 1.f 2^e), so that v 4^-h lies in [1/2, 2); h = -511 for v = 0 or subnormal.
-// Scaling by a power of two is exact (short of underflow), so a product form
-// evaluated on the scaled values rounds exactly as on the unscaled ones, without
-// overflowing. Integer operations on the bits, which vectorise (no frexp/ldexp calls).
-inline double pow2_from_exponent_field(std::uint64_t field) noexcept {
-    const std::uint64_t bits = field << 52;
-    double d;
-    std::memcpy(&d, &bits, sizeof d);
-    return d;
+// asin(w) for 0 <= w <= sqrt(1/2) (NaN in, NaN out), within 0.6 ulp.
+// Horner's scheme c[0] + c[1] u + ... + c[N-1] u^(N-1), unrolled at compile time (a loop of more
+// than 16 steps is not unrolled by GCC, and a loop inside a loop body keeps it from vectorising).
+template <int N, int I = 0>
+inline double horner(const double* c, double u) noexcept {
+    if constexpr (I == N - 1) {
+        return c[I];
+    } else {
+        return horner<N, I + 1>(c, u) * u + c[I];
+    }
 }
 
-inline void quarter_scale(double v, double& down, double& up) noexcept {
-    std::uint64_t bits;
-    std::memcpy(&bits, &v, sizeof bits);
-    const std::uint64_t h = (bits >> 53) & 0x3ff;  // floor((e + 1)/2) + 511, in [0, 1023]
-    down = pow2_from_exponent_field(1534 - h);     // biased exponent 1023 - (h - 511)
-    up = pow2_from_exponent_field(512 + h);        // biased exponent 1023 + (h - 511)
+// The angle theta in [0, pi] with cos(theta) = rho and sin(theta) = s >= 0 (rho^2 + s^2 = 1 up to
+// rounding), without a division: phi = asin(w) in [0, pi/4] of w = min(|rho|, s), whose cosine is
+// c = max(|rho|, s), as phi = pi/8 + asin(w cos(pi/8) - c sin(pi/8)) (the argument within
+// sin(pi/8), where 10 terms of asin's series suffice), then theta from phi by symmetry. Within
+// 2 ulp of atan2(s, rho) (absolute 2^-51 below 1/2; tests/test_core.py); NaN in, NaN out.
+inline double angle_from_cos_sin(double rho, double s) noexcept {
+    using namespace detail;
+    const double arho = std::fabs(rho);
+    const bool steep = arho <= s;  // theta in [pi/4, 3 pi/4]: pi/2 - asin(rho)
+    const double w = steep ? arho : s, c = steep ? s : arho;
+    const double r = w * kCosPio8 - c * kSinPio8;
+    const double phi = kPio8Hi + ((r + (r * (r * r)) * horner<10>(kAsinP, r * r)) + kPio8Lo);
+    const double signed_phi = rho < 0.0 ? -phi : phi;
+    const double flat = rho < 0.0 ? kPiHi - (phi - kPiLo) : phi;
+    return steep ? kPio2Hi - (signed_phi - kPio2Lo) : flat;
 }
 
 }  // namespace fastntk

@@ -7,7 +7,9 @@ holds follows from the bytes one row of the block costs and a budget.
 
 from __future__ import annotations
 
-__all__ = ["BLOCK_BYTES", "JAC_BYTES", "TILE_BYTES", "row_blocks", "rows_per_block"]
+import math
+
+__all__ = ["BLOCK_BYTES", "JAC_BYTES", "TILE_BYTES", "row_blocks", "rows_per_block", "square_side", "square_tiles"]
 
 #: Budgets (bytes) of one block, by driver. The infinite-width pass streams a result block
 #: through the cache-sized fused pass; the structured empirical NTK holds an accumulator and
@@ -26,3 +28,15 @@ def rows_per_block(bytes_per_row, *, budget=BLOCK_BYTES, lo=1, hi=None):
 def row_blocks(n1, rows, symmetric):
     """(i0, i1, c0) of each row block; c0 = i0 for the upper triangle of a symmetric result."""
     return [(i0, min(n1, i0 + rows), i0 if symmetric else 0) for i0 in range(0, n1, rows)]
+
+
+def square_side(bytes_per_entry, *, budget=BLOCK_BYTES):
+    """Side of a square block whose entries cost ``bytes_per_entry`` each, within the budget (>= 1)."""
+    return max(1, math.isqrt(budget // max(1, int(bytes_per_entry))))
+
+
+def square_tiles(n1, n2, side, symmetric):
+    """(i0, i1, j0, j1) of each ``side``-sized tile of an (n1, n2) result, row by row; only the tiles
+    on and above the diagonal (j0 >= i0) for a symmetric result, whose others are their transposes."""
+    return [(i0, min(n1, i0 + side), j0, min(n2, j0 + side)) for i0 in range(0, n1, side)
+            for j0 in range(i0 if symmetric else 0, n2, side)]

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["KERNEL_FIELDS", "META_DEFAULTS", "CGResult", "DiagRegSelection", "Gaussian", "Kernel", "KernelRidge", "ODEState", "Spectrum"]
+__all__ = ["KERNEL_FIELDS", "META_DEFAULTS", "CGResult", "DiagRegSelection", "Gaussian", "Kernel", "KernelRidge", "ODEState", "Spectrum", "StoredKernels"]
 
 
 #: neural-tangents' ``Kernel`` fields, in its order (``asdict()``).
@@ -124,6 +124,17 @@ class CGResult(NamedTuple):
     solution: np.ndarray
     iterations: int
     residual: np.ndarray
+
+
+class StoredKernels(NamedTuple):
+    """Kernels written block by block to .npy files (:func:`fastntk.solvers.store_kernels`): ``paths``
+    name -> path of each (N1, N2) .npy, ``manifest`` the path of the record of finished blocks,
+    ``n_blocks`` in the block plan, ``computed`` by this call (the others were finished before)."""
+
+    paths: dict
+    manifest: object
+    n_blocks: int
+    computed: int
 
 
 class ODEState(NamedTuple):

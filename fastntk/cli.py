@@ -3,7 +3,8 @@
 ``fastntk fit``: kernel regression with the NTK (or NNGP) of an infinitely wide network on a
 data file or a built-in dataset: standardise, build the kernels, pick the ridge, fit, and
 report test accuracy/MSE beside an RBF kernel-ridge baseline, with predictions, a JSON
-report and plots. ``fastntk kernel``: the NNGP/NTK alone, written to .npy.
+report and plots. ``fastntk kernel``: the NNGP/NTK alone, streamed block by block to .npy
+files with bounded memory; rerun after an interruption, it resumes.
 """
 
 from __future__ import annotations
@@ -42,51 +43,62 @@ def _add_network_args(p):
     p.add_argument("--width", type=int, default=512, help="hidden width (enters 'standard' only)")
 
 
+#: Above this N, ``fastntk kernel`` skips the top eigenvalues: each product of the iterative
+#: eigensolver reads the whole stored kernel from disk.
+_EIGENVALUES_MAX_N = 20000
+
+
 def _top_eigenvalues(k, count=5):
+    """The ``count`` largest eigenvalues of a symmetric stored kernel (a StoredKernel), descending."""
     n = k.shape[0]
     if n <= 4000:
-        return np.linalg.eigvalsh(np.asarray(k, dtype=np.float64))[::-1][:count]
+        return np.linalg.eigvalsh(np.asarray(k.block(), dtype=np.float64))[::-1][:count]
     from scipy.sparse.linalg import eigsh
 
     return np.sort(eigsh(k, k=min(count, n - 1), which="LA", return_eigenvectors=False))[::-1]
 
 
 def cmd_kernel(args):
-    from numpy.lib.format import open_memmap
+    """Stream the kernels to DIR/<name>.npy block by block (solvers.store_kernels): a rerun of the same
+    command resumes an interrupted one; other data or network options are refused (--restart)."""
+    from . import stax
+    from .solvers import StoredKernel, store_kernels
 
     x, _, name = load_data(args.data)
     if not args.no_standardize:
         x = standardize(x)
     dtype = np.dtype(args.dtype)
     get = tuple(g.strip() for g in args.get.split(","))
-    from . import stax
-
     _, _, kernel_fn = stax.fc_network(args.depth, args.activation, args.W_std, args.b_std, args.parameterization,
-                                    args.width)
+                                      args.width)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     n = x.shape[0]
-    files = {g: out_dir / f"{g}.npy" for g in get}
     start = time.perf_counter()
     try:
-        outs = tuple(open_memmap(files[g], mode="w+", dtype=dtype, shape=(n, n)) for g in get)
-        kernel_fn(x.astype(dtype), None, get, out=outs, progress=not args.quiet)
-    except BaseException:
-        for f in files.values():  # nothing half-written is left behind
-            f.unlink(missing_ok=True)
-        raise
+        stored = store_kernels(out_dir, kernel_fn, x.astype(dtype), None, get, dtype=dtype,
+                               block_size=args.block_size, overwrite=args.restart, progress=not args.quiet)
+    except KeyboardInterrupt:
+        raise CLIError(f"interrupted; the finished blocks are kept in {out_dir}: run the same command again to "
+                       "resume") from None
     elapsed = time.perf_counter() - start
     summary = {"data": name, "N": n, "d": x.shape[1], "dtype": dtype.name, "seconds": round(elapsed, 3),
-               "files": {g: str(f) for g, f in files.items()}}
-    for g, arr in zip(get, outs):
-        arr.flush()
-        summary[f"{g}_top_eigenvalues"] = [float(v) for v in _top_eigenvalues(arr)]
+               "blocks": stored.n_blocks, "blocks_computed": stored.computed,
+               "files": {g: str(f) for g, f in stored.paths.items()}}
+    for g, path in stored.paths.items():
+        top = _top_eigenvalues(StoredKernel(path)) if n <= _EIGENVALUES_MAX_N else None
+        summary[f"{g}_top_eigenvalues"] = None if top is None else [float(v) for v in top]
     (out_dir / "kernel_summary.json").write_text(json.dumps(summary, indent=2))
     print(f"{name}: N={n}, d={x.shape[1]}, {args.activation} depth {args.depth}, {dtype.name}: "
-          f"{', '.join(get)} ({n}x{n}) in {elapsed:.2f} s")
-    for g in get:
-        top = ", ".join(f"{v:.4g}" for v in summary[f"{g}_top_eigenvalues"])
-        print(f"  {g}: {files[g]}  top eigenvalues: {top}")
+          f"{', '.join(stored.paths)} ({n}x{n}) in {elapsed:.2f} s")
+    done = stored.n_blocks - stored.computed
+    if done:
+        print(f"  resumed: {done} of {stored.n_blocks} blocks were already done, {stored.computed} computed now")
+    for g, path in stored.paths.items():
+        top = summary[f"{g}_top_eigenvalues"]
+        tail = (f"top eigenvalues: {', '.join(f'{v:.4g}' for v in top)}" if top is not None
+                else f"top eigenvalues skipped (N > {_EIGENVALUES_MAX_N})")
+        print(f"  {g}: {path}  {tail}")
     return 0
 
 
@@ -291,7 +303,13 @@ def make_parser():
     p.add_argument("--get", default="nngp,ntk", help="nngp, ntk or both (default nngp,ntk)")
     p.add_argument("--dtype", choices=("float64", "float32"), default="float64")
     p.add_argument("--no-standardize", action="store_true", help="use features as given")
-    p.add_argument("--out", default="fastntk-out", help="output folder (default ./fastntk-out)")
+    p.add_argument("--out", default="fastntk-out",
+                   help="output folder (default ./fastntk-out): <name>.npy per kernel and kernel_manifest.json, the "
+                        "record of finished blocks; the same command again resumes an interrupted run")
+    p.add_argument("--block-size", type=int, default=None,
+                   help="side of the square blocks written at a time (default: about 32 MiB per kernel)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the kernels in --out and start over (needed when the data or network changed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_kernel)
 

@@ -17,6 +17,9 @@ No neural-tangents API here (that is :mod:`fastntk.predict`) and no spectral dia
   ``predict.kernel_ridge(solver='cg')`` calls these. :func:`gradient_descent_mse_expm` —
   gradient-flow predictions at given times by Krylov ``scipy.sparse.linalg.expm_multiply`` on an
   (N + M)-sized augmented operator. Extra memory O(N·M) per solver (plus O(N·rank) for Nyström).
+* Kernels larger than RAM: :func:`store_kernels` writes K(x1, x2) block by block into .npy files
+  with a manifest of finished blocks, so an interrupted run resumes where it stopped;
+  :class:`StoredKernel` is a stored .npy as an operator (row blocks of its memory map).
 
 Conventions (``n = y_train.size``, relative ``diag_reg`` × trace(K)/N, times in units of
 ``learning_rate``) are those of :mod:`fastntk.predict`.
@@ -30,7 +33,8 @@ from ._factor import FACTOR_ALTERNATIVES, KernelFactor, flow_factors, in_eigenba
 from ._krylov import cg, gradient_descent_mse_expm, solve_regularized
 from ._nystrom import nystrom_preconditioner
 from ._operator import KernelOperator, kernel_operator
+from ._store import StoredKernel, store_kernels
 
 __all__ = ["CGResult", "FACTOR_ALTERNATIVES", "FactoredEigenbasis", "KernelFactor", "KernelOperator", "cg", "eigh_factored",
            "flow_factors", "gradient_descent_mse_expm", "in_eigenbasis", "kernel_operator", "largest_eigenvalue",
-           "nystrom_preconditioner", "solve_regularized", "step_factors"]
+           "nystrom_preconditioner", "solve_regularized", "step_factors", "StoredKernel", "store_kernels"]

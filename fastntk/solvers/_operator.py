@@ -58,21 +58,30 @@ class KernelOperator(LinearOperator):
         self.block_dtype = block_dtype
         super().__init__(np.float64, (self.x1.shape[0], self.x2.shape[0]))
 
-    def block(self, rows=slice(None), cols=slice(None), out=None):
+    def block(self, rows=slice(None), cols=slice(None), out=None, *, get=None):
         """K(x1[rows], x2[cols]): rows, cols slices or index arrays; ``out`` an (n1, n2) array of the
-        block dtype to write into (C-contiguous rows), or None. Returns the block."""
+        block dtype to write into (C-contiguous rows), or None. Returns the block.
+
+        ``get`` (keyword-only): None for this operator's kernel, or a tuple of names ('nngp', 'ntk')
+        for each of them from one pass; then ``out`` is None or a dict name -> array, and a dict
+        name -> block is returned.
+        """
+        names = (self.get,) if get is None else tuple(get)
+        outs = {self.get: out} if get is None else dict(out or {})
+        outs = {name: arr for name, arr in outs.items() if arr is not None}
         if self.points is None:
-            k = np.asarray(self.kernel_fn(self.x1[rows], self.x2[cols], self.get), dtype=self.block_dtype)
-            if out is None:
-                return k
-            out[...] = k
-            return out
-        x1, x2 = self.x1[rows], self.x2[cols]
-        p1, p2 = self.points[0].take(rows), self.points[1].take(cols)
-        res = infinite.infinite_kernels(np.ascontiguousarray(x1), np.ascontiguousarray(x2), self.spec, (self.get,),
-                                        self.block_dtype, self.backend, out=None if out is None else {self.get: out},
-                                        points=(p1, p2))
-        return res[self.get]
+            res = {}
+            for name in names:
+                k = np.asarray(self.kernel_fn(self.x1[rows], self.x2[cols], name), dtype=self.block_dtype)
+                if name in outs:
+                    outs[name][...] = k
+                res[name] = outs.get(name, k)
+        else:
+            x1, x2 = self.x1[rows], self.x2[cols]
+            p1, p2 = self.points[0].take(rows), self.points[1].take(cols)
+            res = infinite.infinite_kernels(np.ascontiguousarray(x1), np.ascontiguousarray(x2), self.spec, names,
+                                            self.block_dtype, self.backend, out=outs or None, points=(p1, p2))
+        return res[self.get] if get is None else {name: res[name] for name in names}
 
     def diagonal(self):
         """K(x1ᵢ, x2ᵢ) for a symmetric operator: (N,), from the per-point pass (no block)."""

@@ -231,6 +231,9 @@ diagonal : bool, keyword-only
 out : ndarray, tuple or dict of them, keyword-only
     Preallocated results of shape (N1, N2) and the result dtype with unit-stride rows,
     e.g. ``np.memmap``; one array when ``get`` is a string, else one per name of ``get``.
+    Checked (shape, dtype, overlap, the disk space of a memmap) before any work; a memmap is
+    flushed to its file as the blocks complete. For kernels larger than RAM, bounded memory
+    and resumption after an interruption, see :func:`fastntk.solvers.store_kernels`.
 dtype : float32 or float64, keyword-only
     Result dtype; by default float32 when every input is float32, else float64. Every entry is
     computed in float64 and rounded once, so float32 results are neural-tangents' float64 ones

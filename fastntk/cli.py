@@ -92,7 +92,9 @@ def cmd_kernel(args):
     print(f"{name}: N={n}, d={x.shape[1]}, {args.activation} depth {args.depth}, {dtype.name}: "
           f"{', '.join(stored.paths)} ({n}x{n}) in {elapsed:.2f} s")
     done = stored.n_blocks - stored.computed
-    if done:
+    if not stored.computed:
+        print(f"  all {done} blocks were already done: nothing computed")
+    elif done:
         print(f"  resumed: {done} of {stored.n_blocks} blocks were already done, {stored.computed} computed now")
     for g, path in stored.paths.items():
         top = summary[f"{g}_top_eigenvalues"]

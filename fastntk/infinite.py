@@ -273,6 +273,8 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
     diagonal : bool
         Only Σ(x1ᵢ, x1ᵢ), Θ(x1ᵢ, x1ᵢ): shape (N1,), O(N1) work. Requires x2 None.
     out : dict name -> preallocated array of shape (N1, N2) and ``dtype``, or None
+        An np.memmap is flushed to its file (msync) after the Gram phase, after each block of
+        the fused pass and after the mirror.
     block_rows : int or None
         Rows of x1 per tile; default from a 32 MiB budget per result block.
     progress : bool
@@ -368,6 +370,7 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
                 if with_ntk:
                     out["ntk"][i0:i1, c0:] = kernel.ntk[i0:i1, c0:]
         bar.update(n1)
+        _flush(out)
         if symmetric and kernel is None:  # x·x from the Gram itself, so coincident points see exactly Σ₁₂ = Σ₁₁ = Σ₂₂
             k1, _, var1 = backend.diagonal(plan, np.diagonal(out[sigma_name]).astype(np.float64), False)
             k2, var2 = k1, var1
@@ -385,14 +388,23 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
                              i0 - c0 if scaled else None)
             else:
                 backend.tile(plan, sigma, nngp, ntk, var1[:, i0:i1], var2[:, c0:], rho_tol)
+            _flush(out)
             bar.update(i1 - i0)
     if symmetric:
         for name in get:
             backend.mirror_upper(out[name])
+        _flush(out)
     res = {name: out[name] for name in get}
     res["cov1"] = k1.astype(dtype)
     res["cov2"] = None if symmetric else k2.astype(dtype)
     return res | meta | {"x1_is_x2": start.x1_is_x2}
+
+
+def _flush(out):
+    """Write the dirty pages of the np.memmap results to their files (msync), as blocks complete."""
+    for arr in out.values():
+        if isinstance(arr, np.memmap):
+            arr.flush()
 
 
 def _same(x1, x2):

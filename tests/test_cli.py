@@ -367,3 +367,101 @@ def test_parquet_bad_cell_names_row_and_column(tmp_path, capsys):
     x, y, _ = cli.load_data(str(path), "y")
     np.testing.assert_array_equal(x, [[1.0], [2.0], [3.0]])
     assert y.tolist() == ["cat", "dog", "cat"]
+
+
+# --- fastntk kernel: streamed to disk, resumable ------------------------------------------------
+
+
+def _kernel_args(data, out, *extra):
+    return ["kernel", "--data", str(data), "--out", str(out), "--quiet", "--block-size", "16", *extra]
+
+
+def test_kernel_resumes_after_an_interruption(tmp_path, capsys, monkeypatch):
+    """Ctrl-C after 5 blocks, then the same command: only the missing blocks are computed and
+    the files hold the bits of an uninterrupted run."""
+    from fastntk.solvers._operator import KernelOperator
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((70, 4)))
+    assert run(_kernel_args(tmp_path / "x.npy", tmp_path / "whole"), capsys)[0] == 0
+    block, calls = KernelOperator.block, []
+
+    def interrupted(self, *args, **kwargs):
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # Ctrl-C
+        calls.append(1)
+        return block(self, *args, **kwargs)
+
+    monkeypatch.setattr(KernelOperator, "block", interrupted)
+    code, _, err = run(_kernel_args(tmp_path / "x.npy", tmp_path / "part"), capsys)
+    assert code == 2
+    assert "interrupted; the finished blocks are kept in" in err
+    assert "run the same command again to resume" in err
+    monkeypatch.undo()
+    code, out, _ = run(_kernel_args(tmp_path / "x.npy", tmp_path / "part"), capsys)
+    assert code == 0
+    assert "resumed: 5 of 15 blocks were already done, 10 computed now" in out
+    for name in ("nngp", "ntk"):
+        np.testing.assert_array_equal(np.load(tmp_path / "part" / f"{name}.npy"),
+                                      np.load(tmp_path / "whole" / f"{name}.npy"))
+    summary = json.loads((tmp_path / "part" / "kernel_summary.json").read_text())
+    assert (summary["blocks"], summary["blocks_computed"]) == (15, 10)
+
+
+def test_kernel_refuses_other_data_or_network_until_restart(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.standard_normal((30, 4)))
+    args = _kernel_args(tmp_path / "x.npy", tmp_path / "o")
+    assert run(args, capsys)[0] == 0
+    code, out, _ = run(args, capsys)
+    assert code == 0
+    assert "all 3 blocks were already done: nothing computed" in out
+    for extra, message in ((["--depth", "4"], "network: another network spec"), (["--get", "ntk"], "get: stored")):
+        code, _, err = run([*args, *extra], capsys)
+        assert code == 2
+        assert message in err
+        assert "--restart" in err
+        assert len(err.strip().splitlines()) == 1
+    np.save(tmp_path / "x.npy", rng.standard_normal((30, 4)))
+    code, _, err = run(args, capsys)
+    assert code == 2
+    assert "x1: stored shape (30, 4) float64 sha256" in err
+    assert run([*args, "--restart"], capsys)[0] == 0
+
+
+@pytest.mark.slow
+def test_kernel_killed_then_rerun_gives_the_bits_of_one_run(tmp_path, capsys):
+    """SIGKILL a `fastntk kernel` process once its manifest records a few of its 741 blocks (16x16 blocks
+    of N = 600), rerun the command: the files equal an uninterrupted run's, bit for bit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import fastntk
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).standard_normal((600, 3)))
+    args = _kernel_args(tmp_path / "x.npy", tmp_path / "part", "--get", "ntk")
+    root = str(Path(fastntk.__file__).parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "fastntk.cli", *args], env=env)
+    manifest = tmp_path / "part" / "kernel_manifest.json"
+    finished = 0
+    try:
+        deadline = time.monotonic() + 60
+        while finished < 5 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+            if manifest.exists():
+                finished = sum(b - a for a, b in json.loads(manifest.read_text())["finished"])
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    done = sum(b - a for a, b in json.loads(manifest.read_text())["finished"])
+    assert 5 <= done < 741
+    code, out, _ = run(args, capsys)
+    assert code == 0
+    assert f"resumed: {done} of 741 blocks were already done, {741 - done} computed now" in out
+    assert run(_kernel_args(tmp_path / "x.npy", tmp_path / "whole", "--get", "ntk"), capsys)[0] == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "part" / "ntk.npy"), np.load(tmp_path / "whole" / "ntk.npy"))

@@ -142,6 +142,7 @@ def test_other_arguments_are_refused_before_any_block(tmp_path, kernel_fn, monke
     monkeypatch.undo()
     stored = store_kernels(tmp_path, net, **kwargs, overwrite=True)  # starts over
     assert stored.computed == stored.n_blocks
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([MANIFEST, *(f"{n}.npy" for n in stored.paths)])
 
 
 # --- bad input, before any block ------------------------------------------------------------

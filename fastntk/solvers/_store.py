@@ -61,7 +61,8 @@ def store_kernels(directory, kernel_fn, x1, x2=None, get=None, *, dtype=None, bl
         else blocks whose buffers (one per kernel, one for the Gram) take about 32 MiB together
         (``_tiles.BLOCK_BYTES``).
     overwrite : bool, keyword-only
-        Start over: discard what ``directory`` holds for these kernels (CLI: ``--restart``).
+        Start over: the manifest and the kernel files in ``directory`` are replaced (a kernel file
+        of a name not in ``get`` is removed). CLI: ``--restart``.
     progress : bool, keyword-only
         A tqdm bar over blocks (the finished ones counted from the start).
 
@@ -113,9 +114,8 @@ def store_kernels(directory, kernel_fn, x1, x2=None, get=None, *, dtype=None, bl
                 "x2": None if symmetric else _fingerprint(op.x2)}
     paths = {name: directory / f"{name}.npy" for name in names}
     if record is None:
-        arrays = _create(paths, manifest, (n1, n2), dtype, overwrite)
         record = identity | {"finished": []}
-        _write_manifest(manifest, record)
+        arrays = _create(paths, manifest, record, overwrite)
     else:
         _check_record(record, identity, directory)
         arrays = _reopen(paths, (n1, n2), dtype)
@@ -337,20 +337,24 @@ def _check_record(record, identity, directory):
                      "another directory")
 
 
-def _create(paths, manifest, shape, dtype, overwrite):
-    """New .npy files of ``shape`` and ``dtype`` with their disk space reserved; none is left behind
-    on failure. Refuses to replace files no manifest records unless ``overwrite``."""
+def _create(paths, manifest, record, overwrite):
+    """New .npy files of the record's shape and dtype with their disk space reserved, then the
+    manifest ``record``; no file is left behind on failure. Refuses to replace files no manifest
+    records unless ``overwrite``."""
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not overwrite:
         raise ValueError(f"{', '.join(existing)} exist(s) and no manifest ({MANIFEST}) records how it was "
                          "computed; pass overwrite=True (fastntk kernel --restart) to replace it, or choose another "
                          "directory")
     manifest.unlink(missing_ok=True)  # first: no manifest may outlive the blocks it records
+    for name in {"nngp", "ntk"} - set(paths):  # a kernel of the run started over, not asked for now
+        (manifest.parent / f"{name}.npy").unlink(missing_ok=True)
     arrays = {}
     try:
         for name, path in paths.items():
-            arrays[name] = open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+            arrays[name] = open_memmap(path, mode="w+", dtype=np.dtype(record["dtype"]), shape=tuple(record["shape"]))
             reserve_disk(arrays[name], f"the {name} kernel")
+        _write_manifest(manifest, record)
     except BaseException:
         for path in paths.values():
             path.unlink(missing_ok=True)

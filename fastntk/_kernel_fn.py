@@ -16,7 +16,14 @@ from array_api_compat import array_namespace
 from . import _backend, _jax_dispatch, infinite, spec
 from . import activations as _act
 from ._types import KERNEL_FIELDS, META_DEFAULTS, Kernel
-from ._validation import check_array, check_block_rows, check_get, check_out, check_pair
+from ._validation import (
+    check_array,
+    check_block_rows,
+    check_get,
+    check_out,
+    check_pair,
+    uses_dask,
+)
 from .infinite import infinite_kernels
 
 __all__ = ["KernelFn", "as_array", "permute"]
@@ -34,6 +41,15 @@ class KernelFn:
         names = check_get(get, KERNEL_FIELDS)
         if not isinstance(x1, Kernel):  # the batch first and the features last
             x1, x2 = (None if x is None else _canonical(self.spec, x) for x in (x1, x2))
+        if uses_dask(x1, x2):  # dask arrays in, dask arrays out: the blocks as dask tasks (needs dask)
+            from . import distributed
+
+            res = distributed.kernels(self.spec, x1, x2, names, diagonal=diagonal, out=out, dtype=dtype,
+                                      progress=progress, block_rows=block_rows, backend=backend,
+                                      diagonal_batch=diagonal_batch)
+            n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
+            return _select(get, names, _kernel_fields(res, (n1, res["width"]), (n2, res["width"]), diagonal_batch,
+                                                      diagonal_spatial))
         if _jax_dispatch.uses_jax(x1, x2) or _jax_dispatch.traced_hyperparameters(self.spec):
             return self._jax(x1, x2, get, names, diagonal=diagonal, out=out, dtype=dtype, progress=progress,
                              block_rows=block_rows, backend=backend, diagonal_batch=diagonal_batch,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import math
 import numbers
 import operator
 import os
+import sys
 
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
@@ -20,6 +22,7 @@ __all__ = [
     "check_memory",
     "check_positive",
     "check_pair",
+    "check_rows",
     "reserve_disk",
     "check_initial",
     "check_integer",
@@ -34,6 +37,7 @@ __all__ = [
     "check_test_operator",
     "check_times",
     "result_dtype",
+    "uses_dask",
     "SYMMETRY_RTOL",
 ]
 
@@ -60,18 +64,7 @@ def check_array(x, name, *, ndim=2, dtype=None, allow_empty=False):
     """
     if x is None:
         raise TypeError(f"{name} must be an array; got None")
-    arr = np.asarray(x)
-    if arr.dtype.kind != "f" or arr.dtype.type not in _FLOATS:
-        if arr.dtype.kind == "f":  # float16 / longdouble: representable, not supported natively
-            raise TypeError(f"{name} must be float32 or float64; got {arr.dtype} (cast with .astype(np.float64))")
-        raise TypeError(
-            f"{name} must be a float32 or float64 array; got dtype {arr.dtype}"
-            + (" (complex inputs are not supported)" if arr.dtype.kind == "c" else "")
-        )
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D of shape (N, d); got {arr.ndim}-D array of shape {arr.shape}")
-    if not allow_empty and arr.size == 0:
-        raise ValueError(f"{name} must be non-empty; got shape {arr.shape}")
+    arr = _check_meta(np.asarray(x), name, ndim, allow_empty)
     if not arr.dtype.isnative:  # big-endian data (e.g. from a file): the kernels read native floats
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if dtype is not None:
@@ -80,34 +73,75 @@ def check_array(x, name, *, ndim=2, dtype=None, allow_empty=False):
     return np.ascontiguousarray(arr)
 
 
-def check_pair(x1, x2, dtype=None):
+def _check_meta(x, name, ndim=2, allow_empty=False):
+    """x itself after the checks of what its dtype and shape say (no value is read): float32 or
+    float64, ``ndim`` axes, non-empty, and (for a dask array) known chunk sizes."""
+    if x.dtype.kind != "f" or x.dtype.type not in _FLOATS:
+        if x.dtype.kind == "f":  # float16 / longdouble: representable, not supported natively
+            raise TypeError(f"{name} must be float32 or float64; got {x.dtype} (cast with .astype(np.float64))")
+        raise TypeError(
+            f"{name} must be a float32 or float64 array; got dtype {x.dtype}"
+            + (" (complex inputs are not supported)" if x.dtype.kind == "c" else "")
+        )
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D of shape (N, d); got {x.ndim}-D array of shape {x.shape}")
+    if any(math.isnan(s) for s in x.shape):  # a dask array whose chunk sizes are not known yet
+        raise ValueError(f"{name} has unknown chunk sizes (shape {x.shape}); call {name}.compute_chunk_sizes() first")
+    if not allow_empty and math.prod(x.shape) == 0:
+        raise ValueError(f"{name} must be non-empty; got shape {x.shape}")
+    return x
+
+
+def check_pair(x1, x2, dtype=None, *, lazy=False):
     """Validate x1 (N1, d) and x2 (N2, d) or None; return them with the result dtype.
 
     The result dtype follows the inputs: float32 if every input is float32, else float64,
-    unless ``dtype`` is given.
+    unless ``dtype`` is given. ``lazy``: x1 and x2 are arrays whose values are not read here
+    (dask arrays): their dtypes and shapes are checked and they are returned as given, and
+    :func:`check_rows` checks the values of each chunk of rows when it is computed.
     """
     if dtype is not None:
         dtype = np.dtype(dtype)
         if dtype.type not in _FLOATS:
             raise TypeError(f"dtype must be float32 or float64; got {dtype}")
-    x1 = check_array(x1, "x1")
+    check = _check_meta if lazy else check_array
+    x1 = check(x1, "x1")
     if x2 is not None:
-        x2 = check_array(x2, "x2")
+        x2 = check(x2, "x2")
         if x2.shape[1] != x1.shape[1]:
             raise ValueError(
                 f"x2 must have the same number of features as x1 (d={x1.shape[1]}); got x2.shape={x2.shape}"
             )
     if dtype is None:
-        dtype = np.result_type(x1, x2) if x2 is not None else x1.dtype
-    x1 = x1.astype(dtype, copy=False)
-    x2 = None if x2 is None else x2.astype(dtype, copy=False)
-    # x·x' must stay finite: |x|² · d below the largest float of the dtype.
-    limit = np.sqrt(np.finfo(dtype).max / x1.shape[1]) / 4
-    for name, x in (("x1", x1), ("x2", x2)):
-        if x is not None and np.abs(x).max() > limit:
-            raise ValueError(f"{name} has entries up to {np.abs(x).max():.3g}; the Gram x·x' would overflow "
-                             f"{np.dtype(dtype).name} above {limit:.3g}: rescale the inputs")
+        dtype = np.result_type(x1.dtype, x2.dtype) if x2 is not None else x1.dtype
+    if lazy:
+        return x1, x2, np.dtype(dtype)
+    x1 = _gram_in_range(x1.astype(dtype, copy=False), "x1", dtype)
+    x2 = None if x2 is None else _gram_in_range(x2.astype(dtype, copy=False), "x2", dtype)
     return x1, x2, np.dtype(dtype)
+
+
+def check_rows(x, name, dtype):
+    """A chunk of rows of the input ``name`` (x1 or x2 of :func:`check_pair` with ``lazy``), of shape
+    (n, d), checked as check_pair checks a whole input; returned C-contiguous in the result ``dtype``."""
+    return _gram_in_range(check_array(x, name).astype(dtype, copy=False), name, dtype)
+
+
+def _gram_in_range(x, name, dtype):
+    """x (n, d) of ``dtype`` itself when the Gram x·x' stays finite: every |x|² · d below the largest float."""
+    limit = np.sqrt(np.finfo(dtype).max / x.shape[1]) / 4
+    if np.abs(x).max() > limit:
+        raise ValueError(f"{name} has entries up to {np.abs(x).max():.3g}; the Gram x·x' would overflow "
+                         f"{np.dtype(dtype).name} above {limit:.3g}: rescale the inputs")
+    return x
+
+
+def uses_dask(*values):
+    """True if any of ``values`` (or of the arrays of a Kernel among them) is a dask collection. Never
+    imports dask: no dask collection exists unless dask has been imported."""
+    dask = sys.modules.get("dask")
+    return dask is not None and any(dask.is_dask_collection(v) or (isinstance(v, tuple) and uses_dask(*v))
+                                    for v in values)
 
 
 def check_positive(value, name, *, allow_zero=False, allow_none=False):

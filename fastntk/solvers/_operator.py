@@ -6,7 +6,7 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from .. import _backend, _tiles, infinite
-from .._validation import check_get, check_integer, check_pair
+from .._validation import check_get, check_integer, check_pair, uses_dask
 
 __all__ = ["KernelOperator", "kernel_operator"]
 
@@ -18,8 +18,8 @@ class KernelOperator(LinearOperator):
     ----------
     kernel_fn : a ``kernel_fn`` of :mod:`fastntk.stax`, or any callable ``kernel_fn(x1, x2, get)``
         returning an (n1, n2) array (then every block is one call, and nothing is cached).
-    x1 : ndarray of shape (N1, d)
-    x2 : ndarray of shape (N2, d) or None (x1: K is symmetric)
+    x1 : ndarray or dask array of shape (N1, d)
+    x2 : ndarray or dask array of shape (N2, d) or None (x1: K is symmetric)
     get : 'nngp' or 'ntk'
     block_size : int > 0 or None
         Rows of K per block of a product; None: blocks of about 32 MiB (``_tiles.BLOCK_BYTES``).
@@ -32,6 +32,12 @@ class KernelOperator(LinearOperator):
     variance entering each activation, O(N·depth)) is computed once here and shared by every block
     (:class:`fastntk.infinite.PerPoint`), so a block costs its Gram and the fused pass only. A
     product ``K @ V`` (V of shape (N2, M)) walks row blocks: extra memory one block.
+
+    Dask arrays x1 (or x2) make every block and product dask tasks on the active scheduler
+    (:class:`fastntk.distributed.KernelBlocks`; needs ``pip install "fastntk[dask]"``): the blocks
+    are those of the row chunks of x1 and x2 (rechunked to ``block_size`` rows when it is given),
+    the per-point passes are computed once here and kept by the scheduler, and products come
+    back to the client as ndarrays (V and the result are O(N·M); K never is).
     """
 
     def __init__(self, kernel_fn, x1, x2=None, get="ntk", block_size=None, dtype=None):
@@ -44,6 +50,14 @@ class KernelOperator(LinearOperator):
         self.block_size = check_integer(block_size, "block_size", allow_none=True)
         self.kernel_fn, self.symmetric = kernel_fn, x2 is None
         layer_spec = getattr(kernel_fn, "spec", None)
+        self.dask = None
+        if uses_dask(x1, x2):  # the blocks of the row chunks as dask tasks (fastntk.distributed needs dask)
+            from .. import distributed
+
+            self.dask = distributed.KernelBlocks.of(kernel_fn, x1, x2, self.get, dtype, rows=self.block_size).persist()
+            self.x1, self.x2, self.points, self.block_dtype = x1, x1 if x2 is None else x2, None, self.dask.dtype
+            super().__init__(np.float64, self.dask.shape)
+            return
         if layer_spec is None:  # any callable: inputs as given, one call per block
             for name, x in (("x1", x1), ("x2", x2)):
                 if x is not None and np.ndim(x) != 2:
@@ -69,7 +83,9 @@ class KernelOperator(LinearOperator):
         names = (self.get,) if get is None else tuple(get)
         outs = {self.get: out} if get is None else dict(out or {})
         outs = {name: arr for name, arr in outs.items() if arr is not None}
-        if self.points is None:
+        if self.dask is not None:
+            res = self.dask.block(rows, cols, names, outs or None)
+        elif self.points is None:
             res = {}
             for name in names:
                 k = np.asarray(self.kernel_fn(self.x1[rows], self.x2[cols], name), dtype=self.block_dtype)
@@ -87,6 +103,8 @@ class KernelOperator(LinearOperator):
         """K(x1ᵢ, x2ᵢ) for a symmetric operator: (N,), from the per-point pass (no block)."""
         if not self.symmetric:
             raise ValueError("diagonal() is of a symmetric kernel operator (x2 None)")
+        if self.dask is not None:
+            return self.dask.diagonal()
         if self.points is None:
             return np.array([self.block(slice(i, i + 1), slice(i, i + 1))[0, 0] for i in range(self.shape[0])])
         p = self.points[0]
@@ -98,6 +116,8 @@ class KernelOperator(LinearOperator):
         return _tiles.row_blocks(self.shape[0], rows, False)
 
     def _matmat(self, v):
+        if self.dask is not None:
+            return self.dask.matmat(v)
         v = np.asarray(v, dtype=np.float64).reshape(self.shape[1], -1)
         out = np.empty((self.shape[0], v.shape[1]))
         for i0, i1, _ in self._rows():
@@ -105,6 +125,8 @@ class KernelOperator(LinearOperator):
         return out
 
     def _rmatmat(self, v):
+        if self.dask is not None:
+            return self.dask.rmatmat(v)
         if self.symmetric:
             return self._matmat(v)
         v = np.asarray(v, dtype=np.float64).reshape(self.shape[0], -1)

@@ -290,8 +290,7 @@ class KernelBlocks:
         to the client, where the blocks are computed (rows, cols: slices or index arrays; ``out``:
         None or a dict name -> array of the block's shape and dtype with contiguous rows)."""
         a, b = self._sides
-        x1, x2 = dask.compute(a.x[rows], b.x[cols])
-        x1, x2, _ = check_pair(x1, x2, self.dtype)
+        x1, x2, _ = check_pair(a.take(rows), b.take(cols), self.dtype)
         return infinite.infinite_kernels(x1, x2, self.net.spec, names or self.net.names[:1], self.dtype,
                                          self.net.backend, out=out)
 
@@ -362,6 +361,15 @@ class _Side:
         self.offsets = np.cumsum((0, *self.chunks))
         self.rows = [dask.delayed(check_rows)(c, name, dtype) for c in self.x.to_delayed()[:, 0]]
         self.points = [dask.delayed(_per_point_task)(c, net) for c in self.rows]
+
+    def take(self, index):
+        """The rows ``index`` (a slice or an index array, in any order, repeats allowed) of x as an
+        ndarray; an index array is fetched sorted and without repeats (one piece per chunk), then
+        put in its order here."""
+        if isinstance(index, slice):
+            return self.x[index].compute()
+        unique, inverse = np.unique(np.asarray(index), return_inverse=True)
+        return self.x[unique].compute()[inverse.reshape(-1)]
 
     def parts(self, v):
         """The rows of v (n, k) of each chunk of this side, one graph key each."""

@@ -47,7 +47,7 @@ class KernelFn:
             res = distributed.kernels(self.spec, x1, x2, names, diagonal=diagonal, out=out, dtype=dtype,
                                       progress=progress, block_rows=block_rows, backend=backend,
                                       diagonal_batch=diagonal_batch)
-            n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
+            n1, n2 = np.shape(x1)[0], np.shape(x1 if x2 is None else x2)[0]
             return _select(get, names, _kernel_fields(res, (n1, res["width"]), (n2, res["width"]), diagonal_batch,
                                                       diagonal_spatial))
         if _jax_dispatch.uses_jax(x1, x2) or _jax_dispatch.traced_hyperparameters(self.spec):

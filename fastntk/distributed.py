@@ -100,6 +100,7 @@ def kernels(layer_spec, x1, x2, names, *, diagonal=False, out=None, dtype=None, 
     if progress:
         raise ValueError("progress is for NumPy inputs; with dask inputs use dask.diagnostics.ProgressBar() (local "
                          "scheduler) or dask.distributed.progress(...) (a Client)")
+    x1, x2 = _arrays(x1, x2)
     if np.ndim(x1) != 2 or (x2 is not None and np.ndim(x2) != 2):
         raise ValueError(f"dask inputs must be of shape (N, d); got x1.shape={np.shape(x1)}, x2.shape="
                          f"{None if x2 is None else np.shape(x2)} (inputs with location axes need NumPy arrays)")
@@ -134,6 +135,15 @@ def _network(layer_spec, d, names, dtype, backend, block_rows):
                          "not see; pass NumPy arrays, or use Dropout(mode='test')")
     net = _Network(layer_spec, names, dtype, _backend.select(backend=backend), check_block_rows(block_rows))
     return net, width, is_gaussian
+
+
+def _arrays(x1, x2):
+    """x1 and x2 as dask arrays or ndarrays (np.asarray of anything else; None stays None)."""
+    for name, x in (("x1", x1), ("x2", x2)):
+        if dask.is_dask_collection(x) and not isinstance(x, da.Array):
+            raise TypeError(f"{name} must be a dask array; got {type(x).__name__} (a dask DataFrame converts with "
+                            ".to_dask_array(lengths=True))")
+    return tuple(x if x is None or isinstance(x, da.Array) else np.asarray(x) for x in (x1, x2))
 
 
 def _as_dask(x1, x2):
@@ -215,7 +225,7 @@ class KernelBlocks:
 
     def __init__(self, layer_spec, x1, x2=None, names=("ntk",), dtype=None, *, backend="auto", block_rows=None,
                  rows=None):
-        x1, x2, dtype = check_pair(x1, x2, dtype, lazy=True)
+        x1, x2, dtype = check_pair(*_arrays(x1, x2), dtype, lazy=True)
         rows = check_integer(rows, "rows", allow_none=True)
         self.net = _network(layer_spec, x1.shape[1], names, dtype, backend, block_rows)[0]
         x1, x2 = _as_dask(x1, x2)

@@ -116,7 +116,7 @@ def test_per_point_fields_diagonal_and_float32(scheduler):
 def test_numpy_and_dask_inputs_mix():
     x1, x2, d1, d2 = _inputs()
     ref = KERNEL_FN(x1, x2, "ntk")
-    for a, b in ((x1, d2), (d1, x2)):
+    for a, b in ((x1, d2), (d1, x2), (d1, x2.tolist())):
         k = KERNEL_FN(a, b, "ntk")
         assert isinstance(k, da.Array)
         assert_rounding(k.compute(), ref, "mixed")
@@ -146,6 +146,8 @@ def test_values_are_checked_chunk_by_chunk_when_computed():
     (lambda d1, d2: KERNEL_FN(d1, d2[:, :4], "ntk"), ValueError, r"x2 must have the same number of features"),
     (lambda d1, d2: KERNEL_FN(d1.astype(int), None, "ntk"), TypeError, "x1 must be a float32 or float64 array"),
     (lambda d1, d2: KERNEL_FN(d1[d1[:, 0] > 0], None, "ntk"), ValueError, "x1 has unknown chunk sizes"),
+    (lambda d1, d2: solvers.KernelOperator(KERNEL_FN, d1, dask.delayed(np.ones((3, 5)))), TypeError,
+     "x2 must be a dask array"),
     (lambda d1, d2: stax.serial(stax.Dense(8), stax.Dropout(0.5))[2](d1, None, "nngp"), ValueError,
      r"Dropout\(mode='train'\)"),
     (lambda d1, d2: solvers.KernelOperator(lambda a, b, get: a @ b.T, d1), TypeError, "kernel_fn of fastntk.stax"),

@@ -36,6 +36,8 @@ import numpy as np
 try:
     import dask
     import dask.array as da
+    import dask.local
+    import dask.threaded
 except ImportError as e:
     raise ImportError('fastntk.distributed needs dask and dask.array: pip install "fastntk[dask]"') from e
 
@@ -231,7 +233,7 @@ class KernelBlocks:
         x1, x2 = _as_dask(x1, x2)
         self.dtype, self.symmetric = dtype, x2 is None
         self.shape = (x1.shape[0], (x1 if x2 is None else x2).shape[0])
-        self._net = _graph_key(self.net)
+        self._net, self._kept = _graph_key(self.net), None
         self._sides = [_Side(x, name, rows, self._net, dtype) for x, name in ((x1, "x1"), (x2, "x2")) if x is not None]
         if x2 is None:
             self._sides.append(self._sides[0])
@@ -247,13 +249,30 @@ class KernelBlocks:
             raise ValueError(f"get must name one kernel, 'nngp' or 'ntk'; got {get!r}")
         return cls(kernel_fn.spec, x1, x2, names, dtype, backend=backend, rows=rows)
 
-    def persist(self):
+    def persist(self, blocks=False):
         """Compute each chunk of rows, checked and cast, and its per-point pass now, and keep them where
-        the scheduler keeps data (see Notes); returns self."""
+        the scheduler keeps data (see Notes); returns self.
+
+        blocks : bool
+            Also compute every block of the kernel ``names[0]`` once, now, and keep it: the products
+            then read the kept blocks instead of recomputing them (N1·N2·itemsize bytes of the block
+            dtype in the workers' memory, or in this process's with dask's local threads, where it
+            is checked against the memory available; x2 None: the blocks on and above the diagonal).
+        """
         for side in dict.fromkeys(self._sides):
             n = len(side.rows)
             kept = dask.persist(*side.rows, *side.points)
             side.rows, side.points = list(kept[:n]), list(kept[n:])
+        if blocks:
+            a, b = self._sides
+            pairs = self._pairs()
+            if dask.base.get_scheduler() in (None, dask.threaded.get, dask.local.get_sync):  # in this process
+                check_memory(sum(a.chunks[i] * b.chunks[j] for i, j in pairs) * self.dtype.itemsize,
+                             f"keeping the {self.shape[0]}×{self.shape[1]} kernel's blocks",
+                             "store=False (the blocks recomputed at each product), dtype=np.float32, or a "
+                             "dask.distributed cluster")
+            kept = dask.persist(*(dask.delayed(_kernel_task)(*self._block(i, j)) for i, j in pairs))
+            self._kept = dict(zip(pairs, kept))
         return self
 
     def _pairs(self):
@@ -261,19 +280,25 @@ class KernelBlocks:
         n1, n2 = (len(s.chunks) for s in self._sides)
         return [(i, j) for i in range(n1) for j in range(i if self.symmetric else 0, n2)]
 
-    def _task(self, fn, i, j, *args, nout=None):
-        """The delayed ``fn(x1 chunk i, x2 chunk j or None (diagonal block of x1 with itself),
-        their per-point passes, the network, *args)`` (of ``nout`` results)."""
+    def _block(self, i, j):
+        """The arguments of :func:`_block_task` for block (i, j): x1 chunk i, x2 chunk j (None for a
+        diagonal block of x1 with itself), their per-point passes and the network."""
         a, b = self._sides
         diag = self.symmetric and i == j
-        return dask.delayed(fn, nout=nout)(a.rows[i], None if diag else b.rows[j], a.points[i],
-                                           None if diag else b.points[j], self._net, *args)
+        return a.rows[i], None if diag else b.rows[j], a.points[i], None if diag else b.points[j], self._net
+
+    def _task(self, fn, i, j, *args, nout=None):
+        """The delayed ``fn(K block (i, j) of names[0], *args)`` (of ``nout`` results): on the block kept
+        by :meth:`persist`, else on the block computed in the same task and dropped after."""
+        if self._kept is not None:
+            return dask.delayed(fn, nout=nout)(self._kept[i, j], *args)
+        return dask.delayed(_on_block, nout=nout)(fn, *self._block(i, j), *args)
 
     def kernels(self):
         """name -> K (N1, N2), a dask array with chunks (x1's row chunks, x2's row chunks)."""
         a, b = self._sides
         n = len(self.net.names)
-        done = {(i, j): da.from_delayed(self._task(_block_task, i, j), (n, a.chunks[i], b.chunks[j]),
+        done = {(i, j): da.from_delayed(dask.delayed(_block_task)(*self._block(i, j)), (n, a.chunks[i], b.chunks[j]),
                                         dtype=self.dtype) for i, j in self._pairs()}
         grid = [[done[i, j] if (i, j) in done else done[j, i].transpose(0, 2, 1) for j in range(len(b.chunks))]
                 for i in range(len(a.chunks))]
@@ -312,11 +337,11 @@ class KernelBlocks:
         parts = [[] for _ in a.chunks]
         for i, j in self._pairs():
             if self.symmetric and i != j:  # one block, both of its products
-                ki_vj, kj_vi = self._task(_mirrored_task, i, j, vb[j], vb[i], nout=2)
+                ki_vj, kj_vi = self._task(_mirrored_product, i, j, vb[j], vb[i], nout=2)
                 parts[i].append(ki_vj)
                 parts[j].append(kj_vi)
             else:
-                parts[i].append(self._task(_product_task, i, j, vb[j]))
+                parts[i].append(self._task(np.matmul, i, j, vb[j]))
         return self._sum_rows(parts, a.chunks, v2.shape[1]).reshape(self.shape[0], *np.shape(v)[1:])
 
     def rmatmat(self, w):
@@ -328,7 +353,7 @@ class KernelBlocks:
         wa = a.parts(w1)
         parts = [[] for _ in b.chunks]
         for i, j in self._pairs():
-            parts[j].append(self._task(_transposed_task, i, j, wa[i]))
+            parts[j].append(self._task(_transposed_product, i, j, wa[i]))
         return self._sum_rows(parts, b.chunks, w1.shape[1]).reshape(self.shape[1], *np.shape(w)[1:])
 
     def normal(self, v):
@@ -342,7 +367,7 @@ class KernelBlocks:
             return self.rmatmat(self.matmat(v))
         v2 = self._vector(v, 1)
         (vb,) = b.parts(v2)
-        parts = [[self._task(_normal_task, i, 0, vb) for i in range(len(a.chunks))]]
+        parts = [[self._task(_normal_product, i, 0, vb) for i in range(len(a.chunks))]]
         return self._sum_rows(parts, b.chunks, v2.shape[1]).reshape(np.shape(v))
 
     def _vector(self, v, axis):
@@ -410,29 +435,32 @@ def _block_task(x1, x2, p1, p2, net):
     return out
 
 
-def _product_task(x1, x2, p1, p2, net, v2):
-    """Kᵢⱼ vⱼ of one block: (n1, k) float64."""
-    return _block_task(x1, x2, p1, p2, net)[0] @ v2
+def _kernel_task(x1, x2, p1, p2, net):
+    """The block of the kernel ``net.names[0]``: (n1, n2) of ``net.dtype``."""
+    return _block_task(x1, x2, p1, p2, net)[0]
 
 
-def _mirrored_task(x1, x2, p1, p2, net, v2, v1):
-    """(Kᵢⱼ vⱼ, Kᵢⱼᵀ vᵢ) of one block above the diagonal of a symmetric K."""
-    k = _block_task(x1, x2, p1, p2, net)[0]
+def _on_block(fn, x1, x2, p1, p2, net, *args):
+    """fn(the block of ``net.names[0]``, *args), the block computed here and dropped after."""
+    return fn(_kernel_task(x1, x2, p1, p2, net), *args)
+
+
+def _mirrored_product(k, v2, v1):
+    """(Kᵢⱼ vⱼ, Kᵢⱼᵀ vᵢ) of one block Kᵢⱼ above the diagonal of a symmetric K."""
     return k @ v2, k.T @ v1
 
 
-def _transposed_task(x1, x2, p1, p2, net, w1):
-    """Kᵢⱼᵀ wᵢ of one block: (n2, k) float64."""
-    return _block_task(x1, x2, p1, p2, net)[0].T @ w1
+def _transposed_product(k, w1):
+    """Kᵢⱼᵀ wᵢ of one block Kᵢⱼ: (n2, k) float64."""
+    return k.T @ w1
 
 
-def _normal_task(x1, x2, p1, p2, net, v2):
+def _normal_product(k, v2):
     """Kᵢᵀ (Kᵢ v) of one row block Kᵢ = K(x1 chunk i, x2): (n2, k) float64."""
-    k = _block_task(x1, x2, p1, p2, net)[0]
     return k.T @ (k @ v2)
 
 
-def nystrom_products(kernel_fn, x, centres, get="ntk", dtype=None, *, backend="auto"):
+def nystrom_products(kernel_fn, x, centres, get="ntk", dtype=None, *, store=False, backend="auto"):
     """Falkon's products with K_NM = K(x, centres), as dask tasks over the row chunks of x.
 
     Parameters
@@ -442,6 +470,10 @@ def nystrom_products(kernel_fn, x, centres, get="ntk", dtype=None, *, backend="a
     centres : ndarray (or dask array) of shape (M, d): the Nyström centres, one chunk
     get : 'nngp' or 'ntk'
     dtype : None, np.float32 or np.float64: of the blocks K(chunk, centres) (None: as the inputs)
+    store : bool, keyword-only
+        Compute K_NM once, here, and keep its blocks (N·M·itemsize bytes of ``dtype``: float32
+        halves them) where the scheduler keeps data, so that each product is only its matrix
+        products; False: each product recomputes the blocks (memory: one block per running task).
     backend : 'auto' or a backend name
 
     Returns
@@ -449,9 +481,10 @@ def nystrom_products(kernel_fn, x, centres, get="ntk", dtype=None, *, backend="a
     :class:`KernelBlocks` of K(x, centres) whose ``normal(v)`` is K_NMᵀ K_NM v and ``rmatmat(w)``
     K_NMᵀ w, (M, k) float64 ndarrays for v (M, k) and w (N, k) (``matmat(v)``: K_NM v, (N, k)).
     The per-point passes of x's chunks and of the centres are computed once, here, and kept by
-    the scheduler; each product task then computes the block K(chunk, centres) of its chunk and
-    its partial product, and drops the block; dask sums the partial products by tree reduction
-    on the active scheduler (a ``dask.distributed.Client`` if one exists, else local threads).
+    the scheduler; each product task then computes the block K(chunk, centres) of its chunk (or
+    reads it, with ``store``) and its partial product, and drops the block; dask sums the partial
+    products by tree reduction on the active scheduler (a ``dask.distributed.Client`` if one
+    exists, else local threads).
     """
     centres = centres.rechunk(-1) if isinstance(centres, da.Array) else da.from_array(centres, chunks=-1)
-    return KernelBlocks.of(kernel_fn, x, centres, get, dtype, backend=backend).persist()
+    return KernelBlocks.of(kernel_fn, x, centres, get, dtype, backend=backend).persist(bool(store))

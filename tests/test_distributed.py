@@ -73,7 +73,8 @@ def test_kernels_equal_numpy(scheduler, net, symmetric):
     ref = kernel_fn(x1, None if symmetric else x2, ("nngp", "ntk"))
     before = scheduler and _transitions(scheduler)
     k = kernel_fn(d1, None if symmetric else d2, ("nngp", "ntk"))
-    assert isinstance(k.nngp, da.Array) and isinstance(k.ntk, da.Array)
+    assert isinstance(k.nngp, da.Array)
+    assert isinstance(k.ntk, da.Array)
     assert k.ntk.chunks == (d1.chunks[0], (d1 if symmetric else d2).chunks[0])
     nngp, ntk, cov1, cov2 = dask.compute(k.nngp, k.ntk, k.cov1, k.cov2)
     assert_rounding(nngp, ref.nngp, "nngp")
@@ -121,7 +122,8 @@ def test_numpy_and_dask_inputs_mix():
         assert isinstance(k, da.Array)
         assert_rounding(k.compute(), ref, "mixed")
     same = KERNEL_FN(d1, da.from_array(x1.copy(), chunks=(30, 5)), ("nngp",))  # equal values, another array
-    assert same.x1_is_x2 and KERNEL_FN(x1, x1.copy(), ("nngp",)).x1_is_x2
+    assert same.x1_is_x2
+    assert KERNEL_FN(x1, x1.copy(), ("nngp",)).x1_is_x2
 
 
 def test_values_are_checked_chunk_by_chunk_when_computed():
@@ -168,7 +170,7 @@ def test_kernel_operator_products(scheduler, symmetric):
     assert_rounding(op @ v, local @ v, "K @ V")
     assert_rounding(op @ v[:, 0], local @ v[:, 0], "K @ v")
     assert_rounding(op.T @ w, local.T @ w, "Kᵀ @ W")
-    cols = rng.permutation(op.shape[1])[:30].tolist() + [5, 5]  # out of order, repeats
+    cols = [*rng.permutation(op.shape[1])[:30], 5, 5]  # out of order, repeats
     assert_rounding(op.block(slice(3, 30), cols), local.block(slice(3, 30), cols), "block")
     if symmetric:
         np.testing.assert_array_equal(op.diagonal(), local.diagonal())
@@ -197,9 +199,26 @@ def test_nystrom_products_equal_dense(scheduler):
     if scheduler is not None:  # one task per chunk of x1 ran on the cluster, and their sum
         assert _transitions(scheduler) > before + 4 * d1.npartitions
     assert_rounding(products.rmatmat(w), k_nm.T @ w, "K_NMᵀ w")
-    assert products.normal(v[:, 0]).shape == (12,) and products.rmatmat(w[:, 0]).shape == (12,)
+    assert products.normal(v[:, 0]).shape == (12,)
+    assert products.rmatmat(w[:, 0]).shape == (12,)
     with pytest.raises(ValueError, match=r"shape \(12,\) or \(12, k\)"):
         products.normal(w)
+    stored = nystrom_products(KERNEL_FN, d1, centres, "ntk", store=True)  # K_NM kept: the same products
+    np.testing.assert_array_equal(stored.normal(v), products.normal(v))
+    np.testing.assert_array_equal(stored.rmatmat(w), products.rmatmat(w))
+    k32 = KERNEL_FN(x1.astype(np.float32), centres.astype(np.float32), "ntk").astype(np.float64)
+    stored32 = nystrom_products(KERNEL_FN, d1, centres, "ntk", np.float32, store=True)
+    assert_close(stored32.normal(v), k32.T @ (k32 @ v), 1e-12, "float32 blocks, float64 products")
+
+
+def test_stored_blocks_must_fit_in_memory(monkeypatch):
+    from fastntk import _validation
+    from fastntk.distributed import nystrom_products
+
+    _, x2, d1, _ = _inputs()
+    monkeypatch.setattr(_validation, "available_memory", lambda: 1000)  # bytes; K_NM needs 70·12·8
+    with pytest.raises(MemoryError, match="store=False"):
+        nystrom_products(KERNEL_FN, d1, x2[:12], "ntk", store=True)
 
 
 def test_import_error_without_dask(monkeypatch):
@@ -218,4 +237,5 @@ def test_fastntk_imports_without_dask():
             "[importlib.import_module(n) for n in names if n != 'fastntk.distributed']; "
             "print(len(names), sorted(k for k in sys.modules if k.startswith('dask') and sys.modules[k] is not None))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert int(out[0]) > 30 and out[1] == "[]"
+    assert int(out[0]) > 30
+    assert out[1] == "[]"

@@ -23,6 +23,12 @@ x·x from the per-point pass rather than from the Gram's diagonal, so kernels eq
 results to rounding (bitwise where BLAS sums each dot product in the same order in a block as
 in the whole). Products sum their blocks in another order: equal to rounding.
 
+Threads: a task's compiled pass runs with the OpenMP threads of the thread it runs in, which
+start from ``OMP_NUM_THREADS`` (``fastntk.set_num_threads`` sets the calling thread's only).
+dask.distributed's nanny starts each worker process with OMP_NUM_THREADS=1 (one core per worker
+thread); with dask's local threads (one task per core at a time) set OMP_NUM_THREADS=1 before
+Python starts, or each task's threads share the cores with the others'.
+
 Needs dask (``pip install "fastntk[dask]"``); no other module of fastntk imports it.
 """
 

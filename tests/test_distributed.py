@@ -126,6 +126,15 @@ def test_numpy_and_dask_inputs_mix():
     assert KERNEL_FN(x1, x1.copy(), ("nngp",)).x1_is_x2
 
 
+def test_dense_layers_layout_is_read_from_dask_inputs():
+    kernel_fn = stax.serial(stax.Dense(8, 1.5, 0.1, batch_axis=1, channel_axis=0), stax.Relu(),
+                            stax.Dense(1, 1.5, 0.1, batch_axis=1, channel_axis=0))[2]
+    x = np.random.default_rng(4).standard_normal((5, 30))  # (d, N)
+    k = kernel_fn(da.from_array(x, chunks=(5, 10)), None, "ntk")
+    assert k.chunks == ((10, 10, 10), (10, 10, 10))
+    assert_rounding(k.compute(), kernel_fn(x, None, "ntk"), "batch_axis=1")
+
+
 def test_values_are_checked_chunk_by_chunk_when_computed():
     x1, x2, d1, d2 = _inputs()
     bad = x1.copy()

@@ -181,6 +181,9 @@ def test_kernel_operator_products(scheduler, symmetric):
     assert_rounding(op.T @ w, local.T @ w, "Kᵀ @ W")
     cols = [*rng.permutation(op.shape[1])[:30], 5, 5]  # out of order, repeats
     assert_rounding(op.block(slice(3, 30), cols), local.block(slice(3, 30), cols), "block")
+    both = op.block(slice(3, 30), cols, get=("nngp", "ntk"))
+    for name, ref in local.block(slice(3, 30), cols, get=("nngp", "ntk")).items():
+        assert_rounding(both[name], ref, f"block {name}")
     if symmetric:
         np.testing.assert_array_equal(op.diagonal(), local.diagonal())
 

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["KERNEL_FIELDS", "META_DEFAULTS", "CGResult", "DiagRegSelection", "Gaussian", "Kernel", "KernelRidge", "ODEState", "Spectrum", "StoredKernels"]
+__all__ = ["KERNEL_FIELDS", "META_DEFAULTS", "CGResult", "DiagRegSelection", "FalkonResult", "Gaussian", "Kernel", "KernelRidge", "ODEState", "Spectrum", "StoredKernels"]
 
 
 #: neural-tangents' ``Kernel`` fields, in its order (``asdict()``).
@@ -91,12 +91,28 @@ class Gaussian(NamedTuple):
     covariance: np.ndarray
 
 
-class KernelRidge(NamedTuple):
-    """Kernel ridge regression: ``dual_coef`` (N, ...), ``fx_train`` (N, ...), ``fx_test`` or None."""
-
+class _KernelRidgeFields(NamedTuple):
     dual_coef: np.ndarray
     fx_train: np.ndarray
     fx_test: np.ndarray | None
+
+
+class KernelRidge(_KernelRidgeFields):
+    """Kernel ridge regression: ``dual_coef`` (N, ...), ``fx_train`` (N, ...), ``fx_test`` or None.
+
+    Also attributes, outside the 3-tuple (which unpacks as before): ``centers`` None, or for
+    ``solver='falkon'`` the indices (M,) of the training points that are the Nyström centres, and
+    then ``dual_coef`` (M, ...) holds one coefficient per centre; ``solution``: how the solve went, a
+    :class:`CGResult` (``solver='cg'``), a :class:`FalkonResult` (``solver='falkon'``), or None.
+    """
+
+    centers = None
+    solution = None
+
+    def __new__(cls, dual_coef, fx_train, fx_test, centers=None, solution=None):
+        self = super().__new__(cls, dual_coef, fx_train, fx_test)
+        self.centers, self.solution = centers, solution
+        return self
 
 
 class Spectrum(NamedTuple):
@@ -118,12 +134,58 @@ class DiagRegSelection(NamedTuple):
     loo: np.ndarray
 
 
-class CGResult(NamedTuple):
-    """``solution`` (N, M), ``iterations`` run, ``residual`` ‖b − A x‖/‖b‖ per column (M,)."""
-
+class _CGFields(NamedTuple):
     solution: np.ndarray
     iterations: int
     residual: np.ndarray
+
+
+class CGResult(_CGFields):
+    """Conjugate gradients (:func:`fastntk.solvers.cg`): ``(solution, iterations, residual)``.
+
+    ``solution`` (N, M) the best iterate, ``iterations`` run, ``residual`` ‖b − A x‖/‖b‖ per column
+    (M,) of the solution. Also attributes, outside the 3-tuple: ``history`` (iterations + 1, M) that
+    residual for every iterate (x₀ = 0 first), ``monitor`` (iterations + 1,) the monitored error of
+    every iterate (None without a monitor), ``best_iteration`` (the solution's), ``converged``
+    (every column reached tol).
+    """
+
+    history = None
+    monitor = None
+    best_iteration = 0
+    converged = True
+
+    def __new__(cls, solution, iterations, residual, history=None, monitor=None, best_iteration=0, converged=True):
+        self = super().__new__(cls, solution, iterations, residual)
+        self.history, self.monitor, self.best_iteration, self.converged = history, monitor, best_iteration, converged
+        return self
+
+
+class FalkonResult(NamedTuple):
+    """Falkon (:func:`fastntk.solvers.falkon`): Nyström kernel ridge regression on M centres.
+
+    ``centers`` (M,) int64, ascending: indices of the centres among the N training points.
+    ``coefficients`` β (M, O) float64: the fit is f(x) = K(x, x_centers) β.
+    ``fitted`` (N, O) float64: K(x_i, x_centers) β at every training point (validation rows included).
+    ``residual`` (iterations + 1, O): the relative residual of the preconditioned M-dimensional system
+    at every iterate (the first is 1). ``validation`` (iterations + 1,) or None: the validation MSE of
+    every iterate. ``iterations`` run, ``best_iteration`` (the iterate returned: least residual, or
+    least validation error), ``converged`` (every output reached tol). ``diag_reg``: the absolute ridge
+    λ of the objective. ``jitter``: added to K_MM's diagonal for its Cholesky (0.0 if none needed).
+    ``validation_rows`` (N_val,) int64 or None: the held-out training points.
+    """
+
+    centers: np.ndarray
+    coefficients: np.ndarray
+    fitted: np.ndarray
+    residual: np.ndarray
+    validation: np.ndarray | None
+    iterations: int
+    best_iteration: int
+    converged: bool
+    diag_reg: float
+    jitter: float
+    validation_rows: np.ndarray | None
 
 
 class StoredKernels(NamedTuple):

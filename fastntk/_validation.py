@@ -318,13 +318,21 @@ def check_kernel(k, name, shape=None, *, symmetric=False):
 
 
 def check_kernel_or_operator(k, name, diag_reg, absolute):
-    """(kernel, absolute regularizer) for a symmetric array or a square LinearOperator (absolute diag_reg only)."""
+    """(kernel, absolute regularizer) for a symmetric array or a square LinearOperator.
+
+    A relative ``diag_reg`` (× trace(K)/N) needs K's diagonal: an operator must have ``diagonal()``
+    (as fastntk.solvers.KernelOperator has), or ``absolute`` must be set.
+    """
     if isinstance(k, LinearOperator):
         if len(k.shape) != 2 or k.shape[0] != k.shape[1]:
             raise ValueError(f"{name} must be square (N, N); got shape {k.shape}")
         if diag_reg and not absolute:
-            raise ValueError(f"diag_reg relative to trace(K)/N needs K's diagonal: pass diag_reg_absolute_scale=True "
-                             f"with a LinearOperator {name}")
+            if not callable(getattr(k, "diagonal", None)):
+                raise ValueError(f"diag_reg relative to trace(K)/N needs K's diagonal: pass "
+                                 f"diag_reg_absolute_scale=True with a LinearOperator {name} that has no diagonal()")
+            diag = np.asarray(k.diagonal(), dtype=np.float64)
+            check_finite(diag, f"{name}.diagonal()")
+            return k, diag_reg * float(diag.mean())
         return k, diag_reg
     k = check_kernel(k, name, symmetric=True)
     return k, diag_reg if absolute else diag_reg * float(np.trace(k, dtype=np.float64)) / k.shape[0]

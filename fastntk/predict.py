@@ -68,7 +68,8 @@ from ._types import DiagRegSelection, Gaussian, Kernel, KernelRidge, ODEState, S
 from ._validation import (check_array, check_dtype, check_get, check_initial, check_integer, check_kernel,
                           check_kernel_or_operator, check_memory, check_outputs, check_positive, check_targets,
                           check_test_operator, check_times, flatten_kernel, result_dtype)
-from .solvers import KernelFactor, flow_factors, gradient_descent_mse_expm, in_eigenbasis, step_factors
+from .solvers import (KernelFactor, flow_factors, gradient_descent_mse_expm, gradient_descent_mse_nystrom, in_eigenbasis,
+                      step_factors)
 from .spectrum import convergence_times, kernel_alignment, kernel_spectrum, loss_bound, select_diag_reg
 
 __all__ = [
@@ -83,6 +84,7 @@ __all__ = [
     "gradient_descent_mse",
     "gradient_descent_mse_ensemble",
     "gradient_descent_mse_expm",
+    "gradient_descent_mse_nystrom",
     "kernel_alignment",
     "kernel_ridge",
     "kernel_spectrum",
@@ -663,27 +665,44 @@ def max_learning_rate(ntk_train_train, y_train_size=None, momentum=0.0, eps=1e-1
 
 def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, *, k_test_train=None,
                  fx_train_0=0.0, fx_test_0=0.0, solver="cholesky", tol=1e-10, maxiter=None,
-                 preconditioner=None, rank=100, seed=0, dtype=None):
+                 preconditioner=None, rank=100, seed=0, n_centers=1000, sampling="uniform", validation=None,
+                 memory_budget=None, progress=False, dtype=None):
     """Kernel ridge regression on the residuals ``y − f_0`` (the t = ∞ limit of regularized gradient flow).
 
     Parameters
     ----------
-    k_train_train : ndarray of shape (N, N), or a scipy LinearOperator with ``solver='cg'``
+    k_train_train : ndarray of shape (N, N), or a scipy LinearOperator (``solver='cg'``) or a symmetric
+        :class:`fastntk.solvers.KernelOperator` (``solver='cg'`` or ``'falkon'``)
     y_train : ndarray of shape (N,) or (N, O...)
-        Several outputs are solved together (one factorization).
+        Several outputs are solved together (one factorization, one CG or Falkon run).
     diag_reg : float >= 0
-        Relative (× trace(K)/N) unless ``diag_reg_absolute_scale`` (required for a LinearOperator).
+        Relative (× trace(K)/N) unless ``diag_reg_absolute_scale``. A LinearOperator needs
+        ``diag_reg_absolute_scale=True`` unless it has a ``diagonal()`` (a KernelOperator does).
     k_test_train : ndarray of shape (N_test, N) or LinearOperator, keyword-only
+        With ``solver='falkon'`` a KernelOperator of (x_test, x_train): only its blocks against the
+        centres are computed (N_test × M entries).
     fx_train_0, fx_test_0 : scalar or array broadcastable to y_train / (N_test, O...), keyword-only
         Initial outputs: the fit is ``f_0 + K α``.
-    solver : {'cholesky', 'eigh', 'cg'}, keyword-only
+    solver : {'cholesky', 'eigh', 'cg', 'falkon'}, keyword-only
         'cholesky' falls back to the eigendecomposition pseudo-inverse (RuntimeWarning) when
         K_reg is indefinite or singular; 'cg' runs conjugate gradients on all outputs at once to
-        relative residual ``tol`` (RuntimeWarning if ``maxiter``, default 10·N, is reached), with
-        products ``K @ V`` only (:func:`fastntk.solvers.cg`).
+        relative residual ``tol`` (if ``maxiter``, default 10·N, is reached: a RuntimeWarning with
+        the residual, and the best iterate), with products ``K @ V`` only (:func:`fastntk.solvers.cg`);
+        'falkon' solves Nyström kernel ridge regression on ``n_centers`` centres
+        (:func:`fastntk.solvers.falkon`; ``maxiter`` default 100): the minimiser of
+        ‖y − f_0 − K_NM β‖² + λ βᵀ K_MM β, which is exact kernel ridge regression when every training
+        point is a centre. Neither forms an N×N matrix.
     preconditioner : {None, 'nystrom'}, keyword-only
         'cg' only: randomized Nyström preconditioner of rank ``rank`` drawn with ``seed``
         (:func:`fastntk.solvers.nystrom_preconditioner`); needs ``diag_reg > 0``.
+    seed : int or numpy.random.Generator, keyword-only
+        Of the Nyström preconditioner ('cg'), of the centres and the validation split ('falkon').
+    n_centers, sampling, validation, memory_budget : keyword-only
+        'falkon' only: M (clipped to N with a RuntimeWarning); 'uniform' or 'leverage' centres;
+        None or the rows held out for early stopping (a fraction or a count); the bytes a stored
+        K_NM may take (None: min(available/4, 4 GiB)). See :func:`fastntk.solvers.falkon`.
+    progress : bool, keyword-only
+        'cg' and 'falkon': tqdm bars over the iterations (and the stored K_NM rows).
     dtype : None, np.float32 or np.float64, keyword-only
         The result dtype (None: float32 iff k_train_train (an array) and y_train are float32).
 
@@ -691,26 +710,35 @@ def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     -------
     KernelRidge
         ``dual_coef`` α = K_reg⁻¹(y − f_train_0), ``fx_train = f_train_0 + K α`` (unregularized K),
-        ``fx_test = f_test_0 + K_test,train α`` (None without ``k_test_train``).
+        ``fx_test = f_test_0 + K_test,train α`` (None without ``k_test_train``); with 'cg' also
+        ``solution`` (a :class:`fastntk.solvers.CGResult`). With 'falkon': ``dual_coef`` β (M, O...)
+        over the training points ``centers`` (M,), ``fx_train = f_train_0 + K_NM β``,
+        ``fx_test = f_test_0 + K_test,M β``, ``solution`` a :class:`fastntk.solvers.FalkonResult`.
     """
-    if solver not in ("cholesky", "eigh", "cg"):
-        raise ValueError(f"unknown solver {solver!r}; supported: 'cholesky', 'eigh', 'cg'")
+    if solver not in ("cholesky", "eigh", "cg", "falkon"):
+        raise ValueError(f"unknown solver {solver!r}; supported: 'cholesky', 'eigh', 'cg', 'falkon'")
     diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
-    if solver != "cg" and isinstance(k_train_train, LinearOperator):
-        raise TypeError("k_train_train may be a LinearOperator only with solver='cg'")
+    if solver in ("cholesky", "eigh") and isinstance(k_train_train, LinearOperator):
+        raise TypeError("k_train_train may be a LinearOperator only with solver='cg' or 'falkon'")
+    if solver == "falkon":
+        return _falkon_ridge(k_train_train, y_train, diag_reg, diag_reg_absolute_scale, k_test_train, fx_train_0,
+                             fx_test_0, tol, 100 if maxiter is None else maxiter, seed, n_centers, sampling,
+                             validation, memory_budget, progress, dtype)
     k, reg = check_kernel_or_operator(k_train_train, "k_train_train", diag_reg, diag_reg_absolute_scale)
     y, tail, y_dtype = check_outputs(y_train, k.shape[0])
     r = y - check_initial(fx_train_0, "fx_train_0", (k.shape[0], *tail)).reshape(y.shape)
     ktd = None if k_test_train is None else check_test_operator(k_test_train, "k_test_train", k.shape[0])
     if ktd is not None:
         ft0 = check_initial(fx_test_0, "fx_test_0", (ktd.shape[0], *tail)).reshape(ktd.shape[0], -1)
+    solution = None
     if solver == "cg":
         tol, maxiter = check_positive(tol, "tol"), check_integer(maxiter, "maxiter", allow_none=True)
         if preconditioner not in (None, "nystrom"):
             raise ValueError(f"unknown preconditioner {preconditioner!r}; supported: None, 'nystrom'")
         if preconditioner is not None:
             rank = check_integer(rank, "rank", maximum=k.shape[0])
-        alpha = solvers.solve_regularized(k, reg, r, tol, maxiter, preconditioner, rank, seed)
+        solution = solvers.solve_regularized(k, reg, r, tol, maxiter, preconditioner, rank, seed, progress)
+        alpha = solution.solution
     else:
         fac = KernelFactor(k, diag_reg, diag_reg_absolute_scale, "k_train_train")
         alpha = fac.solve(r) if solver == "cholesky" else fac.pinv_solve(r)
@@ -722,7 +750,36 @@ def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     if dtype is None:
         dtype = np.float64 if isinstance(k, LinearOperator) else result_dtype(k, np.empty(0, y_dtype))
     alpha, fx_train = (a.reshape(-1, *tail).astype(dtype, copy=False) for a in (alpha, fx_train))
-    return KernelRidge(alpha, fx_train, None if fx_test is None else fx_test.astype(dtype, copy=False))
+    return KernelRidge(alpha, fx_train, None if fx_test is None else fx_test.astype(dtype, copy=False),
+                       solution=solution)
+
+
+def _falkon_ridge(op, y_train, diag_reg, absolute, k_test_train, fx_train_0, fx_test_0, tol, maxiter, seed, n_centers,
+                  sampling, validation, memory_budget, progress, dtype):
+    """kernel_ridge(solver='falkon'): Falkon on the residuals, test outputs from K(x_test, centres) only."""
+    if not isinstance(op, solvers.KernelOperator) or not op.symmetric:
+        raise TypeError(f"k_train_train must be a symmetric KernelOperator (x2 None) with solver='falkon'; "
+                        f"got {type(op).__name__}")
+    n = op.shape[0]
+    y, tail, _ = check_outputs(y_train, n)
+    f0 = check_initial(fx_train_0, "fx_train_0", (n, *tail)).reshape(y.shape)
+    if k_test_train is not None and not (isinstance(k_test_train, solvers.KernelOperator)
+                                         and k_test_train.shape[1] == n):
+        raise TypeError(f"k_test_train must be a KernelOperator of (x_test, x_train) with {n} columns with "
+                        f"solver='falkon'; got {type(k_test_train).__name__} of shape "
+                        f"{getattr(k_test_train, 'shape', None)}")
+    if k_test_train is not None:
+        ft0 = check_initial(fx_test_0, "fx_test_0", (k_test_train.shape[0], *tail)).reshape(k_test_train.shape[0], -1)
+    res = solvers.falkon(op, y - f0, diag_reg, absolute, n_centers, sampling=sampling, seed=seed, tol=tol,
+                         maxiter=maxiter, validation=validation, memory_budget=memory_budget, progress=progress)
+    fx_test = None
+    if k_test_train is not None:
+        test = solvers.NystromProducts(k_test_train, None, res.centers, memory_budget=0).matmat(res.coefficients)
+        fx_test = (ft0 + test).reshape(-1, *tail)
+    dtype = check_dtype(dtype) or np.float64
+    beta, fx_train = (a.reshape(-1, *tail).astype(dtype, copy=False) for a in (res.coefficients, f0 + res.fitted))
+    return KernelRidge(beta, fx_train, None if fx_test is None else fx_test.astype(dtype, copy=False), res.centers,
+                       res)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,12 @@ No neural-tangents API here (that is :mod:`fastntk.predict`) and no spectral dia
 * Kernels larger than RAM: :func:`store_kernels` writes K(x1, x2) block by block into .npy files
   with a manifest of finished blocks, so an interrupted run resumes where it stopped;
   :class:`StoredKernel` is a stored .npy as an operator (row blocks of its memory map).
+* Nyström on M centres, never an N×N matrix (:class:`KernelOperator` blocks against the centres):
+  :func:`falkon` — kernel ridge regression by Falkon's preconditioned CG on the M-dimensional
+  normal equations (Rudi, Carratino & Rosasco 2017; Meanti et al. 2020), exact when every training
+  point is a centre; :func:`gradient_descent_mse_nystrom` — gradient flow with the Nyström kernel at
+  any times from one M×M eigendecomposition; :class:`NystromProducts` — K_NM v, K_NMᵀ w, K_NMᵀ K_NM v
+  by row blocks, K_NM stored in float32 within a memory budget or recomputed.
 
 Conventions (``n = y_train.size``, relative ``diag_reg`` × trace(K)/N, times in units of
 ``learning_rate``) are those of :mod:`fastntk.predict`.
@@ -27,14 +33,16 @@ Conventions (``n = y_train.size``, relative ``diag_reg`` × trace(K)/N, times in
 
 from __future__ import annotations
 
-from .._types import CGResult
+from .._types import CGResult, FalkonResult
 from ._eigen import FactoredEigenbasis, eigh_factored, largest_eigenvalue
 from ._factor import FACTOR_ALTERNATIVES, KernelFactor, flow_factors, in_eigenbasis, step_factors
+from ._falkon import NystromProducts, falkon, gradient_descent_mse_nystrom
 from ._krylov import cg, gradient_descent_mse_expm, solve_regularized
 from ._nystrom import nystrom_preconditioner
 from ._operator import KernelOperator, kernel_operator
 from ._store import StoredKernel, store_kernels
 
-__all__ = ["CGResult", "FACTOR_ALTERNATIVES", "FactoredEigenbasis", "KernelFactor", "KernelOperator", "cg", "eigh_factored",
-           "flow_factors", "gradient_descent_mse_expm", "in_eigenbasis", "kernel_operator", "largest_eigenvalue",
-           "nystrom_preconditioner", "solve_regularized", "step_factors", "StoredKernel", "store_kernels"]
+__all__ = ["FACTOR_ALTERNATIVES", "CGResult", "FactoredEigenbasis", "FalkonResult", "KernelFactor", "KernelOperator",
+           "NystromProducts", "StoredKernel", "cg", "eigh_factored", "falkon", "flow_factors", "gradient_descent_mse_expm",
+           "gradient_descent_mse_nystrom", "in_eigenbasis", "kernel_operator", "largest_eigenvalue",
+           "nystrom_preconditioner", "solve_regularized", "step_factors", "store_kernels"]

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, expm_multiply
+from tqdm.auto import tqdm
 
 from .._types import CGResult
 from .._validation import (check_finite, check_initial, check_integer, check_kernel_or_operator, check_outputs,
@@ -15,12 +16,24 @@ from ._nystrom import nystrom_preconditioner
 __all__ = ["cg", "gradient_descent_mse_expm", "solve_regularized"]
 
 
-def cg(matmat, b, tol=1e-10, maxiter=None, preconditioner=None):
+def cg(matmat, b, tol=1e-10, maxiter=None, preconditioner=None, *, monitor=None, patience=5, progress=False):
     """Preconditioned conjugate gradients on every column of ``b`` (N, M) at once.
 
     ``matmat(V)`` = A V for a symmetric positive definite A; ``preconditioner(V)`` ≈ A⁻¹ V (SPD).
     Stops when ‖b − A x‖ ≤ tol·‖b‖ in every column, or after ``maxiter`` (an int >= 1, default
-    10·N) iterations with a RuntimeWarning. Returns a :class:`CGResult`.
+    10·N) iterations, or (with ``monitor``) when ``monitor`` has not improved for ``patience``
+    iterations. ``monitor(x)`` → float, lower is better (e.g. a validation error), is called on
+    every iterate, x₀ = 0 included; the best iterate by it is returned. Without ``monitor`` the
+    iterate with the smallest largest-column relative residual is returned (the last one when CG
+    converges). ``progress``: a tqdm bar over iterations. Reaching ``maxiter`` above ``tol``
+    (and without an early stop) warns (RuntimeWarning) with the residual of the iterate returned.
+
+    Returns
+    -------
+    CGResult
+        ``solution`` (N, M) the best iterate, ``residual`` (M,) its relative residuals, ``history``
+        (iterations + 1, M) the relative residual of every iterate, ``monitor`` (iterations + 1,)
+        or None, ``best_iteration``, ``converged`` (every column reached ``tol``).
 
     Raises
     ------
@@ -31,44 +44,59 @@ def cg(matmat, b, tol=1e-10, maxiter=None, preconditioner=None):
     check_finite(b, "b")
     tol = check_positive(tol, "tol")
     maxiter = 10 * b.shape[0] if maxiter is None else check_integer(maxiter, "maxiter")
+    patience = check_integer(patience, "patience")
     precond = preconditioner or (lambda v: v)
     x, r = np.zeros_like(b), b.copy()
     z = precond(r)
     if not np.isfinite(z).all():
         raise ValueError("preconditioner returned NaN or inf")
     p, rz, goal = z.copy(), (r * z).sum(0), (tol * np.linalg.norm(b, axis=0)) ** 2
-    rs = (r * r).sum(0)
-    for it in range(maxiter + 1):
-        active = rs > goal
-        if not active.any() or it == maxiter:
-            break
-        ap = matmat(p)
-        p_ap = (p * ap).sum(0)
-        if not np.isfinite(p_ap).all():
-            raise ValueError(f"matmat returned NaN or inf at iteration {it}: the operator is not finite")
-        alpha = np.divide(rz, p_ap, out=np.zeros_like(rz), where=active)
-        x += alpha * p
-        r -= alpha * ap
-        z = precond(r)
-        rz_new, rs = (r * z).sum(0), (r * r).sum(0)
-        if not (np.isfinite(rz_new).all() and np.isfinite(rs).all()):
-            raise ValueError(f"conjugate gradients broke down at iteration {it} (NaN or inf residual): the operator "
-                             "or the preconditioner is not finite, or not positive definite")
-        p = z + np.divide(rz_new, rz, out=np.zeros_like(rz), where=active) * p
-        rz = rz_new
-    if active.any():
-        warnings.warn(f"conjugate gradients stopped after maxiter={maxiter} iterations above tol", RuntimeWarning,
-                      stacklevel=2)
-    norm_b = np.linalg.norm(b, axis=0)
-    return CGResult(x, it, np.sqrt(rs) / np.where(norm_b > 0, norm_b, 1.0))
+    rs, norm_b = (r * r).sum(0), np.linalg.norm(b, axis=0)
+    scale = np.where(norm_b > 0, norm_b, 1.0)
+    history, scores = [np.sqrt(rs) / scale], None if monitor is None else [float(monitor(x))]
+    best, best_x = 0, x.copy()
+    with tqdm(total=maxiter, desc="conjugate gradients", unit="it", disable=not progress) as bar:
+        for it in range(maxiter + 1):
+            active = rs > goal
+            if not active.any() or it == maxiter or (scores is not None and it - best >= patience):
+                break
+            ap = matmat(p)
+            p_ap = (p * ap).sum(0)
+            if not np.isfinite(p_ap).all():
+                raise ValueError(f"matmat returned NaN or inf at iteration {it}: the operator is not finite")
+            alpha = np.divide(rz, p_ap, out=np.zeros_like(rz), where=active)
+            x += alpha * p
+            r -= alpha * ap
+            z = precond(r)
+            rz_new, rs = (r * z).sum(0), (r * r).sum(0)
+            if not (np.isfinite(rz_new).all() and np.isfinite(rs).all()):
+                raise ValueError(f"conjugate gradients broke down at iteration {it} (NaN or inf residual): the "
+                                 "operator or the preconditioner is not finite, or not positive definite")
+            p = z + np.divide(rz_new, rz, out=np.zeros_like(rz), where=active) * p
+            rz = rz_new
+            history.append(np.sqrt(rs) / scale)
+            if scores is not None:
+                scores.append(float(monitor(x)))
+            if (scores[-1] < scores[best]) if scores is not None else history[-1].max() <= history[best].max():
+                best, best_x = it + 1, x.copy()
+            bar.update(1)
+            bar.set_postfix(residual=f"{history[-1].max():.2e}")
+    converged = not active.any()
+    if not converged and it == maxiter and (scores is None or it - best < patience):
+        warnings.warn(f"conjugate gradients stopped after maxiter={maxiter} iterations above tol={tol:g}: relative "
+                      f"residual {history[-1].max():.3g} (largest column); returning the best iterate, iteration "
+                      f"{best}, relative residual {history[best].max():.3g}", RuntimeWarning, stacklevel=2)
+    return CGResult(best_x, it, history[best], np.array(history), None if scores is None else np.array(scores),
+                    best, converged)
 
 
-def solve_regularized(k, reg, b, tol, maxiter, preconditioner, rank, seed):
-    """(K + reg·I)⁻¹ b by (Nyström-preconditioned) CG; the driver of ``kernel_ridge(solver='cg')``."""
+def solve_regularized(k, reg, b, tol, maxiter, preconditioner, rank, seed, progress=False):
+    """(K + reg·I)⁻¹ b by (Nyström-preconditioned) CG, as a :class:`CGResult`; the driver of
+    ``kernel_ridge(solver='cg')``."""
     if preconditioner not in (None, "nystrom"):
         raise ValueError(f"unknown preconditioner {preconditioner!r}; supported: None, 'nystrom'")
     precond = None if preconditioner is None else nystrom_preconditioner(k, reg, rank, seed)
-    return cg(lambda v: k @ v + reg * v, b, tol, maxiter, precond).solution
+    return cg(lambda v: k @ v + reg * v, b, tol, maxiter, precond, progress=progress)
 
 
 def gradient_descent_mse_expm(k_train_train, y_train, t, fx_train_0=0.0, fx_test_0=None, k_test_train=None,

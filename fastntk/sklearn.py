@@ -5,6 +5,12 @@ network (``kernel='ntk'``) or the GP posterior mean (``kernel='nngp'``), trained
 time ``t`` (t = None: to convergence, i.e. kernel ridge regression), from an initial
 output of 0 (the mean over initialisations). ``diag_reg='gcv'`` picks the ridge by
 generalised cross-validation from one eigendecomposition.
+
+``solver='exact'`` (the default) forms the N×N kernel and factors it; ``solver='cg'`` solves the same
+ridge problem by conjugate gradients on a matrix-free :class:`fastntk.solvers.KernelOperator`, and
+``solver='falkon'`` solves Nyström kernel ridge regression on ``n_centers`` training points
+(:func:`fastntk.solvers.falkon`): neither forms an N×N matrix, so they reach N = 10⁵–10⁶. All
+outputs (the one-vs-rest columns of a classifier) go through one solve.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import predict, stax
+from . import predict, solvers, stax
+from ._validation import check_integer
 
 __all__ = ["NTKClassifier", "NTKRegressor"]
 
@@ -26,7 +33,8 @@ GCV_GRID = np.logspace(-8, 1, 37)
 
 class _NTKBase(BaseEstimator):
     def __init__(self, depth=3, activation="relu", W_std=np.sqrt(2), b_std=0.1, parameterization="ntk",
-                 width=512, kernel="ntk", t=None, learning_rate=1.0, diag_reg=1e-6):
+                 width=512, kernel="ntk", t=None, learning_rate=1.0, diag_reg=1e-6, solver="exact", n_centers=1000,
+                 random_state=0):
         self.depth = depth
         self.activation = activation
         self.W_std = W_std
@@ -37,6 +45,9 @@ class _NTKBase(BaseEstimator):
         self.t = t
         self.learning_rate = learning_rate
         self.diag_reg = diag_reg
+        self.solver = solver
+        self.n_centers = n_centers
+        self.random_state = random_state
 
     @property
     def kernel_fn_(self):
@@ -54,6 +65,10 @@ class _NTKBase(BaseEstimator):
             raise ValueError(f"kernel must be 'ntk' or 'nngp'; got {self.kernel!r}")
         if self.t is not None and not (isinstance(self.t, numbers.Real) and self.t >= 0):
             raise ValueError(f"t must be None (trained to convergence) or a time >= 0; got {self.t!r}")
+        if self.solver not in ("exact", "cg", "falkon"):
+            raise ValueError(f"solver must be 'exact', 'cg' or 'falkon'; got {self.solver!r}")
+        if self.solver != "exact":
+            return self._fit_large(X, Y)
         kernel_fn = self._network()[2]
         k = kernel_fn(X, None, self.kernel)
         if isinstance(self.diag_reg, str):
@@ -72,10 +87,34 @@ class _NTKBase(BaseEstimator):
         self.X_fit_ = X
         return self
 
+    def _fit_large(self, X, Y):
+        """solver='cg' or 'falkon': kernel ridge on a KernelOperator of X, no N×N matrix."""
+        if isinstance(self.diag_reg, str) or self.t is not None:
+            what = f"diag_reg={self.diag_reg!r}" if isinstance(self.diag_reg, str) else f"t={self.t!r}"
+            raise ValueError(f"{what} needs solver='exact' (an eigendecomposition of the N×N kernel); "
+                             f"solver={self.solver!r} fits t=None with a numeric diag_reg")
+        self.diag_reg_ = self.diag_reg
+        op = solvers.KernelOperator(self._network()[2], X, get=self.kernel)
+        if self.solver == "cg":
+            pre = "nystrom" if self.diag_reg_ else None
+            res = predict.kernel_ridge(op, Y, self.diag_reg_, solver="cg", preconditioner=pre,
+                                       rank=min(100, X.shape[0]), seed=self.random_state)
+            self.X_fit_ = X
+        else:
+            m = check_integer(self.n_centers, "n_centers")  # at most N: fewer points are all centres
+            res = predict.kernel_ridge(op, Y, self.diag_reg_, solver="falkon", n_centers=min(m, X.shape[0]),
+                                       seed=self.random_state)
+            self.centers_, self.X_fit_ = res.centers, X[res.centers]
+        self.dual_coef_ = res.dual_coef.astype(X.dtype, copy=False)
+        return self
+
     def _decision(self, X):
         check_is_fitted(self, "dual_coef_")
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        return self.kernel_fn_(X, self.X_fit_, self.kernel) @ self.dual_coef_
+        if self.solver == "exact":
+            return self.kernel_fn_(X, self.X_fit_, self.kernel) @ self.dual_coef_
+        op = solvers.KernelOperator(self.kernel_fn_, X, self.X_fit_, get=self.kernel)
+        return (op @ self.dual_coef_.reshape(len(self.X_fit_), -1)).reshape(-1, *self.dual_coef_.shape[1:])
 
 
 class NTKRegressor(RegressorMixin, _NTKBase):
@@ -98,12 +137,24 @@ class NTKRegressor(RegressorMixin, _NTKBase):
         Training time in units of ``learning_rate`` (τ = learning_rate·t); None = ∞.
     learning_rate : float
     diag_reg : float >= 0 or 'gcv'
-        Ridge relative to trace(K)/N, as neural-tangents; 'gcv' picks it on ``GCV_GRID``.
+        Ridge relative to trace(K)/N, as neural-tangents; 'gcv' picks it on ``GCV_GRID``
+        (solver='exact' only).
+    solver : {'exact', 'cg', 'falkon'}
+        'exact': the N×N kernel, factored (any ``t`` and ``diag_reg``). 'cg': conjugate gradients on
+        a matrix-free kernel operator (Nyström-preconditioned when diag_reg > 0), the same ridge
+        solution. 'falkon': Nyström kernel ridge regression on ``n_centers`` training points drawn
+        with ``random_state``. 'cg' and 'falkon' fit t=None with a numeric diag_reg.
+    n_centers : int >= 1
+        M for solver='falkon', at most the N training points (with fewer, every point is a centre:
+        exact kernel ridge regression).
+    random_state : int or numpy.random.Generator
+        Seed of the centres ('falkon') and of the Nyström preconditioner ('cg').
 
     Attributes
     ----------
-    dual_coef_ : ndarray of shape (N,) or (N, O)
-    X_fit_ : ndarray of shape (N, d)
+    dual_coef_ : ndarray of shape (N,) or (N, O); (M,) or (M, O) with solver='falkon'
+    X_fit_ : ndarray of shape (N, d); (M, d), the centres, with solver='falkon'
+    centers_ : ndarray of shape (M,), solver='falkon': the centres' indices among the training points
     diag_reg_ : float
     diag_reg_selection_ : fastntk.predict.DiagRegSelection, when diag_reg='gcv'
     kernel_fn_ : the architecture's kernel_fn

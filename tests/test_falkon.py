@@ -130,17 +130,30 @@ def test_non_convergence_warns_with_the_residual_and_returns_the_best_iterate():
 def test_too_many_centres_are_clipped():
     x, y = _data(50)
     op = solvers.KernelOperator(KERNEL_FN, x)
-    with pytest.warns(RuntimeWarning, match="n_centers=80 exceeds the 50 training points"):
+    with pytest.warns(RuntimeWarning, match="n_centers=80 exceeds the 50 distinct training points"):
         res = solvers.falkon(op, y, 1e-3, n_centers=80)
     assert np.array_equal(res.centers, np.arange(50))
 
 
-def test_singular_centre_kernel_gets_a_jitter():
+def test_duplicate_points_are_one_centre():
+    """Every point twice: the 40 distinct ones are the centres, and the fit is exact kernel ridge regression."""
     x, y = _data(40)
-    x = np.vstack([x, x])  # every point twice: K_MM is singular when both copies are centres
-    op = solvers.KernelOperator(KERNEL_FN, x)
+    x2, y2 = np.vstack([x, x]), np.vstack([y, y + 0.5])
+    op = solvers.KernelOperator(KERNEL_FN, x2)
+    with pytest.warns(RuntimeWarning, match="n_centers=80 exceeds the 40 distinct training points"):
+        res = solvers.falkon(op, y2, 1e-3, n_centers=80, store_dtype=np.float64)
+    assert len(res.centers) == 40 and len(np.unique(x2[res.centers], axis=0)) == 40 and res.jitter == 0
+    k = KERNEL_FN(x2, None, "ntk")
+    exact = k @ np.linalg.solve(k + 1e-3 * np.trace(k) / 80 * np.eye(80), y2)
+    assert_close(res.fitted, exact, 1e-6, "duplicates: the same span of kernel columns")
+
+
+def test_singular_centre_kernel_gets_a_jitter():
+    """Points distinct as floats but equal to the kernel: K_MM is singular, and a jitter is reported."""
+    x, y = _data(40)
+    op = solvers.KernelOperator(lambda a, b, get: np.ones((len(a), len(b))), x)  # a rank-1 kernel
     with pytest.warns(RuntimeWarning, match="K_MM .*jitter"):
-        res = solvers.falkon(op, np.vstack([y, y]), 1e-3, n_centers=80)
+        res = solvers.falkon(op, y, 1e-3, n_centers=10, maxiter=20, tol=1e-6)
     assert res.jitter > 0 and np.isfinite(res.fitted).all()
 
 

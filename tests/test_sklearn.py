@@ -15,7 +15,9 @@ from fastntk import predict, stax
 from fastntk.sklearn import NTKClassifier, NTKRegressor
 
 
-@parametrize_with_checks([NTKRegressor(), NTKClassifier(), NTKRegressor(diag_reg="gcv", kernel="nngp", depth=1)])
+@parametrize_with_checks([NTKRegressor(), NTKClassifier(), NTKRegressor(diag_reg="gcv", kernel="nngp", depth=1),
+                          NTKRegressor(solver="cg", diag_reg=1e-3), NTKRegressor(solver="falkon", n_centers=100),
+                          NTKClassifier(solver="falkon", n_centers=100, depth=2)])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -79,9 +81,32 @@ def test_grid_search_and_pickle(data):
     assert_rounding(est.kernel_fn_(xt, None, "ntk"), search.best_estimator_.kernel_fn_(xt, None, "ntk"), "kernel")
 
 
+@pytest.mark.parametrize("solver", ["cg", "falkon"])
+def test_large_n_solvers_are_kernel_regression(data, solver):
+    """solver='cg' and solver='falkon' with every point a centre give the exact estimator's predictions."""
+    x, y, xt, _ = data
+    exact = NTKRegressor(depth=2, diag_reg=1e-3).fit(x, y)
+    est = NTKRegressor(depth=2, diag_reg=1e-3, solver=solver, n_centers=40).fit(x, y)
+    np.testing.assert_allclose(est.predict(xt), exact.predict(xt), rtol=0, atol=1e-6 * np.abs(exact.predict(xt)).max())
+    if solver == "falkon":
+        assert np.array_equal(est.centers_, np.arange(40)) and est.dual_coef_.shape == (40,)
+
+
+def test_falkon_classifier_on_digits():
+    """One-vs-rest targets of 10 classes through one Falkon solve on 300 of 1257 training points."""
+    x, y = load_digits(return_X_y=True)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.3, random_state=0)
+    clf = make_pipeline(StandardScaler(), NTKClassifier(depth=2, solver="falkon", n_centers=300, diag_reg=1e-3))
+    clf.fit(xtr, ytr)
+    assert clf[-1].dual_coef_.shape == (300, 10)
+    assert clf.score(xte, yte) > 0.93
+
+
 @pytest.mark.parametrize(
     ("params", "match"),
-    [({"kernel": "rbf"}, "kernel must be"), ({"diag_reg": "loo2"}, "diag_reg must be"), ({"t": -1.0}, "t must be"),
+    [({"kernel": "rbf"}, "kernel must be"), ({"solver": "lu"}, "solver must be"),
+     ({"solver": "falkon", "diag_reg": "gcv"}, "diag_reg='gcv' needs solver='exact'"),
+     ({"solver": "cg", "t": 3.0}, "t=3.0 needs solver='exact'"), ({"solver": "falkon", "n_centers": 0}, "n_centers"), ({"diag_reg": "loo2"}, "diag_reg must be"), ({"t": -1.0}, "t must be"),
      ({"activation": "rleu"}, "unknown activation"), ({"depth": -1}, "depth must be")],
 )
 def test_bad_parameters(data, params, match):

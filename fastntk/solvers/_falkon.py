@@ -40,7 +40,7 @@ from .._validation import (available_memory, check_finite, check_initial, check_
 from ._factor import flow_factors
 from ._krylov import cg
 
-__all__ = ["NystromProducts", "budget_bytes", "check_n_centers", "cholesky_jitter", "falkon",
+__all__ = ["NystromProducts", "budget_bytes", "cholesky_jitter", "falkon",
            "gradient_descent_mse_nystrom", "select_centers"]
 
 #: Cap of the default memory budget for a stored K_NM (bytes).
@@ -172,24 +172,43 @@ def select_centers(op, rows, n_centers, sampling, reg, rng):
     R = M points (Alaoui & Mahoney 2015, arXiv:1411.0306; Rudi et al. 2018, arXiv:1810.13258, eq. 5):
     ℓ̃ᵢ = (Kᵢᵢ − K_iJ (K_JJ + (λR/n) I)⁻¹ K_Ji) / λ, one pass of (n, R) kernel blocks; then M points
     drawn without replacement with weights ℓ̃ (Efraimidis & Spirakis 2006: the M least Eᵢ/ℓ̃ᵢ, Eᵢ
-    standard exponential).
+    standard exponential). A point equal to a centre already drawn is skipped (its kernel column is
+    that centre's: it would add nothing but a singular K_MM); with fewer than ``n_centers`` distinct
+    points, all of them are centres (RuntimeWarning).
     """
     pool = np.arange(op.shape[0]) if rows is None else np.asarray(rows)
     n = len(pool)
-    if sampling == "uniform":
-        return np.sort(pool[rng.choice(n, n_centers, replace=False)])
-    sketch = np.sort(pool[rng.choice(n, n_centers, replace=False)])
-    k_jj = np.asarray(op.block(sketch, sketch), dtype=np.float64)
-    chol, _ = cholesky_jitter((k_jj + k_jj.T) / 2 + (reg * n_centers / n) * np.eye(n_centers),
-                              "K_JJ + λR/n·I (the leverage-score sketch)")
-    diag = np.asarray(op.diagonal(), dtype=np.float64)[pool]
-    scores = np.empty(n)
-    for i0, i1, k in NystromProducts(op, rows, sketch, memory_budget=0).blocks():
-        half = sl.solve_triangular(chol, k.T, trans="T", lower=False, check_finite=False)  # T⁻ᵀ K_Ji
-        scores[i0:i1] = (diag[i0:i1] - np.einsum("ji,ji->i", half, half)) / reg
-    scores = np.maximum(scores, np.finfo(np.float64).eps * max(scores.max(), np.finfo(np.float64).tiny))
-    keys = rng.standard_exponential(n) / scores
-    return np.sort(pool[np.argpartition(keys, n_centers - 1)[:n_centers]])
+    order = pool[rng.permutation(n)]
+    if sampling == "leverage":
+        sketch = np.sort(_first_distinct(op.x1, order, n_centers))
+        k_jj = np.asarray(op.block(sketch, sketch), dtype=np.float64)
+        chol, _ = cholesky_jitter((k_jj + k_jj.T) / 2 + (reg * len(sketch) / n) * np.eye(len(sketch)),
+                                  "K_JJ + λR/n·I (the leverage-score sketch)")
+        diag = np.asarray(op.diagonal(), dtype=np.float64)[pool]
+        scores = np.empty(n)
+        for i0, i1, k in NystromProducts(op, rows, sketch, memory_budget=0).blocks():
+            half = sl.solve_triangular(chol, k.T, trans="T", lower=False, check_finite=False)  # T⁻ᵀ K_Ji
+            scores[i0:i1] = (diag[i0:i1] - np.einsum("ji,ji->i", half, half)) / reg
+        scores = np.maximum(scores, np.finfo(np.float64).eps * max(scores.max(), np.finfo(np.float64).tiny))
+        order = pool[np.argsort(rng.standard_exponential(n) / scores, kind="stable")]
+    centers = _first_distinct(op.x1, order, n_centers)
+    if len(centers) < n_centers:
+        warnings.warn(f"n_centers={n_centers} exceeds the {len(centers)} distinct training points; using "
+                      f"n_centers={len(centers)}", RuntimeWarning, stacklevel=3)
+    return np.sort(centers)
+
+
+def _first_distinct(x, order, m):
+    """The first m indices of ``order`` whose rows of x differ (all of them if fewer differ), int64."""
+    seen, out = set(), []
+    for i in order:
+        key = (np.asarray(x[i]) + 0.0).tobytes()  # + 0.0: −0.0 and 0.0 are one point
+        if key not in seen:
+            seen.add(key)
+            out.append(i)
+            if len(out) == m:
+                break
+    return np.array(out, dtype=np.int64)
 
 
 def _split(n, validation, rng):
@@ -227,15 +246,6 @@ def _ridge(op, diag_reg, absolute):
     return diag_reg * float(diag.mean())
 
 
-def check_n_centers(n_centers, n):
-    """n_centers as an int >= 1, clipped to n with a RuntimeWarning."""
-    n_centers = check_integer(n_centers, "n_centers")
-    if n_centers > n:
-        warnings.warn(f"n_centers={n_centers} exceeds the {n} training points; using n_centers={n}",
-                      RuntimeWarning, stacklevel=3)
-    return min(n_centers, n)
-
-
 def falkon(op, y, diag_reg=0.0, diag_reg_absolute_scale=False, n_centers=1000, *, sampling="uniform", seed=0,
            tol=1e-10, maxiter=100, validation=None, patience=5, memory_budget=None, store_dtype=np.float32,
            products=None, progress=False):
@@ -252,7 +262,7 @@ def falkon(op, y, diag_reg=0.0, diag_reg_absolute_scale=False, n_centers=1000, *
         λ of the objective (module docstring): relative (× trace(K)/N, trace from ``op.diagonal()``)
         unless ``diag_reg_absolute_scale``, as :func:`fastntk.predict.kernel_ridge`.
     n_centers : int >= 1
-        M; more than the training points is clipped (RuntimeWarning). Memory O(M²) for T and A,
+        M; more than the distinct training points is clipped (RuntimeWarning). Memory O(M²) for T and A,
         O(N·M) when K_NM is stored.
     sampling : {'uniform', 'leverage'}, keyword-only
         How the centres are drawn, without replacement (:func:`select_centers`); 'leverage' needs λ > 0.
@@ -303,8 +313,8 @@ def falkon(op, y, diag_reg=0.0, diag_reg_absolute_scale=False, n_centers=1000, *
     rng = _rng(seed)
     train, val = _split(n_all, validation, rng)
     n = n_all if train is None else len(train)
-    m = check_n_centers(n_centers, n)
-    centers = select_centers(op, train, m, sampling, reg, rng)
+    centers = select_centers(op, train, check_integer(n_centers, "n_centers"), sampling, reg, rng)
+    m = len(centers)
     budget = budget_bytes(memory_budget)
     if products is None:
         products = functools.partial(NystromProducts, store_dtype=store_dtype, progress=progress)
@@ -354,7 +364,7 @@ def gradient_descent_mse_nystrom(k_train_train, y_train, n_centers, learning_rat
         Targets; ``n = y_train.size`` normalises the loss 1/(2n) Σ (f − y)², as
         :func:`fastntk.predict.gradient_descent_mse`.
     n_centers : int >= 1
-        M (clipped to N with a RuntimeWarning).
+        M (clipped to the distinct training points with a RuntimeWarning).
     learning_rate : float > 0
         η; times are in its units (τ = η·t).
     diag_reg : float >= 0
@@ -406,7 +416,7 @@ def gradient_descent_mse_nystrom(k_train_train, y_train, n_centers, learning_rat
     if sampling == "leverage" and reg == 0:
         raise ValueError("sampling='leverage' needs diag_reg > 0 (ridge leverage scores of K (K + λI)⁻¹)")
     rng = _rng(seed)
-    centers = select_centers(op, None, check_n_centers(n_centers, n_tr), sampling, reg, rng)
+    centers = select_centers(op, None, check_integer(n_centers, "n_centers"), sampling, reg, rng)
     prods = NystromProducts(op, None, centers, memory_budget, store_dtype, progress)
     k_mm = np.asarray(op.block(centers, centers), dtype=np.float64)
     t_chol, _ = cholesky_jitter((k_mm + k_mm.T) / 2, "K_MM (the kernel of the centres)")

@@ -3,8 +3,11 @@
 ``fastntk fit``: kernel regression with the NTK (or NNGP) of an infinitely wide network on a
 data file or a built-in dataset: standardise, build the kernels, pick the ridge, fit, and
 report test accuracy/MSE beside an RBF kernel-ridge baseline, with predictions, a JSON
-report and plots. ``fastntk kernel``: the NNGP/NTK alone, streamed block by block to .npy
-files with bounded memory; rerun after an interruption, it resumes.
+report and plots. Above :data:`AUTO_EXACT_MAX_N` training points (or when the exact solver's
+N×N arrays would not fit in memory) ``--solver auto`` picks Falkon (Nyström kernel ridge
+regression on ``--centers`` points, no N×N matrix) and says so. ``fastntk kernel``: the NNGP/NTK
+alone, streamed block by block to .npy files with bounded memory; rerun after an interruption,
+it resumes.
 """
 
 from __future__ import annotations
@@ -187,6 +190,28 @@ def _split(x, y, task, test_size, seed):
     return train_test_split(x, y, test_size=test_size, random_state=seed, stratify=stratify)
 
 
+#: Largest training set ``--solver auto`` fits exactly: the exact path holds about
+#: ``EXACT_ARRAYS`` N×N float64 arrays (NNGP, NTK, the RBF baseline, the factorizations), 19 GB
+#: at N = 20,000; above, or when they would not fit in the available memory, Falkon.
+AUTO_EXACT_MAX_N = 20_000
+EXACT_ARRAYS = 6
+
+
+def _choose_solver(solver, n):
+    """(solver, why) for --solver and N training points; ``why`` says what 'auto' saw."""
+    if solver != "auto":
+        return solver, f"--solver {solver}"
+    from ._validation import available_memory
+
+    need, avail = EXACT_ARRAYS * 8 * n**2, available_memory()
+    if n > AUTO_EXACT_MAX_N:
+        return "falkon", f"auto: N={n} training points > {AUTO_EXACT_MAX_N}"
+    if avail is not None and need > avail:
+        return "falkon", (f"auto: the exact solver's {EXACT_ARRAYS} N×N float64 arrays need {need / 2**30:.3g} GiB, "
+                          f"{avail / 2**30:.3g} GiB available")
+    return "exact", f"auto: N={n} training points ≤ {AUTO_EXACT_MAX_N}"
+
+
 def cmd_fit(args):
     x, y, name = load_data(args.data, args.target)
     if y is None:
@@ -196,34 +221,49 @@ def cmd_fit(args):
     xtr, xte = standardize(xtr), standardize(xte, fit=xtr)
     if not np.isfinite(xte).all():
         raise CLIError(f"--data: test rows of {args.data} lie too far outside the training range to standardise")
+    if not 0 <= args.validation < 1:
+        raise CLIError(f"--validation must be in [0, 1); got {args.validation}")
+    if args.centers < 1:
+        raise CLIError(f"--centers must be >= 1; got {args.centers}")
+    solver, why = _choose_solver(args.solver, len(xtr))
+    if solver == "cg" and args.t is not None:
+        raise CLIError("--t (a finite training time) needs --solver exact or falkon")
+    print(f"solver: {solver} ({why})")
     classes = np.unique(ytr) if task == "classification" else None
-    fit = _fit(args, xtr, xte, _targets_of(ytr, task, classes))
+    y_train = _targets_of(ytr, task, classes)
+    fit = _fit(args, xtr, xte, y_train) if solver == "exact" else _fit_large(args, xtr, xte, y_train, solver)
     other = "nngp" if args.kernel == "ntk" else "ntk"
     report = {
         "data": name, "task": task, "target": args.target, "n_train": len(xtr), "n_test": len(xte), "d": x.shape[1],
         "network": {"depth": args.depth, "activation": args.activation, "W_std": args.W_std, "b_std": args.b_std,
                     "parameterization": args.parameterization, "width": args.width},
-        "kernel": args.kernel, "t": args.t, "diag_reg": fit["reg"], "kernel_seconds": fit["kernel_seconds"],
+        "kernel": args.kernel, "t": args.t, "diag_reg": fit["reg"], "solver": {**fit["solver"], "choice": why},
+        "kernel_seconds": fit["kernel_seconds"],
         "test": _score(task, yte, fit["f_t"], classes),
         "test_t_infinity": _score(task, yte, fit["f_inf"], classes),
-        f"test_{other}": _score(task, yte, fit["f_other"], classes),
-        "test_rbf_kernel_ridge": _score(task, yte, fit["f_rbf"], classes),
-        "spectrum": fit["spectrum"],
     }
+    if solver == "exact":
+        report[f"test_{other}"] = _score(task, yte, fit["f_other"], classes)
+        report["test_rbf_kernel_ridge"] = _score(task, yte, fit["f_rbf"], classes)
+        report["spectrum"] = fit["spectrum"]
     if classes is not None:
         report["classes"] = [c.item() for c in classes]
     if fit["sel"] is not None:
-        report["gcv"] = {"diag_regs": fit["sel"].diag_regs.tolist(), "gcv": fit["sel"].gcv.tolist()}
+        report["gcv"] = {"diag_regs": fit["sel"].diag_regs.tolist(), "gcv": fit["sel"].gcv.tolist(),
+                         "n_points": fit["gcv_points"]}
     text = _json_text(report)  # before anything is written: no report with NaN in it
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     pred = classes[np.argmax(fit["f_t"], axis=1)] if task == "classification" else fit["f_t"][:, 0]
     _write_predictions(out_dir / "predictions.csv", yte, pred)
     (out_dir / "report.json").write_text(text)
-    yte_m = _targets_of(yte, task, classes)
-    loss = lambda f, yy: 0.5 * np.mean((f - yy) ** 2, axis=(-2, -1))  # noqa: E731
-    _plots(out_dir, fit["eigenvalues"], fit["times"], loss(fit["ftr_t"], fit["y_train"]), loss(fit["fte_t"], yte_m),
-           loss(fit["f_inf"], yte_m), args.kernel)
+    if solver == "exact":
+        yte_m = _targets_of(yte, task, classes)
+        loss = lambda f, yy: 0.5 * np.mean((f - yy) ** 2, axis=(-2, -1))  # noqa: E731
+        _plots(out_dir, fit["eigenvalues"], fit["times"], loss(fit["ftr_t"], fit["y_train"]),
+               loss(fit["fte_t"], yte_m), loss(fit["f_inf"], yte_m), args.kernel)
+    else:
+        _convergence_plot(out_dir, fit["solver"], args.kernel)
     _print_fit(args, report, name, task, other, out_dir)
     return 0
 
@@ -253,8 +293,83 @@ def _fit(args, xtr, xte, y_train):
     spectrum = {"lambda_max": s.lambda_max, "lambda_min": s.lambda_min, "effective_rank": s.effective_rank,
                 "condition_number": s.condition_number if np.isfinite(s.condition_number) else None}  # None: λ_min 0
     return {"f_t": f_t, "f_inf": f_inf, "f_other": f_other, "f_rbf": f_rbf, "reg": reg, "sel": sel,
-            "kernel_seconds": kernel_seconds, "spectrum": spectrum, "eigenvalues": s.eigenvalues, "times": times,
-            "ftr_t": ftr_t, "fte_t": fte_t, "y_train": y_train}
+            "gcv_points": len(xtr), "kernel_seconds": kernel_seconds, "spectrum": spectrum,
+            "eigenvalues": s.eigenvalues, "times": times, "ftr_t": ftr_t, "fte_t": fte_t, "y_train": y_train,
+            "solver": {"name": "exact"}}
+
+
+#: Training points GCV picks the ridge on for the solvers without an eigendecomposition (cg, falkon).
+GCV_SUBSET = 2000
+
+
+def _fit_large(args, xtr, xte, y_train, solver):
+    """Test outputs of kernel ridge by 'cg' or 'falkon' on kernel operators: no N×N matrix.
+
+    ``--diag-reg gcv`` picks the ridge by GCV on a random subset of GCV_SUBSET training points
+    (one GCV_SUBSET² eigendecomposition). The NNGP/NTK and RBF baselines of the exact path, and
+    its spectrum and loss curves, are skipped.
+    """
+    from . import predict, solvers, stax
+
+    _, _, kernel_fn = stax.fc_network(args.depth, args.activation, args.W_std, args.b_std, args.parameterization,
+                                      args.width)
+    start = time.perf_counter()
+    op = solvers.KernelOperator(kernel_fn, xtr, get=args.kernel)
+    op_test = solvers.KernelOperator(kernel_fn, xte, xtr, get=args.kernel)
+    reg, sel, n_gcv = args.diag_reg, None, None
+    if reg == "gcv":
+        pick = np.sort(np.random.default_rng(args.seed).permutation(len(xtr))[:GCV_SUBSET])
+        n_gcv = len(pick)
+        sel = predict.select_diag_reg(op.block(pick, pick), y_train[pick], np.logspace(-8, 1, 37))
+        reg = float(sel.diag_reg)
+    kw = {"k_test_train": op_test, "maxiter": args.maxiter, "seed": args.seed, "progress": not args.quiet}
+    if solver == "falkon":
+        res = predict.kernel_ridge(op, y_train, reg, solver="falkon", n_centers=args.centers, sampling=args.sampling,
+                                   validation=args.validation or None, **kw)
+        sol = res.solution
+        info = {"name": "falkon", "centers": len(res.centers), "sampling": args.sampling,
+                "validation_rows": 0 if sol.validation_rows is None else len(sol.validation_rows),
+                "iterations": sol.iterations, "best_iteration": sol.best_iteration, "converged": bool(sol.converged),
+                "residuals": sol.residual.max(axis=1).tolist(),
+                "validation_mse": None if sol.validation is None else sol.validation.tolist()}
+    else:
+        res = predict.kernel_ridge(op, y_train, reg, solver="cg", preconditioner="nystrom" if reg else None,
+                                   rank=min(200, len(xtr)), **kw)
+        sol = res.solution
+        info = {"name": "cg", "iterations": sol.iterations, "best_iteration": sol.best_iteration,
+                "converged": bool(sol.converged), "residuals": sol.history.max(axis=1).tolist()}
+    f_inf, f_t = res.fx_test, res.fx_test
+    if args.t is not None:  # falkon: gradient flow with the Nyström kernel of the same number of centres
+        flow = predict.gradient_descent_mse_nystrom(op, y_train, args.centers, args.learning_rate, reg,
+                                                    sampling=args.sampling, seed=args.seed, progress=not args.quiet)
+        f_t = flow(args.t, None, 0.0, op_test)
+        info["dynamics"] = {"method": "gradient flow with the Nyström kernel", "centers": len(flow.centers)}
+    seconds = round(time.perf_counter() - start, 3)
+    return {"f_t": f_t, "f_inf": f_inf, "reg": reg, "sel": sel, "gcv_points": n_gcv, "kernel_seconds": None,
+            "solver": {**info, "seconds": seconds}}  # kernel blocks are computed inside the solve
+
+
+def _convergence_plot(out_dir, info, kernel):
+    """convergence.png: relative residual (and validation MSE) per iteration, where there is no spectrum."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    its = np.arange(len(info["residuals"]))
+    ax.semilogy(its, np.maximum(info["residuals"], np.finfo(float).tiny), label="relative residual")
+    ax.set(xlabel="iteration", ylabel="relative residual", title=f"{info['name']} on the {kernel.upper()} (train)")
+    if info.get("validation_mse") is not None:
+        other = ax.twinx()
+        other.semilogy(its, info["validation_mse"], color="C1", label="validation MSE")
+        other.axvline(info["best_iteration"], color="gray", ls="--")
+        other.set(ylabel="validation MSE")
+        other.legend(loc="upper right")
+    ax.legend(loc="upper left" if info.get("validation_mse") is None else "lower left")
+    fig.tight_layout()
+    fig.savefig(out_dir / "convergence.png", dpi=120)
+    plt.close(fig)
 
 
 def _json_text(report):
@@ -288,12 +403,19 @@ def _write_predictions(path, y_true, y_pred):
 
 def _print_fit(args, report, name, task, other, out_dir):
     metric = "accuracy" if task == "classification" else "mse"
+    info = report["solver"]
     print(f"{name}: {task}, {report['n_train']} train / {report['n_test']} test, d={report['d']}; "
-          f"{args.activation} depth {args.depth}, diag_reg={report['diag_reg']:.3g}")
-    for label, key in ((f"{args.kernel.upper()} (t={args.t})", "test"), (f"{other.upper()}", f"test_{other}"),
-                       ("RBF kernel ridge", "test_rbf_kernel_ridge")):
+          f"{args.activation} depth {args.depth}, diag_reg={report['diag_reg']:.3g}, solver {info['name']}")
+    if info["name"] != "exact":
+        extra = f"{info['centers']} centres, " if info["name"] == "falkon" else ""
+        print(f"  {extra}{info['iterations']} iterations (best {info['best_iteration']}), relative residual "
+              f"{info['residuals'][info['best_iteration']]:.2e}, {info['seconds']:.1f} s")
+    rows = [(f"{args.kernel.upper()} (t={args.t})", "test"), (f"{other.upper()}", f"test_{other}"),
+            ("RBF kernel ridge", "test_rbf_kernel_ridge")]
+    for label, key in rows if info["name"] == "exact" else rows[:1]:
         print(f"  test {metric:8s} {report[key][metric]:.4f}  {label}")
-    print(f"  wrote {out_dir}/report.json, predictions.csv, spectrum.png, loss.png")
+    plots = "spectrum.png, loss.png" if info["name"] == "exact" else "convergence.png"
+    print(f"  wrote {out_dir}/report.json, predictions.csv, {plots}")
 
 
 def make_parser():
@@ -326,6 +448,15 @@ def make_parser():
     p.add_argument("--t", type=_number, default=None, help="training time (default: infinity)")
     p.add_argument("--learning-rate", type=_number, default=1.0)
     p.add_argument("--diag-reg", type=_diag_reg, default="gcv", help="'gcv' (default) or a value >= 0")
+    p.add_argument("--solver", choices=("auto", "exact", "cg", "falkon"), default="auto",
+                   help=f"auto (default): exact up to {AUTO_EXACT_MAX_N} training points and while its "
+                        f"{EXACT_ARRAYS} N×N float64 arrays fit in memory, else falkon; cg and falkon form no N×N")
+    p.add_argument("--centers", type=int, default=2000, help="Nyström centres M of --solver falkon (default 2000)")
+    p.add_argument("--sampling", choices=("uniform", "leverage"), default="uniform",
+                   help="how falkon draws its centres (default uniform)")
+    p.add_argument("--validation", type=float, default=0.1,
+                   help="fraction of the training rows falkon holds out for early stopping (default 0.1; 0: none)")
+    p.add_argument("--maxiter", type=int, default=None, help="iteration cap of cg/falkon (default 10·N / 100)")
     p.add_argument("--out", default="fastntk-fit", help="output folder (default ./fastntk-fit)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_fit)

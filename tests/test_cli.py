@@ -465,3 +465,74 @@ def test_kernel_killed_then_rerun_gives_the_bits_of_one_run(tmp_path, capsys):
     assert f"resumed: {done} of 741 blocks were already done, {741 - done} computed now" in out
     assert run(_kernel_args(tmp_path / "x.npy", tmp_path / "whole", "--get", "ntk"), capsys)[0] == 0
     np.testing.assert_array_equal(np.load(tmp_path / "part" / "ntk.npy"), np.load(tmp_path / "whole" / "ntk.npy"))
+
+
+def test_fit_falkon_reports_iterations_and_plots_convergence(tmp_path, capsys):
+    code, out, _ = run(["fit", "--data", "digits", "--solver", "falkon", "--centers", "300", "--diag-reg", "1e-3",
+                        "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0
+    assert "solver: falkon (--solver falkon)" in out and "300 centres" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    info = report["solver"]
+    assert info["name"] == "falkon" and info["centers"] == 300 and info["validation_rows"] == 144
+    assert len(info["residuals"]) == len(info["validation_mse"]) == info["iterations"] + 1
+    assert info["validation_mse"][info["best_iteration"]] == min(info["validation_mse"])
+    assert report["test"]["accuracy"] > 0.95
+    assert (tmp_path / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "spectrum.png").exists()
+
+
+def test_fit_cg_with_gcv_on_a_subset(tmp_path, capsys):
+    code, out, _ = run(["fit", "--data", "diabetes", "--solver", "cg", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["solver"]["name"] == "cg" and report["solver"]["converged"]
+    assert report["gcv"]["n_points"] == report["n_train"] == 353
+    exact = run(["fit", "--data", "diabetes", "--solver", "exact", "--out", str(tmp_path / "e"), "--quiet"], capsys)
+    assert exact[0] == 0
+    report_exact = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["diag_reg"] == pytest.approx(report_exact["diag_reg"], rel=1e-12)
+    assert report["test"]["mse"] == pytest.approx(report_exact["test"]["mse"], rel=1e-6)
+
+
+def test_fit_falkon_at_finite_time_uses_nystrom_dynamics(tmp_path, capsys):
+    code, _, _ = run(["fit", "--data", "diabetes", "--solver", "falkon", "--centers", "100", "--t", "100",
+                      "--diag-reg", "1e-3", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["solver"]["dynamics"]["centers"] == 100
+    assert report["test"]["mse"] != report["test_t_infinity"]["mse"]
+
+
+def test_fit_auto_picks_falkon_above_its_threshold(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "AUTO_EXACT_MAX_N", 100)
+    code, out, _ = run(["fit", "--data", "iris", "--centers", "50", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0
+    assert "solver: falkon (auto: N=120 training points > 100)" in out
+    assert json.loads((tmp_path / "report.json").read_text())["solver"]["choice"].startswith("auto: N=120")
+
+
+def test_fit_auto_picks_falkon_when_the_exact_arrays_do_not_fit(tmp_path, capsys, monkeypatch):
+    from fastntk import _validation
+
+    monkeypatch.setattr(_validation, "available_memory", lambda: 3 * 10**5)  # < 6 × 120² × 8 bytes
+    code, out, _ = run(["fit", "--data", "iris", "--centers", "50", "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0
+    assert "solver: falkon (auto: the exact solver's 6 N×N float64 arrays need 0.000644 GiB, 0.000279 GiB available)" in out
+    monkeypatch.undo()
+    code, out, _ = run(["fit", "--data", "iris", "--out", str(tmp_path / "e"), "--quiet"], capsys)
+    assert "solver: exact (auto: N=120 training points ≤ 20000)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--solver", "cg", "--t", "5"], "--t (a finite training time) needs --solver exact or falkon"),
+     (["--solver", "falkon", "--validation", "1.5"], "--validation must be in [0, 1)"),
+     (["--solver", "falkon", "--centers", "0"], "--centers must be >= 1"),
+     (["--solver", "falkon", "--maxiter", "0"], "maxiter must be an integer >= 1")],
+)
+def test_fit_large_n_bad_input_is_one_line(tmp_path, capsys, args, message):
+    code, _, err = run(["fit", "--data", "iris", *args, "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1

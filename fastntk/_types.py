@@ -167,9 +167,9 @@ class FalkonResult(NamedTuple):
     ``centers`` (M,) int64, ascending: indices of the centres among the N training points.
     ``coefficients`` β (M, O) float64: the fit is f(x) = K(x, x_centers) β.
     ``fitted`` (N, O) float64: K(x_i, x_centers) β at every training point (validation rows included).
-    ``residual`` (iterations + 1, O): the relative residual of the preconditioned M-dimensional system
-    at every iterate (the first is 1). ``validation`` (iterations + 1,) or None: the validation MSE of
-    every iterate. ``iterations`` run, ``best_iteration`` (the iterate returned: least residual, or
+    ``residual_history`` (iterations + 1, O): the relative residual of the preconditioned M-dimensional
+    system at every iterate (the first is 1). ``validation_history`` (iterations + 1,) or None: the
+    validation MSE of every iterate. ``iterations`` run, ``best_iteration`` (the iterate returned: least residual, or
     least validation error), ``converged`` (every output reached tol). ``diag_reg``: the absolute ridge
     λ of the objective. ``jitter``: added to K_MM's diagonal for its Cholesky (0.0 if none needed).
     ``validation_rows`` (N_val,) int64 or None: the held-out training points.
@@ -178,8 +178,8 @@ class FalkonResult(NamedTuple):
     centers: np.ndarray
     coefficients: np.ndarray
     fitted: np.ndarray
-    residual: np.ndarray
-    validation: np.ndarray | None
+    residual_history: np.ndarray
+    validation_history: np.ndarray | None
     iterations: int
     best_iteration: int
     converged: bool

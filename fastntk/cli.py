@@ -330,8 +330,8 @@ def _fit_large(args, xtr, xte, y_train, solver):
         info = {"name": "falkon", "centers": len(res.centers), "sampling": args.sampling,
                 "validation_rows": 0 if sol.validation_rows is None else len(sol.validation_rows),
                 "iterations": sol.iterations, "best_iteration": sol.best_iteration, "converged": bool(sol.converged),
-                "residuals": sol.residual.max(axis=1).tolist(),
-                "validation_mse": None if sol.validation is None else sol.validation.tolist()}
+                "residuals": sol.residual_history.max(axis=1).tolist(),
+                "validation_mse": None if sol.validation_history is None else sol.validation_history.tolist()}
     else:
         res = predict.kernel_ridge(op, y_train, reg, solver="cg", preconditioner="nystrom" if reg else None,
                                    rank=min(200, len(xtr)), **kw)

@@ -107,13 +107,13 @@ def test_early_stopping_keeps_the_best_validated_iterate():
     x, y = _data(400, seed=1)
     op = solvers.KernelOperator(KERNEL_FN, x)
     res = solvers.falkon(op, y, 0.0, n_centers=100, validation=0.25, patience=3, tol=1e-14, maxiter=200)
-    assert len(res.validation_rows) == 100 and len(res.validation) == res.iterations + 1
-    assert res.residual.shape == (res.iterations + 1, 2)
-    assert res.validation[res.best_iteration] == res.validation.min()
+    assert len(res.validation_rows) == 100 and len(res.validation_history) == res.iterations + 1
+    assert res.residual_history.shape == (res.iterations + 1, 2)
+    assert res.validation_history[res.best_iteration] == res.validation_history.min()
     assert res.iterations - res.best_iteration == 3  # stopped by patience, not by maxiter
     prods = solvers.NystromProducts(op, res.validation_rows, res.centers)
     mse = np.mean((prods.matmat(res.coefficients) - y[res.validation_rows]) ** 2)
-    assert mse == pytest.approx(res.validation.min(), rel=1e-12)
+    assert mse == pytest.approx(res.validation_history.min(), rel=1e-12)
     assert not np.isin(res.centers, res.validation_rows).any()
 
 
@@ -123,8 +123,8 @@ def test_non_convergence_warns_with_the_residual_and_returns_the_best_iterate():
     with pytest.warns(RuntimeWarning, match=r"maxiter=2 .*relative residual [0-9.e-]+.*best iterate"):
         res = solvers.falkon(op, y, 1e-6, n_centers=100, maxiter=2, tol=1e-12)
     assert not res.converged and res.iterations == 2
-    best = res.residual[res.best_iteration].max()
-    assert best == res.residual.max(axis=1).min()
+    best = res.residual_history[res.best_iteration].max()
+    assert best == res.residual_history.max(axis=1).min()
 
 
 def test_too_many_centres_are_clipped():
@@ -242,7 +242,7 @@ def test_nystrom_limit_is_falkon():
      ({"seed": "a"}, TypeError, "seed"),
      ({"y": np.ones((29, 2))}, ValueError, "y_train must have 30 rows"),
      ({"y": np.full((30, 2), np.nan)}, ValueError, "y_train contains NaN"),
-     ({"op": np.eye(30)}, TypeError, "op must be a symmetric KernelOperator")],
+     ({"op": np.eye(30)}, TypeError, "k_train_train must be a symmetric KernelOperator")],
 )
 def test_falkon_bad_input_names_the_argument(kwargs, error, match):
     x, y = _data(30)
@@ -276,9 +276,9 @@ def test_products_match_dense_blocks():
     rows, centers = np.arange(3, 90, 2), np.array([0, 5, 17, 40])
     knm = k[np.ix_(rows, centers)]
     v, w = np.ones((4, 3)), np.arange(len(rows) * 2.0).reshape(-1, 2)
-    for budget in (0, None):
+    for budget, stored in ((0, 0), (22 * 4 * 8, 21), (None, len(rows))):  # 22 rows fit: 3 blocks of 7
         prods = _falkon.NystromProducts(op, rows, centers, memory_budget=budget, store_dtype=np.float64)
-        assert prods.nbytes == (0 if budget == 0 else knm.nbytes)
+        assert prods.nbytes == stored * 4 * 8
         assert_close(prods.matmat(v), knm @ v, 1e-13, "matmat")
         assert_close(prods.rmatmat(w), knm.T @ w, 1e-13, "rmatmat")
         assert_close(prods.normal(v), knm.T @ knm @ v, 1e-13, "normal")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import pickle
 
 import numpy as np
 import pytest
@@ -253,6 +254,16 @@ def test_kernel_ridge_solvers_agree():
     op = predict.kernel_ridge(aslinearoperator(k), y[:, 0], reg, True, fx_train_0=f0[:, 0], solver="cg")
     assert op.dual_coef.shape == (60,)
     assert_close(op.dual_coef, alpha[:, 0], 1e-8, "LinearOperator")
+
+
+def test_kernel_ridge_result_is_still_a_triple():
+    k, ktd, y, _ = _problem()
+    ridge = predict.kernel_ridge(k, y, 1e-3, k_test_train=ktd)
+    alpha, fx_train, fx_test = ridge
+    assert ridge.centers is None and ridge.solution is None and len(ridge) == 3
+    again = pickle.loads(pickle.dumps(predict.kernel_ridge(k, y, 1e-3, solver="cg")))
+    assert again.solution.converged and len(again) == 3
+    assert_close(again.dual_coef, alpha, 1e-8, "cg after pickling")
 
 
 def test_kernel_ridge_indefinite_falls_back():

@@ -78,9 +78,35 @@ def test_nystrom_preconditioner_cuts_iterations():
 
 def test_cg_warns_at_maxiter():
     k, _, y, _, _ = _problem(n=100)
-    with pytest.warns(RuntimeWarning, match="maxiter=3"):
+    with pytest.warns(RuntimeWarning, match=r"maxiter=3 iterations above tol=1e-12: relative residual [0-9.e-]+ "
+                                            r"\(largest column\); returning the best iterate, iteration [0-3]"):
         res = solvers.cg(lambda v: k @ v, y, 1e-12, maxiter=3)
-    assert res.iterations == 3 and (res.residual > 1e-12).all()
+    assert res.iterations == 3 and (res.residual > 1e-12).all() and not res.converged
+    assert res.history.shape == (4, 2) and np.array_equal(res.residual, res.history[res.best_iteration])
+    assert res.history[res.best_iteration].max() == res.history.max(axis=1).min()
+    x, _, _ = res  # still the (solution, iterations, residual) triple
+    assert x is res.solution
+
+
+def test_cg_returns_the_best_iterate_of_a_monitor_and_stops_early():
+    k, _, y, _, _ = _problem(n=100)
+    target = np.linalg.solve(k + np.eye(100), y) * 0.5  # the iterates pass near it, then leave
+    res = solvers.cg(lambda v: k @ v + v, y, 1e-14, maxiter=80, monitor=lambda x: float(np.abs(x - target).max()),
+                     patience=4)
+    assert res.monitor.shape == (res.iterations + 1,) and res.monitor[res.best_iteration] == res.monitor.min()
+    assert res.iterations - res.best_iteration == 4 and not res.converged
+    assert np.abs(res.solution - target).max() == res.monitor.min()
+
+
+def test_cg_on_a_kernel_operator_with_relative_diag_reg():
+    _, _, y, _, x = _problem(n=60, n_test=0)
+    kernel_fn = stax.serial(stax.Dense(64, 1.5, 0.1), stax.Relu(), stax.Dense(1, 1.5, 0.1))[2]
+    op, k = solvers.kernel_operator(kernel_fn, x, "ntk", block_size=9), kernel_fn(x, None, "ntk")
+    ridge = predict.kernel_ridge(op, y, 1e-2, solver="cg")  # trace(K)/N from the operator's diagonal
+    assert_close(ridge.dual_coef, predict.kernel_ridge(k, y, 1e-2).dual_coef, 1e-8, "relative diag_reg")
+    assert ridge.solution.converged and ridge.centers is None
+    with pytest.raises(ValueError, match="has no diagonal"):
+        predict.kernel_ridge(aslinearoperator(k), y, 1e-2, solver="cg")
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 300, 600])

@@ -20,7 +20,7 @@ and then the penalty is λ βᵀ (K_MM + jI) β, which the warning reports). Wit
 preconditioner is exact: one iteration.
 
 K_NM enters only through products, block by block (:class:`NystromProducts`): stored once in
-float32 when it fits a memory budget, recomputed from the kernel at every iteration otherwise.
+float32 as far as it fits a memory budget, the rest recomputed from the kernel at every iteration.
 """
 
 from __future__ import annotations
@@ -66,48 +66,48 @@ class NystromProducts:
     centers : ndarray of int, shape (M,)
         Columns of ``op`` (for a symmetric operator: the centres among the training points).
     memory_budget : int >= 0 or None
-        Bytes K_NM may take when stored (:func:`budget_bytes`; None: the default). K_NM is stored
-        (one pass of blocks now) when N·M·itemsize fits, else recomputed block by block per product.
+        Bytes the stored part of K_NM may take (:func:`budget_bytes`; None: the default). The
+        leading row blocks that fit are computed once, now, and stored; the others are recomputed
+        in every product (all of K_NM is stored when N·M·itemsize fits).
     store_dtype : np.float32 or np.float64
         Of the stored K_NM (float32 halves its memory; entries then carry float32 rounding).
     progress : bool
         A tqdm bar over the rows while K_NM is stored.
 
-    Every product is computed in float64, one block of about 32 MiB (``_tiles.BLOCK_BYTES``) at a
-    time: ``matmat(v)`` = K_NM v, ``rmatmat(w)`` = K_NMᵀ w, ``normal(v)`` = K_NMᵀ K_NM v (one pass
-    over the blocks), ``gram()`` = K_NMᵀ K_NM. Each recomputing product costs one pass of kernel
-    blocks, O(N·M) entries; a stored one only reads them.
+    Every product is computed in float64, one block of ``op.block_size`` rows (None: about 32 MiB,
+    ``_tiles.BLOCK_BYTES``) at a time: ``matmat(v)`` = K_NM v, ``rmatmat(w)`` = K_NMᵀ w, ``normal(v)`` = K_NMᵀ K_NM v (one pass
+    over the blocks), ``gram()`` = K_NMᵀ K_NM. A product computes the kernel entries of the rows
+    not stored, O(N·M) when none is, and only reads the stored ones.
     """
 
     def __init__(self, op, rows, centers, memory_budget=None, store_dtype=np.float32, progress=False):
         self.op, self.rows, self.centers = op, rows, centers
         n = op.shape[0] if rows is None else len(rows)
         self.shape = (n, len(centers))
-        per_row = _tiles.rows_per_block(8 * len(centers), lo=16)
+        per_row = getattr(op, "block_size", None) or _tiles.rows_per_block(8 * len(centers), lo=16)
         self._blocks = _tiles.row_blocks(n, per_row, False)
-        budget = budget_bytes(memory_budget)
-        itemsize = np.dtype(store_dtype).itemsize
-        self.stored = None
-        if n * len(centers) * itemsize <= budget:
-            self.stored = np.empty(self.shape, dtype=store_dtype)
-            with tqdm(total=n, desc="K_NM rows", unit="row", disable=not progress) as bar:
-                for i0, i1, _ in self._blocks:
+        fit = budget_bytes(memory_budget) // max(1, len(centers) * np.dtype(store_dtype).itemsize)
+        self._n_stored = max([i1 for _, i1, _ in self._blocks if i1 <= fit], default=0)  # whole blocks
+        self.stored = np.empty((self._n_stored, len(centers)), dtype=store_dtype)
+        with tqdm(total=self._n_stored, desc="K_NM rows stored", unit="row", disable=not progress) as bar:
+            for i0, i1, _ in self._blocks:
+                if i1 <= self._n_stored:
                     self.stored[i0:i1] = self._compute(i0, i1)
                     bar.update(i1 - i0)
 
     @property
     def nbytes(self):
-        """Bytes of the stored K_NM (0 when recomputed)."""
-        return 0 if self.stored is None else self.stored.nbytes
+        """Bytes of the stored rows of K_NM."""
+        return self.stored.nbytes
 
     def _compute(self, i0, i1):
         rows = slice(i0, i1) if self.rows is None else self.rows[i0:i1]
         return np.asarray(self.op.block(rows, self.centers), dtype=np.float64)
 
     def blocks(self):
-        """(i0, i1, K_NM[i0:i1] as float64) for each row block."""
+        """(i0, i1, K_NM[i0:i1] as float64) for each row block: read if stored, else computed."""
         for i0, i1, _ in self._blocks:
-            yield i0, i1, self._compute(i0, i1) if self.stored is None else self.stored[i0:i1].astype(np.float64)
+            yield i0, i1, self.stored[i0:i1].astype(np.float64) if i1 <= self._n_stored else self._compute(i0, i1)
 
     def matmat(self, v):
         """K_NM v for v (M, P): (N, P)."""
@@ -199,15 +199,21 @@ def select_centers(op, rows, n_centers, sampling, reg, rng):
 
 
 def _first_distinct(x, order, m):
-    """The first m indices of ``order`` whose rows of x differ (all of them if fewer differ), int64."""
-    seen, out = set(), []
-    for i in order:
-        key = (np.asarray(x[i]) + 0.0).tobytes()  # + 0.0: −0.0 and 0.0 are one point
-        if key not in seen:
-            seen.add(key)
-            out.append(i)
-            if len(out) == m:
-                break
+    """The first m indices of ``order`` whose rows of x differ (all of them if fewer differ), int64.
+
+    Rows are read in chunks of candidates (one fancy index each: cheap on a memmap or a dask array).
+    """
+    seen, out, pos = set(), [], 0
+    while len(out) < m and pos < len(order):
+        chunk = order[pos:pos + 2 * (m - len(out)) + 16]
+        pos += len(chunk)
+        for i, row in zip(chunk, np.asarray(x[chunk], dtype=np.float64) + 0.0):  # + 0.0: −0.0 is 0.0
+            key = row.tobytes()
+            if key not in seen:
+                seen.add(key)
+                out.append(i)
+                if len(out) == m:
+                    break
     return np.array(out, dtype=np.int64)
 
 
@@ -246,17 +252,17 @@ def _ridge(op, diag_reg, absolute):
     return diag_reg * float(diag.mean())
 
 
-def falkon(op, y, diag_reg=0.0, diag_reg_absolute_scale=False, n_centers=1000, *, sampling="uniform", seed=0,
+def falkon(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, n_centers=1000, *, sampling="uniform", seed=0,
            tol=1e-10, maxiter=100, validation=None, patience=5, memory_budget=None, store_dtype=np.float32,
            products=None, progress=False):
     """Nyström kernel ridge regression on M centres by Falkon's preconditioned conjugate gradients.
 
     Parameters
     ----------
-    op : KernelOperator
-        Symmetric (x2 None): K of the N training points, used through ``op.block(rows, centers)``
-        and ``op.diagonal()`` only (no N×N array).
-    y : ndarray of shape (N,) or (N, O)
+    k_train_train : KernelOperator
+        Symmetric (x2 None): K of the N training points, used through its ``block(rows, centers)``
+        and ``diagonal()`` only (no N×N array).
+    y_train : ndarray of shape (N,) or (N, O)
         Targets; every output is solved at once.
     diag_reg : float >= 0
         λ of the objective (module docstring): relative (× trace(K)/N, trace from ``op.diagonal()``)
@@ -282,10 +288,11 @@ def falkon(op, y, diag_reg=0.0, diag_reg_absolute_scale=False, n_centers=1000, *
     store_dtype : np.float32 or np.float64, keyword-only
         Of the stored K_NM.
     products : callable or None, keyword-only
-        ``products(op, rows, centers)`` → an object with ``normal(v)`` = K_NMᵀ K_NM v,
+        ``products(k_train_train, rows, centers)`` → an object with ``normal(v)`` = K_NMᵀ K_NM v,
         ``rmatmat(w)`` = K_NMᵀ w and ``matmat(v)`` = K_NM v for the rows ``rows`` (None: all, or an
         int index array) of ``op`` against the centres (e.g. products computed elsewhere, as Dask
-        tasks). None: :class:`NystromProducts` with ``memory_budget`` and ``store_dtype``.
+        tasks). None: :class:`NystromProducts` with ``memory_budget`` and ``store_dtype``. Its
+        products are all that touches K_NM during the iterations.
     progress : bool, keyword-only
         tqdm bars over the stored rows and the iterations.
 
@@ -300,10 +307,11 @@ def falkon(op, y, diag_reg=0.0, diag_reg_absolute_scale=False, n_centers=1000, *
     Cholesky factorizations (M³/3 flops each), one ``rmatmat``; at the end one ``matmat`` for the
     fitted values.
     """
+    op = k_train_train
     if not (hasattr(op, "block") and getattr(op, "symmetric", False)):
-        raise TypeError(f"op must be a symmetric KernelOperator (x2 None); got {type(op).__name__}")
+        raise TypeError(f"k_train_train must be a symmetric KernelOperator (x2 None); got {type(op).__name__}")
     n_all = op.shape[0]
-    y, _, _ = check_outputs(y, n_all)
+    y, _, _ = check_outputs(y_train, n_all)
     if sampling not in ("uniform", "leverage"):
         raise ValueError(f"unknown sampling {sampling!r}; supported: 'uniform', 'leverage'")
     reg = _ridge(op, diag_reg, diag_reg_absolute_scale)

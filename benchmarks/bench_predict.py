@@ -89,3 +89,37 @@ class KernelRidge:
 
     def peakmem_kernel_ridge(self, N, solver):
         predict.kernel_ridge(self.k, self.y, DIAG_REG, k_test_train=self.ktd, tol=1e-8, maxiter=20 * N, **self.kw)
+
+
+class Falkon:
+    """kernel_ridge(KernelOperator, y, 1e-4, solver='falkon'): Nyström KRR on M centres, no N×N kernel.
+
+    The inputs (d=32, seeded) and O=1 target of ``compare_large_n.py``; the NTK of ReLU depth 3.
+    Timed: the operator's per-point pass, K_NM stored in float32 (or recomputed, ``store=False``),
+    CG to relative residual 1e-8 (at most 100 iterations) and the test outputs (1000 points).
+    """
+
+    params = ([5000, 20000], [500, 1000], [True, False])
+    param_names = ["N", "M", "store"]
+    timeout = 600
+
+    def setup(self, N, M, store):
+        from fastntk import solvers
+
+        from .compare_large_n import kernel_fn
+        from .compare_large_n import problem as large_problem
+
+        self.x, self.y, self.xt, _ = large_problem(N, 1000)
+        self.kernel_fn, self.operator = kernel_fn(), solvers.KernelOperator
+        self.kw = {"solver": "falkon", "n_centers": M, "tol": 1e-8, "maxiter": 100,
+                   "memory_budget": None if store else 0}
+
+    def _run(self):
+        op, op_test = self.operator(self.kernel_fn, self.x), self.operator(self.kernel_fn, self.xt, self.x)
+        return predict.kernel_ridge(op, self.y, DIAG_REG, k_test_train=op_test, **self.kw)
+
+    def time_falkon(self, N, M, store):
+        self._run()
+
+    def peakmem_falkon(self, N, M, store):
+        self._run()

@@ -700,7 +700,10 @@ def kernel_ridge(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=F
     n_centers, sampling, validation, memory_budget : keyword-only
         'falkon' only: M (clipped to N with a RuntimeWarning); 'uniform' or 'leverage' centres;
         None or the rows held out for early stopping (a fraction or a count); the bytes a stored
-        K_NM may take (None: min(available/4, 4 GiB)). See :func:`fastntk.solvers.falkon`.
+        K_NM may take (None: min(available/4, 4 GiB)). K_NM is stored in float32, so the fit carries
+        the float32 rounding of its entries (~1e-7 relative, times the conditioning); with
+        ``memory_budget=0`` every block is recomputed in the kernel's dtype instead. See
+        :func:`fastntk.solvers.falkon`.
     progress : bool, keyword-only
         'cg' and 'falkon': tqdm bars over the iterations (and the stored K_NM rows).
     dtype : None, np.float32 or np.float64, keyword-only

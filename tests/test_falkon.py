@@ -263,7 +263,7 @@ def test_kernel_ridge_falkon_bad_input():
         predict.kernel_ridge(op, y[:30], solver="falcon")
     with pytest.raises(ValueError, match="n_centers"):
         predict.kernel_ridge(op, y[:30], solver="falkon", n_centers=0)
-    with pytest.raises(ValueError, match="k_test_train must be a KernelOperator"):
+    with pytest.raises(TypeError, match="k_test_train must be a KernelOperator"):
         predict.gradient_descent_mse_nystrom(op, y[:30], 10)(1.0, 0.0, 0.0, np.ones((5, 30)))
     with pytest.raises(TypeError, match="k_train_train must be a symmetric KernelOperator"):
         predict.gradient_descent_mse_nystrom(k, y[:30], 10)

@@ -56,7 +56,7 @@ def budget_bytes(budget=None):
 
 
 class NystromProducts:
-    """Products with K_NM = K(x1[rows], x1[centers]) of a kernel operator, by row blocks.
+    """Products with K_NM = ``op.block(rows, centers)`` of a kernel operator, by row blocks.
 
     Parameters
     ----------
@@ -75,9 +75,10 @@ class NystromProducts:
         A tqdm bar over the rows while K_NM is stored.
 
     Every product is computed in float64, one block of ``op.block_size`` rows (None: about 32 MiB,
-    ``_tiles.BLOCK_BYTES``) at a time: ``matmat(v)`` = K_NM v, ``rmatmat(w)`` = K_NMᵀ w, ``normal(v)`` = K_NMᵀ K_NM v (one pass
-    over the blocks), ``gram()`` = K_NMᵀ K_NM. A product computes the kernel entries of the rows
-    not stored, O(N·M) when none is, and only reads the stored ones.
+    ``_tiles.BLOCK_BYTES``) at a time: ``matmat(v)`` = K_NM v, ``rmatmat(w)`` = K_NMᵀ w,
+    ``normal(v)`` = K_NMᵀ K_NM v (one pass over the blocks), ``gram()`` = K_NMᵀ K_NM. A product
+    computes the kernel entries of the rows not stored, O(N·M) when none is, and only reads the
+    stored ones.
     """
 
     def __init__(self, op, rows, centers, memory_budget=None, store_dtype=np.float32, progress=False):
@@ -252,9 +253,9 @@ def _ridge(op, diag_reg, absolute):
     return diag_reg * float(diag.mean())
 
 
-def falkon(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, n_centers=1000, *, sampling="uniform", seed=0,
-           tol=1e-10, maxiter=100, validation=None, patience=5, memory_budget=None, store_dtype=np.float32,
-           products=None, progress=False):
+def falkon(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, n_centers=1000, *,
+           sampling="uniform", seed=0, tol=1e-10, maxiter=100, validation=None, patience=5, memory_budget=None,
+           store_dtype=np.float32, products=None, progress=False):
     """Nyström kernel ridge regression on M centres by Falkon's preconditioned conjugate gradients.
 
     Parameters
@@ -265,11 +266,12 @@ def falkon(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, 
     y_train : ndarray of shape (N,) or (N, O)
         Targets; every output is solved at once.
     diag_reg : float >= 0
-        λ of the objective (module docstring): relative (× trace(K)/N, trace from ``op.diagonal()``)
-        unless ``diag_reg_absolute_scale``, as :func:`fastntk.predict.kernel_ridge`.
+        λ of the objective (module docstring): relative (× trace(K)/N, trace from
+        ``k_train_train.diagonal()``) unless ``diag_reg_absolute_scale``, as
+        :func:`fastntk.predict.kernel_ridge`.
     n_centers : int >= 1
-        M; more than the distinct training points is clipped (RuntimeWarning). Memory O(M²) for T and A,
-        O(N·M) when K_NM is stored.
+        M; more than the distinct training points is clipped (RuntimeWarning). Memory O(M²) for T
+        and A, O(N·M) when K_NM is stored.
     sampling : {'uniform', 'leverage'}, keyword-only
         How the centres are drawn, without replacement (:func:`select_centers`); 'leverage' needs λ > 0.
     seed : int or numpy.random.Generator, keyword-only
@@ -290,7 +292,7 @@ def falkon(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, 
     products : callable or None, keyword-only
         ``products(k_train_train, rows, centers)`` → an object with ``normal(v)`` = K_NMᵀ K_NM v,
         ``rmatmat(w)`` = K_NMᵀ w and ``matmat(v)`` = K_NM v for the rows ``rows`` (None: all, or an
-        int index array) of ``op`` against the centres (e.g. products computed elsewhere, as Dask
+        int index array) of ``k_train_train`` against the centres (e.g. products computed as Dask
         tasks). None: :class:`NystromProducts` with ``memory_budget`` and ``store_dtype``. Its
         products are all that touches K_NM during the iterations.
     progress : bool, keyword-only
@@ -306,6 +308,20 @@ def falkon(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, 
     evaluation when not stored) and four M×M triangular solves. Set-up: the M×M kernel, two M×M
     Cholesky factorizations (M³/3 flops each), one ``rmatmat``; at the end one ``matmat`` for the
     fitted values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastntk import solvers, stax
+    >>> kernel_fn = stax.serial(stax.Dense(64), stax.Relu(), stax.Dense(1))[2]
+    >>> x = np.random.default_rng(0).standard_normal((400, 3))
+    >>> op = solvers.KernelOperator(kernel_fn, x)
+    >>> exact = solvers.falkon(op, np.sin(x), 1e-3, n_centers=400, store_dtype=np.float64)
+    >>> exact.iterations <= 2 and exact.converged  # every point a centre: exact KRR, W = I
+    True
+    >>> res = solvers.falkon(op, np.sin(x), 1e-3, n_centers=50, validation=0.2)
+    >>> res.coefficients.shape, res.validation_history[res.best_iteration] == res.validation_history.min()
+    ((50, 3), np.True_)
     """
     op = k_train_train
     if not (hasattr(op, "block") and getattr(op, "symmetric", False)):
@@ -342,8 +358,8 @@ def falkon(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, 
         ag = tri(a, g)
         return tri(a, tri(t, prods.normal(tri(t, ag)), trans="T") + reg * ag, trans="T") / n
 
-    y_train = y if train is None else y[train]
-    c = tri(a, tri(t, prods.rmatmat(y_train), trans="T"), trans="T") / n
+    y_fit = y if train is None else y[train]
+    c = tri(a, tri(t, prods.rmatmat(y_fit), trans="T"), trans="T") / n
     monitor = None
     if val is not None:
         def monitor(g):
@@ -406,8 +422,9 @@ def gradient_descent_mse_nystrom(k_train_train, y_train, n_centers, learning_rat
         f_train(τ) = f_train_0 + (e^{−λτ/n} − 1) r + K_NM T⁻¹ Q [e^{−λτ/n} h(s) ∘ z]
         f_test(τ)  = f_test_0 + K_tM T⁻¹ Q [h(s + λ) ∘ z]
 
-    (the first two terms of f_train are the decay, at rate λ, of the part of r outside K̃'s range).
-    Eigenvalues s ≤ N·eps·max s count as 0 and are dropped, as in :func:`fastntk.predict.gradient_descent_mse`.
+    (the second term decays all of r at rate λ; the third, the part of r in K̃'s range at the rates
+    s + λ). Eigenvalues s ≤ N·eps·max s (eps of the kernel's dtype) count as 0 and are dropped, as in
+    :func:`fastntk.predict.gradient_descent_mse`.
     Cost: one pass of N×M kernel blocks for K_MN K_NM (2·N·M² flops) and an M×M ``eigh`` once; each
     call one ``rmatmat`` and one ``matmat`` with K_NM (all times at once: (M, T·O) columns) and one
     with K_tM.
@@ -453,8 +470,8 @@ def gradient_descent_mse_nystrom(k_train_train, y_train, n_centers, learning_rat
             out.append(train.transpose(1, 0, 2).reshape(*shape, n_tr, *tail))
         if fx_test_0 is not None:
             if not (hasattr(k_test_train, "block") and k_test_train.shape[1:] == (n_tr,)):
-                raise ValueError(f"k_test_train must be a KernelOperator of (x_test, x_train) with {n_tr} columns; "
-                                 f"got {type(k_test_train).__name__} of shape {getattr(k_test_train, 'shape', None)}")
+                raise TypeError(f"k_test_train must be a KernelOperator of (x_test, x_train) with {n_tr} columns; "
+                                f"got {type(k_test_train).__name__} of shape {getattr(k_test_train, 'shape', None)}")
             n_te = k_test_train.shape[0]
             ft0 = check_initial(fx_test_0, "fx_test_0", (n_te, *tail)).reshape(n_te, 1, m)
             h_test = flow_factors(s + reg, tau, n)[1]

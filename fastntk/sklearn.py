@@ -114,7 +114,8 @@ class _NTKBase(BaseEstimator):
         if self.solver == "exact":
             return self.kernel_fn_(X, self.X_fit_, self.kernel) @ self.dual_coef_
         op = solvers.KernelOperator(self.kernel_fn_, X, self.X_fit_, get=self.kernel)
-        return (op @ self.dual_coef_.reshape(len(self.X_fit_), -1)).reshape(-1, *self.dual_coef_.shape[1:])
+        out = op @ self.dual_coef_.reshape(len(self.X_fit_), -1)  # row blocks of K(X, X_fit_), float64
+        return out.reshape(-1, *self.dual_coef_.shape[1:]).astype(self.dual_coef_.dtype, copy=False)
 
 
 class NTKRegressor(RegressorMixin, _NTKBase):

@@ -19,7 +19,9 @@ __all__ = ["FACTOR_ALTERNATIVES", "KernelFactor", "flow_factors", "in_eigenbasis
 
 #: What to use when an N×N float64 factor does not fit (the MemoryError message lists these).
 FACTOR_ALTERNATIVES = ("kernel_ridge(..., solver='cg') or solvers.gradient_descent_mse_expm (products K @ V only, "
-                       "no N×N factor), solvers.kernel_operator (no N×N kernel), fewer training points")
+                       "no N×N factor), on solvers.kernel_operator (no N×N kernel); kernel_ridge(..., "
+                       "solver='falkon') or predict.gradient_descent_mse_nystrom (Nyström on M centres: O(N·M) "
+                       "memory); fewer training points")
 
 
 class KernelFactor:

@@ -140,10 +140,11 @@ def _score(task, y_true, f, classes):
 def _ridge(k_train, k_test, y, diag_reg):
     """(test outputs, chosen diag_reg, gcv curve or None) of kernel ridge regression."""
     from . import predict
+    from .sklearn import GCV_GRID
 
     sel = None
     if diag_reg == "gcv":
-        sel = predict.select_diag_reg(k_train, y, np.logspace(-8, 1, 37))
+        sel = predict.select_diag_reg(k_train, y, GCV_GRID)
         diag_reg = sel.diag_reg
     f = predict.kernel_ridge(k_train, y, diag_reg, k_test_train=k_test).fx_test
     return f, float(diag_reg), sel
@@ -310,6 +311,7 @@ def _fit_large(args, xtr, xte, y_train, solver):
     its spectrum and loss curves, are skipped.
     """
     from . import predict, solvers, stax
+    from .sklearn import GCV_GRID
 
     _, _, kernel_fn = stax.fc_network(args.depth, args.activation, args.W_std, args.b_std, args.parameterization,
                                       args.width)
@@ -320,7 +322,7 @@ def _fit_large(args, xtr, xte, y_train, solver):
     if reg == "gcv":
         pick = np.sort(np.random.default_rng(args.seed).permutation(len(xtr))[:GCV_SUBSET])
         n_gcv = len(pick)
-        sel = predict.select_diag_reg(op.block(pick, pick), y_train[pick], np.logspace(-8, 1, 37))
+        sel = predict.select_diag_reg(op.block(pick, pick), y_train[pick], GCV_GRID)
         reg = float(sel.diag_reg)
     kw = {"k_test_train": op_test, "maxiter": args.maxiter, "seed": args.seed, "progress": not args.quiet}
     if solver == "falkon":

@@ -283,3 +283,11 @@ def test_products_match_dense_blocks():
         assert_close(prods.rmatmat(w), knm.T @ w, 1e-13, "rmatmat")
         assert_close(prods.normal(v), knm.T @ knm @ v, 1e-13, "normal")
         assert_close(prods.gram(), knm.T @ knm, 1e-13, "gram")
+
+
+def test_progress_bars(capsys):
+    x, y = _data(200)
+    op = solvers.KernelOperator(KERNEL_FN, x)
+    solvers.falkon(op, y, 1e-2, n_centers=40, validation=20, progress=True)
+    err = capsys.readouterr().err
+    assert "K_NM rows stored" in err and "conjugate gradients" in err and "residual=" in err

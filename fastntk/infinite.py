@@ -339,7 +339,7 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
         sum(n1 * n2 * itemsize for name in names if name not in out),
         f"kernel_fn with N1={n1}, N2={n2}, get={get}, dtype={np.dtype(dtype).name}",
         "solvers.store_kernels(directory, kernel_fn, x) or `fastntk kernel` to write it to disk block by block "
-        "(resumable), solvers.KernelOperator for products K @ V without the matrix (kernel_ridge(..., solver='cg' "
+        "(resumable), out={name: np.memmap(...)}, solvers.KernelOperator for products K @ V without the matrix (kernel_ridge(..., solver='cg' "
         "or 'falkon')), diagonal=True for Σ(x, x) and Θ(x, x) only, or blocks of x1 and x2",
     )
     # The per-point pass first (O(N·depth)): it bounds every entry, so an overflow is refused

@@ -40,6 +40,9 @@ class KernelOperator(LinearOperator):
     back to the client as ndarrays (V and the result are O(N·M); K never is).
     """
 
+    #: The dask executor of the blocks (:class:`fastntk.distributed.KernelBlocks`) when x1 or x2 is a dask array.
+    dask = None
+
     def __init__(self, kernel_fn, x1, x2=None, get="ntk", block_size=None, dtype=None):
         if not callable(kernel_fn):
             raise TypeError(f"kernel_fn must be callable; got {type(kernel_fn).__name__}")
@@ -50,7 +53,6 @@ class KernelOperator(LinearOperator):
         self.block_size = check_integer(block_size, "block_size", allow_none=True)
         self.kernel_fn, self.symmetric = kernel_fn, x2 is None
         layer_spec = getattr(kernel_fn, "spec", None)
-        self.dask = None
         if uses_dask(x1, x2):  # the blocks of the row chunks as dask tasks (fastntk.distributed needs dask)
             from .. import distributed
 

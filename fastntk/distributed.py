@@ -58,7 +58,7 @@ from ._validation import (
     check_rows,
 )
 
-__all__ = ["KernelBlocks", "kernels", "nystrom_products"]
+__all__ = ["KernelBlocks", "falkon_products", "kernels", "nystrom_products"]
 
 
 class _Network(NamedTuple):
@@ -494,3 +494,13 @@ def nystrom_products(kernel_fn, x, centres, get="ntk", dtype=None, *, store=Fals
     """
     centres = centres.rechunk(-1) if isinstance(centres, da.Array) else da.from_array(centres, chunks=-1)
     return KernelBlocks.of(kernel_fn, x, centres, get, dtype, backend=backend).persist(bool(store))
+
+
+def falkon_products(op, rows, centers):
+    """``solvers.falkon``'s products of a dask :class:`fastntk.solvers.KernelOperator` ``op`` (symmetric):
+    :func:`nystrom_products` of its rows ``rows`` (None: all; a sorted index array otherwise) against
+    the centres x[centers] (fetched to the client: M×d), the blocks recomputed at each product."""
+    x = op.x1 if rows is None else op.x1[rows]
+    centres = op.x1[centers]
+    centres = centres.compute() if isinstance(centres, da.Array) else centres
+    return nystrom_products(op.kernel_fn, x, np.asarray(centres), op.get, op.block_dtype)

@@ -197,6 +197,22 @@ def test_kernel_ridge_by_cg_on_a_dask_operator():
     assert_close(ridge.dual_coef, np.linalg.solve(k + 1e-2 * np.eye(70), y), 1e-8, "cg on the dask operator")
 
 
+@pytest.mark.parametrize("validation", [None, 10])
+def test_falkon_on_a_dask_operator_equals_numpy(scheduler, validation):
+    """kernel_ridge(solver='falkon') with dask inputs: K_NM's products as dask tasks on the active
+    scheduler, the same fit as in process (K_NM recomputed in float64 there too: memory_budget=0)."""
+    x1, x2, d1, d2 = _inputs()
+    y = np.random.default_rng(4).standard_normal((70, 2))
+    kw = {"solver": "falkon", "n_centers": 30, "seed": 1, "validation": validation}
+    local = predict.kernel_ridge(solvers.KernelOperator(KERNEL_FN, x1), y, 1e-3, memory_budget=0,
+                                 k_test_train=solvers.KernelOperator(KERNEL_FN, x2, x1), **kw)
+    remote = predict.kernel_ridge(solvers.KernelOperator(KERNEL_FN, d1), y, 1e-3,
+                                  k_test_train=solvers.KernelOperator(KERNEL_FN, d2, d1), **kw)
+    np.testing.assert_array_equal(remote.centers, local.centers)
+    for field in ("dual_coef", "fx_train", "fx_test"):
+        assert_close(getattr(remote, field), getattr(local, field), 1e-8, field)
+
+
 def test_nystrom_products_equal_dense(scheduler):
     from fastntk.distributed import nystrom_products
 

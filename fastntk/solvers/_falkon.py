@@ -340,6 +340,10 @@ def falkon(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, 
     centers = select_centers(op, train, check_integer(n_centers, "n_centers"), sampling, reg, rng)
     m = len(centers)
     budget = budget_bytes(memory_budget)
+    if products is None and getattr(op, "dask", None) is not None:  # dask inputs: the K_NM products as dask tasks
+        from .. import distributed  # dask is installed: the operator holds dask arrays
+
+        products = distributed.falkon_products
     if products is None:
         products = functools.partial(NystromProducts, store_dtype=store_dtype, progress=progress)
         prods = products(op, train, centers, memory_budget=budget)

@@ -270,3 +270,25 @@ def test_nystrom_refuses_a_non_finite_operator():
     k, _, _, _, _ = _problem(n=20, n_test=0)
     with pytest.raises(ValueError, match="Nyström sketch"):
         solvers.nystrom_preconditioner(aslinearoperator(k * np.nan), 1e-3, 5)
+
+
+def test_large_cholesky_runs_on_one_blas_thread(monkeypatch):
+    """From SERIAL_CHOLESKY_N on, dpotrf runs on one BLAS thread (OpenBLAS's threaded one crashes on large
+    matrices on some machines): the same factor, and the threads seen by LAPACK are 1."""
+    from threadpoolctl import threadpool_info
+
+    from fastntk.solvers import _factor
+
+    k, _, y, _, _ = _problem(n=60, n_test=0)
+    seen, real = [], _factor.sl.cholesky
+
+    def spy(a, **kw):
+        seen.append(max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1))
+        return real(a, **kw)
+
+    monkeypatch.setattr(_factor.sl, "cholesky", spy)
+    small = predict.kernel_ridge(k, y, 1e-3).dual_coef
+    monkeypatch.setattr(_factor, "SERIAL_CHOLESKY_N", 50)
+    large = predict.kernel_ridge(k, y, 1e-3).dual_coef
+    np.testing.assert_array_equal(large, small)
+    assert seen[-1] == 1

@@ -11,11 +11,29 @@ import warnings
 
 import numpy as np
 import scipy.linalg as sl
+from threadpoolctl import threadpool_limits
 
 from .._validation import check_memory
 from ._eigen import eigh_factored
 
-__all__ = ["FACTOR_ALTERNATIVES", "KernelFactor", "flow_factors", "in_eigenbasis", "step_factors"]
+__all__ = ["FACTOR_ALTERNATIVES", "SERIAL_CHOLESKY_N", "KernelFactor", "cholesky", "flow_factors", "in_eigenbasis",
+           "step_factors"]
+
+#: Order from which a Cholesky factorization runs on one BLAS thread. OpenBLAS's threaded Cholesky
+#: (dpotrf's parallel path) crashes with a segmentation fault on large matrices on some machines (seen
+#: with the OpenBLAS 0.3.30 and 0.3.31 of NumPy's and SciPy's wheels, SkylakeX kernels, 2 threads, from
+#: N ≈ 16,000 on; N = 12,000 ran), and a crash is never an answer; one thread costs about 1.5× the time.
+SERIAL_CHOLESKY_N = 8192
+
+
+def cholesky(a, overwrite_a=False):
+    """U upper triangular with UᵀU = a, for a symmetric positive definite float64 (N, N) array (its upper
+    triangle is read). LinAlgError if a is not positive definite. On one BLAS thread from
+    ``SERIAL_CHOLESKY_N`` on (see there)."""
+    if a.shape[0] < SERIAL_CHOLESKY_N:
+        return sl.cholesky(a, lower=False, overwrite_a=overwrite_a, check_finite=False)
+    with threadpool_limits(1, user_api="blas"):
+        return sl.cholesky(a, lower=False, overwrite_a=overwrite_a, check_finite=False)
 
 #: What to use when an N×N float64 factor does not fit (the MemoryError message lists these).
 FACTOR_ALTERNATIVES = ("kernel_ridge(..., solver='cg') or solvers.gradient_descent_mse_expm (products K @ V only, "
@@ -66,7 +84,7 @@ class KernelFactor:
             c, self.singular = None, self._eig is not None and not self._eig[0].all()
             if self._eig is None:
                 try:
-                    c = sl.cho_factor(self.regularized(), lower=False, overwrite_a=True, check_finite=False)
+                    c = (cholesky(self.regularized(), overwrite_a=True), False)
                     piv = np.abs(np.diag(c[0]))
                     self.singular = piv.min() ** 2 <= self.n * self.eps * piv.max() ** 2
                 except np.linalg.LinAlgError:

@@ -37,7 +37,7 @@ from .. import _tiles
 from .._types import FalkonResult
 from .._validation import (available_memory, check_finite, check_initial, check_integer, check_outputs, check_positive,
                            check_times)
-from ._factor import flow_factors
+from ._factor import cholesky, flow_factors
 from ._krylov import cg
 
 __all__ = ["NystromProducts", "budget_bytes", "cholesky_jitter", "falkon",
@@ -153,7 +153,7 @@ def cholesky_jitter(a, name):
         if k >= 0:
             jitter = 10.0**k * m * np.finfo(np.float64).eps * scale
         try:
-            t = sl.cholesky(a + jitter * np.eye(m) if jitter else a, lower=False, check_finite=False)
+            t = cholesky(a + jitter * np.eye(m) if jitter else a)
         except np.linalg.LinAlgError:
             continue
         if jitter:

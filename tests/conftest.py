@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,18 @@ import pytest
 from scipy.special import erf as scipy_erf
 
 DATA = Path(__file__).parent / "data"
+
+
+def child_process(**env):
+    """``cwd`` and ``env`` keyword arguments for a child Python process that must import the fastntk this
+    session imported (in CI an installed one, which the source checkout, without the compiled module,
+    must not shadow): run from the directory holding that package, with it first on PYTHONPATH, and
+    the variables ``env`` set."""
+    import fastntk
+
+    home = str(Path(fastntk.__file__).parents[1])
+    path = os.pathsep.join(filter(None, [home, os.environ.get("PYTHONPATH")]))
+    return {"cwd": home, "env": {**os.environ, "PYTHONPATH": path, **env}}
 
 #: Normwise relative tolerance max|a − b| / max|b| per comparison kind (tests/data/README.md).
 RTOL = {

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_rounding
+from conftest import assert_rounding, child_process
 
 from fastntk import cli, stax
 
@@ -432,20 +432,15 @@ def test_kernel_refuses_other_data_or_network_until_restart(tmp_path, capsys):
 def test_kernel_killed_then_rerun_gives_the_bits_of_one_run(tmp_path, capsys):
     """SIGKILL a `fastntk kernel` process once its manifest records a few of its 741 blocks (16x16 blocks
     of N = 600), rerun the command: the files equal an uninterrupted run's, bit for bit."""
-    import os
     import signal
     import subprocess
     import sys
     import time
-    from pathlib import Path
 
-    import fastntk
 
     np.save(tmp_path / "x.npy", np.random.default_rng(1).standard_normal((600, 3)))
     args = _kernel_args(tmp_path / "x.npy", tmp_path / "part", "--get", "ntk")
-    root = str(Path(fastntk.__file__).parent.parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "fastntk.cli", *args], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "fastntk.cli", *args], **child_process(OMP_NUM_THREADS="1"))
     manifest = tmp_path / "part" / "kernel_manifest.json"
     finished = 0
     try:

@@ -14,10 +14,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import assert_close, assert_rounding, child_process
 
 from fastntk import predict, solvers, stax
-
-from conftest import assert_close, assert_rounding
 
 dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
@@ -264,6 +263,7 @@ def test_fastntk_imports_without_dask():
             "names = [m.name for m in pkgutil.walk_packages(fastntk.__path__, 'fastntk.')]; "
             "[importlib.import_module(n) for n in names if n != 'fastntk.distributed']; "
             "print(len(names), sorted(k for k in sys.modules if k.startswith('dask') and sys.modules[k] is not None))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         **child_process()).stdout.split()
     assert int(out[0]) > 30
     assert out[1] == "[]"

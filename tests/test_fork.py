@@ -11,11 +11,9 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
-
-import fastntk
+from conftest import child_process
 
 TIMEOUT_S = 120
 
@@ -65,14 +63,9 @@ SCRIPT = textwrap.dedent(
 
 
 def run_script(*args):
-    # The child imports the fastntk this test imported (an installed one in CI, whose source
-    # checkout without the compiled module must not shadow it): run it from that directory.
-    home = str(Path(fastntk.__file__).parents[1])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [home, env.get("PYTHONPATH")]))
     # Python >= 3.12 warns that fork() in a threaded process may deadlock: the point here.
     cmd = [sys.executable, "-W", "ignore::DeprecationWarning", "-c", SCRIPT, *args]
-    proc = subprocess.Popen(cmd, env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, **child_process(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=TIMEOUT_S)

@@ -10,7 +10,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import assert_rounding, fc_net
+from conftest import assert_rounding, child_process, fc_net
 from numpy.lib.format import open_memmap
 
 from fastntk import _kernel_fn, predict, solvers, stax
@@ -334,9 +334,9 @@ def test_anonymous_memory_is_bounded(tmp_path):
     """A 275 MiB kernel (N = 6000) through the store (512² blocks) and through kernel_fn(out=memmap):
     the anonymous memory each call adds (RssAnon, sampled every ms) is a few blocks, not the kernel."""
     n = 6000
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     done = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(n), str(tmp_path)], capture_output=True,
-                          text=True, env=env, timeout=120, check=True)
+                          text=True, timeout=120, check=True, **child_process(OMP_NUM_THREADS="1",
+                                                                              OPENBLAS_NUM_THREADS="1"))
     store, direct = map(int, done.stdout.split())
     kernel = n * n * 8
     assert store < 32 * 2**20 < kernel / 8, f"store: {store / 2**20:.1f} MiB anonymous for a {kernel / 2**20:.0f} MiB kernel"

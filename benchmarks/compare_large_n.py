@@ -1,7 +1,8 @@
 """Large-N kernel regression: fastntk's Falkon beside exact KRR on a subset and scikit-learn's Nystroem + Ridge.
 
-Problem (seed 0): x ~ N(0, I_d), d = 32, targets y = sin(x·w₁) + ½ cos(x·w₂) + 0.1·ε with
-w₁, w₂ ~ N(0, 4I/d) drawn once and ε standard normal; ``--N`` training points, ``--n-test`` test
+Problem (seed 0): x ~ N(0, I_d), d = 32, targets y = sin(x·w₁) + ½ cos(x·w₂) + σ·ε with
+w₁, w₂ ~ N(0, f²I/d) drawn once (``--frequency`` f, default 2: x·w ~ N(0, f²)) and ε standard
+normal (``--noise`` σ, default 0.1); ``--N`` training points, ``--n-test`` test
 points drawn first (the same test set for every row). Kernel: the NTK of a fully-connected ReLU
 network of depth 3 (``stax.fc_network(3)``, W_std = √2, b_std = 0.1), ridge ``--diag-reg``
 relative (× trace(K)/N).
@@ -28,6 +29,7 @@ Commands (do not run the large sizes on a shared machine)::
 
     python benchmarks/compare_large_n.py --N 100000 --M 2000
     python benchmarks/compare_large_n.py --N 1000000 --M 10000
+    python benchmarks/compare_large_n.py --N 200000 --M 4000 --frequency 1 --noise 0.5   # smoother, noisier
     python benchmarks/compare_large_n.py --N 20000 --M 1000 --exact-N 5000 --n-test 2000   # a quick check
 """
 
@@ -46,14 +48,14 @@ import peers
 D, SEED = 32, 0
 
 
-def problem(n, n_test, seed=SEED):
+def problem(n, n_test, frequency=2.0, noise=0.1, seed=SEED):
     """(x_train (n, d), y_train (n, 1), x_test, y_test): the test set is drawn first, then the training set."""
     rng = np.random.default_rng(seed)
-    w = rng.standard_normal((2, D)) * 2 / np.sqrt(D)
+    w = rng.standard_normal((2, D)) * frequency / np.sqrt(D)
 
     def draw(m):
         x = rng.standard_normal((m, D))
-        y = np.sin(x @ w[0]) + 0.5 * np.cos(x @ w[1]) + 0.1 * rng.standard_normal(m)
+        y = np.sin(x @ w[0]) + 0.5 * np.cos(x @ w[1]) + noise * rng.standard_normal(m)
         return x, y[:, None]
 
     x_test, y_test = draw(n_test)
@@ -70,7 +72,7 @@ def kernel_fn():
 def run_falkon(a):
     from fastntk import predict, solvers
 
-    x, y, xt, yt = problem(a["n"], a["n_test"])
+    x, y, xt, yt = problem(a["n"], a["n_test"], a["frequency"], a["noise"])
     kfn = kernel_fn()
 
     def fit(_):
@@ -87,7 +89,7 @@ def run_falkon(a):
 def run_exact(a):
     from fastntk import predict
 
-    x, y, xt, yt = problem(a["n"], a["n_test"])
+    x, y, xt, yt = problem(a["n"], a["n_test"], a["frequency"], a["noise"])
     kfn = kernel_fn()
 
     def fit(_):
@@ -103,7 +105,7 @@ def run_sklearn(a):
 
     from fastntk import solvers
 
-    x, y, xt, yt = problem(a["n"], a["n_test"])
+    x, y, xt, yt = problem(a["n"], a["n_test"], a["frequency"], a["noise"])
     kfn = kernel_fn()
 
     def pair(u, v):  # scikit-learn calls a callable kernel on one pair of 1-D points
@@ -137,6 +139,8 @@ def main(argv=None):
     p.add_argument("--M", type=int, default=2000, help="Falkon centres (default 2000)")
     p.add_argument("--n-test", type=int, default=10_000)
     p.add_argument("--diag-reg", type=float, default=1e-4, help="relative ridge (× trace(K)/N)")
+    p.add_argument("--frequency", type=float, default=2.0, help="scale f of the target's directions (default 2)")
+    p.add_argument("--noise", type=float, default=0.1, help="noise standard deviation σ (default 0.1)")
     p.add_argument("--tol", type=float, default=1e-8, help="Falkon's relative residual (default 1e-8)")
     p.add_argument("--maxiter", type=int, default=100, help="Falkon's iteration cap (default 100)")
     p.add_argument("--exact-N", type=int, default=None, help="subset of exact KRR (default: the largest that fits)")
@@ -151,7 +155,8 @@ def main(argv=None):
         print(json.dumps(SIDES[side](json.loads(spec))))
         return 0
     exact_n = args.exact_N or largest_exact_n(args.N, args.n_test)
-    common = {"n_test": args.n_test, "diag_reg": args.diag_reg, "tol": args.tol, "maxiter": args.maxiter}
+    common = {"n_test": args.n_test, "diag_reg": args.diag_reg, "tol": args.tol, "maxiter": args.maxiter,
+              "frequency": args.frequency, "noise": args.noise}
     small = {**common, "n": args.sklearn_N, "n_test": args.sklearn_test}
     rows = {
         f"fastntk falkon  N={args.N} M={args.M}": ("falkon", {**common, "n": args.N, "m": args.M}),

@@ -23,6 +23,7 @@ __all__ = [
     "check_positive",
     "check_pair",
     "check_rows",
+    "check_kernel_name",
     "reserve_disk",
     "check_initial",
     "check_integer",
@@ -193,6 +194,14 @@ def check_get(get, allowed=("nngp", "ntk")):
         choices = ", ".join(map(repr, allowed))
         raise ValueError(f"unknown get {get!r}: get must be None, {choices} (any case) or a tuple of distinct ones")
     return names
+
+
+def check_kernel_name(get):
+    """The one kernel ``get`` names, 'nngp' or 'ntk' (any case), for what computes one kernel at a time."""
+    names = check_get(get)
+    if len(names) != 1:
+        raise ValueError(f"get must name one kernel, 'nngp' or 'ntk'; got {get!r}")
+    return names[0]
 
 
 def check_block_rows(block_rows):

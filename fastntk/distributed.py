@@ -51,8 +51,8 @@ from . import _backend, infinite
 from ._types import Kernel
 from ._validation import (
     check_block_rows,
-    check_get,
     check_integer,
+    check_kernel_name,
     check_memory,
     check_pair,
     check_rows,
@@ -163,11 +163,9 @@ def _as_dask(x1, x2):
 
 
 def _same(x1, x2):
-    """neural-tangents' x1_is_x2 of dask arrays: equal shapes and every |x1 − x2| < 1e-12 (one
-    pass over both when the shapes agree and the arrays are not one and the same)."""
-    if x1.shape != x2.shape:
-        return False
-    return x1.name == x2.name or bool(da.all(da.abs(x1 - x2) < 1e-12).compute())
+    """neural-tangents' x1_is_x2 (``infinite._same``) of dask arrays, without a pass over them when they
+    are one and the same graph."""
+    return (x1.shape == x2.shape and x1.name == x2.name) or infinite._same(x1, x2)
 
 
 def _symmetric_nngp(layer_spec, x, dtype, backend, block_rows):
@@ -250,10 +248,7 @@ class KernelBlocks:
         if getattr(kernel_fn, "spec", None) is None:
             raise TypeError(f"kernel_fn must be a kernel_fn of fastntk.stax (it has .spec) for dask inputs; got "
                             f"{type(kernel_fn).__name__}")
-        names = check_get(get)
-        if len(names) != 1:
-            raise ValueError(f"get must name one kernel, 'nngp' or 'ntk'; got {get!r}")
-        return cls(kernel_fn.spec, x1, x2, names, dtype, backend=backend, rows=rows)
+        return cls(kernel_fn.spec, x1, x2, (check_kernel_name(get),), dtype, backend=backend, rows=rows)
 
     def persist(self, blocks=False):
         """Compute each chunk of rows, checked and cast, and its per-point pass now, and keep them where

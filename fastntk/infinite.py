@@ -215,8 +215,13 @@ def per_point(x, layer_spec, backend):
     """:class:`PerPoint` of inputs x (N, d) through the network ``layer_spec``: O(N·depth) work."""
     d = x.shape[1]
     steps, n_regs, _, _ = _program(layer_spec, Start(d))
-    plan = backend.program(steps, n_regs) if len(steps) != 1 else backend.plan(steps[0].layers, d)
-    return PerPoint(*backend.diagonal(plan, _sq_norms(x), True))
+    return PerPoint(*backend.diagonal(_plan(backend, steps, n_regs, d, len(steps) != 1), _sq_norms(x), True))
+
+
+def _plan(backend, steps, n_regs, d, branched):
+    """The backend's compiled kernel program: a Program of the steps when ``branched``, else the one
+    Run's Segments for d inputs."""
+    return backend.program(steps, n_regs) if branched else backend.plan(steps[0].layers, d)
 
 
 def _sq_norms(x):
@@ -312,7 +317,8 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
     steps, n_regs, width, is_gaussian = _program(layer_spec, start)
     meta = {"width": width, "is_gaussian": is_gaussian}
     branched = kernel is not None or len(steps) != 1
-    plan = backend.program(steps, n_regs) if branched else backend.plan(steps[0].layers, d)
+    plan = _plan(backend, steps, n_regs, d, branched)
+
     def point_pass(x, cov):
         """The per-point pass of inputs x (or of a Kernel's variances cov)."""
         if kernel is None:
@@ -339,8 +345,9 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
         sum(n1 * n2 * itemsize for name in names if name not in out),
         f"kernel_fn with N1={n1}, N2={n2}, get={get}, dtype={np.dtype(dtype).name}",
         "solvers.store_kernels(directory, kernel_fn, x) or `fastntk kernel` to write it to disk block by block "
-        "(resumable), out={name: np.memmap(...)}, solvers.KernelOperator for products K @ V without the matrix (kernel_ridge(..., solver='cg' "
-        "or 'falkon')), diagonal=True for Σ(x, x) and Θ(x, x) only, or blocks of x1 and x2",
+        "(resumable), out={name: np.memmap(...)}, solvers.KernelOperator for products K @ V without the "
+        "matrix (kernel_ridge(..., solver='cg' or 'falkon')), diagonal=True for Σ(x, x) and Θ(x, x) only, "
+        "or blocks of x1 and x2",
     )
     # The per-point pass first (O(N·depth)): it bounds every entry, so an overflow is refused
     # before any O(N1·N2) work.

@@ -35,8 +35,8 @@ from tqdm.auto import tqdm
 
 from .. import _tiles
 from .._types import FalkonResult
-from .._validation import (available_memory, check_finite, check_initial, check_integer, check_outputs, check_positive,
-                           check_times)
+from .._validation import (available_memory, check_initial, check_integer, check_kernel_or_operator, check_outputs,
+                           check_positive, check_times)
 from ._factor import cholesky, flow_factors
 from ._krylov import cg
 
@@ -243,16 +243,6 @@ def _rng(seed):
         raise TypeError(f"seed must be an int or a numpy.random.Generator; got {seed!r}") from None
 
 
-def _ridge(op, diag_reg, absolute):
-    """The absolute ridge λ: diag_reg, or diag_reg × trace(K)/N from the operator's diagonal."""
-    diag_reg = check_positive(diag_reg, "diag_reg", allow_zero=True)
-    if absolute or not diag_reg:
-        return diag_reg
-    diag = np.asarray(op.diagonal(), dtype=np.float64)
-    check_finite(diag, "the kernel's diagonal")
-    return diag_reg * float(diag.mean())
-
-
 def falkon(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, n_centers=1000, *,
            sampling="uniform", seed=0, tol=1e-10, maxiter=100, validation=None, patience=5, memory_budget=None,
            store_dtype=np.float32, products=None, progress=False):
@@ -330,7 +320,8 @@ def falkon(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, 
     y, _, _ = check_outputs(y_train, n_all)
     if sampling not in ("uniform", "leverage"):
         raise ValueError(f"unknown sampling {sampling!r}; supported: 'uniform', 'leverage'")
-    reg = _ridge(op, diag_reg, diag_reg_absolute_scale)
+    _, reg = check_kernel_or_operator(op, "k_train_train", check_positive(diag_reg, "diag_reg", allow_zero=True),
+                                      diag_reg_absolute_scale)
     if sampling == "leverage" and reg == 0:
         raise ValueError("sampling='leverage' needs diag_reg > 0 (ridge leverage scores of K (K + λI)⁻¹)")
     tol, maxiter = check_positive(tol, "tol"), check_integer(maxiter, "maxiter")
@@ -441,7 +432,8 @@ def gradient_descent_mse_nystrom(k_train_train, y_train, n_centers, learning_rat
     eta = check_positive(learning_rate, "learning_rate")
     if sampling not in ("uniform", "leverage"):
         raise ValueError(f"unknown sampling {sampling!r}; supported: 'uniform', 'leverage'")
-    reg = _ridge(op, diag_reg, diag_reg_absolute_scale)
+    _, reg = check_kernel_or_operator(op, "k_train_train", check_positive(diag_reg, "diag_reg", allow_zero=True),
+                                      diag_reg_absolute_scale)
     if sampling == "leverage" and reg == 0:
         raise ValueError("sampling='leverage' needs diag_reg > 0 (ridge leverage scores of K (K + λI)⁻¹)")
     rng = _rng(seed)

@@ -6,7 +6,7 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from .. import _backend, _tiles, infinite
-from .._validation import check_get, check_integer, check_pair, uses_dask
+from .._validation import check_integer, check_kernel_name, check_pair, uses_dask
 
 __all__ = ["KernelOperator", "kernel_operator"]
 
@@ -46,10 +46,7 @@ class KernelOperator(LinearOperator):
     def __init__(self, kernel_fn, x1, x2=None, get="ntk", block_size=None, dtype=None):
         if not callable(kernel_fn):
             raise TypeError(f"kernel_fn must be callable; got {type(kernel_fn).__name__}")
-        names = check_get(get)
-        if len(names) != 1:
-            raise ValueError(f"get must name one kernel, 'nngp' or 'ntk'; got {get!r}")
-        self.get = names[0]
+        self.get = check_kernel_name(get)
         self.block_size = check_integer(block_size, "block_size", allow_none=True)
         self.kernel_fn, self.symmetric = kernel_fn, x2 is None
         layer_spec = getattr(kernel_fn, "spec", None)

@@ -1,11 +1,13 @@
 """Infinite-width driver: NNGP/NTK of a network spec, block by block.
 
-Cost model (DESIGN §2): the Gram matrix x1·x2ᵀ by BLAS, row block by row block, written
-straight into a result buffer, then one fused pass of all layers over each row block
-(the backend's ``tile``), which reads each Gram entry once and writes Σ and Θ once
-whatever the depth. When x2 is None only the upper triangle is computed and then
-mirrored. The two phases do not alternate per block: BLAS threads keep spinning after a
-gemm and would share the cores with the OpenMP pass. The results are the only O(N1·N2)
+Cost model (DESIGN §2): one fused pass of all layers over each row block, which writes Σ and Θ
+once whatever the depth, with the Gram x1·x2ᵀ computed inside it (the backend's ``gram_tile``:
+a single-threaded BLAS gemm per cache-sized sub-tile, in each OpenMP thread, read back from
+cache) where the backend's ``fusable`` allows; else the Gram by BLAS first, written straight
+into a result buffer (one syrk of the triangle for a symmetric result of many features), then
+the pass (``tile``) reading each entry once. When x2 is None only the upper triangle is
+computed and then mirrored. The two phases do not alternate per block: BLAS threads keep
+spinning after a gemm and would share the cores with the OpenMP pass. The results are the only O(N1·N2)
 allocations (with get='ntk' alone the Gram of a network without branches is held in the NTK
 buffer); the rest is O(N·depth) per-point variances.
 
@@ -278,8 +280,8 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
     diagonal : bool
         Only Σ(x1ᵢ, x1ᵢ), Θ(x1ᵢ, x1ᵢ): shape (N1,), O(N1) work. Requires x2 None.
     out : dict name -> preallocated array of shape (N1, N2) and ``dtype``, or None
-        An np.memmap is flushed to its file (msync) after the Gram phase, after each block of
-        the fused pass and after the mirror.
+        An np.memmap is flushed to its file (msync) after the Gram phase (when the Gram is not
+        computed inside the pass), after each block of the fused pass and after the mirror.
     block_rows : int or None
         Rows of x1 per tile; default from a 32 MiB budget per result block.
     progress : bool
@@ -367,20 +369,26 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
     rows = block_rows or _tiles.rows_per_block(n2 * itemsize * (1 + (n_regs - 1) * (1 + with_ntk)), lo=16, hi=2048)
     blocks = _tiles.row_blocks(n1, rows, symmetric)
     scaled = any(isinstance(st, Scale) for st in steps) and start.x1_is_x2
-    with _progress(2 * n1, progress) as bar:
-        # Two phases, not alternating per block: BLAS threads spin for a while after each
-        # gemm and would take the cores from the OpenMP pass that follows it.
-        if kernel is None:
+    # The Gram inside the fused pass where the plan allows (one sub-tile at a time, read from
+    # cache); else in a phase of its own first: not alternating with the pass per block, as BLAS
+    # threads spin for a while after each gemm and would take the cores from the OpenMP pass.
+    fused = kernel is None and backend.fusable(plan, d, symmetric)
+    with _progress((1 if fused else 2) * n1, progress) as bar:
+        if kernel is None and not fused:
             backend.gram(x1, x2, out[sigma_name], blocks)
-        else:
+        elif kernel is not None:
             for i0, i1, c0 in blocks:
                 out["nngp"][i0:i1, c0:] = kernel.nngp[i0:i1, c0:]
                 if with_ntk:
                     out["ntk"][i0:i1, c0:] = kernel.ntk[i0:i1, c0:]
-        bar.update(n1)
-        _flush(out)
-        if symmetric and kernel is None:  # x·x from the Gram itself, so coincident points see exactly Σ₁₂ = Σ₁₁ = Σ₂₂
-            k1, _, var1 = backend.diagonal(plan, np.diagonal(out[sigma_name]).astype(np.float64), False)
+        if not fused:
+            bar.update(n1)
+            _flush(out)
+        self_gram = None
+        if symmetric and kernel is None:  # x·x as the Gram holds it, so coincident points see exactly Σ₁₂ = Σ₁₁ = Σ₂₂
+            self_gram = (_sq_norms(x1).astype(dtype).astype(np.float64) if fused
+                         else np.diagonal(out[sigma_name]).astype(np.float64))
+            k1, _, var1 = backend.diagonal(plan, self_gram, False)
             k2, var2 = k1, var1
         elif symmetric:
             (k1, _, var1), (k2, var2) = diag1, (diag1[0], diag1[2])
@@ -391,7 +399,10 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
             sigma = out[sigma_name][i0:i1, c0:]
             nngp = out["nngp"][i0:i1, c0:] if "nngp" in out else None
             ntk = out["ntk"][i0:i1, c0:] if with_ntk else None
-            if branched:
+            if fused:
+                backend.gram_tile(plan, x1[i0:i1], (x1 if symmetric else x2)[c0:], nngp, ntk, var1[:, i0:i1],
+                                  var2[:, c0:], rho_tol, None if self_gram is None else self_gram[i0:i1])
+            elif branched:
                 backend.tile(plan, sigma, nngp, ntk, var1[:, i0:i1], var2[:, c0:], rho_tol,
                              i0 - c0 if scaled else None)
             else:

@@ -4,7 +4,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <atomic>
+#include <climits>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -133,6 +135,14 @@ T* optional_out(const py::object& obj, const char* name, idx n1, idx n2, idx* ld
     return a.mutable_data();
 }
 
+// The columns' sqrt(var2) and 1/sqrt(var2) per activation, once per tile (O(n_act n2)).
+std::vector<double> column_scales(const Array<double>& var2, idx n_act, idx n2, idx ld) {
+    std::vector<double> scales2(static_cast<std::size_t>(2 * n_act * n2));
+    for (idx a = 0; a < n_act; ++a)
+        fastntk::column_scales(var2.data() + a * ld, n2, scales2.data() + 2 * a * n2, scales2.data() + (2 * a + 1) * n2);
+    return scales2;
+}
+
 template <class T>
 void fc_tile(const Array<T>& sigma, py::object nngp, py::object ntk, const Array<double>& var1,
              const Array<double>& var2, const Array<double>& ops, double rho_tol) {
@@ -148,15 +158,82 @@ void fc_tile(const Array<T>& sigma, py::object nngp, py::object ntk, const Array
     ld.var1 = row_stride<double>(var1, "var1", n_act, n1);
     ld.var2 = row_stride<double>(var2, "var2", n_act, n2);
     const T* sigma_ptr = sigma.data();
-    // The columns' sqrt(var2) and 1/sqrt(var2) per activation, once per tile (O(n_act n2)).
-    std::vector<double> scales2(static_cast<std::size_t>(2 * n_act * n2));
-    for (idx a = 0; a < n_act; ++a)
-        fastntk::column_scales(var2.data() + a * ld.var2, n2, scales2.data() + 2 * a * n2,
-                               scales2.data() + (2 * a + 1) * n2);
+    const auto scales2 = column_scales(var2, n_act, n2, ld.var2);
     enter_kernel();
     py::gil_scoped_release release;
     fastntk::fc_tile<T>(sigma_ptr, nngp_ptr, ntk_ptr, n1, n2, ld, var1.data(), var2.data(), scales2.data(), op.data(),
                         static_cast<int>(op.size()), rho_tol);
+}
+
+// Fortran BLAS ?gemm, as scipy.linalg.cython_blas exports it (32-bit integers).
+template <class T>
+using Gemm = void (*)(const char*, const char*, const int*, const int*, const int*, const T*, const T*, const int*,
+                      const T*, const int*, const T*, T*, const int*);
+
+// The function pointer held by a PyCapsule (scipy.linalg.cython_blas.__pyx_capi__['dgemm']).
+template <class T>
+Gemm<T> gemm_from(const py::capsule& cap) {
+    void* f = PyCapsule_GetPointer(cap.ptr(), PyCapsule_GetName(cap.ptr()));
+    if (!f) throw py::error_already_set();
+    return reinterpret_cast<Gemm<T>>(f);
+}
+
+// fc_tile of the Gram x1 . x2 (computed here, sub-tile by sub-tile, by the BLAS gemm in the capsule,
+// which must run single-threaded: the caller limits BLAS to one thread) into nngp, or ntk when nngp
+// is None (then ops start with the input op). x1 (n1, d), x2 (n2, d) with contiguous rows.
+// self_gram: None, or x1[i] . x1[i] (n1,) float64 written over the Gram's entries (i, i) (a
+// symmetric result's tile, x2 = x1 from its first row on: coincident points then see exactly the
+// variances of the per-point pass); with it only the sub-tiles on and above the diagonal are computed.
+template <class T>
+void fc_gram_tile(const Array<T>& x1, const Array<T>& x2, py::object nngp, py::object ntk, const Array<double>& var1,
+                  const Array<double>& var2, const Array<double>& ops, double rho_tol, const py::capsule& gemm,
+                  py::object self_gram) {
+    idx n_act;
+    const auto op = read_ops(ops, &n_act);
+    if (op.empty() || op[0].kind != fastntk::OpKind::Input)
+        throw std::invalid_argument("fc_gram_tile needs ops that start with the input op");
+    const idx n1 = x1.ndim() == 2 ? x1.shape(0) : -1, d = x1.ndim() == 2 ? x1.shape(1) : -1;
+    const idx n2 = x2.ndim() == 2 ? x2.shape(0) : -1;
+    const idx ld1 = row_stride<T>(x1, "x1", n1, d), ld2 = row_stride<T>(x2, "x2", n2, d);
+    fastntk::Strides ld;
+    T* nngp_ptr = optional_out<T>(nngp, "nngp", n1, n2, &ld.nngp);
+    T* ntk_ptr = optional_out<T>(ntk, "ntk", n1, n2, &ld.ntk);
+    T* sigma = nngp_ptr ? nngp_ptr : ntk_ptr;
+    if (!sigma) throw std::invalid_argument("fc_gram_tile needs nngp or ntk");
+    ld.sigma = nngp_ptr ? ld.nngp : ld.ntk;
+    ld.var1 = row_stride<double>(var1, "var1", n_act, n1);
+    ld.var2 = row_stride<double>(var2, "var2", n_act, n2);
+    const double* diag = nullptr;
+    if (!self_gram.is_none()) {
+        auto g = py::cast<py::array_t<double, py::array::c_style>>(self_gram);
+        if (g.ndim() != 1 || g.shape(0) != n1 || n1 > n2)
+            throw std::invalid_argument("self_gram must have shape (n1,), n1 <= n2 (x2 = x1 from its first row on)");
+        diag = g.data();
+    }
+    const int k = static_cast<int>(d), lda = static_cast<int>(ld2), ldb = static_cast<int>(ld1);
+    if (d > INT_MAX || ld1 > INT_MAX || ld2 > INT_MAX || ld.sigma > INT_MAX)
+        throw std::invalid_argument("fc_gram_tile: a dimension exceeds the BLAS integer range");
+    const Gemm<T> f = gemm_from<T>(gemm);
+    const T* a = x2.data();
+    const T* b = x1.data();
+    // Row-major out[r0:r1, c0:c1] = x1[r0:r1] . x2[c0:c1]^T is column-major out^T = x2[c0:c1] . x1[r0:r1]^T.
+    auto gram = [=](idx r0, idx r1, idx c0, idx c1, T* out, idx ld_out) {
+        const int m = static_cast<int>(c1 - c0), n = static_cast<int>(r1 - r0), ldc = static_cast<int>(ld_out);
+        const T one = 1, zero = 0;
+        if (k == 0) {
+            for (idx r = r0; r < r1; ++r) std::fill(out + (r - r0) * ld_out, out + (r - r0) * ld_out + m, zero);
+        } else {
+            f("T", "N", &m, &n, &k, &one, a + c0 * ld2, &lda, b + r0 * ld1, &ldb, &zero, out, &ldc);
+        }
+        if (diag)
+            for (idx r = std::max(r0, c0); r < std::min(r1, c1); ++r)
+                out[(r - r0) * ld_out + (r - c0)] = static_cast<T>(diag[r]);
+    };
+    const auto scales2 = column_scales(var2, n_act, n2, ld.var2);
+    enter_kernel();
+    py::gil_scoped_release release;
+    fastntk::fc_gram_tile<T>(gram, sigma, nngp_ptr, ntk_ptr, n1, n2, ld, var1.data(), var2.data(), scales2.data(),
+                             op.data(), static_cast<int>(op.size()), rho_tol, diag != nullptr);
 }
 
 void fc_diagonal(Array<double> nngp, py::object ntk_obj, Array<double> var, const Array<double>& ops) {
@@ -229,6 +306,12 @@ PYBIND11_MODULE(_core, m) {
           py::arg("nngp"), py::arg("ntk"), py::arg("var1").noconvert(), py::arg("var2").noconvert(), py::arg("ops").noconvert(), py::arg("rho_tol"));
     m.def("fc_tile", &fc_tile<float>, "Walk a tile of Sigma12 (and Theta12) through all ops.", py::arg("sigma").noconvert(),
           py::arg("nngp"), py::arg("ntk"), py::arg("var1").noconvert(), py::arg("var2").noconvert(), py::arg("ops").noconvert(), py::arg("rho_tol"));
+    m.def("fc_gram_tile", &fc_gram_tile<double>, "fc_tile of the Gram x1 . x2, computed sub-tile by sub-tile by a BLAS gemm.",
+          py::arg("x1").noconvert(), py::arg("x2").noconvert(), py::arg("nngp"), py::arg("ntk"), py::arg("var1").noconvert(),
+          py::arg("var2").noconvert(), py::arg("ops").noconvert(), py::arg("rho_tol"), py::arg("gemm"), py::arg("self_gram"));
+    m.def("fc_gram_tile", &fc_gram_tile<float>, "fc_tile of the Gram x1 . x2, computed sub-tile by sub-tile by a BLAS gemm.",
+          py::arg("x1").noconvert(), py::arg("x2").noconvert(), py::arg("nngp"), py::arg("ntk"), py::arg("var1").noconvert(),
+          py::arg("var2").noconvert(), py::arg("ops").noconvert(), py::arg("rho_tol"), py::arg("gemm"), py::arg("self_gram"));
     m.def("fc_diagonal", &fc_diagonal, "Per-point Sigma(x, x), Theta(x, x) and activation variances, in place.",
           py::arg("nngp").noconvert(), py::arg("ntk"), py::arg("var").noconvert(), py::arg("ops").noconvert());
     m.def("mirror_upper", &mirror_upper<double>, "Copy the upper triangle onto the lower.", py::arg("a").noconvert());

@@ -4,8 +4,10 @@ family's angle, the mirror, the fused tile pass, and the glue's buffer checks.""
 import numpy as np
 import pytest
 from conftest import RTOL, assert_close, assert_rounding
+from threadpoolctl import ThreadpoolController
 
 from fastntk import _core, _reference, stax
+from fastntk._blas import GEMM, one_blas_thread
 
 ULP_BOUND = 2  # cpp/include/fastntk/math.hpp: "within 2 ulp of std::atan2"
 
@@ -243,6 +245,107 @@ def test_fc_diagonal_rejects_bad_buffers(args, match):
     ops = RELU_OPS[[0, 1]].copy()  # no activation: var has 0 rows
     with pytest.raises(ValueError, match=match):
         _core.fc_diagonal(*args, ops)
+
+
+# --- fc_gram_tile: the Gram inside the pass ------------------------------------------------
+
+
+def _gram_tile(x1, x2, self_gram=None, with_ntk=True):
+    """fc_gram_tile's NNGP and NTK of RELU_OPS between x1 and x2 (the variances from their norms)."""
+    var1, var2 = ((2.0 * (x * x).sum(1, dtype=np.float64) / x.shape[1] + 0.01)[None] for x in (x1, x2))
+    nngp = np.full((len(x1), len(x2)), np.nan, x1.dtype)
+    ntk = np.full_like(nngp, np.nan) if with_ntk else None
+    ops = RELU_OPS.copy()
+    ops[0, 1] = 1.0 / x1.shape[1]
+    with one_blas_thread():
+        _core.fc_gram_tile(x1, x2, nngp, ntk, var1, var2, ops, 0.0, GEMM[x1.dtype.char], self_gram)
+    return nngp, ntk, var1, var2, ops
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("n1", "n2", "d"), [(5, 3, 4), (150, 700, 33), (64, 1, 1)])
+def test_fc_gram_tile_equals_fc_tile_of_the_blas_gram(dtype, n1, n2, d):
+    """Sub-tiles of every shape (partial at both edges) against fc_tile on NumPy's Gram."""
+    rng = np.random.default_rng(3)
+    x1, x2 = rng.standard_normal((n1, d)).astype(dtype), rng.standard_normal((n2, d)).astype(dtype)
+    nngp, ntk, var1, var2, ops = _gram_tile(x1, x2)
+    ref_nngp, ref_ntk = np.empty_like(nngp), np.empty_like(ntk)
+    _core.fc_tile(x1 @ x2.T, ref_nngp, ref_ntk, var1, var2, ops, 0.0)
+    assert_rounding(nngp, ref_nngp, "nngp")
+    assert_rounding(ntk, ref_ntk, "ntk")
+    nngp_only, *_ = _gram_tile(x1, x2, with_ntk=False)
+    assert_rounding(nngp_only, ref_nngp, "nngp alone")
+
+
+def test_fc_gram_tile_ntk_only_writes_the_gram_into_ntk():
+    x1, x2, *_ = _tile_inputs()
+    nngp, ntk, var1, var2, ops = _gram_tile(x1, x2)
+    alone = np.empty_like(ntk)
+    with one_blas_thread():
+        _core.fc_gram_tile(x1, x2, None, alone, var1, var2, ops, 0.0, GEMM["d"], None)
+    assert_rounding(alone, ntk, "ntk alone")
+
+
+def test_fc_gram_tile_symmetric_tile_sees_exact_self_gram():
+    """A symmetric result's block: x2 = x1 from its first row on; entries (i, i) of the Gram take
+    the given x·x exactly (the per-point pass's), and the sub-tiles wholly below the diagonal are
+    skipped (left as they were)."""
+    x = np.random.default_rng(4).standard_normal((2100, 6))
+    block = x[:1100]
+    sq = np.einsum("ij,ij->i", block, block)
+    gram = np.full((1100, 2100), np.nan)
+    with one_blas_thread():  # the input op alone, Σ = x·x' (1/d = 1): the Gram itself
+        _core.fc_gram_tile(block, x, gram, None, np.empty((0, 1100)), np.empty((0, 2100)),
+                           np.array([[_OP["input"], 1.0, 0, 0, 0]]), 0.0, GEMM["d"], sq)
+    np.testing.assert_array_equal(np.diag(gram), sq)
+    ops = RELU_OPS.copy()
+    ops[0, 1] = 1.0 / 6
+    k, t, var = sq.copy(), np.empty(1100), np.empty((1, 1100))
+    _core.fc_diagonal(k, t, var, ops)
+    var_all = np.empty((1, 2100))
+    _core.fc_diagonal(np.einsum("ij,ij->i", x, x), None, var_all, ops)
+    var_all[:, :1100] = var
+    nngp, ntk = np.full((1100, 2100), np.nan), np.full((1100, 2100), np.nan)
+    with one_blas_thread():
+        _core.fc_gram_tile(block, x, nngp, ntk, var, var_all, ops, 0.0, GEMM["d"], sq)
+    np.testing.assert_allclose(np.diag(nngp), k, rtol=1e-15)
+    np.testing.assert_allclose(np.diag(ntk), t, rtol=1e-15)
+    upper = np.triu(np.ones((1100, 2100), bool))
+    for a in (gram, nngp, ntk):
+        assert np.isfinite(a[upper]).all()
+        assert np.isnan(a[1024:, :1024]).all()  # float64 sub-tiles: 64 rows x 1024 columns
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"ops": RELU_OPS[1:].copy()}, "needs ops that start with the input op"),
+        ({"nngp": None, "ntk": None}, "needs nngp or ntk"),
+        ({"x2": np.ones((3, 5))}, r"x2 must have shape \(3, 4\); got \(3, 5\)"),
+        ({"x1": np.ones((5, 8))[:, ::2]}, "x1 must have contiguous rows"),
+        ({"self_gram": np.ones(4)}, r"self_gram must have shape \(n1,\), n1 <= n2"),
+        ({"self_gram": np.ones(5)}, r"self_gram must have shape \(n1,\), n1 <= n2"),  # n1 = 5 > n2 = 3
+    ],
+    ids=["no_input_op", "no_output", "x2_width", "x1_strided", "self_gram_size", "self_gram_wide"],
+)
+def test_fc_gram_tile_rejects_bad_buffers(change, match):
+    x1, x2, gram, var1, var2 = _tile_inputs()
+    args = {"x1": x1, "x2": x2, "nngp": np.empty_like(gram), "ntk": np.empty_like(gram), "var1": var1, "var2": var2,
+            "ops": RELU_OPS, "rho_tol": 0.0, "gemm": GEMM["d"], "self_gram": None}
+    with pytest.raises(ValueError, match=match):
+        _core.fc_gram_tile(**(args | change))
+
+
+def test_one_blas_thread_nests_and_restores():
+    controller = ThreadpoolController()
+    before = [lib.num_threads for lib in controller.select(user_api="blas").lib_controllers]
+    with one_blas_thread():
+        with one_blas_thread():
+            inner = [lib.num_threads for lib in ThreadpoolController().select(user_api="blas").lib_controllers]
+        still = [lib.num_threads for lib in ThreadpoolController().select(user_api="blas").lib_controllers]
+    after = [lib.num_threads for lib in ThreadpoolController().select(user_api="blas").lib_controllers]
+    assert all(n == 1 for n in inner + still)
+    assert after == before
 
 
 # An output the glue would have to convert (int64, float32 beside float64) or copy

@@ -58,6 +58,31 @@ def test_tiled_equals_untiled_one_kernel(act, get, symmetric, block_rows):
     _assert_tiled_equals_untiled(act, symmetric, get, block_rows)
 
 
+@pytest.mark.parametrize("act", ["relu", "numerical_df"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_gram_inside_the_pass_equals_the_gram_phase(act, dtype, monkeypatch):
+    """The Gram inside the fused pass (backend.gram_tile) and in a phase of its own first (BLAS
+    syrk/gemm, then backend.tile) agree to rounding, x2 None and given; the coincident points of
+    a symmetric result keep Σ₁₂ = Σ₁₁ exactly in both (the diagonal equals diagonal=True's)."""
+    from fastntk._backend import cpu
+
+    x1, x2 = _points(70, 9).astype(dtype), _points(40, 9, seed=1).astype(dtype)
+    kernel_fn = fc_net(ACTIVATIONS[act].layer, 3, "ntk", 0.1).kernel_fn
+    fused = [kernel_fn(x1, x2, ("nngp", "ntk"), block_rows=16) for x2 in (None, x2)]
+    monkeypatch.setattr(cpu, "SYRK_MIN_D", 0)  # every symmetric result through syrk, cross blocks still fused
+    syrk = kernel_fn(x1, None, ("nngp", "ntk"), block_rows=16)
+    monkeypatch.setattr(cpu.CpuBackend, "fusable", lambda self, plan, d, symmetric: False)
+    phases = [kernel_fn(x1, x2, ("nngp", "ntk"), block_rows=16) for x2 in (None, x2)]
+    for a, b, c in zip(fused, phases, (syrk, None)):
+        for name in ("nngp", "ntk"):
+            assert_rounding(getattr(a, name), getattr(b, name), name)
+            if c is not None:
+                assert_rounding(getattr(c, name), getattr(b, name), name)
+    diag = kernel_fn(x1, None, ("nngp", "ntk"), diagonal=True)
+    for result in (fused[0], phases[0]):
+        np.testing.assert_allclose(np.diagonal(result.nngp), diag.nngp, rtol=4 * np.finfo(dtype).eps)
+
+
 def test_default_block_rows_covers_many_blocks():
     """N2 large enough that the 32 MiB budget gives several row blocks of default height."""
     x1 = np.random.default_rng(2).standard_normal((300, 3))

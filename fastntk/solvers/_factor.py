@@ -11,8 +11,8 @@ import warnings
 
 import numpy as np
 import scipy.linalg as sl
-from threadpoolctl import threadpool_limits
 
+from .._blas import one_blas_thread
 from .._validation import check_memory
 from ._eigen import eigh_factored
 
@@ -32,7 +32,7 @@ def cholesky(a, overwrite_a=False):
     ``SERIAL_CHOLESKY_N`` on (see there)."""
     if a.shape[0] < SERIAL_CHOLESKY_N:
         return sl.cholesky(a, lower=False, overwrite_a=overwrite_a, check_finite=False)
-    with threadpool_limits(1, user_api="blas"):
+    with one_blas_thread():
         return sl.cholesky(a, lower=False, overwrite_a=overwrite_a, check_finite=False)
 
 #: What to use when an N×N float64 factor does not fit (the MemoryError message lists these).

@@ -34,9 +34,17 @@ import scipy.linalg as sl
 from tqdm.auto import tqdm
 
 from .. import _tiles
+from .._blas import one_blas_thread
 from .._types import FalkonResult
-from .._validation import (available_memory, check_initial, check_integer, check_kernel_or_operator, check_outputs,
-                           check_positive, check_times)
+from .._validation import (
+    available_memory,
+    check_initial,
+    check_integer,
+    check_kernel_or_operator,
+    check_outputs,
+    check_positive,
+    check_times,
+)
 from ._factor import cholesky, flow_factors
 from ._krylov import cg
 
@@ -78,7 +86,8 @@ class NystromProducts:
     ``_tiles.BLOCK_BYTES``) at a time: ``matmat(v)`` = K_NM v, ``rmatmat(w)`` = K_NMᵀ w,
     ``normal(v)`` = K_NMᵀ K_NM v (one pass over the blocks), ``gram()`` = K_NMᵀ K_NM. A product
     computes the kernel entries of the rows not stored, O(N·M) when none is, and only reads the
-    stored ones.
+    stored ones. The products of a few vectors run with BLAS on one thread (``_blas.one_blas_thread``):
+    a threaded product would leave BLAS threads spinning on the cores the next block's pass needs.
     """
 
     def __init__(self, op, rows, centers, memory_budget=None, store_dtype=np.float32, progress=False):
@@ -113,22 +122,25 @@ class NystromProducts:
     def matmat(self, v):
         """K_NM v for v (M, P): (N, P)."""
         out = np.empty((self.shape[0], v.shape[1]))
-        for i0, i1, k in self.blocks():
-            out[i0:i1] = k @ v
+        with one_blas_thread():
+            for i0, i1, k in self.blocks():
+                out[i0:i1] = k @ v
         return out
 
     def rmatmat(self, w):
         """K_NMᵀ w for w (N, P): (M, P)."""
         out = np.zeros((self.shape[1], w.shape[1]))
-        for i0, i1, k in self.blocks():
-            out += k.T @ w[i0:i1]
+        with one_blas_thread():
+            for i0, i1, k in self.blocks():
+                out += k.T @ w[i0:i1]
         return out
 
     def normal(self, v):
         """K_NMᵀ K_NM v for v (M, P): (M, P), one pass over the blocks."""
         out = np.zeros((self.shape[1], v.shape[1]))
-        for _, _, k in self.blocks():
-            out += k.T @ (k @ v)
+        with one_blas_thread():
+            for _, _, k in self.blocks():
+                out += k.T @ (k @ v)
         return out
 
     def gram(self):

@@ -6,6 +6,7 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from .. import _backend, _tiles, infinite
+from .._blas import one_blas_thread
 from .._validation import check_integer, check_kernel_name, check_pair, uses_dask
 
 __all__ = ["KernelOperator", "kernel_operator"]
@@ -119,8 +120,9 @@ class KernelOperator(LinearOperator):
             return self.dask.matmat(v)
         v = np.asarray(v, dtype=np.float64).reshape(self.shape[1], -1)
         out = np.empty((self.shape[0], v.shape[1]))
-        for i0, i1, _ in self._rows():
-            out[i0:i1] = self.block(slice(i0, i1)) @ v
+        with one_blas_thread():  # as NystromProducts: no BLAS threads left spinning beside the next block
+            for i0, i1, _ in self._rows():
+                out[i0:i1] = self.block(slice(i0, i1)) @ v
         return out
 
     def _rmatmat(self, v):
@@ -130,8 +132,9 @@ class KernelOperator(LinearOperator):
             return self._matmat(v)
         v = np.asarray(v, dtype=np.float64).reshape(self.shape[0], -1)
         out = np.zeros((self.shape[1], v.shape[1]))
-        for i0, i1, _ in self._rows():
-            out += self.block(slice(i0, i1)).T @ v[i0:i1]
+        with one_blas_thread():
+            for i0, i1, _ in self._rows():
+                out += self.block(slice(i0, i1)).T @ v[i0:i1]
         return out
 
     def _matvec(self, v):

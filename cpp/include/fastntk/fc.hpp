@@ -22,8 +22,10 @@
 
 #if defined(__GNUC__)
 #define FASTNTK_NOINLINE __attribute__((noinline))
+#define FASTNTK_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define FASTNTK_NOINLINE
+#define FASTNTK_ALWAYS_INLINE inline
 #endif
 
 namespace fastntk {
@@ -384,7 +386,7 @@ inline void column_scales(const double* v, idx n, double* sd, double* inv) noexc
 // The ReLU family's dual (abrelu_dual's arguments after k, k11, k22) over n entries, with the
 // per-point scales of the row computed once and those of the columns read (or computed per entry).
 template <bool WithNtk, bool PerEntry, class Dual>
-inline void scaled_pass(double* __restrict k, double* __restrict t, idx n, const Variances& var,
+FASTNTK_ALWAYS_INLINE void scaled_pass(double* __restrict k, double* __restrict t, idx n, const Variances& var,
                         const Dual& dual) noexcept {
     const double* __restrict v1 = var.v1;
     const double* __restrict v2 = var.v2;
@@ -511,8 +513,10 @@ FASTNTK_NOINLINE void apply_nt_op(const Op& op, double* __restrict k, double* __
 // Apply op to n entries: k[j] (Sigma12) and t[j] (Theta12, skipped when
 // WithNtk is false), with the variances var (see Variances). A row of
 // a tile (one x1 point against n x2 points) has PerEntry = false.
+// Always inlined: compiled into each SIMD variant of fc_rows (an out-of-line copy would be the
+// baseline build's, called from all of them).
 template <bool WithNtk, bool PerEntry>
-inline void apply_op(const Op& op, double* __restrict k, double* __restrict t, idx n, const Variances& var,
+FASTNTK_ALWAYS_INLINE void apply_op(const Op& op, double* __restrict k, double* __restrict t, idx n, const Variances& var,
                      double rho_tol) noexcept {
     const double* p = op.p;
     const double* __restrict v1 = var.v1;
@@ -600,29 +604,28 @@ struct Strides {
     idx sigma, nngp, ntk, var1, var2;
 };
 
-// Tile pass over an n1 x n2 tile.
+// Rows [i0, i1) and columns [j0, j1) of an n1 x n2 tile through all ops, on one thread.
 // sigma_in: Sigma12 on entry (the Gram x1.x2 when ops[0] is Input). nngp: Sigma12
 // after all ops, or nullptr to discard it. ntk: Theta12 on entry (unless ops[0] is
 // Input, which sets it to 0) and on exit, or nullptr for the NNGP alone. sigma_in may
 // be the same buffer as nngp, or as ntk when ops[0] is Input: each chunk is read
 // before it is written. var1[a * ld.var1 + i], var2[a * ld.var2 + j]: variances entering
 // activation a; row strides in ld; scales2[2 a n2 + j], scales2[(2 a + 1) n2 + j]: sqrt(var2) and
-// its inverse (column_scales), or nullptr (computed per entry). Rows run in parallel; each row is walked through all ops in
-// cache-sized chunks, so every entry is read and written once whatever the depth.
+// its inverse (column_scales), or nullptr (computed per entry). Each row is walked through all
+// ops in cache-sized chunks, so every entry is read and written once whatever the depth.
 template <class T>
-FASTNTK_SIMD_CLONES void fc_tile(const T* sigma_in, T* nngp, T* ntk, idx n1, idx n2, const Strides& ld,
-                                 const double* var1, const double* var2, const double* scales2, const Op* ops,
-                                 int n_ops, double rho_tol) noexcept {
+FASTNTK_SIMD_CLONES void fc_rows(const T* sigma_in, T* nngp, T* ntk, idx i0, idx i1, idx j0, idx j1, idx n2,
+                                 const Strides& ld, const double* var1, const double* var2, const double* scales2,
+                                 const Op* ops, int n_ops, double rho_tol) noexcept {
     constexpr idx kChunk = 256;
     const bool starts_with_input = n_ops > 0 && ops[0].kind == OpKind::Input;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (idx i = 0; i < n1; ++i) {
-        double k[kChunk], t[kChunk];
-        for (idx j0 = 0; j0 < n2; j0 += kChunk) {
-            const idx m = std::min(kChunk, n2 - j0);
-            const T* s_row = sigma_in + i * ld.sigma + j0;
-            T* k_row = nngp ? nngp + i * ld.nngp + j0 : nullptr;
-            T* t_row = ntk ? ntk + i * ld.ntk + j0 : nullptr;
+    double k[kChunk], t[kChunk];
+    for (idx i = i0; i < i1; ++i) {
+        for (idx c = j0; c < j1; c += kChunk) {
+            const idx m = std::min(kChunk, j1 - c);
+            const T* s_row = sigma_in + i * ld.sigma + c;
+            T* k_row = nngp ? nngp + i * ld.nngp + c : nullptr;
+            T* t_row = ntk ? ntk + i * ld.ntk + c : nullptr;
             for (idx j = 0; j < m; ++j) k[j] = static_cast<double>(s_row[j]);
             if (t_row && !starts_with_input)
                 for (idx j = 0; j < m; ++j) t[j] = static_cast<double>(t_row[j]);
@@ -631,9 +634,9 @@ FASTNTK_SIMD_CLONES void fc_tile(const T* sigma_in, T* nngp, T* ntk, idx n1, idx
                 Variances var{nullptr, nullptr, nullptr, nullptr};
                 if (is_activation(ops[l].kind)) {
                     var.v1 = var1 + a * ld.var1 + i;
-                    var.v2 = var2 + a * ld.var2 + j0;
+                    var.v2 = var2 + a * ld.var2 + c;
                     if (scales2) {
-                        var.sd2 = scales2 + 2 * a * n2 + j0;
+                        var.sd2 = scales2 + 2 * a * n2 + c;
                         var.inv2 = var.sd2 + n2;
                     }
                     ++a;
@@ -646,6 +649,43 @@ FASTNTK_SIMD_CLONES void fc_tile(const T* sigma_in, T* nngp, T* ntk, idx n1, idx
             if (t_row)
                 for (idx j = 0; j < m; ++j) t_row[j] = static_cast<T>(t[j]);
         }
+    }
+}
+
+// An n1 x n2 tile through all ops (fc_rows' arguments), rows in parallel.
+template <class T>
+void fc_tile(const T* sigma_in, T* nngp, T* ntk, idx n1, idx n2, const Strides& ld, const double* var1,
+             const double* var2, const double* scales2, const Op* ops, int n_ops, double rho_tol) noexcept {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (idx i = 0; i < n1; ++i) fc_rows<T>(sigma_in, nngp, ntk, i, i + 1, 0, n2, n2, ld, var1, var2, scales2, ops,
+                                            n_ops, rho_tol);
+}
+
+// Sides of the sub-tiles of fc_gram_tile: kGramRows rows by as many columns as fill kGramBytes
+// (at least kChunk-sized), so that a sub-tile's Gram is still in the core's L2 cache when the
+// ops read it, and its GEMM (kGramRows columns of x1 against them) is large enough for BLAS speed.
+constexpr idx kGramRows = 64;
+constexpr idx kGramBytes = 512 * 1024;
+
+// fc_tile with the Gram computed inside the pass: sub-tile by sub-tile, gram(r0, r1, c0, c1, out,
+// ld_out) writes x1[r0:r1] . x2[c0:c1] into out (the sub-tile of sigma, row stride ld_out; a
+// single-threaded GEMM, called from every thread at once) and the ops walk it at once, from cache:
+// each entry is written to memory once per output instead of once more by the Gram and read back.
+// sigma = nngp, or ntk when nngp is nullptr (ops[0] must be Input). upper: skip the sub-tiles
+// wholly below the diagonal (column < row), which a symmetric result fills by mirroring.
+template <class T, class Gram>
+void fc_gram_tile(const Gram& gram, T* sigma, T* nngp, T* ntk, idx n1, idx n2, const Strides& ld,
+                  const double* var1, const double* var2, const double* scales2, const Op* ops, int n_ops,
+                  double rho_tol, bool upper) noexcept {
+    const idx cols = std::max<idx>(256, kGramBytes / static_cast<idx>(kGramRows * sizeof(T)));
+    const idx n_r = (n1 + kGramRows - 1) / kGramRows, n_c = (n2 + cols - 1) / cols;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (idx s = 0; s < n_r * n_c; ++s) {
+        const idx r0 = (s / n_c) * kGramRows, r1 = std::min(n1, r0 + kGramRows);
+        const idx c0 = (s % n_c) * cols, c1 = std::min(n2, c0 + cols);
+        if (upper && c1 <= r0) continue;
+        gram(r0, r1, c0, c1, sigma + r0 * ld.sigma + c0, ld.sigma);
+        fc_rows<T>(sigma, nngp, ntk, r0, r1, c0, c1, n2, ld, var1, var2, scales2, ops, n_ops, rho_tol);
     }
 }
 

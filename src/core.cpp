@@ -21,6 +21,7 @@
 
 #include "fastntk/fc.hpp"
 #include "fastntk/math.hpp"
+#include "fastntk/sketch.hpp"
 
 namespace py = pybind11;
 using fastntk::idx;
@@ -298,6 +299,135 @@ int get_num_threads() {
 #endif
 }
 
+// --- Random features and sketches (cpp/include/fastntk/sketch.hpp) ---
+
+bool is_power_of_2(idx n) { return n > 0 && (n & (n - 1)) == 0; }
+
+template <class T>
+bool has_dtype(const py::array& a) {
+    return py::isinstance<Array<T>>(a);
+}
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()); }
+
+// The number of rows of a 2-D array.
+idx rows_of(const py::array& a, const char* name) {
+    if (a.ndim() != 2) throw std::invalid_argument(std::string(name) + " must be 2-D; got shape " + dims(a));
+    return a.shape(0);
+}
+
+// The length of a 1-D array of unit stride (any stride with at most one element).
+template <class T>
+idx vector_length(const py::array& a, const char* name) {
+    if (a.ndim() != 1) throw std::invalid_argument(std::string(name) + " must be 1-D; got shape " + dims(a));
+    if (a.shape(0) > 1 && a.strides(0) != static_cast<py::ssize_t>(sizeof(T)))
+        throw std::invalid_argument(std::string(name) + " must be contiguous");
+    return a.shape(0);
+}
+
+void check_writeable(const py::array& a, const char* name) {
+    if (!a.writeable()) throw std::invalid_argument(std::string(name) + " must be writeable");
+}
+
+// True when the byte spans [first element, last element] of a and b intersect.
+bool overlaps(const py::array& a, const py::array& b) {
+    if (a.size() == 0 || b.size() == 0) return false;
+    auto span = [](const py::array& v) {
+        auto lo = reinterpret_cast<std::uintptr_t>(v.data()), hi = lo + v.itemsize();
+        for (py::ssize_t k = 0; k < v.ndim(); ++k) {
+            const py::ssize_t step = (v.shape(k) - 1) * v.strides(k);
+            (step < 0 ? lo : hi) += step;
+        }
+        return std::pair<std::uintptr_t, std::uintptr_t>(lo, hi);
+    };
+    const auto [a0, a1] = span(a);
+    const auto [b0, b1] = span(b);
+    return a0 < b1 && b0 < a1;
+}
+
+// 0 <= index[j] < bound for every j.
+void check_indices(const Array<std::int64_t>& index, const char* name, idx bound, const char* bound_name) {
+    const std::int64_t* v = index.data();
+    for (idx j = 0; j < index.shape(0); ++j)
+        if (v[j] < 0 || v[j] >= bound)
+            throw std::invalid_argument(std::string(name) + "[" + std::to_string(j) + "] = " + std::to_string(v[j]) +
+                                        " is not in [0, " + bound_name + ") = [0, " + std::to_string(bound) + ")");
+}
+
+// a (n_rows, n) <- a H_n in place, n a power of 2 (H_n unnormalised, Sylvester's order).
+template <class T>
+void fwht(Array<T> a) {
+    const idx n_rows = rows_of(a, "a"), n = a.shape(1);
+    if (!is_power_of_2(n))
+        throw std::invalid_argument("a must have a power-of-2 number of columns (n >= 1); got shape " + dims(a));
+    const idx ld = row_stride<T>(a, "a", n_rows, n);
+    check_writeable(a, "a");
+    T* p = a.mutable_data();
+    enter_kernel();
+    py::gil_scoped_release release;
+    fastntk::fwht_rows<T>(p, n_rows, n, ld);
+}
+
+// Reached when no overload of fwht matched: a is an array of another dtype.
+void fwht_dtype(const py::array& a) {
+    throw std::invalid_argument("a must be float32 or float64 (native byte order); got " + dtype_name(a));
+}
+
+// out (N, m) <- TensorSRHT of the rows of x (N, p) and y (N, q) with signs signs_x (P,), signs_y (Q,)
+// and indices index_x, index_y (m,) (see cpp/include/fastntk/sketch.hpp).
+template <class T>
+void tensor_srht(const Array<T>& x, const Array<T>& y, const Array<T>& signs_x, const Array<T>& signs_y,
+                 const Array<std::int64_t>& index_x, const Array<std::int64_t>& index_y, Array<T> out) {
+    const idx n = rows_of(x, "x"), p = x.shape(1);
+    const idx ldx = row_stride<T>(x, "x", n, p);
+    if (rows_of(y, "y") != n)
+        throw std::invalid_argument("y must have as many rows as x (" + std::to_string(n) + "); got shape " + dims(y));
+    const idx q = y.shape(1);
+    const idx ldy = row_stride<T>(y, "y", n, q);
+    const idx P = vector_length<T>(signs_x, "signs_x"), Q = vector_length<T>(signs_y, "signs_y");
+    if (!is_power_of_2(P) || P < p)
+        throw std::invalid_argument("signs_x must have a power-of-2 length P >= p = " + std::to_string(p) +
+                                    " (the columns of x); got shape " + dims(signs_x));
+    if (!is_power_of_2(Q) || Q < q)
+        throw std::invalid_argument("signs_y must have a power-of-2 length Q >= q = " + std::to_string(q) +
+                                    " (the columns of y); got shape " + dims(signs_y));
+    const idx m = vector_length<std::int64_t>(index_x, "index_x");
+    if (vector_length<std::int64_t>(index_y, "index_y") != m)
+        throw std::invalid_argument("index_y must have the shape of index_x (" + std::to_string(m) + ",); got " +
+                                    dims(index_y));
+    check_indices(index_x, "index_x", P, "P");
+    check_indices(index_y, "index_y", Q, "Q");
+    const idx ldo = row_stride<T>(out, "out", n, m);
+    check_writeable(out, "out");
+    for (const auto& [a, name] : {std::pair<const py::array&, const char*>{x, "x"}, {y, "y"}, {signs_x, "signs_x"},
+                                  {signs_y, "signs_y"}, {index_x, "index_x"}, {index_y, "index_y"}})
+        if (overlaps(out, a)) throw std::invalid_argument(std::string("out must not share memory with ") + name);
+    const idx n_chunks = std::min<idx>(n, get_num_threads());
+    std::vector<T> scratch(static_cast<std::size_t>(n_chunks * (P + Q)));
+    T* o = out.mutable_data();
+    enter_kernel();
+    py::gil_scoped_release release;
+    fastntk::tensor_srht_rows<T>(x.data(), ldx, p, y.data(), ldy, q, n, signs_x.data(), P, signs_y.data(), Q,
+                                 index_x.data(), index_y.data(), m, o, ldo, scratch.data(), n_chunks);
+}
+
+// Reached when no overload of tensor_srht matched: names the first argument of the wrong dtype.
+void tensor_srht_dtype(const py::array& x, const py::array& y, const py::array& signs_x, const py::array& signs_y,
+                       const py::array& index_x, const py::array& index_y, const py::array& out) {
+    const bool f64 = has_dtype<double>(x);
+    if (!f64 && !has_dtype<float>(x))
+        throw std::invalid_argument("x must be float32 or float64 (native byte order); got " + dtype_name(x));
+    for (const auto& [a, name] : {std::pair<const py::array&, const char*>{y, "y"}, {signs_x, "signs_x"},
+                                  {signs_y, "signs_y"}, {out, "out"}})
+        if (f64 ? !has_dtype<double>(a) : !has_dtype<float>(a))
+            throw std::invalid_argument(std::string(name) + " must have the dtype of x (" + dtype_name(x) + "); got " +
+                                        dtype_name(a));
+    for (const auto& [a, name] : {std::pair<const py::array&, const char*>{index_x, "index_x"}, {index_y, "index_y"}})
+        if (!has_dtype<std::int64_t>(a))
+            throw std::invalid_argument(std::string(name) + " must be int64 (native byte order); got " + dtype_name(a));
+    throw std::logic_error("tensor_srht: arrays of matching dtypes reached the dtype diagnosis");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -323,6 +453,23 @@ PYBIND11_MODULE(_core, m) {
           py::arg("s").noconvert(), py::arg("out").noconvert());
     m.def("set_num_threads", &set_num_threads, "Set the OpenMP thread count.", py::arg("n"));
     m.def("get_num_threads", &get_num_threads, "OpenMP thread count.");
+    m.def("fwht", &fwht<double>, "Rows of a <- a H_n in place (unnormalised Walsh-Hadamard, Sylvester order).",
+          py::arg("a").noconvert());
+    m.def("fwht", &fwht<float>, "Rows of a <- a H_n in place (unnormalised Walsh-Hadamard, Sylvester order).",
+          py::arg("a").noconvert());
+    m.def("fwht", &fwht_dtype, "Diagnose an fwht call of the wrong dtype.", py::arg("a").noconvert());
+    m.def("tensor_srht", &tensor_srht<double>, "out <- TensorSRHT of the row pairs of x and y (Ahle et al. 2020).",
+          py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("signs_x").noconvert(),
+          py::arg("signs_y").noconvert(), py::arg("index_x").noconvert(), py::arg("index_y").noconvert(),
+          py::arg("out").noconvert());
+    m.def("tensor_srht", &tensor_srht<float>, "out <- TensorSRHT of the row pairs of x and y (Ahle et al. 2020).",
+          py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("signs_x").noconvert(),
+          py::arg("signs_y").noconvert(), py::arg("index_x").noconvert(), py::arg("index_y").noconvert(),
+          py::arg("out").noconvert());
+    m.def("tensor_srht", &tensor_srht_dtype, "Diagnose a tensor_srht call of mismatched dtypes.",
+          py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("signs_x").noconvert(),
+          py::arg("signs_y").noconvert(), py::arg("index_x").noconvert(), py::arg("index_y").noconvert(),
+          py::arg("out").noconvert());
     // The op codes of cpp/include/fastntk/fc.hpp (OpKind), by name: Python reads them from here.
     py::dict op_kinds;
     using fastntk::OpKind;

@@ -3,11 +3,11 @@
 Infinite-width NNGP and NTK of fully-connected networks (``fastntk.stax``, a drop-in for
 ``neural_tangents.stax``), computed by a fused C++ recursion over BLAS Gram tiles; the
 empirical NTK of finite networks (``fastntk.empirical``); kernel regression and training
-dynamics (``fastntk.predict``, ``fastntk.spectrum``, ``fastntk.solvers``); scikit-learn
-estimators (``fastntk.sklearn``).
+dynamics (``fastntk.predict``, ``fastntk.spectrum``, ``fastntk.solvers``); random feature maps of
+the kernels (``fastntk.features``); scikit-learn estimators (``fastntk.sklearn``).
 """
 
-from . import activations, empirical, predict, spectrum, stax
+from . import activations, empirical, features, predict, spectrum, stax
 from ._types import Kernel
 from .batching import batch
 from .empirical import (
@@ -35,6 +35,7 @@ __all__ = [
     "empirical_nngp_fn",
     "empirical_ntk_fn",
     "empirical_ntk_vp_fn",
+    "features",
     "get_num_threads",
     "linearize",
     "monte_carlo_kernel_fn",

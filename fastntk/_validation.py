@@ -529,6 +529,14 @@ def check_integer(value, name, *, minimum=1, maximum=None, allow_none=False):
     return int(value)
 
 
+def check_seed(seed, name="seed"):
+    """A numpy Generator from ``seed``: an int >= 0, a Generator (used as is) or None (fresh entropy)."""
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an int >= 0, a numpy.random.Generator or None; got {seed!r}") from None
+
+
 def result_dtype(*arrays, dtype=None):
     """``dtype`` if given (check_dtype), else float32 when every array is float32, else float64 (DESIGN §5)."""
     if dtype is not None:

@@ -5,7 +5,8 @@ data file or a built-in dataset: standardise, build the kernels, pick the ridge,
 report test accuracy/MSE beside an RBF kernel-ridge baseline, with predictions, a JSON
 report and plots. Above :data:`AUTO_EXACT_MAX_N` training points (or when the exact solver's
 N×N arrays would not fit in memory) ``--solver auto`` picks Falkon (Nyström kernel ridge
-regression on ``--centers`` points, no N×N matrix) and says so. ``fastntk kernel``: the NNGP/NTK
+regression on ``--centers`` points, no N×N matrix) and says so; ``--solver features`` is ridge
+regression on ``--features`` random features of the kernel. ``fastntk kernel``: the NNGP/NTK
 alone, streamed block by block to .npy files with bounded memory; rerun after an interruption,
 it resumes.
 """
@@ -155,7 +156,8 @@ def _rbf(x1, x2, gamma):
     return np.exp(-gamma * np.maximum(sq, 0.0))
 
 
-def _plots(out_dir, spectrum, times, loss_train, loss_test, limit, kernel):
+def _spectrum_plot(out_dir, spectrum, title):
+    """spectrum.png: the eigenvalues (descending) on log–log axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,10 +165,19 @@ def _plots(out_dir, spectrum, times, loss_train, loss_test, limit, kernel):
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.loglog(np.arange(1, len(spectrum) + 1), np.maximum(spectrum, np.finfo(float).tiny))
-    ax.set(xlabel="index", ylabel="eigenvalue", title=f"{kernel.upper()} spectrum (train)")
+    ax.set(xlabel="index", ylabel="eigenvalue", title=title)
     fig.tight_layout()
     fig.savefig(out_dir / "spectrum.png", dpi=120)
     plt.close(fig)
+
+
+def _plots(out_dir, spectrum, times, loss_train, loss_test, limit, kernel):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _spectrum_plot(out_dir, spectrum, f"{kernel.upper()} spectrum (train)")
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.loglog(times, loss_train, label="train")
     ax.loglog(times, loss_test, label="test")
@@ -226,8 +237,10 @@ def cmd_fit(args):
         raise CLIError(f"--validation must be in [0, 1); got {args.validation}")
     if args.centers < 1:
         raise CLIError(f"--centers must be >= 1; got {args.centers}")
+    if args.features < 2:
+        raise CLIError(f"--features must be >= 2; got {args.features}")
     solver, why = _choose_solver(args.solver, len(xtr))
-    if solver == "cg" and args.t is not None:
+    if solver in ("cg", "features") and args.t is not None:
         raise CLIError("--t (a finite training time) needs --solver exact or falkon")
     print(f"solver: {solver} ({why})")
     classes = np.unique(ytr) if task == "classification" else None
@@ -263,6 +276,9 @@ def cmd_fit(args):
         loss = lambda f, yy: 0.5 * np.mean((f - yy) ** 2, axis=(-2, -1))  # noqa: E731
         _plots(out_dir, fit["eigenvalues"], fit["times"], loss(fit["ftr_t"], fit["y_train"]),
                loss(fit["fte_t"], yte_m), loss(fit["f_inf"], yte_m), args.kernel)
+    elif solver == "features":
+        _spectrum_plot(out_dir, fit["eigenvalues"], f"{args.kernel.upper()} of {fit['solver']['features']} random "
+                                                    "features: spectrum of Φ Φᵀ (train)")
     else:
         _convergence_plot(out_dir, fit["solver"], args.kernel)
     _print_fit(args, report, name, task, other, out_dir)
@@ -304,13 +320,14 @@ GCV_SUBSET = 2000
 
 
 def _fit_large(args, xtr, xte, y_train, solver):
-    """Test outputs of kernel ridge by 'cg' or 'falkon' on kernel operators: no N×N matrix.
+    """Test outputs of kernel ridge by 'cg' or 'falkon' on kernel operators, or by ridge regression on
+    ``--features`` random features ('features', K ≈ Φ Φᵀ): no N×N matrix.
 
     ``--diag-reg gcv`` picks the ridge by GCV on a random subset of GCV_SUBSET training points
     (one GCV_SUBSET² eigendecomposition). The NNGP/NTK and RBF baselines of the exact path, and
     its spectrum and loss curves, are skipped.
     """
-    from . import predict, solvers, stax
+    from . import features, predict, solvers, stax
     from .sklearn import GCV_GRID
 
     _, _, kernel_fn = stax.fc_network(args.depth, args.activation, args.W_std, args.b_std, args.parameterization,
@@ -325,7 +342,14 @@ def _fit_large(args, xtr, xte, y_train, solver):
         sel = predict.select_diag_reg(op.block(pick, pick), y_train[pick], GCV_GRID)
         reg = float(sel.diag_reg)
     kw = {"k_test_train": op_test, "maxiter": args.maxiter, "seed": args.seed, "progress": not args.quiet}
-    if solver == "falkon":
+    eigenvalues = None
+    if solver == "features":
+        fmap = features.random_features(kernel_fn, xtr.shape[1], args.kernel, args.features, seed=args.seed)
+        phi = fmap.transform(xtr)
+        fx_test = fmap.transform(xte) @ solvers.feature_ridge(phi, y_train, reg)
+        eigenvalues = np.linalg.eigvalsh(phi.T @ phi)[::-1]  # the nonzero spectrum of Φ Φᵀ, from m×m
+        info = {"name": "features", "features": fmap.n_out, "method": "random_features"}
+    elif solver == "falkon":
         res = predict.kernel_ridge(op, y_train, reg, solver="falkon", n_centers=args.centers, sampling=args.sampling,
                                    validation=args.validation or None, **kw)
         sol = res.solution
@@ -334,13 +358,15 @@ def _fit_large(args, xtr, xte, y_train, solver):
                 "iterations": sol.iterations, "best_iteration": sol.best_iteration, "converged": bool(sol.converged),
                 "residuals": sol.residual_history.max(axis=1).tolist(),
                 "validation_mse": None if sol.validation_history is None else sol.validation_history.tolist()}
+        fx_test = res.fx_test
     else:
         res = predict.kernel_ridge(op, y_train, reg, solver="cg", preconditioner="nystrom" if reg else None,
                                    rank=min(200, len(xtr)), **kw)
         sol = res.solution
         info = {"name": "cg", "iterations": sol.iterations, "best_iteration": sol.best_iteration,
                 "converged": bool(sol.converged), "residuals": sol.history.max(axis=1).tolist()}
-    f_inf, f_t = res.fx_test, res.fx_test
+        fx_test = res.fx_test
+    f_inf, f_t = fx_test, fx_test
     if args.t is not None:  # falkon: gradient flow with the Nyström kernel of the same number of centres
         flow = predict.gradient_descent_mse_nystrom(op, y_train, args.centers, args.learning_rate, reg,
                                                     sampling=args.sampling, seed=args.seed, progress=not args.quiet)
@@ -348,7 +374,7 @@ def _fit_large(args, xtr, xte, y_train, solver):
         info["dynamics"] = {"method": "gradient flow with the Nyström kernel", "centers": len(flow.centers)}
     seconds = round(time.perf_counter() - start, 3)
     return {"f_t": f_t, "f_inf": f_inf, "reg": reg, "sel": sel, "gcv_points": n_gcv, "kernel_seconds": None,
-            "solver": {**info, "seconds": seconds}}  # kernel blocks are computed inside the solve
+            "eigenvalues": eigenvalues, "solver": {**info, "seconds": seconds}}  # kernel blocks inside the solve
 
 
 def _convergence_plot(out_dir, info, kernel):
@@ -408,7 +434,9 @@ def _print_fit(args, report, name, task, other, out_dir):
     info = report["solver"]
     print(f"{name}: {task}, {report['n_train']} train / {report['n_test']} test, d={report['d']}; "
           f"{args.activation} depth {args.depth}, diag_reg={report['diag_reg']:.3g}, solver {info['name']}")
-    if info["name"] != "exact":
+    if info["name"] == "features":
+        print(f"  {info['features']} random features, {info['seconds']:.1f} s")
+    elif info["name"] != "exact":
         extra = f"{info['centers']} centres, " if info["name"] == "falkon" else ""
         print(f"  {extra}{info['iterations']} iterations (best {info['best_iteration']}), relative residual "
               f"{info['residuals'][info['best_iteration']]:.2e}, {info['seconds']:.1f} s")
@@ -416,7 +444,7 @@ def _print_fit(args, report, name, task, other, out_dir):
             ("RBF kernel ridge", "test_rbf_kernel_ridge")]
     for label, key in rows if info["name"] == "exact" else rows[:1]:
         print(f"  test {metric:8s} {report[key][metric]:.4f}  {label}")
-    plots = "spectrum.png, loss.png" if info["name"] == "exact" else "convergence.png"
+    plots = {"exact": "spectrum.png, loss.png", "features": "spectrum.png"}.get(info["name"], "convergence.png")
     print(f"  wrote {out_dir}/report.json, predictions.csv, {plots}")
 
 
@@ -450,10 +478,13 @@ def make_parser():
     p.add_argument("--t", type=_number, default=None, help="training time (default: infinity)")
     p.add_argument("--learning-rate", type=_number, default=1.0)
     p.add_argument("--diag-reg", type=_diag_reg, default="gcv", help="'gcv' (default) or a value >= 0")
-    p.add_argument("--solver", choices=("auto", "exact", "cg", "falkon"), default="auto",
+    p.add_argument("--solver", choices=("auto", "exact", "cg", "falkon", "features"), default="auto",
                    help=f"auto (default): exact up to {AUTO_EXACT_MAX_N} training points and while its "
-                        f"{EXACT_ARRAYS} N×N float64 arrays fit in memory, else falkon; cg and falkon form no N×N")
+                        f"{EXACT_ARRAYS} N×N float64 arrays fit in memory, else falkon; cg, falkon and features "
+                        "(ridge on random features of the kernel) form no N×N")
     p.add_argument("--centers", type=int, default=2000, help="Nyström centres M of --solver falkon (default 2000)")
+    p.add_argument("--features", type=int, default=4096,
+                   help="random features of --solver features (default 4096): ridge regression on them, O(N·M²)")
     p.add_argument("--sampling", choices=("uniform", "leverage"), default="uniform",
                    help="how falkon draws its centres (default uniform)")
     p.add_argument("--validation", type=float, default=0.1,

@@ -9,8 +9,12 @@ generalised cross-validation from one eigendecomposition.
 ``solver='exact'`` (the default) forms the N×N kernel and factors it; ``solver='cg'`` solves the same
 ridge problem by conjugate gradients on a matrix-free :class:`fastntk.solvers.KernelOperator`, and
 ``solver='falkon'`` solves Nyström kernel ridge regression on ``n_centers`` training points
-(:func:`fastntk.solvers.falkon`): neither forms an N×N matrix, so they reach N = 10⁵–10⁶. All
+(:func:`fastntk.solvers.falkon`): neither forms an N×N matrix, so they reach N = 10⁵–10⁶.
+``solver='features'`` is ridge regression on ``n_features`` random features of the kernel
+(:func:`fastntk.features.random_features`): O(N·m²), the kernel approximated by Φ Φᵀ. All
 outputs (the one-vs-rest columns of a classifier) go through one solve.
+
+:class:`NTKFeatures` is the feature map as a transformer, for a ``Pipeline`` with any linear model.
 """
 
 from __future__ import annotations
@@ -18,23 +22,61 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    RegressorMixin,
+    TransformerMixin,
+)
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import predict, solvers, stax
-from ._validation import check_integer
+from . import features, predict, solvers, stax
+from ._validation import check_integer, check_seed
 
-__all__ = ["NTKClassifier", "NTKRegressor"]
+__all__ = ["NTKClassifier", "NTKFeatures", "NTKRegressor"]
+
+SOLVERS = ("exact", "cg", "falkon", "features")
 
 #: Grid of relative ridges searched by diag_reg='gcv' (× trace(K)/N).
 GCV_GRID = np.logspace(-8, 1, 37)
 
 
-class _NTKBase(BaseEstimator):
+class _FeatureMapMixin:
+    """A random feature map drawn at fit from an int ``feature_seed_`` and rebuilt from it where it is
+    missing (after unpickling: the map holds the activation's functions, which do not pickle)."""
+
+    def _draw_feature_map(self, seed, d, dtype):
+        """Fix the map's seed (an int, or one drawn from a Generator: a new map per fit) and draw it."""
+        self.feature_seed_ = int(seed if isinstance(seed, numbers.Integral) else
+                                 check_seed(seed).integers(2**63))
+        self.feature_dtype_ = np.dtype(dtype).name
+        self.__dict__.pop("_feature_map", None)
+        return self.feature_map_
+
+    @property
+    def feature_map_(self):
+        """The fitted :class:`fastntk.features.FeatureMap` (see :func:`fastntk.features.random_features`)."""
+        check_is_fitted(self, "feature_seed_")
+        fmap = self.__dict__.get("_feature_map")
+        if fmap is None:
+            fmap = features.random_features(self._network()[2], self.n_features_in_, self.kernel, self.n_features,
+                                            method=getattr(self, "method", "random_features"),
+                                            seed=self.feature_seed_, dtype=self.feature_dtype_)
+            self.__dict__["_feature_map"] = fmap
+        return fmap
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_feature_map", None)
+        return state
+
+
+class _NTKBase(_FeatureMapMixin, BaseEstimator):
     def __init__(self, depth=3, activation="relu", W_std=np.sqrt(2), b_std=0.1, parameterization="ntk",
                  width=512, kernel="ntk", t=None, learning_rate=1.0, diag_reg=1e-6, solver="exact", n_centers=1000,
-                 random_state=0):
+                 n_features=4096, random_state=0):
         self.depth = depth
         self.activation = activation
         self.W_std = W_std
@@ -47,12 +89,13 @@ class _NTKBase(BaseEstimator):
         self.diag_reg = diag_reg
         self.solver = solver
         self.n_centers = n_centers
+        self.n_features = n_features
         self.random_state = random_state
 
     @property
     def kernel_fn_(self):
         """kernel_fn of the fitted architecture (``fastntk.stax``); rebuilt, so the estimator pickles."""
-        check_is_fitted(self, "dual_coef_")
+        check_is_fitted(self, "coef_" if self.solver == "features" else "dual_coef_")
         return self._network()[2]
 
     def _network(self):
@@ -65,8 +108,8 @@ class _NTKBase(BaseEstimator):
             raise ValueError(f"kernel must be 'ntk' or 'nngp'; got {self.kernel!r}")
         if self.t is not None and not (isinstance(self.t, numbers.Real) and self.t >= 0):
             raise ValueError(f"t must be None (trained to convergence) or a time >= 0; got {self.t!r}")
-        if self.solver not in ("exact", "cg", "falkon"):
-            raise ValueError(f"solver must be 'exact', 'cg' or 'falkon'; got {self.solver!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}; got {self.solver!r}")
         if self.solver != "exact":
             return self._fit_large(X, Y)
         kernel_fn = self._network()[2]
@@ -88,12 +131,17 @@ class _NTKBase(BaseEstimator):
         return self
 
     def _fit_large(self, X, Y):
-        """solver='cg' or 'falkon': kernel ridge on a KernelOperator of X, no N×N matrix."""
+        """solver='cg', 'falkon' or 'features': kernel ridge without an N×N matrix."""
         if isinstance(self.diag_reg, str) or self.t is not None:
             what = f"diag_reg={self.diag_reg!r}" if isinstance(self.diag_reg, str) else f"t={self.t!r}"
             raise ValueError(f"{what} needs solver='exact' (an eigendecomposition of the N×N kernel); "
                              f"solver={self.solver!r} fits t=None with a numeric diag_reg")
         self.diag_reg_ = self.diag_reg
+        if self.solver == "features":
+            check_integer(self.n_features, "n_features", minimum=2)
+            fmap = self._draw_feature_map(self.random_state, X.shape[1], X.dtype)
+            self.coef_ = solvers.feature_ridge(fmap.transform(X), Y, self.diag_reg_).astype(X.dtype)
+            return self
         op = solvers.KernelOperator(self._network()[2], X, get=self.kernel)
         if self.solver == "cg":
             pre = "nystrom" if self.diag_reg_ else None
@@ -109,8 +157,11 @@ class _NTKBase(BaseEstimator):
         return self
 
     def _decision(self, X):
-        check_is_fitted(self, "dual_coef_")
+        check_is_fitted(self, "coef_" if self.solver == "features" else "dual_coef_")
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        if self.solver == "features":
+            return (self.feature_map_.transform(X.astype(self.feature_map_.dtype, copy=False)) @ self.coef_).astype(
+                X.dtype, copy=False)
         if self.solver == "exact":
             return self.kernel_fn_(X, self.X_fit_, self.kernel) @ self.dual_coef_
         op = solvers.KernelOperator(self.kernel_fn_, X, self.X_fit_, get=self.kernel)
@@ -140,20 +191,26 @@ class NTKRegressor(RegressorMixin, _NTKBase):
     diag_reg : float >= 0 or 'gcv'
         Ridge relative to trace(K)/N, as neural-tangents; 'gcv' picks it on ``GCV_GRID``
         (solver='exact' only).
-    solver : {'exact', 'cg', 'falkon'}
+    solver : {'exact', 'cg', 'falkon', 'features'}
         'exact': the N×N kernel, factored (any ``t`` and ``diag_reg``). 'cg': conjugate gradients on
         a matrix-free kernel operator (Nyström-preconditioned when diag_reg > 0), the same ridge
         solution. 'falkon': Nyström kernel ridge regression on ``n_centers`` training points drawn
-        with ``random_state``. 'cg' and 'falkon' fit t=None with a numeric diag_reg.
+        with ``random_state``. 'features': ridge regression on ``n_features`` random features of the
+        kernel drawn with ``random_state`` (the ridge relative to trace(Φ Φᵀ)/N). 'cg', 'falkon' and
+        'features' fit t=None with a numeric diag_reg.
     n_centers : int >= 1
         M for solver='falkon', at most the N training points (with fewer, every point is a centre:
         exact kernel ridge regression).
+    n_features : int >= 2
+        The most random features for solver='features'.
     random_state : int or numpy.random.Generator
-        Seed of the centres ('falkon') and of the Nyström preconditioner ('cg').
+        Seed of the centres ('falkon'), of the Nyström preconditioner ('cg') and of the features ('features').
 
     Attributes
     ----------
-    dual_coef_ : ndarray of shape (N,) or (N, O); (M,) or (M, O) with solver='falkon'
+    dual_coef_ : ndarray of shape (N,) or (N, O); (M,) or (M, O) with solver='falkon'; not with 'features'
+    coef_ : ndarray of shape (m,) or (m, O), solver='features': the weights of the features
+    feature_map_ : fastntk.features.FeatureMap, solver='features' (drawn from ``feature_seed_``)
     X_fit_ : ndarray of shape (N, d); (M, d), the centres, with solver='falkon'
     centers_ : ndarray of shape (M,), solver='falkon': the centres' indices among the training points
     diag_reg_ : float
@@ -205,3 +262,66 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
     def predict(self, X):
         scores = self.decision_function(X)
         return self.classes_[(scores > 0).astype(int) if scores.ndim == 1 else np.argmax(scores, axis=1)]
+
+
+class NTKFeatures(_FeatureMapMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Random features Φ of the NTK or NNGP of an infinitely wide fully-connected network.
+
+    ``transform(X)`` gives Φ(X), shape (N, n_out) with n_out <= ``n_features``, and
+    Φ(X1)·Φ(X2)ᵀ approximates ``kernel_fn_(X1, X2, kernel)`` (:func:`fastntk.features.random_features`:
+    unbiased for one hidden layer, error falling like n_features^(−1/2)). A linear model on Φ is
+    kernel regression with the approximate kernel, in O(N·n_features²): use it in a ``Pipeline``
+    with ``Ridge``, ``RidgeCV`` or ``SGDRegressor``.
+
+    Parameters
+    ----------
+    depth, activation, W_std, b_std, parameterization, width, kernel : the network and kernel, as
+        :class:`NTKRegressor`'s
+    method : {'random_features'}
+    n_features : int >= 2
+    seed : int, numpy.random.Generator or None
+        Of the map, drawn by ``fit``. None: seed 0, so that fitting twice gives the same map
+        (scikit-learn's estimator checks require it); a Generator draws a new map at every fit.
+
+    Attributes
+    ----------
+    feature_map_ : fastntk.features.FeatureMap
+    feature_seed_ : int, the seed the map is drawn from (from a Generator: drawn from it at fit)
+    n_features_in_ : int
+    kernel_fn_ : the architecture's kernel_fn
+    """
+
+    def __init__(self, depth=3, activation="relu", W_std=np.sqrt(2), b_std=0.1, parameterization="ntk", width=512,
+                 kernel="ntk", method="random_features", n_features=4096, seed=None):
+        self.depth = depth
+        self.activation = activation
+        self.W_std = W_std
+        self.b_std = b_std
+        self.parameterization = parameterization
+        self.width = width
+        self.kernel = kernel
+        self.method = method
+        self.n_features = n_features
+        self.seed = seed
+
+    @property
+    def kernel_fn_(self):
+        check_is_fitted(self, "feature_seed_")
+        return self._network()[2]
+
+    def _network(self):
+        return stax.fc_network(self.depth, self.activation, self.W_std, self.b_std, self.parameterization,
+                               self.width)
+
+    def fit(self, X, y=None):
+        X = validate_data(self, X, dtype=(np.float64, np.float32))
+        if self.kernel not in ("ntk", "nngp"):
+            raise ValueError(f"kernel must be 'ntk' or 'nngp'; got {self.kernel!r}")
+        self._n_features_out = self._draw_feature_map(0 if self.seed is None else self.seed, X.shape[1], X.dtype).n_out
+        return self
+
+    def transform(self, X):
+        """Φ(X): (N, n_out) of X's dtype (float32 or float64)."""
+        check_is_fitted(self, "feature_seed_")
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        return self.feature_map_.transform(X.astype(self.feature_map_.dtype, copy=False))

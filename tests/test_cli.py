@@ -477,6 +477,18 @@ def test_fit_falkon_reports_iterations_and_plots_convergence(tmp_path, capsys):
     assert not (tmp_path / "spectrum.png").exists()
 
 
+def test_fit_features_is_ridge_on_random_features_and_plots_their_spectrum(tmp_path, capsys):
+    code, out, _ = run(["fit", "--data", "digits", "--solver", "features", "--features", "1024", "--diag-reg", "1e-3",
+                        "--out", str(tmp_path), "--quiet"], capsys)
+    assert code == 0
+    assert "solver: features (--solver features)" in out and "1024 random features" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["solver"]["name"] == "features" and report["solver"]["features"] == 1024
+    assert report["test"]["accuracy"] > 0.95
+    assert (tmp_path / "spectrum.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "convergence.png").exists()
+
+
 def test_fit_cg_with_gcv_on_a_subset(tmp_path, capsys):
     code, out, _ = run(["fit", "--data", "diabetes", "--solver", "cg", "--out", str(tmp_path), "--quiet"], capsys)
     assert code == 0
@@ -522,6 +534,8 @@ def test_fit_auto_picks_falkon_when_the_exact_arrays_do_not_fit(tmp_path, capsys
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["--solver", "cg", "--t", "5"], "--t (a finite training time) needs --solver exact or falkon"),
+     (["--solver", "features", "--t", "5"], "--t (a finite training time) needs --solver exact or falkon"),
+     (["--solver", "features", "--features", "1"], "--features must be >= 2"),
      (["--solver", "falkon", "--validation", "1.5"], "--validation must be in [0, 1)"),
      (["--solver", "falkon", "--centers", "0"], "--centers must be >= 1"),
      (["--solver", "falkon", "--maxiter", "0"], "maxiter must be an integer >= 1")],

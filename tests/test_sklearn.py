@@ -12,12 +12,14 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from fastntk import predict, stax
-from fastntk.sklearn import NTKClassifier, NTKRegressor
+from fastntk.sklearn import NTKClassifier, NTKFeatures, NTKRegressor
 
 
 @parametrize_with_checks([NTKRegressor(), NTKClassifier(), NTKRegressor(diag_reg="gcv", kernel="nngp", depth=1),
                           NTKRegressor(solver="cg", diag_reg=1e-3), NTKRegressor(solver="falkon", n_centers=100),
-                          NTKClassifier(solver="falkon", n_centers=100, depth=2)])
+                          NTKClassifier(solver="falkon", n_centers=100, depth=2),
+                          NTKRegressor(solver="features", n_features=128), NTKClassifier(solver="features", n_features=64),
+                          NTKFeatures(n_features=64), NTKFeatures(kernel="nngp", n_features=32, depth=1)])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -113,3 +115,34 @@ def test_bad_parameters(data, params, match):
     x, y, _, _ = data
     with pytest.raises(ValueError, match=match):
         NTKRegressor(**params).fit(x, y)
+
+
+def test_features_regressor_approaches_kernel_regression(data):
+    """solver='features' is ridge regression with the kernel Φ Φᵀ: its predictions approach the exact
+    kernel ridge predictions as n_features grows (errors of one draw ~ n_features^(−1/2))."""
+    x, y, xt, _ = data
+    exact = NTKRegressor(depth=2, diag_reg=1e-2).fit(x, y).predict(xt)
+    err = [np.linalg.norm(NTKRegressor(depth=2, diag_reg=1e-2, solver="features", n_features=m, random_state=1)
+                          .fit(x, y).predict(xt) - exact) / np.linalg.norm(exact) for m in (256, 4096)]
+    assert err[1] < 0.1 and err[1] < err[0] / 2, err
+
+
+def test_ntk_features_in_a_pipeline_with_ridge(data):
+    """NTKFeatures + Ridge equals NTKRegressor(solver='features') with the same map and ridge."""
+    from sklearn.linear_model import Ridge
+
+    x, y, xt, _ = data
+    feats = NTKFeatures(depth=2, n_features=512, seed=3).fit(x)
+    phi = feats.transform(x)
+    alpha = 1e-2 * np.einsum("ij,ij->", phi, phi) / len(x)
+    pipe = make_pipeline(NTKFeatures(depth=2, n_features=512, seed=3), Ridge(alpha=alpha, fit_intercept=False))
+    est = NTKRegressor(depth=2, diag_reg=1e-2, solver="features", n_features=512, random_state=3).fit(x, y)
+    np.testing.assert_allclose(pipe.fit(x, y).predict(xt), est.predict(xt), rtol=1e-8, atol=1e-10)
+    assert feats.kernel_fn_ is not None and feats.transform(xt).shape == (len(xt), feats.feature_map_.n_out)
+    assert NTKFeatures(depth=2, n_features=512).fit(x).get_feature_names_out()[0] == "ntkfeatures0"
+
+
+def test_features_classifier_on_digits():
+    x, y = load_digits(return_X_y=True)
+    xtr, xte, ytr, yte = train_test_split(StandardScaler().fit_transform(x), y, test_size=0.3, random_state=0)
+    assert NTKClassifier(solver="features", n_features=2048, diag_reg=1e-3).fit(xtr, ytr).score(xte, yte) > 0.95

@@ -26,6 +26,8 @@ No neural-tangents API here (that is :mod:`fastntk.predict`) and no spectral dia
   point is a centre; :func:`gradient_descent_mse_nystrom` — gradient flow with the Nyström kernel at
   any times from one M×M eigendecomposition; :class:`NystromProducts` — K_NM v, K_NMᵀ w, K_NMᵀ K_NM v
   by row blocks, K_NM stored in float32 within a memory budget or recomputed.
+* Explicit features (K ≈ Φ Φᵀ, :mod:`fastntk.features`): :func:`feature_ridge` — ridge regression on
+  the m features, one m×m Cholesky.
 
 Conventions (``n = y_train.size``, relative ``diag_reg`` × trace(K)/N, times in units of
 ``learning_rate``) are those of :mod:`fastntk.predict`.
@@ -35,14 +37,21 @@ from __future__ import annotations
 
 from .._types import CGResult, FalkonResult
 from ._eigen import FactoredEigenbasis, eigh_factored, largest_eigenvalue
-from ._factor import FACTOR_ALTERNATIVES, KernelFactor, flow_factors, in_eigenbasis, step_factors
+from ._factor import (
+           FACTOR_ALTERNATIVES,
+           KernelFactor,
+           flow_factors,
+           in_eigenbasis,
+           step_factors,
+)
 from ._falkon import NystromProducts, falkon, gradient_descent_mse_nystrom
+from ._features import feature_ridge
 from ._krylov import cg, gradient_descent_mse_expm, solve_regularized
 from ._nystrom import nystrom_preconditioner
 from ._operator import KernelOperator, kernel_operator
 from ._store import StoredKernel, store_kernels
 
 __all__ = ["FACTOR_ALTERNATIVES", "CGResult", "FactoredEigenbasis", "FalkonResult", "KernelFactor", "KernelOperator",
-           "NystromProducts", "StoredKernel", "cg", "eigh_factored", "falkon", "flow_factors", "gradient_descent_mse_expm",
+           "NystromProducts", "StoredKernel", "cg", "eigh_factored", "falkon", "feature_ridge", "flow_factors", "gradient_descent_mse_expm",
            "gradient_descent_mse_nystrom", "in_eigenbasis", "kernel_operator", "largest_eigenvalue",
            "nystrom_preconditioner", "solve_regularized", "step_factors", "store_kernels"]

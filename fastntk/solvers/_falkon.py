@@ -43,6 +43,7 @@ from .._validation import (
     check_kernel_or_operator,
     check_outputs,
     check_positive,
+    check_seed,
     check_times,
 )
 from ._factor import cholesky, flow_factors
@@ -248,13 +249,6 @@ def _split(n, validation, rng):
     return np.setdiff1d(np.arange(n), val, assume_unique=True), val
 
 
-def _rng(seed):
-    try:
-        return np.random.default_rng(seed)
-    except (TypeError, ValueError):
-        raise TypeError(f"seed must be an int or a numpy.random.Generator; got {seed!r}") from None
-
-
 def falkon(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, n_centers=1000, *,
            sampling="uniform", seed=0, tol=1e-10, maxiter=100, validation=None, patience=5, memory_budget=None,
            store_dtype=np.float32, products=None, progress=False):
@@ -337,7 +331,7 @@ def falkon(k_train_train, y_train, diag_reg=0.0, diag_reg_absolute_scale=False, 
     if sampling == "leverage" and reg == 0:
         raise ValueError("sampling='leverage' needs diag_reg > 0 (ridge leverage scores of K (K + λI)⁻¹)")
     tol, maxiter = check_positive(tol, "tol"), check_integer(maxiter, "maxiter")
-    rng = _rng(seed)
+    rng = check_seed(seed)
     train, val = _split(n_all, validation, rng)
     n = n_all if train is None else len(train)
     centers = select_centers(op, train, check_integer(n_centers, "n_centers"), sampling, reg, rng)
@@ -448,7 +442,7 @@ def gradient_descent_mse_nystrom(k_train_train, y_train, n_centers, learning_rat
                                       diag_reg_absolute_scale)
     if sampling == "leverage" and reg == 0:
         raise ValueError("sampling='leverage' needs diag_reg > 0 (ridge leverage scores of K (K + λI)⁻¹)")
-    rng = _rng(seed)
+    rng = check_seed(seed)
     centers = select_centers(op, None, check_integer(n_centers, "n_centers"), sampling, reg, rng)
     prods = NystromProducts(op, None, centers, memory_budget, store_dtype, progress)
     k_mm = np.asarray(op.block(centers, centers), dtype=np.float64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as sl
 
-from .._validation import check_finite, check_integer, check_positive
+from .._validation import check_finite, check_integer, check_positive, check_seed
 
 __all__ = ["nystrom_preconditioner"]
 
@@ -37,10 +37,7 @@ def nystrom_preconditioner(k, diag_reg, rank, seed=0):
     n = k.shape[0]
     rank = check_integer(rank, "rank", maximum=n)
     mu = check_positive(diag_reg, "diag_reg", allow_zero=True)
-    try:
-        rng = np.random.default_rng(seed)
-    except (TypeError, ValueError):
-        raise TypeError(f"seed must be an int or a numpy.random.Generator; got {seed!r}") from None
+    rng = check_seed(seed)
     omega, _ = np.linalg.qr(rng.standard_normal((n, rank)))
     y = np.asarray(k @ omega, dtype=np.float64)
     check_finite(y, "k @ omega (the Nyström sketch of k)")

@@ -1,0 +1,224 @@
+"""Random feature maps of the infinite-width NNGP and NTK: Φ(x)·Φ(y) ≈ K(x, y).
+
+An exact kernel costs O(N²) memory and an exact solve O(N³); features Φ (N, m) turn kernel
+ridge regression into linear ridge regression in O(N·m²). The map follows the network's own
+recursion (the conventions of :mod:`fastntk.infinite`), layer by layer, on two feature
+matrices per point, f_Σ with f_Σ(x)·f_Σ(y) ≈ Σ(x, y) and f_Θ with f_Θ(x)·f_Θ(y) ≈ Θ(x, y):
+
+* input:            f_Σ = x/√d, f_Θ = () (Θ = 0);
+* Dense, 'ntk':     f_Σ ← [W_std f_Σ, b_std],  f_Θ ← [f_Σ (new), W_std f_Θ];
+* Dense, 'standard' (fan in n_in, c = 1 with a bias): f_Θ ← [√n_in f_Σ (old), W_std f_Θ, √c],
+  f_Σ ← [W_std f_Σ, b_std];
+* activation φ:     with G (p, m₁) i.i.d. N(0, 1) and u = f_Σ G (so each column u_j is jointly
+  Gaussian with covariance f_Σ(x)·f_Σ(y) across points), f_Σ ← φ(u)/√m₁, g = φ'(u)/√m₁, and
+  f_Θ ← S(f_Θ ⊗ g), S a degree-2 TensorSRHT to m₂ coordinates (``_core.tensor_srht``:
+  E_S[S(a⊗b)·S(a'⊗b')] = (a·a')(b·b')).
+
+So E[f_Σ(x)·f_Σ(y)] = E[φ(u)φ(v)] and E[f_Θ(x)·f_Θ(y)] = Θ(x, y)·E[φ'(u)φ'(v)] given the
+previous layer's features: one hidden layer is unbiased for the exact kernel (the arc-cosine
+features of Cho & Saul 2009 for the ReLU family); deeper maps are unbiased layer by layer given
+the features below, and their error (a bias and a spread, both from the random Σ̂ entering the
+next activation) falls as m grows (Zandieh et al. 2021, "Scaling Neural Tangent Kernels via
+Sketching and Random Features", NeurIPS). φ and φ' are the registry's own
+(:mod:`fastntk.activations`), so every activation with a pointwise φ has features: closed form
+or quadrature alike.
+
+The kernel targeted is exactly ``kernel_fn(x1, x2, get)`` of the same ``stax`` network.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _core, _tiles, spec
+from ._validation import check_array, check_dtype, check_integer, check_seed
+
+__all__ = ["FeatureMap", "random_features"]
+
+#: Methods of :func:`random_features` (the sketch of the dual kernel's polynomial is another).
+METHODS = ("random_features",)
+
+
+def _next_pow2(n):
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+class FeatureMap:
+    """A drawn random feature map of one network's NNGP or NTK (see the module docstring).
+
+    Build it with :func:`random_features`. ``transform(x)`` gives Φ(x), shape (N, n_out),
+    with Φ(x1)·Φ(x2)ᵀ ≈ ``kernel_fn(x1, x2, get)``. The map is fixed once drawn: the same
+    points always get the same features.
+
+    Attributes
+    ----------
+    get : 'nngp' or 'ntk'
+    d : int, the input features. n_out : int, the output features (<= the n_features asked for).
+    dtype : np.float32 or np.float64, of the features (every product is computed in it).
+    """
+
+    def __init__(self, steps, widths, d, get, n_out, dtype):
+        self._steps, self.d, self.get, self.n_out, self.dtype = steps, d, get, n_out, dtype
+        self._widest = max(w for pair in widths for w in pair)  # of a block's matrices (m₁ among them)
+
+    def transform(self, x):
+        """Φ(x): (N, n_out) of ``dtype`` for x (N, d), computed block by block of rows."""
+        x = check_array(x, "x", dtype=self.dtype, allow_empty=True)
+        if x.shape[1] != self.d:
+            raise ValueError(f"x must have {self.d} features (the map's d); got shape {x.shape}")
+        # about four matrices of the widest per row at once (u, φ(u), φ'(u) or the sketch, a concatenation)
+        rows = _tiles.rows_per_block(4 * self._widest * np.dtype(self.dtype).itemsize, lo=1)
+        out = np.empty((x.shape[0], self.n_out), self.dtype)
+        for i0, i1, _ in _tiles.row_blocks(x.shape[0], rows, False):
+            f_sigma, f_theta = x[i0:i1] * self.dtype(1.0 / math.sqrt(self.d)), None
+            for st in self._steps:
+                f_sigma, f_theta = st.apply(f_sigma, f_theta)
+            out[i0:i1] = f_sigma if self.get == "nngp" else f_theta
+        return out
+
+
+class _Dense:
+    """A Dense layer on the two feature matrices (module docstring); no randomness."""
+
+    def __init__(self, layer, fan_in, with_ntk):
+        self.w = float(layer.W_std)
+        self.b = float(layer.b_std) if layer.b_std else None  # a zero column adds nothing to Σ
+        self.standard = layer.parameterization == "standard"
+        self.n_in = layer.n_in(fan_in)
+        self.bias_unit = self.standard and layer.b_std is not None  # Θ's c = 1: a trainable bias (even b_std = 0)
+        self.with_ntk = with_ntk
+
+    def widths(self, p_sigma, p_theta):
+        """(p_Σ, p_Θ) after the layer for (p_Σ, p_Θ) before it."""
+        new_sigma = p_sigma + (self.b is not None)
+        if not self.with_ntk:
+            return new_sigma, 0
+        return new_sigma, (p_sigma if self.standard else new_sigma) + p_theta + self.bias_unit
+
+    def apply(self, f_sigma, f_theta):
+        n = f_sigma.shape[0]
+        new_sigma = self.w * f_sigma
+        if self.b is not None:
+            new_sigma = np.hstack([new_sigma, np.full((n, 1), self.b, f_sigma.dtype)])
+        if not self.with_ntk:
+            return new_sigma, None
+        parts = [math.sqrt(self.n_in) * f_sigma if self.standard else new_sigma]
+        if f_theta is not None and f_theta.shape[1]:
+            parts.append(self.w * f_theta)
+        if self.bias_unit:
+            parts.append(np.ones((n, 1), f_sigma.dtype))
+        return new_sigma, np.hstack(parts)
+
+
+class _Act:
+    """An activation on the two feature matrices: φ(f_Σ G)/√m₁, and S(f_Θ ⊗ φ'(f_Σ G)/√m₁)."""
+
+    def __init__(self, activation, m1, m2, with_ntk):
+        try:
+            activation.fn(np.zeros(1))
+            activation.df(np.zeros(1))
+        except NotImplementedError:
+            raise ValueError(f"activation {activation.name!r} is a kernel without a pointwise function φ, which "
+                             f"random features need; use kernel_fn for its exact kernel") from None
+        self.phi, self.dphi, self.m1, self.m2, self.with_ntk = activation.fn, activation.df, m1, m2, with_ntk
+
+    def widths(self, p_sigma, p_theta):
+        return self.m1, (self.m2 if self.with_ntk and p_theta > 0 else 0)
+
+    def draw(self, p_sigma, p_theta, rng, dtype):
+        """The layer's random parameters for inputs of widths (p_Σ, p_Θ): G, and the sketch's signs and indices."""
+        self.g = rng.standard_normal((p_sigma, self.m1)).astype(dtype)
+        self.sketch = self.with_ntk and p_theta > 0
+        if self.sketch:
+            sides = (_next_pow2(p_theta), _next_pow2(self.m1))
+            self.signs = [rng.choice(np.array([-1.0, 1.0], dtype), size=s) for s in sides]
+            self.index = [rng.integers(0, s, size=self.m2, dtype=np.int64) for s in sides]
+
+    def apply(self, f_sigma, f_theta):
+        u = f_sigma @ self.g
+        scale = u.dtype.type(1.0 / math.sqrt(self.m1))
+        new_sigma = np.asarray(self.phi(u), u.dtype) * scale
+        if not self.sketch:
+            return new_sigma, None
+        g = np.asarray(self.dphi(u), u.dtype) * scale
+        out = np.empty((u.shape[0], self.m2), u.dtype)
+        _core.tensor_srht(np.ascontiguousarray(f_theta), g, *self.signs, *self.index, out)
+        return new_sigma, out
+
+
+def _steps(layer_spec, d, m1, m2, with_ntk):
+    """The network's Dense and activation steps in order, and the widths (p_Σ, p_Θ) entering each
+    and leaving the last; ValueError for any layer random features do not cover."""
+    steps, widths, fan_in = [], [(d, 0)], d
+    for leaf in spec.leaves(layer_spec):
+        if isinstance(leaf, spec.Dense):
+            steps.append(_Dense(leaf, fan_in, with_ntk))
+            fan_in = leaf.width
+        elif isinstance(leaf, spec.Act):
+            if leaf.activation.dual is None:  # the identity is no layer
+                continue
+            steps.append(_Act(leaf.activation, m1, m2, with_ntk))
+        elif not isinstance(leaf, spec.Identity):
+            raise ValueError(f"random features cover fully-connected networks (Dense and activation layers); "
+                             f"this network has a {type(leaf).__name__} layer")
+        else:
+            continue
+        widths.append(steps[-1].widths(*widths[-1]))
+    return steps, widths
+
+
+def random_features(kernel_fn, d, get="ntk", n_features=4096, *, method="random_features", seed=None,
+                    dtype=np.float64):
+    """Draw a random feature map Φ of the NNGP or NTK of a fully-connected ``stax`` network.
+
+    Parameters
+    ----------
+    kernel_fn : the network's ``kernel_fn`` (from ``stax.serial(...)``), or its spec
+    d : int >= 1, the input features
+    get : 'nngp' or 'ntk'
+    n_features : int >= 2, the most output features. For the NNGP each activation draws
+        m₁ = n_features − (the readout's bias) Gaussian projections; for the NTK m₁ = n_features/2,
+        and the tensor sketches keep m₂ = n_features − (the rest of the output) coordinates.
+    method : 'random_features'
+    seed : int, numpy.random.Generator or None (fresh entropy)
+    dtype : np.float32 or np.float64, of the parameters, the products and the features
+
+    Returns
+    -------
+    FeatureMap, whose ``transform(x)`` (x: (N, d)) gives Φ(x) (N, n_out), n_out <= n_features,
+    with E[Φ(x)·Φ(y)] = ``kernel_fn(x, y, get)`` exactly for one hidden layer and up to O(1/m)
+    for deeper ones (module docstring); the error of one draw falls like n_features^(−1/2).
+    A network without activations has an exact, linear feature map of its own width.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    if get not in ("nngp", "ntk"):
+        raise ValueError(f"get must be 'nngp' or 'ntk'; got {get!r}")
+    d = check_integer(d, "d")
+    n_features = check_integer(n_features, "n_features", minimum=2)
+    dtype = np.dtype(check_dtype(dtype)).type
+    rng = check_seed(seed)
+    layer_spec = getattr(kernel_fn, "spec", kernel_fn)
+    with_ntk = get == "ntk"
+    pick = 1 if with_ntk else 0  # the output is f_Θ or f_Σ
+    # n_out is affine in m₁ and m₂: fix m₁, then give the sketches what is left.
+    m1 = n_features // 2 if with_ntk else 1
+    base = _steps(layer_spec, d, m1, 0, with_ntk)[1][-1][pick]
+    if with_ntk:
+        m2 = n_features - base
+    else:
+        m1, m2 = n_features - (base - 1), 0
+    steps, widths = _steps(layer_spec, d, m1, max(m2, 1), with_ntk)
+    n_out = widths[-1][pick]
+    if n_out == 0:
+        raise ValueError("this network's NTK is 0 (it has no Dense layer): it has no features")
+    if m1 < 1 or (with_ntk and m2 < 1) or n_out > n_features:
+        raise ValueError(f"n_features={n_features} is too small for this network, whose feature map needs more "
+                         f"than {n_features} features (without activations its kernels are linear: "
+                         f"{n_out} exact features)")
+    for st, (p_sigma, p_theta) in zip(steps, widths):
+        if isinstance(st, _Act):
+            st.draw(p_sigma, p_theta, rng, dtype)
+    return FeatureMap(steps, widths, d, get, n_out, dtype)

@@ -1,0 +1,150 @@
+"""fastntk.features: random features of the NNGP and NTK against kernel_fn of the same network."""
+
+import numpy as np
+import pytest
+from conftest import assert_close, assert_rounding
+
+from fastntk import activations, solvers, stax
+from fastntk.features import random_features
+
+
+def _points(n=12, d=6, seed=0):
+    x = np.random.default_rng(seed).standard_normal((n, d))
+    x[3] = x[1]  # a duplicated point
+    x[5] = 0.0  # and a zero one
+    return x
+
+
+def _rel_error(phi, k):
+    return np.linalg.norm(phi @ phi.T - k) / np.linalg.norm(k)
+
+
+@pytest.mark.parametrize("get", ["nngp", "ntk"])
+@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+@pytest.mark.parametrize("act", ["relu", "erf"])
+def test_one_hidden_layer_is_unbiased(act, parameterization, get):
+    """E[Φ Φᵀ] = K exactly for one hidden layer: the mean over 300 seeds is within 5 standard errors
+    (from the draws themselves; about 1 in 10⁶ for a normal mean) of kernel_fn, entry by entry."""
+    x = _points(6)
+    kernel_fn = stax.fc_network(1, act, 1.5, 0.2, parameterization, width=50)[2]
+    k = kernel_fn(x, None, get)
+    draws = np.stack([(lambda p: p @ p.T)(random_features(kernel_fn, 6, get, 64, seed=s).transform(x))
+                      for s in range(300)])
+    mean, se = draws.mean(0), draws.std(0, ddof=1) / np.sqrt(len(draws))
+    assert np.all(np.abs(mean - k) <= 5 * se + 1e-12 * np.abs(k).max())
+
+
+@pytest.mark.parametrize("get", ["nngp", "ntk"])
+def test_error_of_one_draw_falls_like_inverse_sqrt_m(get):
+    """‖Φ Φᵀ − K‖_F/‖K‖_F, mean over 3 seeds, against m = 256 … 4096 (depth 3, ReLU): a log–log slope
+    of −1/2 (the Monte-Carlo rate), within ±0.15 (three seeds leave that much spread)."""
+    x = _points(40, 8)
+    kernel_fn = stax.fc_network(3, "relu", np.sqrt(2), 0.1)[2]
+    k = kernel_fn(x, None, get)
+    ms = np.array([256, 512, 1024, 2048, 4096])
+    err = [np.mean([_rel_error(random_features(kernel_fn, 8, get, m, seed=s).transform(x), k) for s in range(3)])
+           for m in ms]
+    slope = np.polyfit(np.log(ms), np.log(err), 1)[0]
+    assert -0.65 <= slope <= -0.35, (slope, err)
+    assert err[-1] < (0.08 if get == "nngp" else 0.15)
+
+
+#: Activations with a pointwise φ, by name (the registry's constructors with their defaults).
+POINTWISE = [name for name in activations.ACTIVATIONS if name not in ("exp_normalized", "identity")]
+
+
+@pytest.mark.filterwarnings("ignore:Numba could not compile:RuntimeWarning")  # sigmoid's kernel_fn: NumPy quadrature
+@pytest.mark.parametrize("name", POINTWISE)
+def test_every_activation_through_random_features(name):
+    """Each activation of the registry (closed form or quadrature), depth 2, W_std = 0.6, m = 4096:
+    Φ Φᵀ within 15% of kernel_fn's NTK and NNGP, normwise (measured: at most 11%, Gabor's NTK;
+    one draw's error is ~m^(−1/2) times a constant that grows with φ's tails and curvature: exp at
+    W_std = 1.2 has kernels of 1e28 here, beyond any Monte-Carlo estimate of this size)."""
+    x = _points(10, 5) * 0.7
+    kernel_fn = stax.fc_network(2, name, 0.6, 0.1)[2]
+    for get in ("nngp", "ntk"):
+        k = kernel_fn(x, None, get)
+        assert _rel_error(random_features(kernel_fn, 5, get, 4096, seed=0).transform(x), k) < 0.15, get
+
+
+def test_features_of_a_given_point_do_not_depend_on_the_batch():
+    x = _points(30)
+    fm = random_features(stax.fc_network(2)[2], 6, "ntk", 256, seed=3)
+    np.testing.assert_array_equal(fm.transform(x)[7:9], fm.transform(x[7:9]))
+    phi = fm.transform(x)
+    np.testing.assert_array_equal(phi[3], phi[1])  # duplicated points, identical features
+    assert fm.transform(x[:0]).shape == (0, fm.n_out)
+
+
+def test_seed_reproduces_the_map():
+    kernel_fn, x = stax.fc_network(2)[2], _points()
+    a = random_features(kernel_fn, 6, "ntk", 128, seed=7).transform(x)
+    np.testing.assert_array_equal(a, random_features(kernel_fn, 6, "ntk", 128, seed=7).transform(x))
+    np.testing.assert_array_equal(
+        a, random_features(kernel_fn, 6, "ntk", 128, seed=np.random.default_rng(7)).transform(x))
+    assert not np.array_equal(a, random_features(kernel_fn, 6, "ntk", 128, seed=8).transform(x))
+
+
+def test_float32_agrees_with_float64():
+    """The same draw (parameters drawn in float64, then cast), computed in float32: Φ Φᵀ within
+    float32 rounding of float64's (erf: no kink where a rounding could flip φ')."""
+    kernel_fn, x = stax.fc_network(3, "erf", 1.3, 0.1)[2], _points()
+    phi64 = random_features(kernel_fn, 6, "ntk", 512, seed=1).transform(x)
+    phi32 = random_features(kernel_fn, 6, "ntk", 512, seed=1, dtype=np.float32).transform(x.astype(np.float32))
+    assert phi32.dtype == np.float32
+    assert_close(phi32 @ phi32.T, phi64 @ phi64.T, 1e-5, "float32")
+
+
+@pytest.mark.parametrize("get", ["nngp", "ntk"])
+def test_output_width_is_at_most_n_features(get):
+    for depth in (1, 3):
+        for n in (16, 100, 1025):
+            fm = random_features(stax.fc_network(depth)[2], 6, get, n, seed=0)
+            assert fm.n_out <= n and fm.transform(_points()).shape == (12, fm.n_out)
+            assert fm.n_out >= n - 2  # the budget is used
+
+
+def test_a_network_without_activations_has_exact_linear_features():
+    kernel_fn, x = stax.serial(stax.Dense(8, 1.3, 0.2), stax.Dense(1, 0.7, 0.3))[2], _points()
+    for get in ("nngp", "ntk"):
+        fm = random_features(kernel_fn, 6, get, 64, seed=0)
+        phi = fm.transform(x)
+        assert_rounding(phi @ phi.T, kernel_fn(x, None, get), get)
+
+
+def test_feature_ridge_is_kernel_ridge_with_the_feature_kernel():
+    rng = np.random.default_rng(0)
+    phi, y = rng.standard_normal((30, 12)), rng.standard_normal((30, 2))
+    w = solvers.feature_ridge(phi, y, 1e-2)
+    k = phi @ phi.T
+    alpha = np.linalg.solve(k + 1e-2 * np.trace(k) / 30 * np.eye(30), y)
+    np.testing.assert_allclose(phi @ w, k @ alpha, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(solvers.feature_ridge(phi, y, 0.0), np.linalg.lstsq(phi, y, rcond=None)[0])
+    with pytest.raises(ValueError, match="y must have 30 rows"):
+        solvers.feature_ridge(phi, y[:5])
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda kf: random_features(kf, 6, "ntk", 64, method="sketchy"), ValueError, "method must be one of"),
+        (lambda kf: random_features(kf, 6, "both", 64), ValueError, "get must be 'nngp' or 'ntk'"),
+        (lambda kf: random_features(kf, 0, "ntk", 64), ValueError, "d must be an integer >= 1"),
+        (lambda kf: random_features(kf, 6, "ntk", 1), ValueError, "n_features must be an integer >= 2"),
+        (lambda kf: random_features(kf, 6, "ntk", 64, seed="x"), TypeError, "seed must be an int"),
+        (lambda kf: random_features(kf, 6, "ntk", 64).transform(np.ones((3, 5))), ValueError,
+         r"x must have 6 features \(the map's d\); got shape \(3, 5\)"),
+        (lambda kf: random_features(kf, 6, "ntk", 64).transform(np.full((3, 6), np.nan)), ValueError, "x"),
+        (lambda kf: random_features(stax.serial(stax.Dense(4), stax.Dropout(0.5))[2], 6, "ntk", 64), ValueError,
+         "this network has a Dropout layer"),
+        (lambda kf: random_features(stax.serial(stax.Dense(4), stax.ExpNormalized())[2], 6, "ntk", 64),
+         ValueError, "'exp_normalized' is a kernel without a pointwise function"),
+        (lambda kf: random_features(stax.serial(stax.Relu())[2], 6, "ntk", 64), ValueError, "NTK is 0"),
+        (lambda kf: random_features(stax.serial(stax.Dense(4, 1.0, 0.1))[2], 6, "ntk", 4), ValueError,
+         "n_features=4 is too small"),
+    ],
+    ids=["method", "get", "d", "n_features", "seed", "x_width", "x_nan", "dropout", "no_phi", "zero_ntk", "too_small"],
+)
+def test_bad_input_is_refused(call, error, match):
+    with pytest.raises(error, match=match):
+        call(stax.fc_network(2)[2])

@@ -25,6 +25,7 @@ float32 as far as it fits a memory budget, the rest recomputed from the kernel a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import numbers
 import warnings
@@ -87,8 +88,9 @@ class NystromProducts:
     ``_tiles.BLOCK_BYTES``) at a time: ``matmat(v)`` = K_NM v, ``rmatmat(w)`` = K_NMᵀ w,
     ``normal(v)`` = K_NMᵀ K_NM v (one pass over the blocks), ``gram()`` = K_NMᵀ K_NM. A product
     computes the kernel entries of the rows not stored, O(N·M) when none is, and only reads the
-    stored ones. The products of a few vectors run with BLAS on one thread (``_blas.one_blas_thread``):
-    a threaded product would leave BLAS threads spinning on the cores the next block's pass needs.
+    stored ones. The products of a few vectors with computed blocks run with BLAS on one thread
+    (``_blas.one_blas_thread``): a threaded product would leave BLAS threads spinning on the cores
+    the next block's pass needs.
     """
 
     def __init__(self, op, rows, centers, memory_budget=None, store_dtype=np.float32, progress=False):
@@ -115,33 +117,39 @@ class NystromProducts:
         rows = slice(i0, i1) if self.rows is None else self.rows[i0:i1]
         return np.asarray(self.op.block(rows, self.centers), dtype=np.float64)
 
-    def blocks(self):
-        """(i0, i1, K_NM[i0:i1] as float64) for each row block: read if stored, else computed."""
+    def blocks(self, one_thread=False):
+        """(i0, i1, K_NM[i0:i1] as float64) for each row block: read if stored, else computed.
+
+        one_thread: BLAS on one thread while the caller holds a computed block (its products with a
+        few vectors then leave no BLAS threads spinning beside the next block's pass); the stored
+        blocks' products keep BLAS's threads.
+        """
         for i0, i1, _ in self._blocks:
-            yield i0, i1, self.stored[i0:i1].astype(np.float64) if i1 <= self._n_stored else self._compute(i0, i1)
+            if i1 <= self._n_stored:
+                yield i0, i1, self.stored[i0:i1].astype(np.float64)
+            else:
+                with one_blas_thread() if one_thread else contextlib.nullcontext():
+                    yield i0, i1, self._compute(i0, i1)
 
     def matmat(self, v):
         """K_NM v for v (M, P): (N, P)."""
         out = np.empty((self.shape[0], v.shape[1]))
-        with one_blas_thread():
-            for i0, i1, k in self.blocks():
-                out[i0:i1] = k @ v
+        for i0, i1, k in self.blocks(one_thread=True):
+            out[i0:i1] = k @ v
         return out
 
     def rmatmat(self, w):
         """K_NMᵀ w for w (N, P): (M, P)."""
         out = np.zeros((self.shape[1], w.shape[1]))
-        with one_blas_thread():
-            for i0, i1, k in self.blocks():
-                out += k.T @ w[i0:i1]
+        for i0, i1, k in self.blocks(one_thread=True):
+            out += k.T @ w[i0:i1]
         return out
 
     def normal(self, v):
         """K_NMᵀ K_NM v for v (M, P): (M, P), one pass over the blocks."""
         out = np.zeros((self.shape[1], v.shape[1]))
-        with one_blas_thread():
-            for _, _, k in self.blocks():
-                out += k.T @ (k @ v)
+        for _, _, k in self.blocks(one_thread=True):
+            out += k.T @ (k @ v)
         return out
 
     def gram(self):

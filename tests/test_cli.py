@@ -478,12 +478,12 @@ def test_fit_falkon_reports_iterations_and_plots_convergence(tmp_path, capsys):
 
 
 def test_fit_features_is_ridge_on_random_features_and_plots_their_spectrum(tmp_path, capsys):
-    code, out, _ = run(["fit", "--data", "digits", "--solver", "features", "--features", "1024", "--diag-reg", "1e-3",
+    code, out, _ = run(["fit", "--data", "digits", "--solver", "features", "--features", "2048", "--diag-reg", "1e-3",
                         "--out", str(tmp_path), "--quiet"], capsys)
     assert code == 0
-    assert "solver: features (--solver features)" in out and "1024 random features" in out
+    assert "solver: features (--solver features)" in out and "2048 random features" in out
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["solver"]["name"] == "features" and report["solver"]["features"] == 1024
+    assert report["solver"]["name"] == "features" and report["solver"]["features"] == 2048
     assert report["test"]["accuracy"] > 0.95
     assert (tmp_path / "spectrum.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "convergence.png").exists()

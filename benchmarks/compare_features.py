@@ -15,13 +15,17 @@ coordinates of ``NtkFeatureMapOps(L, d, m1, m0, ms, sketch='srht')``; fastntk:
 * relative spectral error ‖Φ Φᵀ − K‖₂/‖K‖₂ (mean; the largest |eigenvalue| of the difference by
   Lanczos, ``scipy.sparse.linalg.eigsh``, on products only),
 * build time (drawing the map and transforming the N points; best over the seeds),
+* the same for the sketches (``--degree`` q = 8): fastntk's ``method='sketch'`` (NTKSketch with
+  PolySketch trees of TensorSRHTs) beside the authors' ``TensorSketch`` + ``OblvFeat`` with
+  ``get_poly_approx_ntk(L, q)`` (float64, as their ``run_uci_regression.py``; it needs quadprog),
 * ridge test MSE on a fixed teacher target (y = sin(3 x·w) + noise, 3/4 of the points to train),
-  the ridge λ = 1e-3·trace(Φ Φᵀ)/N for both (``solvers.feature_ridge``), against exact kernel
+  the ridge λ = 1e-2·trace(Φ Φᵀ)/N for both (``solvers.feature_ridge``), against exact kernel
   ridge's with the same relative λ.
 
 The authors' code is imported from a checkout of https://github.com/insuhan/ntk-sketch-rf
-(commit 33fad4c) given by ``--authors DIR``; it needs ``pip install torch quadprog scipy``
-(any current CPU torch). Without ``--authors`` only fastntk's rows are printed.
+(commit 33fad4c) given by ``--authors DIR``; it needs ``pip install torch scipy quadprog`` (any current CPU
+torch; pandas, which the module imports but NTKRF does not use, is replaced by an empty module when
+missing). Without ``--authors`` only fastntk's rows are printed.
 
 Commands (from the repository root, fastntk installed)::
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import types
 
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh
@@ -42,7 +47,7 @@ from fastntk import solvers, stax
 from fastntk.features import random_features
 
 SEEDS = (0, 1, 2)
-RIDGE = 1e-3
+RIDGE = 1e-2
 
 
 def problem(n, d, seed=0):
@@ -75,6 +80,26 @@ def fastntk_side(kernel_fn, x, m, seed):
     return phi, time.perf_counter() - t0
 
 
+def fastntk_sketch(kernel_fn, x, m, seed, degree):
+    t0 = time.perf_counter()
+    phi = random_features(kernel_fn, x.shape[1], "ntk", m, method="sketch", degree=degree, seed=seed,
+                          dtype=np.float32).transform(x.astype(np.float32))
+    return phi, time.perf_counter() - t0
+
+
+def authors_sketch(ntk_sketch, depth, x, m, seed, degree):
+    """The authors' NTKSketch as their run_uci_regression.py calls it (float64 tensors; m − 1 features)."""
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    t0 = time.perf_counter()
+    ts = ntk_sketch.TensorSketch(d=x.shape[1], m=m, q=degree, dev="cpu")
+    coeff = torch.from_numpy(ntk_sketch.get_poly_approx_ntk(depth, degree)).type(torch.DoubleTensor)
+    z = ntk_sketch.OblvFeat(ts, torch.from_numpy(x).type(torch.DoubleTensor), coeff).T
+    return z.numpy(), time.perf_counter() - t0
+
+
 def authors_side(ntkrf_cls, depth, x, m, seed):
     import torch
 
@@ -94,16 +119,20 @@ def main(argv=None):
     p.add_argument("--depth", type=int, nargs="+", default=[1, 3])
     p.add_argument("--m", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192])
     p.add_argument("--authors", default=None, help="a checkout of insuhan/ntk-sketch-rf (commit 33fad4c)")
+    p.add_argument("--degree", type=int, default=8, help="the sketches' polynomial degree (both sides; default 8)")
     args = p.parse_args(argv)
     ntkrf_cls = None
     if args.authors:
         sys.path.insert(0, args.authors)
+        # ntk_random_features imports pandas and never uses it in NtkFeatureMapOps
+        sys.modules.setdefault("pandas", types.ModuleType("pandas"))
+        import ntk_sketch
         from ntk_random_features import NtkFeatureMapOps as ntkrf_cls
     x, y = problem(args.N, args.d)
     n_train = 3 * args.N // 4
     print(f"N={args.N}, d={args.d} on the unit sphere, bias-free ReLU NTK (W_std=√2), float32 features, "
           f"seeds {SEEDS}; errors relative to the exact kernel (the authors': to c·K); time = draw + transform")
-    print(f"{'L':>2} {'m':>5}  {'side':8s} {'Frobenius':>9} {'spectral':>9} {'build s':>8} {'ridge MSE':>10}"
+    print(f"{'L':>2} {'m':>5}  {'side':15s} {'Frobenius':>9} {'spectral':>9} {'build s':>8} {'ridge MSE':>10}"
           f" {'time ratio':>10}")
     for depth in args.depth:
         kernel_fn = stax.fc_network(depth, "relu", np.sqrt(2), None)[2]
@@ -112,11 +141,15 @@ def main(argv=None):
         lam = RIDGE * np.trace(k_train) / n_train
         alpha = np.linalg.solve(k_train + lam * np.eye(n_train), y[:n_train])
         exact_mse = float(np.mean((k[n_train:, :n_train] @ alpha - y[n_train:]) ** 2))
-        print(f"{depth:>2} {'':>5}  {'exact':8s} {'':>9} {'':>9} {'':>8} {exact_mse:10.4f}")
+        print(f"{depth:>2} {'':>5}  {'exact':15s} {'':>9} {'':>9} {'':>8} {exact_mse:10.4f}")
         c = (depth + 1) / float(np.mean(np.diag(k)))
         sides = [("fastntk", lambda m, s: fastntk_side(kernel_fn, x, m, s), k)]
         if ntkrf_cls is not None:
             sides.append(("authors", lambda m, s: authors_side(ntkrf_cls, depth, x, m, s), c * k))
+        sides.append(("fastntk sketch", lambda m, s: fastntk_sketch(kernel_fn, x, m, s, args.degree), k))
+        if ntkrf_cls is not None:
+            sides.append(("authors sketch", lambda m, s: authors_sketch(ntk_sketch, depth, x, m, s, args.degree),
+                          c * k))
         for m in args.m:
             best = {}
             for name, run, target in sides:
@@ -129,8 +162,8 @@ def main(argv=None):
                     times.append(seconds)
                     mse.append(ridge_mse(phi.astype(np.float64), y, n_train))
                 best[name] = min(times)
-                ratio = best[name] / best["fastntk"]
-                print(f"{depth:>2} {m:>5}  {name:8s} {np.mean(fro):9.4f} {np.mean(spec):9.4f} {min(times):8.3f} "
+                ratio = best[name] / best[name.replace("authors", "fastntk")]
+                print(f"{depth:>2} {m:>5}  {name:15s} {np.mean(fro):9.4f} {np.mean(spec):9.4f} {min(times):8.3f} "
                       f"{np.mean(mse):10.4f} {ratio:10.2f}")
     return 0
 

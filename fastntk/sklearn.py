@@ -63,7 +63,8 @@ class _FeatureMapMixin:
         if fmap is None:
             fmap = features.random_features(self._network()[2], self.n_features_in_, self.kernel, self.n_features,
                                             method=getattr(self, "method", "random_features"),
-                                            seed=self.feature_seed_, dtype=self.feature_dtype_)
+                                            degree=getattr(self, "degree", None), seed=self.feature_seed_,
+                                            dtype=self.feature_dtype_)
             self.__dict__["_feature_map"] = fmap
         return fmap
 
@@ -277,8 +278,12 @@ class NTKFeatures(_FeatureMapMixin, ClassNamePrefixFeaturesOutMixin, Transformer
     ----------
     depth, activation, W_std, b_std, parameterization, width, kernel : the network and kernel, as
         :class:`NTKRegressor`'s
-    method : {'random_features'}
+    method : {'random_features', 'sketch'}
+        'sketch': NTKSketch, a polynomial of the cosine sketched by PolySketch (bias-free ReLU-family
+        networks only: ``b_std=None``; :func:`fastntk.features.random_features`).
     n_features : int >= 2
+    degree : int or None
+        The polynomial's degree for method='sketch' (None: the default there); None for 'random_features'.
     seed : int, numpy.random.Generator or None
         Of the map, drawn by ``fit``. None: seed 0, so that fitting twice gives the same map
         (scikit-learn's estimator checks require it); a Generator draws a new map at every fit.
@@ -292,7 +297,7 @@ class NTKFeatures(_FeatureMapMixin, ClassNamePrefixFeaturesOutMixin, Transformer
     """
 
     def __init__(self, depth=3, activation="relu", W_std=np.sqrt(2), b_std=0.1, parameterization="ntk", width=512,
-                 kernel="ntk", method="random_features", n_features=4096, seed=None):
+                 kernel="ntk", method="random_features", n_features=4096, degree=None, seed=None):
         self.depth = depth
         self.activation = activation
         self.W_std = W_std
@@ -302,6 +307,7 @@ class NTKFeatures(_FeatureMapMixin, ClassNamePrefixFeaturesOutMixin, Transformer
         self.kernel = kernel
         self.method = method
         self.n_features = n_features
+        self.degree = degree
         self.seed = seed
 
     @property

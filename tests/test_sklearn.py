@@ -19,7 +19,8 @@ from fastntk.sklearn import NTKClassifier, NTKFeatures, NTKRegressor
                           NTKRegressor(solver="cg", diag_reg=1e-3), NTKRegressor(solver="falkon", n_centers=100),
                           NTKClassifier(solver="falkon", n_centers=100, depth=2),
                           NTKRegressor(solver="features", n_features=128), NTKClassifier(solver="features", n_features=64),
-                          NTKFeatures(n_features=64), NTKFeatures(kernel="nngp", n_features=32, depth=1)])
+                          NTKFeatures(n_features=64), NTKFeatures(kernel="nngp", n_features=32, depth=1),
+                          NTKFeatures(method="sketch", b_std=None, n_features=64, degree=4)])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 

@@ -33,7 +33,7 @@ import math
 import numpy as np
 
 from . import _core, _tiles, spec
-from ._polysketch import DEFAULT_DEGREE, MAX_DEGREE, polysketch_features
+from ._polysketch import DEFAULT_DEGREE, MAX_DEGREE, polysketch_features, tensor_srht_parameters
 from ._validation import check_array, check_dtype, check_integer, check_seed
 
 __all__ = ["FeatureMap", "random_features"]
@@ -135,8 +135,7 @@ class _Act:
         self.sketch = self.with_ntk and p_theta > 0
         if self.sketch:
             sides = (_next_pow2(p_theta), _next_pow2(self.m1))
-            self.signs = [rng.choice(np.array([-1.0, 1.0], dtype), size=s) for s in sides]
-            self.index = [rng.integers(0, s, size=self.m2, dtype=np.int64) for s in sides]
+            self.signs, self.index = tensor_srht_parameters(sides, self.m2, rng, dtype)
 
     def apply(self, f_sigma, f_theta):
         u = f_sigma @ self.g

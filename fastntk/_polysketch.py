@@ -40,9 +40,10 @@ import scipy.optimize
 
 from . import _core, _tiles, activations, spec
 from ._kernel_fn import KernelFn
-from ._validation import check_array
+from ._validation import check_map_input
 
-__all__ = ["DEFAULT_DEGREE", "MAX_DEGREE", "PolySketchMap", "polysketch_features", "tensor_srht_parameters"]
+__all__ = ["DEFAULT_DEGREE", "MAX_DEGREE", "PolySketchMap", "next_pow2", "polysketch_features",
+           "tensor_srht_parameters"]
 
 #: The default degree q of the polynomial of the cosine (its fit errors: the docstring of
 #: :func:`fastntk.features.random_features`; the NTK's √(1 − t) kink makes higher degrees gain little).
@@ -84,9 +85,7 @@ class PolySketchMap:
     def transform(self, x):
         """Φ(x): (N, n_out) of ``dtype`` for x (N, d), computed block by block of rows; zero rows
         give zero features (the kernel of a zero input is 0)."""
-        x = check_array(x, "x", dtype=self.dtype, allow_empty=True)
-        if x.shape[1] != self.d:
-            raise ValueError(f"x must have {self.d} features (the map's d); got shape {x.shape}")
+        x = check_map_input(x, self.d, self.dtype)
         # the output block, and about three tree nodes' outputs at once (a node's two children, itself)
         rows = _tiles.rows_per_block((self.n_out + 3 * self._widest) * np.dtype(self.dtype).itemsize, lo=1)
         out = np.empty((x.shape[0], self.n_out), self.dtype)
@@ -110,8 +109,13 @@ class _TensorSRHT:
 
     def __init__(self, left, right, m, d, rng, dtype):
         self.left, self.right, self.m = left, right, m
-        sides = [1 << (_width(child, d) - 1).bit_length() for child in (left, right)]  # powers of 2 >= p, p'
+        sides = [next_pow2(_width(child, d)) for child in (left, right)]
         self.signs, self.index = tensor_srht_parameters(sides, m, rng, dtype)
+
+
+def next_pow2(n):
+    """The least power of 2 >= n (1 for n <= 1): a TensorSRHT side's padded width, a PolySketch's leaves."""
+    return 1 << max(0, (int(n) - 1).bit_length())
 
 
 def tensor_srht_parameters(sides, m, rng, dtype):
@@ -161,7 +165,7 @@ def _sketch(node, x_hat, out=None):
 
 def _polysketch(k, m, d, rng, dtype):
     """The root of a PolySketch S_k of x̂^{⊗k} to m coordinates (x̂ itself for k = 1 when m = d)."""
-    level = [_X] * k + [_E1] * ((1 << (k - 1).bit_length()) - k)  # the e₁ leaves at the end
+    level = [_X] * k + [_E1] * (next_pow2(k) - k)  # the e₁ leaves at the end
     while len(level) > 1:
         level = [a if b is _E1 else _TensorSRHT(a, b, m, d, rng, dtype) for a, b in zip(level[::2], level[1::2])]
     root = level[0]

@@ -529,6 +529,15 @@ def check_integer(value, name, *, minimum=1, maximum=None, allow_none=False):
     return int(value)
 
 
+def check_map_input(x, d, dtype):
+    """x (N, d) for a feature map of d input features: check_array (cast to the map's ``dtype``),
+    and ValueError naming both widths otherwise."""
+    x = check_array(x, "x", dtype=dtype, allow_empty=True)
+    if x.shape[1] != d:
+        raise ValueError(f"x must have {d} features (the map's d); got shape {x.shape}")
+    return x
+
+
 def check_seed(seed, name="seed"):
     """A numpy Generator from ``seed``: an int >= 0, a Generator (used as is) or None (fresh entropy)."""
     try:

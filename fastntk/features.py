@@ -33,18 +33,14 @@ import math
 import numpy as np
 
 from . import _core, _tiles, spec
-from ._polysketch import DEFAULT_DEGREE, MAX_DEGREE, polysketch_features, tensor_srht_parameters
-from ._validation import check_array, check_dtype, check_integer, check_seed
+from ._polysketch import DEFAULT_DEGREE, MAX_DEGREE, next_pow2, polysketch_features, tensor_srht_parameters
+from ._validation import check_dtype, check_integer, check_map_input, check_seed
 
 __all__ = ["FeatureMap", "random_features"]
 
 #: Methods of :func:`random_features`: the layer-by-layer features of this module, and NTKSketch
 #: (:mod:`fastntk._polysketch`: a polynomial of the cosine, each monomial sketched by a PolySketch).
 METHODS = ("random_features", "sketch")
-
-
-def _next_pow2(n):
-    return 1 << max(0, (int(n) - 1).bit_length())
 
 
 class FeatureMap:
@@ -67,9 +63,7 @@ class FeatureMap:
 
     def transform(self, x):
         """Φ(x): (N, n_out) of ``dtype`` for x (N, d), computed block by block of rows."""
-        x = check_array(x, "x", dtype=self.dtype, allow_empty=True)
-        if x.shape[1] != self.d:
-            raise ValueError(f"x must have {self.d} features (the map's d); got shape {x.shape}")
+        x = check_map_input(x, self.d, self.dtype)
         # about four matrices of the widest per row at once (u, φ(u), φ'(u) or the sketch, a concatenation)
         rows = _tiles.rows_per_block(4 * self._widest * np.dtype(self.dtype).itemsize, lo=1)
         out = np.empty((x.shape[0], self.n_out), self.dtype)
@@ -134,7 +128,7 @@ class _Act:
         self.g = rng.standard_normal((p_sigma, self.m1)).astype(dtype)
         self.sketch = self.with_ntk and p_theta > 0
         if self.sketch:
-            sides = (_next_pow2(p_theta), _next_pow2(self.m1))
+            sides = (next_pow2(p_theta), next_pow2(self.m1))
             self.signs, self.index = tensor_srht_parameters(sides, self.m2, rng, dtype)
 
     def apply(self, f_sigma, f_theta):

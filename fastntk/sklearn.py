@@ -43,9 +43,18 @@ SOLVERS = ("exact", "cg", "falkon", "features")
 GCV_GRID = np.logspace(-8, 1, 37)
 
 
-class _FeatureMapMixin:
-    """A random feature map drawn at fit from an int ``feature_seed_`` and rebuilt from it where it is
-    missing (after unpickling: the map holds the activation's functions, which do not pickle)."""
+class _NetworkMixin:
+    """The estimators' network (``depth``, ``activation``, ``W_std``, ``b_std``, ``parameterization``,
+    ``width``), rebuilt when needed so that the estimators pickle, and its random feature map: drawn
+    at fit from an int ``feature_seed_`` and rebuilt from it where it is missing (after unpickling:
+    the map holds the activation's functions, which do not pickle)."""
+
+    #: The feature map's method and degree (NTKFeatures takes both as parameters).
+    method, degree = "random_features", None
+
+    def _network(self):
+        return stax.fc_network(self.depth, self.activation, self.W_std, self.b_std, self.parameterization,
+                               self.width)
 
     def _draw_feature_map(self, seed, d, dtype):
         """Fix the map's seed (an int, or one drawn from a Generator: a new map per fit) and draw it."""
@@ -62,8 +71,7 @@ class _FeatureMapMixin:
         fmap = self.__dict__.get("_feature_map")
         if fmap is None:
             fmap = features.random_features(self._network()[2], self.n_features_in_, self.kernel, self.n_features,
-                                            method=getattr(self, "method", "random_features"),
-                                            degree=getattr(self, "degree", None), seed=self.feature_seed_,
+                                            method=self.method, degree=self.degree, seed=self.feature_seed_,
                                             dtype=self.feature_dtype_)
             self.__dict__["_feature_map"] = fmap
         return fmap
@@ -74,7 +82,7 @@ class _FeatureMapMixin:
         return state
 
 
-class _NTKBase(_FeatureMapMixin, BaseEstimator):
+class _NTKBase(_NetworkMixin, BaseEstimator):
     def __init__(self, depth=3, activation="relu", W_std=np.sqrt(2), b_std=0.1, parameterization="ntk",
                  width=512, kernel="ntk", t=None, learning_rate=1.0, diag_reg=1e-6, solver="exact", n_centers=1000,
                  n_features=4096, random_state=0):
@@ -98,10 +106,6 @@ class _NTKBase(_FeatureMapMixin, BaseEstimator):
         """kernel_fn of the fitted architecture (``fastntk.stax``); rebuilt, so the estimator pickles."""
         check_is_fitted(self, "coef_" if self.solver == "features" else "dual_coef_")
         return self._network()[2]
-
-    def _network(self):
-        return stax.fc_network(self.depth, self.activation, self.W_std, self.b_std, self.parameterization,
-                               self.width)
 
     def _fit_targets(self, X, Y):
         """Fit the dual coefficients for targets Y of shape (N, M)."""
@@ -265,7 +269,7 @@ class NTKClassifier(ClassifierMixin, _NTKBase):
         return self.classes_[(scores > 0).astype(int) if scores.ndim == 1 else np.argmax(scores, axis=1)]
 
 
-class NTKFeatures(_FeatureMapMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class NTKFeatures(_NetworkMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Random features Φ of the NTK or NNGP of an infinitely wide fully-connected network.
 
     ``transform(X)`` gives Φ(X), shape (N, n_out) with n_out <= ``n_features``, and
@@ -314,10 +318,6 @@ class NTKFeatures(_FeatureMapMixin, ClassNamePrefixFeaturesOutMixin, Transformer
     def kernel_fn_(self):
         check_is_fitted(self, "feature_seed_")
         return self._network()[2]
-
-    def _network(self):
-        return stax.fc_network(self.depth, self.activation, self.W_std, self.b_std, self.parameterization,
-                               self.width)
 
     def fit(self, X, y=None):
         X = validate_data(self, X, dtype=(np.float64, np.float32))

@@ -100,6 +100,19 @@ RTOL.update(
 RELU_FAMILY = frozenset({"Relu", "LeakyRelu", "ABRelu", "Abs"})
 
 
+def feature_points(n=12, d=6, seed=0):
+    """(n, d) standard normal points (seeded) with a duplicated point (row 3 = row 1) and a zero one (row 5)."""
+    x = np.random.default_rng(seed).standard_normal((n, d))
+    x[3] = x[1]
+    x[5] = 0.0
+    return x
+
+
+def gram_error(phi, k):
+    """‖Φ Φᵀ − K‖_F/‖K‖_F: how far features Φ (N, m) are from the kernel K (N, N)."""
+    return np.linalg.norm(phi @ phi.T - k) / np.linalg.norm(k)
+
+
 def has_coincident_pairs(x1, x2=None):
     """True when a non-zero row of x1 equals a row of x2 (x2 None: always, the diagonal).
 

@@ -2,21 +2,10 @@
 
 import numpy as np
 import pytest
-from conftest import assert_close, assert_rounding
+from conftest import assert_close, assert_rounding, feature_points, gram_error
 
 from fastntk import activations, solvers, stax
 from fastntk.features import random_features
-
-
-def _points(n=12, d=6, seed=0):
-    x = np.random.default_rng(seed).standard_normal((n, d))
-    x[3] = x[1]  # a duplicated point
-    x[5] = 0.0  # and a zero one
-    return x
-
-
-def _rel_error(phi, k):
-    return np.linalg.norm(phi @ phi.T - k) / np.linalg.norm(k)
 
 
 @pytest.mark.parametrize("get", ["nngp", "ntk"])
@@ -25,7 +14,7 @@ def _rel_error(phi, k):
 def test_one_hidden_layer_is_unbiased(act, parameterization, get):
     """E[Φ Φᵀ] = K exactly for one hidden layer: the mean over 300 seeds is within 5 standard errors
     (from the draws themselves; about 1 in 10⁶ for a normal mean) of kernel_fn, entry by entry."""
-    x = _points(6)
+    x = feature_points(6)
     kernel_fn = stax.fc_network(1, act, 1.5, 0.2, parameterization, width=50)[2]
     k = kernel_fn(x, None, get)
     draws = np.stack([(lambda p: p @ p.T)(random_features(kernel_fn, 6, get, 64, seed=s).transform(x))
@@ -38,11 +27,11 @@ def test_one_hidden_layer_is_unbiased(act, parameterization, get):
 def test_error_of_one_draw_falls_like_inverse_sqrt_m(get):
     """‖Φ Φᵀ − K‖_F/‖K‖_F, mean over 3 seeds, against m = 256 … 4096 (depth 3, ReLU): a log–log slope
     of −1/2 (the Monte-Carlo rate), within ±0.15 (three seeds leave that much spread)."""
-    x = _points(40, 8)
+    x = feature_points(40, 8)
     kernel_fn = stax.fc_network(3, "relu", np.sqrt(2), 0.1)[2]
     k = kernel_fn(x, None, get)
     ms = np.array([256, 512, 1024, 2048, 4096])
-    err = [np.mean([_rel_error(random_features(kernel_fn, 8, get, m, seed=s).transform(x), k) for s in range(3)])
+    err = [np.mean([gram_error(random_features(kernel_fn, 8, get, m, seed=s).transform(x), k) for s in range(3)])
            for m in ms]
     slope = np.polyfit(np.log(ms), np.log(err), 1)[0]
     assert -0.65 <= slope <= -0.35, (slope, err)
@@ -60,15 +49,15 @@ def test_every_activation_through_random_features(name):
     Φ Φᵀ within 15% of kernel_fn's NTK and NNGP, normwise (measured: at most 11%, Gabor's NTK;
     one draw's error is ~m^(−1/2) times a constant that grows with φ's tails and curvature: exp at
     W_std = 1.2 has kernels of 1e28 here, beyond any Monte-Carlo estimate of this size)."""
-    x = _points(10, 5) * 0.7
+    x = feature_points(10, 5) * 0.7
     kernel_fn = stax.fc_network(2, name, 0.6, 0.1)[2]
     for get in ("nngp", "ntk"):
         k = kernel_fn(x, None, get)
-        assert _rel_error(random_features(kernel_fn, 5, get, 4096, seed=0).transform(x), k) < 0.15, get
+        assert gram_error(random_features(kernel_fn, 5, get, 4096, seed=0).transform(x), k) < 0.15, get
 
 
 def test_features_of_a_given_point_do_not_depend_on_the_batch():
-    x = _points(30)
+    x = feature_points(30)
     fm = random_features(stax.fc_network(2)[2], 6, "ntk", 256, seed=3)
     np.testing.assert_array_equal(fm.transform(x)[7:9], fm.transform(x[7:9]))
     phi = fm.transform(x)
@@ -77,7 +66,7 @@ def test_features_of_a_given_point_do_not_depend_on_the_batch():
 
 
 def test_seed_reproduces_the_map():
-    kernel_fn, x = stax.fc_network(2)[2], _points()
+    kernel_fn, x = stax.fc_network(2)[2], feature_points()
     a = random_features(kernel_fn, 6, "ntk", 128, seed=7).transform(x)
     np.testing.assert_array_equal(a, random_features(kernel_fn, 6, "ntk", 128, seed=7).transform(x))
     np.testing.assert_array_equal(
@@ -88,7 +77,7 @@ def test_seed_reproduces_the_map():
 def test_float32_agrees_with_float64():
     """The same draw (parameters drawn in float64, then cast), computed in float32: Φ Φᵀ within
     float32 rounding of float64's (erf: no kink where a rounding could flip φ')."""
-    kernel_fn, x = stax.fc_network(3, "erf", 1.3, 0.1)[2], _points()
+    kernel_fn, x = stax.fc_network(3, "erf", 1.3, 0.1)[2], feature_points()
     phi64 = random_features(kernel_fn, 6, "ntk", 512, seed=1).transform(x)
     phi32 = random_features(kernel_fn, 6, "ntk", 512, seed=1, dtype=np.float32).transform(x.astype(np.float32))
     assert phi32.dtype == np.float32
@@ -100,12 +89,12 @@ def test_output_width_is_at_most_n_features(get):
     for depth in (1, 3):
         for n in (16, 100, 1025):
             fm = random_features(stax.fc_network(depth)[2], 6, get, n, seed=0)
-            assert fm.n_out <= n and fm.transform(_points()).shape == (12, fm.n_out)
+            assert fm.n_out <= n and fm.transform(feature_points()).shape == (12, fm.n_out)
             assert fm.n_out >= n - 2  # the budget is used
 
 
 def test_a_network_without_activations_has_exact_linear_features():
-    kernel_fn, x = stax.serial(stax.Dense(8, 1.3, 0.2), stax.Dense(1, 0.7, 0.3))[2], _points()
+    kernel_fn, x = stax.serial(stax.Dense(8, 1.3, 0.2), stax.Dense(1, 0.7, 0.3))[2], feature_points()
     for get in ("nngp", "ntk"):
         fm = random_features(kernel_fn, 6, get, 64, seed=0)
         phi = fm.transform(x)

@@ -2,21 +2,10 @@
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, feature_points, gram_error
 
 from fastntk import _polysketch, stax
 from fastntk.features import random_features
-
-
-def _points(n=12, d=6, seed=0):
-    x = np.random.default_rng(seed).standard_normal((n, d))
-    x[3] = x[1]  # a duplicated point
-    x[5] = 0.0  # and a zero one
-    return x
-
-
-def _rel_error(phi, k):
-    return np.linalg.norm(phi @ phi.T - k) / np.linalg.norm(k)
 
 
 def _relu_net(depth, parameterization="ntk"):
@@ -32,7 +21,7 @@ def test_kernel_is_the_norms_times_a_function_of_the_cosine(get, parameterizatio
     p = parameterization
     kernel_fn = stax.serial(stax.Dense(7, 1.3, parameterization=p), stax.LeakyRelu(0.2),
                             stax.Dense(5, 0.8, parameterization=p), stax.Abs(), stax.Dense(1, 1.1, parameterization=p))[2]
-    x, y = _points(7), np.random.default_rng(1).standard_normal((4, 6))
+    x, y = feature_points(7), np.random.default_rng(1).standard_normal((4, 6))
     x[0] *= 3.0
     norm_x, norm_y = np.linalg.norm(x, axis=1), np.linalg.norm(y, axis=1)
     unit_x, unit_y = x / np.where(norm_x > 0, norm_x, 1)[:, None], y / norm_y[:, None]
@@ -96,9 +85,9 @@ def test_sketch_kernel_against_kernel_fn(depth, get, parameterization):
     ‖Φ Φᵀ − K‖_F/‖K‖_F: below 0.05 at n_features = 4096 (measured 0.005–0.030), and below 0.4× the
     error at 256 (measured 0.23–0.28×: the sketch's spread falls like m^(−1/2), a factor 4 over 16×
     the features, above the floor of the polynomial's bias)."""
-    kernel_fn, x = _relu_net(depth, parameterization), _points(150, 16)
+    kernel_fn, x = _relu_net(depth, parameterization), feature_points(150, 16)
     k = kernel_fn(x, None, get)
-    err = [np.mean([_rel_error(random_features(kernel_fn, 16, get, m, method="sketch", seed=s).transform(x), k)
+    err = [np.mean([gram_error(random_features(kernel_fn, 16, get, m, method="sketch", seed=s).transform(x), k)
                     for s in range(3)]) for m in (256, 4096)]
     assert err[1] < 0.05, err
     assert err[1] < 0.4 * err[0], err
@@ -107,7 +96,7 @@ def test_sketch_kernel_against_kernel_fn(depth, get, parameterization):
 def test_edge_rows_and_batches():
     """Zero rows give zero features, duplicated rows the same ones, a row's features do not depend on
     its batch (N = 1, N = 0 too), and d = 1 (cosines ±1 only) is exact to the fit."""
-    kernel_fn, x = _relu_net(2), _points(30)
+    kernel_fn, x = _relu_net(2), feature_points(30)
     fm = random_features(kernel_fn, 6, "ntk", 300, method="sketch", seed=3)
     phi = fm.transform(x)
     assert phi.shape == (30, fm.n_out)
@@ -125,7 +114,7 @@ def test_edge_rows_and_batches():
 
 def test_float32_agrees_with_float64():
     """The same draw computed in float32: Φ Φᵀ within float32 rounding of float64's."""
-    kernel_fn, x = _relu_net(3), _points(20, 16)
+    kernel_fn, x = _relu_net(3), feature_points(20, 16)
     phi64 = random_features(kernel_fn, 16, "ntk", 512, method="sketch", seed=1).transform(x)
     fm32 = random_features(kernel_fn, 16, "ntk", 512, method="sketch", seed=1, dtype=np.float32)
     phi32 = fm32.transform(x.astype(np.float32))
@@ -134,7 +123,7 @@ def test_float32_agrees_with_float64():
 
 
 def test_seed_reproduces_the_map():
-    kernel_fn, x = _relu_net(2), _points()
+    kernel_fn, x = _relu_net(2), feature_points()
     a = random_features(kernel_fn, 6, "ntk", 128, method="sketch", seed=7).transform(x)
     np.testing.assert_array_equal(a, random_features(kernel_fn, 6, "ntk", 128, method="sketch", seed=7).transform(x))
     np.testing.assert_array_equal(
@@ -150,9 +139,9 @@ def test_output_width_is_at_most_n_features(n_features):
 
 def test_nngp_of_standard_parameterization_with_zero_bias_is_homogeneous():
     """A bias parameter at b_std = 0 adds nothing to Σ (only Θ's 1 in the 'standard' NTK): accepted for the NNGP."""
-    kernel_fn, x = stax.fc_network(2, "relu", np.sqrt(2), 0.0, "standard")[2], _points(40, 6)
+    kernel_fn, x = stax.fc_network(2, "relu", np.sqrt(2), 0.0, "standard")[2], feature_points(40, 6)
     fm = random_features(kernel_fn, 6, "nngp", 4096, method="sketch", seed=0)
-    assert _rel_error(fm.transform(x), kernel_fn(x, None, "nngp")) < 0.08
+    assert gram_error(fm.transform(x), kernel_fn(x, None, "nngp")) < 0.08
 
 
 @pytest.mark.parametrize(

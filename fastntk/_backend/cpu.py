@@ -94,9 +94,11 @@ def _op(name, *params):
 
 
 #: From this many features on, a symmetric result's Gram is most of its cost, and one threaded
-#: BLAS syrk of the triangle (then the pass) beats a gemm per sub-tile inside the pass: N = 8000,
-#: depth 3, 2 threads, OpenBLAS 0.3.30: d = 784 0.73 s vs 0.80 s; d = 64 0.44 s vs 0.39 s (the
-#: syrk's idle BLAS threads spinning beside the pass). Cross blocks (x2 given) are always fused.
+#: BLAS syrk of the triangle (then the pass) beats a gemm per sub-tile inside the pass
+#: (``benchmarks/compare_neural_tangents.py --floor --N 8000 --d 784 64 --depth 3``, with the syrk
+#: phase and with every symmetric result fused, 2 threads, OpenBLAS 0.3.30): d = 784 0.73 s vs
+#: 0.80 s; d = 64 0.44 s vs 0.39 s (the syrk's idle BLAS threads spinning beside the pass). Cross
+#: blocks (x2 given) are always fused.
 SYRK_MIN_D = 256
 
 

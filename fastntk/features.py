@@ -33,7 +33,13 @@ import math
 import numpy as np
 
 from . import _core, _tiles, spec
-from ._polysketch import DEFAULT_DEGREE, MAX_DEGREE, next_pow2, polysketch_features, tensor_srht_parameters
+from ._polysketch import (
+    DEFAULT_DEGREE,
+    MAX_DEGREE,
+    next_pow2,
+    polysketch_features,
+    tensor_srht_parameters,
+)
 from ._validation import check_dtype, check_integer, check_map_input, check_seed
 
 __all__ = ["FeatureMap", "random_features"]

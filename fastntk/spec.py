@@ -6,7 +6,8 @@ live here, only structure and shape inference.
 
 A network is a tree: :class:`Serial` nodes hold their children in order, :class:`Parallel`
 nodes one child per branch, :class:`Repeat` one child applied n times; the leaves are
-layers (:class:`Dense`, :class:`Act`, :class:`Identity`, :class:`Dropout`, :class:`Flatten`)
+layers (:class:`Dense`, :class:`Conv`, :class:`Pool`, :class:`GlobalPool`, :class:`LayerNorm`,
+:class:`Act`, :class:`Identity`, :class:`Dropout`, :class:`Flatten`)
 and the branching layers (:class:`FanOut`, :class:`FanInSum`, :class:`FanInProd`,
 :class:`FanInConcat`). Between a FanOut and a FanIn the network carries a list of branches:
 every node takes ``arity`` branches in and gives :func:`arity` out (a Parallel child takes
@@ -15,7 +16,11 @@ does: a list per ``Serial`` and a tuple per ``Parallel`` with one entry per chil
 child's tree with every array stacked on a new leading axis of length n per ``Repeat``
 (neural-tangents' ``lax.scan``), a ``(W, b)`` pair per Dense layer and ``()`` for a layer
 without parameters (every other leaf), so parameters move between the two libraries
-unchanged. Convolutions, pooling and LayerNorm join as further leaf and node types.
+unchanged (a Conv's ``(W, b)`` too: W of shape (*filter_shape, C_in, out_chan), b (out_chan,)).
+
+Inputs with spatial axes are (N, *S, C), channels last (neural-tangents' NHWC); ``S`` has as
+many axes as a Conv's or Pool's window. :func:`window_plan` is the one place of the output-size
+and padding rule (XLA's, which neural-tangents follows).
 """
 
 from __future__ import annotations
@@ -26,8 +31,12 @@ from typing import Union
 
 from .activations import Activation
 
-__all__ = ["Act", "Dense", "Dropout", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten", "Identity", "Layer",
-           "Parallel", "Repeat", "Serial", "arity", "layout", "leaves", "output_shape", "places", "readout_dim"]
+__all__ = ["Act", "Conv", "Dense", "Dropout", "FanInConcat", "FanInProd", "FanInSum", "FanOut", "Flatten", "GlobalPool",
+           "Identity", "Layer", "LayerNorm", "PADDINGS", "Parallel", "Pool", "Repeat", "Serial", "arity", "is_spatial",
+           "layout", "leaves", "output_shape", "places", "readout_dim", "window_plan"]
+
+#: The paddings of Conv and Pool: zeros beyond the border ('SAME'), none ('VALID'), wrap-around ('CIRCULAR').
+PADDINGS = ("VALID", "SAME", "CIRCULAR")
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,63 @@ class Dense:
     def n_in(self, fan_in):
         """The 'standard' parameterization's input width for an input of ``fan_in`` features: fan_in / s_in."""
         return fan_in / self.s[0] if self.parameterization == "standard" else fan_in
+
+
+@dataclass(frozen=True)
+class Conv:
+    """Convolution over the spatial axes of (N, *S, C) inputs (cross-correlation, as XLA's and
+    neural-tangents' ``stax.Conv``), one weight per (tap, C_in, out_chan) shared by every position.
+
+    out_chan : int, the output channels. filter_shape, strides : tuples of ints, one per spatial
+    axis. padding : one of :data:`PADDINGS`. W_std, b_std, parameterization : as :class:`Dense`, with
+    fan in C_in·prod(filter_shape): 'ntk' z = W_std/√fan_in·conv(h, W) + b_std·b, W, b ~ N(0, 1).
+    """
+
+    out_chan: int
+    filter_shape: tuple
+    strides: tuple
+    padding: str
+    W_std: float
+    b_std: float | None
+    parameterization: str
+
+    @property
+    def width(self):
+        """Channels of the output."""
+        return self.out_chan
+
+    def fan_in(self, channels):
+        """The 'standard' parameterization's fan in for an input of ``channels`` channels: C_in·|F|."""
+        return channels * math.prod(self.filter_shape)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Window pooling over the spatial axes: ``kind`` 'sum' (SumPool) or 'avg' (AvgPool: the sum
+    divided by the window size, or with ``normalize_edges`` by the number of its positions inside
+    the input). window_shape, strides : one int per spatial axis; padding : one of :data:`PADDINGS`."""
+
+    kind: str
+    window_shape: tuple
+    strides: tuple
+    padding: str
+    normalize_edges: bool = False
+
+
+@dataclass(frozen=True)
+class GlobalPool:
+    """Sum ('sum') or mean ('avg') over all spatial positions: (N, *S, C) -> (N, C)."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class LayerNorm:
+    """(h − mean) / √(var + eps) over ``axis`` (non-batch axes of the input, the channel axis among
+    them; a tuple of ints as the caller gave them, negative counting from the end)."""
+
+    axis: tuple
+    eps: float
 
 
 @dataclass(frozen=True)
@@ -133,8 +199,34 @@ class Dropout:
     mode: str
 
 
-Layer = Union[Dense, Act, Identity, Serial, Parallel, Repeat, FanOut, FanInSum, FanInProd, FanInConcat, Flatten,
-              Dropout]
+Layer = Union[Dense, Conv, Pool, GlobalPool, LayerNorm, Act, Identity, Serial, Parallel, Repeat, FanOut, FanInSum,
+              FanInProd, FanInConcat, Flatten, Dropout]
+_SPATIAL = (Conv, Pool, GlobalPool, LayerNorm)
+
+
+def is_spatial(layer):
+    """Whether ``layer`` holds a layer of the spatial family (Conv, Pool, GlobalPool, LayerNorm), whose
+    kernels the convolutional driver computes."""
+    return any(isinstance(leaf, _SPATIAL) for leaf in leaves(layer))
+
+
+def window_plan(sizes, window, strides, padding):
+    """Per spatial axis ``(n_out, lo)``: the output size and the padding before the first input
+    (XLA's rule). VALID: n_out = ⌊(n − f)/s⌋ + 1, lo = 0; SAME and CIRCULAR: n_out = ⌈n/s⌉, the
+    total padding t = max((n_out − 1)·s + f − n, 0), lo = ⌊t/2⌋. Output o at tap a reads input
+    o·s + a − lo (zero outside for SAME, modulo n for CIRCULAR). ValueError where a VALID window
+    is larger than the input."""
+    plan = []
+    for n, f, s in zip(sizes, window, strides):
+        if padding == "VALID":
+            if f > n:
+                raise ValueError(f"a VALID window of {tuple(window)} does not fit inputs of spatial shape "
+                                 f"{tuple(sizes)}")
+            plan.append(((n - f) // s + 1, 0))
+        else:
+            n_out = -(-n // s)
+            plan.append((n_out, max((n_out - 1) * s + f - n, 0) // 2))
+    return tuple(plan)
 _FAN_IN = (FanInSum, FanInProd, FanInConcat)
 
 
@@ -230,6 +322,27 @@ def _shapes(layer, shapes):
         return shapes
     if isinstance(layer, Dense):
         return [(*shapes[0][:-1], layer.width)]
+    if isinstance(layer, (Conv, Pool)):
+        window = layer.filter_shape if isinstance(layer, Conv) else layer.window_shape
+        name = type(layer).__name__
+        if len(shapes[0]) != len(window) + 2:
+            raise ValueError(f"{name} with a {len(window)}-D window needs inputs of shape (N, "
+                             f"{', '.join('HWD'[:len(window)] if len(window) <= 3 else ['S'] * len(window))}, C) "
+                             f"(channels last); got shape {shapes[0]}")
+        spatial = tuple(n for n, _ in window_plan(shapes[0][1:-1], window, layer.strides, layer.padding))
+        return [(shapes[0][0], *spatial, layer.width if isinstance(layer, Conv) else shapes[0][-1])]
+    if isinstance(layer, GlobalPool):
+        if len(shapes[0]) < 3:
+            raise ValueError(f"Global{layer.kind.capitalize()}Pool needs inputs with spatial axes (N, ..., C); "
+                             f"got shape {shapes[0]}")
+        return [(shapes[0][0], shapes[0][-1])]
+    if isinstance(layer, LayerNorm):
+        nd = len(shapes[0])
+        axes = {a % nd for a in layer.axis if -nd <= a < nd}
+        if len(axes) != len(layer.axis) or 0 in axes or nd - 1 not in axes:
+            raise ValueError(f"LayerNorm(axis={layer.axis}) needs distinct non-batch axes of inputs of shape "
+                             f"{shapes[0]}, the channel axis (-1) among them")
+        return shapes
     if isinstance(layer, FanOut):
         return shapes * layer.num
     if isinstance(layer, Flatten):
@@ -253,7 +366,8 @@ def layout(layer, ndim):
     """The order of the axes of ``ndim``-D inputs that puts the batch first and the features last (how
     fastntk computes): a permutation tuple, the identity for neural-tangents' defaults (batch_axis=0,
     channel_axis=-1). Every Dense layer must name the same two axes (ValueError otherwise); layers
-    that name axes of their own (FanInConcat, Flatten) need the defaults (NotImplementedError)."""
+    that name axes of their own (FanInConcat, Flatten, the spatial family) need the defaults
+    (NotImplementedError)."""
     axes = {(leaf.batch_axis % ndim, leaf.channel_axis % ndim) for leaf in leaves(layer) if isinstance(leaf, Dense)}
     if len(axes) > 1:
         raise ValueError(f"the Dense layers name different (batch_axis, channel_axis) for {ndim}-D inputs: "
@@ -262,8 +376,10 @@ def layout(layer, ndim):
     if batch == channel:
         raise ValueError(f"batch_axis and channel_axis are the same axis ({batch}) of {ndim}-D inputs")
     order = (batch, *[a for a in range(ndim) if a not in (batch, channel)], channel)
-    if order != tuple(range(ndim)) and any(isinstance(leaf, (FanInConcat, Flatten)) for leaf in leaves(layer)):
-        raise NotImplementedError("FanInConcat and Flatten name axes of their own; with them, keep the Dense "
+    if order != tuple(range(ndim)) and any(isinstance(leaf, (FanInConcat, Flatten, *_SPATIAL))
+                                           for leaf in leaves(layer)):
+        raise NotImplementedError("FanInConcat, Flatten, Conv, pooling and LayerNorm name axes of their own; with "
+                                  "them, keep the Dense "
                                   "layers' defaults batch_axis=0, channel_axis=-1 (move the axes with np.moveaxis)")
     return order
 
@@ -284,7 +400,7 @@ def _readout(layer, widths):
         return [_readout(child, [w])[0] for child, w in zip(layer.layers, widths)]
     if isinstance(layer, Repeat):
         return _readout(layer.layer, widths) if layer.n else widths
-    if isinstance(layer, Dense):
+    if isinstance(layer, (Dense, Conv)):
         return [layer.width]
     if isinstance(layer, FanOut):
         return widths * layer.num

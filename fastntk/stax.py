@@ -47,6 +47,8 @@ __all__ = [
     "ABRelu",
     "Abs",
     "Activation",
+    "AvgPool",
+    "Conv",
     "Cos",
     "Dense",
     "Dropout",
@@ -59,15 +61,19 @@ __all__ = [
     "FanOut",
     "Flatten",
     "Gelu",
+    "GlobalAvgPool",
+    "GlobalSumPool",
     "Identity",
     "Kernel",
+    "LayerNorm",
     "LeakyRelu",
     "Relu",
     "Sigmoid_like",
     "Silu",
     "Sin",
-    "Swish",
     "Softplus",
+    "SumPool",
+    "Swish",
     "Tanh",
     "fc_network",
     "parallel",
@@ -234,9 +240,105 @@ def FanInConcat(axis=-1):
     return _layer(spec.FanInConcat(int(axis)))
 
 
-def Flatten():
-    """All non-batch axes into one: (N, ...) -> (N, prod(...)); a no-op on (N, d) inputs."""
+def Flatten(batch_axis=0, batch_axis_out=0):
+    """All non-batch axes into one: (N, ...) -> (N, prod(...)); a no-op on (N, d) inputs. Kernels of
+    (N, *S, C) inputs: the mean over positions p of Σ(x_p, x'_p) (a Dense readout has one weight per
+    position and channel), so only same-position covariances are computed before it (without pooling)."""
+    _default_axes(Flatten=(batch_axis, 0), batch_axis_out=(batch_axis_out, 0))
     return _layer(spec.Flatten())
+
+
+def _default_axes(**given):
+    """NotImplementedError unless every axis argument (name=(value, default)) has its default."""
+    for name, (value, default) in given.items():
+        if value != default:
+            raise NotImplementedError(f"{name}={value!r}: fastntk's spatial layers take inputs with the batch first "
+                                      f"and the channels last (neural-tangents' NHWC); keep the default {default}")
+
+
+def _ints(value, name, n=None, minimum=1):
+    """A tuple of ints ≥ minimum (an int counts as one); of length n when n is given."""
+    values = (value,) if isinstance(value, numbers.Integral) else value
+    try:
+        values = tuple(values)
+    except TypeError:
+        values = None
+    if (not values or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum for v in values)
+            or (n is not None and len(values) != n)):
+        size = f"{n} " if n is not None else ""
+        raise ValueError(f"{name} must be a tuple of {size}ints >= {minimum}; got {value!r}")
+    return tuple(int(v) for v in values)
+
+
+def _padding(padding):
+    name = str(getattr(padding, "name", padding)).upper()  # neural-tangents' Padding enum too
+    if name not in spec.PADDINGS:
+        raise ValueError(f"padding must be one of {spec.PADDINGS}; got {padding!r}")
+    return name
+
+
+def Conv(out_chan, filter_shape, strides=None, padding="VALID", W_std=1.0, b_std=None, dimension_numbers=None,
+         parameterization="ntk", s=(1, 1)):
+    """Convolution over the spatial axes of (N, *S, C) inputs (NHWC; 1-D sequences (N, L, C) with a
+    1-tuple ``filter_shape``), neural-tangents' signature. ``strides`` None: 1 along every axis.
+    W of shape (*filter_shape, C_in, out_chan) and b (out_chan,); fan in C_in·prod(filter_shape).
+    Kernels: each output position averages the input covariances over the filter taps, one tap
+    shifting both positions (a shared weight), then the Dense rule with that fan in."""
+    if dimension_numbers is not None and tuple(dimension_numbers) != ("NHWC", "HWIO", "NHWC"):
+        raise NotImplementedError(f"dimension_numbers={dimension_numbers!r}: fastntk's Conv takes NHWC inputs and "
+                                  "HWIO filters; keep dimension_numbers=None")
+    if tuple(s) != (1, 1):
+        raise NotImplementedError(f"s={s!r}: Conv takes neural-tangents' default s=(1, 1)")
+    filter_shape = _ints(filter_shape, "filter_shape")
+    strides = (1,) * len(filter_shape) if strides is None else _ints(strides, "strides", len(filter_shape))
+    dense = _dense(out_chan, W_std, b_std, parameterization, out_dim_name="out_chan")
+    return _layer(spec.Conv(dense.out_dim, filter_shape, strides, _padding(padding), dense.W_std, dense.b_std,
+                            dense.parameterization))
+
+
+def _pool(kind, window_shape, strides, padding, normalize_edges, batch_axis, channel_axis):
+    _default_axes(batch_axis=(batch_axis, 0), channel_axis=(channel_axis, -1))
+    window_shape = _ints(window_shape, "window_shape")
+    strides = (1,) * len(window_shape) if strides is None else _ints(strides, "strides", len(window_shape))
+    _check_bool(normalize_edges, "normalize_edges")
+    return _layer(spec.Pool(kind, window_shape, strides, _padding(padding), bool(normalize_edges)))
+
+
+def AvgPool(window_shape, strides=None, padding="VALID", normalize_edges=False, batch_axis=0, channel_axis=-1):
+    """Mean over each window of the spatial axes (``strides`` None: 1, not the window). With
+    ``normalize_edges`` False (neural-tangents' default) a SAME window is divided by its full size
+    also where it overlaps the padding; True divides by the number of its positions in the input."""
+    return _pool("avg", window_shape, strides, padding, normalize_edges, batch_axis, channel_axis)
+
+
+def SumPool(window_shape, strides=None, padding="VALID", batch_axis=0, channel_axis=-1):
+    """Sum over each window of the spatial axes (``strides`` None: 1)."""
+    return _pool("sum", window_shape, strides, padding, False, batch_axis, channel_axis)
+
+
+def GlobalAvgPool(batch_axis=0, channel_axis=-1):
+    """Mean over all spatial positions: (N, *S, C) -> (N, C). Kernels: the mean of Σ(x_p, x'_q) over
+    all pairs of positions."""
+    _default_axes(batch_axis=(batch_axis, 0), channel_axis=(channel_axis, -1))
+    return _layer(spec.GlobalPool("avg"))
+
+
+def GlobalSumPool(batch_axis=0, channel_axis=-1):
+    """Sum over all spatial positions: (N, *S, C) -> (N, C)."""
+    _default_axes(batch_axis=(batch_axis, 0), channel_axis=(channel_axis, -1))
+    return _layer(spec.GlobalPool("sum"))
+
+
+def LayerNorm(axis=-1, eps=1e-12, batch_axis=0, channel_axis=-1):
+    """(h − mean)/√(var + eps) over ``axis`` (an int or a tuple; the channel axis among them). Kernels:
+    Σ(x_p, x'_q)/√(V(x_p)·V(x'_q)), the same for Θ, with V the variance Σ(x_p, x_p) + eps (axis -1)
+    or its mean over the normalised positions."""
+    _default_axes(batch_axis=(batch_axis, 0), channel_axis=(channel_axis, -1))
+    axes = _ints(axis, "axis", minimum=-(2**31))
+    eps = _finite(eps, "eps")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0; got {eps!r}")
+    return _layer(spec.LayerNorm(axes, eps))
 
 
 def Dropout(rate, mode="train"):

@@ -22,7 +22,6 @@ fused pass of the backend (one tile per block: the (b1·P, b2·P) matrix in the 
 
 from __future__ import annotations
 
-import itertools
 import math
 from typing import NamedTuple
 
@@ -53,9 +52,10 @@ class _Branch:
     """One branch of a block: pair arrays k, t (None in a dry run), self arrays per side (one side
     when the block's rows are its columns), and what the network has made of it so far."""
 
-    def __init__(self, k, t, sides, shape, width, gaussian, last):
+    def __init__(self, k, t, sides, shape, width, gaussian, last, t_zero=False):
         self.k, self.t, self.sides = k, t, sides
         self.shape, self.width, self.gaussian, self.last = shape, width, gaussian, last
+        self.t_zero = t_zero  # Θ = 0 everywhere (the inputs'): a Conv need not average it
 
     def copy(self):
         """An independent copy (a FanOut's): the activations work in place."""
@@ -63,7 +63,7 @@ class _Branch:
             return None if a is None else a.copy()
 
         return _Branch(dup(self.k), dup(self.t), [(dup(k), dup(t)) for k, t in self.sides], self.shape, self.width,
-                       self.gaussian, self.last)
+                       self.gaussian, self.last, self.t_zero)
 
 
 def _where(index, leaf):
@@ -122,10 +122,8 @@ def _walk(node, branches, block, counter):
             raise ValueError(f"{where}: {e}") from None
         out_shape = tuple(n for n, _ in plan)
         if isinstance(node, spec.Conv):
-            fan_in = node.fan_in(b.width)
             if block is not None:
-                block.conv(b, node, plan)
-            _affine(node, b, fan_in, block)
+                block.conv(b, node, plan, node.fan_in(b.width))
             b.shape, b.width, b.gaussian, b.last = out_shape, node.width, True, where
         else:
             if block is not None:
@@ -201,13 +199,13 @@ def _fan_in(node, branches, block, where):
         if block is not None:
             block.combine(branches, "prod", None)
         first.gaussian = len(branches) == 1 and first.gaussian
-    first.last = where
+    first.last, first.t_zero = where, all(b.t_zero for b in branches)
     return first
 
 
 def _affine(layer, b, fan_in, block):
-    """The Dense rule (a Conv's after its window average) on every array of the branch: 'ntk'
-    K' = W²K + b², T' = K' + W²T; 'standard' T' = fan_in·K + W²T + [bias], K' = W²K + b²."""
+    """The Dense rule on every array of the branch: 'ntk' K' = W²K + b², T' = K' + W²T; 'standard'
+    T' = fan_in·K + W²T + [bias], K' = W²K + b²."""
     if block is None:
         return
     w2, b2 = layer.W_std**2, (0.0 if layer.b_std is None else layer.b_std**2)
@@ -222,6 +220,7 @@ def _affine(layer, b, fan_in, block):
 
     b.k, b.t = rule(b.k, b.t)
     b.sides = [rule(*side) for side in b.sides]
+    b.t_zero = False
 
 
 def _window_counts(shape, plan, window, strides, padding):
@@ -234,25 +233,13 @@ def _window_counts(shape, plan, window, strides, padding):
     return math.prod(np.ix_(*counts)).astype(np.float64)
 
 
-def _window_sum(a, groups, plan, window, strides, padding):
-    """Σ over the window's taps of ``a`` shifted by the same tap along every group of axes (each group:
-    the spatial axes of one position), with the stride and padding of ``plan`` (spec.window_plan)."""
-    pads = [(0, 0)] * a.ndim
-    for group in groups:
-        for ax, (n_out, lo), f, s in zip(group, plan, window, strides):
-            n = a.shape[ax]
-            pads[ax] = (lo, max((n_out - 1) * s + f - n - lo, 0))
-    if any(p != (0, 0) for p in pads):
-        a = np.pad(a, pads, mode="wrap" if padding == "CIRCULAR" else "constant")
-    out = None
-    for tap in itertools.product(*map(range, window)):
-        index = [slice(None)] * a.ndim
-        for group in groups:
-            for ax, (n_out, _), d, s in zip(group, plan, tap, strides):
-                index[ax] = slice(d, d + (n_out - 1) * s + 1, s)
-        part = a[tuple(index)]
-        out = part.copy() if out is None else out.__iadd__(part)
-    return out
+def _axis_index(n, n_out, lo, f, s, padding):
+    """index[o, t] (n_out, f): the input position that output o reads at tap t along one axis of n
+    positions, o·s + t − lo, wrapped for CIRCULAR, −1 in SAME padding (spec.window_plan's rule)."""
+    pos = np.arange(n_out)[:, None] * s + np.arange(f)[None, :] - lo
+    if padding == "CIRCULAR":
+        return np.ascontiguousarray(pos % n, dtype=np.int64)
+    return np.ascontiguousarray(np.where((pos >= 0) & (pos < n), pos, -1), dtype=np.int64)
 
 
 class _Block:
@@ -273,33 +260,66 @@ class _Block:
             b.k, b.t = fn_pair(b.k), fn_pair(b.t)
         b.sides = [(fn_self(k), fn_self(t)) for k, t in b.sides]
 
-    def conv(self, b, layer, plan):
-        d, taps = len(b.shape), math.prod(layer.filter_shape)
-        args = (plan, layer.filter_shape, layer.strides, layer.padding)
-        self._map(b, lambda a: _window_sum(a, self._pair_groups(d), *args) / taps,
-                  lambda a: _window_sum(a, self._self_groups(d), *args) / taps)
+    def _window_sum(self, a, groups, shape, plan, window, strides, padding, average, scale=1.0, offset=0.0,
+                    add=None, add_scale=0.0):
+        """The window sum (÷ the window size if ``average``) of ``a`` over its spatial axes of shape
+        ``shape``, the same tap moving the positions of every group of axes: one pass per axis, the
+        last of which maps each result r to scale·r + offset + add_scale·add (add None: no term)."""
+        last = len(plan) - 1
+        for k, ((n_out, lo), f, s) in enumerate(zip(plan, window, strides)):
+            index = _axis_index(shape[k], n_out, lo, f, s, padding)
+            mean = 1.0 / f if average else 1.0
+            axes = [g[k] for g in groups]
+            a = (self.backend.window_sum(a, axes, index, mean * scale, offset, add, add_scale) if k == last
+                 else self.backend.window_sum(a, axes, index, mean))
+        return a
+
+    def conv(self, b, layer, plan, fan_in):
+        """A[K] = (1/|F|) Σ_taps K̃ (one tap moving both positions), then the Dense rule with ``fan_in``
+        fused into the last pass: 'ntk' K' = W²A[K] + b², T' = W²A[T] + K'; 'standard' K' = W²A[K] + b²,
+        T' = fan_in·A[K] + W²A[T] + [bias]."""
+        d = len(b.shape)
+        args = (b.shape, plan, layer.filter_shape, layer.strides, layer.padding, True)
+        w2, b2 = layer.W_std**2, (0.0 if layer.b_std is None else layer.b_std**2)
+
+        bias = 0.0 if layer.b_std is None else 1.0
+
+        def rule(k, t, groups):
+            if layer.parameterization == "ntk":
+                k_new = self._window_sum(k, groups, *args, scale=w2, offset=b2)
+                if b.t_zero:
+                    return k_new, k_new.copy()
+                return k_new, self._window_sum(t, groups, *args, scale=w2, add=k_new, add_scale=1.0)
+            ak = self._window_sum(k, groups, *args)
+            if b.t_zero:
+                return w2 * ak + b2, fan_in * ak + bias
+            t_new = self._window_sum(t, groups, *args, scale=w2, offset=bias, add=ak, add_scale=float(fan_in))
+            return w2 * ak + b2, t_new
+
+        if b.k is not None:
+            b.k, b.t = rule(b.k, b.t, self._pair_groups(d))
+        b.sides = [rule(k, t, self._self_groups(d)) for k, t in b.sides]
+        b.t_zero = False
 
     def pool(self, b, layer, plan):
         d = len(b.shape)
-        args = (plan, layer.window_shape, layer.strides, layer.padding)
+        average = layer.kind == "avg" and not layer.normalize_edges
+        args = (b.shape, plan, layer.window_shape, layer.strides, layer.padding, average)
         pair_groups, self_groups = self._pair_groups(d), self._self_groups(d)
 
         def pooled(a, groups):
             for group in groups:  # the two positions' windows are independent
-                a = _window_sum(a, [group], *args)
+                a = self._window_sum(a, [group], *args)
             return a
 
-        if layer.kind == "sum":
-            self._map(b, lambda a: pooled(a, pair_groups), lambda a: pooled(a, self_groups))
-            return
-        if layer.normalize_edges:  # positions of each window inside the input, for both positions
+        if layer.kind == "avg" and layer.normalize_edges:  # ÷ positions of each window inside the input
             c = _window_counts(b.shape, plan, layer.window_shape, layer.strides, layer.padding)
             one = (1,) * d
             pair_size = c.reshape(1, *c.shape, 1, *one) * c.reshape(1, *one, 1, *c.shape)
             self_size = c.reshape(1, *c.shape, *one) * c.reshape(1, *one, *c.shape)
+            self._map(b, lambda a: pooled(a, pair_groups) / pair_size, lambda a: pooled(a, self_groups) / self_size)
         else:
-            pair_size = self_size = float(math.prod(layer.window_shape)) ** 2
-        self._map(b, lambda a: pooled(a, pair_groups) / pair_size, lambda a: pooled(a, self_groups) / self_size)
+            self._map(b, lambda a: pooled(a, pair_groups), lambda a: pooled(a, self_groups))
 
     def global_pool(self, b, kind):
         d = len(b.shape)
@@ -355,31 +375,30 @@ class _Block:
         b.sides = [(k / s, t / s) for (k, t), s in zip(b.sides, self_scales)]
 
     def activation(self, b, layer):
+        """The layer's dual kernels on every array: the pair arrays as one (b1·P, b2·P) tile (full
+        layout) or P tiles (b1, b2) (one per position), the self arrays as one (P, P) tile per input
+        (full) or per input and position (diagonal), each entry with the variances of its two positions."""
         plan = self.backend.plan([layer], b.width, first=False)
         p = math.prod(b.shape)
+        self._map(b, np.ascontiguousarray, np.ascontiguousarray)  # worked on in place through reshaped views
         vs = [self._variances(k_self, b.shape) for k_self, _ in b.sides]
         v1, v2 = vs[0], vs[-1]
-        tile = self.backend.tile
+        tiles = self.backend.tiles
         if self.full and b.shape:
             n1, n2 = v1.shape[0], v2.shape[0]
             if b.k is not None:
-                k, t = b.k.reshape(n1 * p, n2 * p), b.t.reshape(n1 * p, n2 * p)
-                tile(plan, k, k, t, v1.reshape(1, -1), v2.reshape(1, -1), self.rho_tol)
+                tiles(plan, b.k.reshape(1, n1 * p, n2 * p), b.t.reshape(1, n1 * p, n2 * p), v1.reshape(1, 1, -1),
+                      v2.reshape(1, 1, -1), self.rho_tol)
             for (k_self, t_self), v in zip(b.sides, vs):
-                ks, ts = k_self.reshape(-1, p, p), t_self.reshape(-1, p, p)
-                for i in range(ks.shape[0]):
-                    row = v[i][None, :]
-                    tile(plan, ks[i], ks[i], ts[i], row, row, self.rho_tol)
+                tiles(plan, k_self.reshape(-1, p, p), t_self.reshape(-1, p, p), v[:, None, :], v[:, None, :],
+                      self.rho_tol)
         else:
             if b.k is not None:
-                k, t = b.k.reshape(p, *b.k.shape[-2:]), b.t.reshape(p, *b.t.shape[-2:])
-                for q in range(p):
-                    tile(plan, k[q], k[q], t[q], v1[q][None, :], v2[q][None, :], self.rho_tol)
-            sides = []
-            for k_self, t_self in b.sides:
-                k_new, t_new, _ = self.backend.diagonal(plan, k_self.ravel(), True, t_self.ravel())
-                sides.append((k_new.reshape(k_self.shape), t_new.reshape(t_self.shape)))
-            b.sides = sides
+                tiles(plan, b.k.reshape(p, *b.k.shape[-2:]), b.t.reshape(p, *b.t.shape[-2:]), v1[:, None, :],
+                      v2[:, None, :], self.rho_tol)
+            for (k_self, t_self), v in zip(b.sides, vs):  # each (input, position) with itself: one entry
+                tiles(plan, k_self.reshape(-1, 1, 1), t_self.reshape(-1, 1, 1), v.reshape(-1, 1, 1),
+                      v.reshape(-1, 1, 1), self.rho_tol)
 
     def combine(self, branches, kind, weights):
         first = branches[0]
@@ -522,7 +541,7 @@ def _inputs(xa, xb, full, pairs):
         else:
             k = (np.matmul(ha.transpose(1, 0, 2), hb.transpose(1, 2, 0)) / c).reshape(*s, ha.shape[0], hb.shape[0])
         t = np.zeros_like(k)
-    return _Branch(k, t, sides, tuple(s), c, False, "the inputs")
+    return _Branch(k, t, sides, tuple(s), c, False, "the inputs", t_zero=True)
 
 
 def _result_shape(shape, full):

@@ -19,6 +19,7 @@
 #include <pthread.h>
 #endif
 
+#include "fastntk/conv.hpp"
 #include "fastntk/fc.hpp"
 #include "fastntk/math.hpp"
 #include "fastntk/sketch.hpp"
@@ -428,6 +429,83 @@ void tensor_srht_dtype(const py::array& x, const py::array& y, const py::array& 
     throw std::logic_error("tensor_srht: arrays of matching dtypes reached the dtype diagnosis");
 }
 
+// A contiguous float64 array of exactly the given shape (name in the message).
+const double* contiguous(const Array<double>& a, const char* name, std::vector<idx> shape) {
+    bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+    for (std::size_t k = 0; ok && k < shape.size(); ++k) ok = a.shape(k) == shape[k];
+    if (!ok) {
+        std::string want = "(";
+        for (std::size_t k = 0; k < shape.size(); ++k) want += (k ? ", " : "") + std::to_string(shape[k]);
+        throw std::invalid_argument(std::string(name) + " must have shape " + want + ")" + "; got " + dims(a));
+    }
+    if (!(a.flags() & py::array::c_style))
+        throw std::invalid_argument(std::string(name) + " must be C-contiguous");
+    return a.data();
+}
+
+// B tiles (sigma (B, n1, n2), in place; ntk (B, n1, n2) or None) through ops; var1 (B, n_act, n1), var2 (B, n_act, n2).
+void fc_tiles(Array<double> sigma, py::object ntk_obj, const Array<double>& var1, const Array<double>& var2,
+              const Array<double>& ops, double rho_tol) {
+    idx n_act;
+    const auto op = read_ops(ops, &n_act);
+    if (sigma.ndim() != 3) throw std::invalid_argument("sigma must be 3-D (B, n1, n2); got " + dims(sigma));
+    const idx B = sigma.shape(0), n1 = sigma.shape(1), n2 = sigma.shape(2);
+    contiguous(sigma, "sigma", {B, n1, n2});
+    double* t = nullptr;
+    if (!ntk_obj.is_none()) {
+        if (!py::isinstance<Array<double>>(ntk_obj)) throw std::invalid_argument("ntk must be None or a float64 array");
+        auto ntk = py::reinterpret_borrow<Array<double>>(ntk_obj);
+        contiguous(ntk, "ntk", {B, n1, n2});
+        if (overlaps(ntk, sigma)) throw std::invalid_argument("ntk must not share memory with sigma");
+        t = ntk.mutable_data();
+    }
+    const double* v1 = contiguous(var1, "var1", {B, n_act, n1});
+    const double* v2 = contiguous(var2, "var2", {B, n_act, n2});
+    std::vector<double> scales2(static_cast<std::size_t>(2 * B * n_act * n2));
+    for (idx b = 0; b < B; ++b)
+        for (idx a = 0; a < n_act; ++a) {
+            double* sd = scales2.data() + 2 * (b * n_act + a) * n2;
+            fastntk::column_scales(v2 + (b * n_act + a) * n2, n2, sd, sd + n2);
+        }
+    double* k = sigma.mutable_data();
+    enter_kernel();
+    py::gil_scoped_release release;
+    fastntk::fc_tiles(k, t, B, n1, n2, v1, v2, scales2.data(), n_act, op.data(), static_cast<int>(op.size()), rho_tol);
+}
+
+// dst <- scale * the window sum + offset + add_scale * add (add None: no term), along one axis: src (A, n, C) -> dst (A, m, C), or along the same
+// axis of both positions with one tap: src (A, n, B, n, C) -> dst (A, m, B, m, C); index (m, taps) of
+// positions in [0, n) or < 0 (zero padding).
+void window_sum(const Array<double>& src, Array<double> dst, const Array<std::int64_t>& index, double scale,
+                double offset, py::object add_obj, double add_scale) {
+    if (index.ndim() != 2 || !(index.flags() & py::array::c_style))
+        throw std::invalid_argument("index must be a C-contiguous 2-D int64 array (m, taps); got " + dims(index));
+    const idx m = index.shape(0), taps = index.shape(1);
+    const bool pair = src.ndim() == 5;
+    if (!pair && src.ndim() != 3) throw std::invalid_argument("src must be 3-D (A, n, C) or 5-D (A, n, B, n, C); got " + dims(src));
+    const idx A = src.shape(0), n = src.shape(1), B = pair ? src.shape(2) : 1, C = src.shape(pair ? 4 : 2);
+    if (pair && src.shape(3) != n) throw std::invalid_argument("src's axes 1 and 3 must have one size; got " + dims(src));
+    const std::int64_t* ix = index.data();
+    for (idx q = 0; q < m * taps; ++q)
+        if (ix[q] >= n) throw std::invalid_argument("index holds " + std::to_string(ix[q]) + ", beyond n = " + std::to_string(n));
+    const double* in = pair ? contiguous(src, "src", {A, n, B, n, C}) : contiguous(src, "src", {A, n, C});
+    double* out = const_cast<double*>(pair ? contiguous(dst, "dst", {A, m, B, m, C}) : contiguous(dst, "dst", {A, m, C}));
+    check_writeable(dst, "dst");
+    if (overlaps(dst, src)) throw std::invalid_argument("dst must not share memory with src");
+    fastntk::Affine f{scale, offset, nullptr, add_scale};
+    Array<double> add;
+    if (!add_obj.is_none()) {
+        if (!py::isinstance<Array<double>>(add_obj)) throw std::invalid_argument("add must be None or a float64 array");
+        add = py::reinterpret_borrow<Array<double>>(add_obj);
+        f.add = pair ? contiguous(add, "add", {A, m, B, m, C}) : contiguous(add, "add", {A, m, C});
+        if (overlaps(dst, add)) throw std::invalid_argument("dst must not share memory with add");
+    }
+    enter_kernel();
+    py::gil_scoped_release release;
+    if (pair) fastntk::window_pair(in, out, A, n, B, C, m, ix, taps, f);
+    else fastntk::window_one(in, out, A, n, C, m, ix, taps, f);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -442,6 +520,12 @@ PYBIND11_MODULE(_core, m) {
     m.def("fc_gram_tile", &fc_gram_tile<float>, "fc_tile of the Gram x1 . x2, computed sub-tile by sub-tile by a BLAS gemm.",
           py::arg("x1").noconvert(), py::arg("x2").noconvert(), py::arg("nngp"), py::arg("ntk"), py::arg("var1").noconvert(),
           py::arg("var2").noconvert(), py::arg("ops").noconvert(), py::arg("rho_tol"), py::arg("gemm"), py::arg("self_gram"));
+    m.def("fc_tiles", &fc_tiles, "Walk B tiles of Sigma12 (and Theta12) through ops in place, rows of all tiles in parallel.",
+          py::arg("sigma").noconvert(), py::arg("ntk"), py::arg("var1").noconvert(), py::arg("var2").noconvert(),
+          py::arg("ops").noconvert(), py::arg("rho_tol"));
+    m.def("window_sum", &window_sum, "Window sum along one axis, or along one axis of both positions with one tap.",
+          py::arg("src").noconvert(), py::arg("dst").noconvert(), py::arg("index").noconvert(), py::arg("scale"),
+          py::arg("offset") = 0.0, py::arg("add") = py::none(), py::arg("add_scale") = 0.0);
     m.def("fc_diagonal", &fc_diagonal, "Per-point Sigma(x, x), Theta(x, x) and activation variances, in place.",
           py::arg("nngp").noconvert(), py::arg("ntk"), py::arg("var").noconvert(), py::arg("ops").noconvert());
     m.def("mirror_upper", &mirror_upper<double>, "Copy the upper triangle onto the lower.", py::arg("a").noconvert());

@@ -9,6 +9,7 @@ functions). Every method works in place on arrays the driver allocated and valid
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from typing import NamedTuple
@@ -233,6 +234,42 @@ class CpuBackend:
                                GEMM[x1.dtype.char], self_gram)
         if rest:
             _run_segments(rest, nngp, nngp, ntk, var1, var2, first.n_act, rho_tol)
+
+    def tiles(self, plan, nngp, ntk, var1, var2, rho_tol):
+        """B tiles through ``plan`` (one run of Segments continuing given kernels) in place: nngp, ntk
+        (B, n1, n2) float64 C-contiguous (ntk None: the NNGP alone); var1 (B, n_act, n1) and var2
+        (B, n_act, n2): the variances entering each activation of each tile. One compiled call for
+        all tiles where the plan is fused (the rows of every tile in parallel)."""
+        a = 0
+        for seg in plan:
+            v1, v2 = var1[:, a : a + seg.n_act], var2[:, a : a + seg.n_act]
+            if seg.ops is not None:
+                _core.fc_tiles(nngp, ntk, np.ascontiguousarray(v1), np.ascontiguousarray(v2), seg.ops, rho_tol)
+            else:
+                for b in range(nngp.shape[0]):
+                    _rule_tile(seg.rule, nngp[b], None if ntk is None else ntk[b], v1[b, 0], v2[b, 0])
+            a += seg.n_act
+
+    def window_sum(self, a, axes, index, scale, offset=0.0, add=None, add_scale=0.0):
+        """scale·Σ_t a shifted along ``axes`` (one axis, or the same axis of both positions, moved by
+        one tap) by the rows of ``index`` (m, taps), + offset + add_scale·add (add: an array of the
+        output's shape, or None): the output's axes have m entries, entry o summing the input entries
+        index[o, t] ≥ 0 (< 0: zero padding). a float64 C-contiguous; a new array."""
+        shape = a.shape
+        m = index.shape[0]
+        if len(axes) == 1:
+            (ax,) = axes
+            view = (math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1:]))
+        else:
+            ax, ax2 = axes
+            view = (math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1 : ax2]), shape[ax2],
+                    math.prod(shape[ax2 + 1:]))
+        out_shape = tuple(m if i in axes else n for i, n in enumerate(shape))
+        out = np.empty(out_shape)
+        out_view = (view[0], m, view[2]) if len(axes) == 1 else (view[0], m, view[2], m, view[4])
+        _core.window_sum(a.reshape(view), out.reshape(out_view), index, scale, offset,
+                         None if add is None else add.reshape(out_view), add_scale)
+        return out
 
     def mirror_upper(self, a):
         """a[j, i] = a[i, j] for j > i, in place."""

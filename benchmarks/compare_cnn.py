@@ -178,7 +178,7 @@ def print_table(title, n, results):
             f"{'call GiB':>9} {'entries/s':>9} {'max rel.diff nngp, ntk':>23}")
 
     def row(side, r):
-        ratio = "-" if side == "fastntk" or "error" in ref else f"{r['best_s'] / ref['best_s']:.2f}x"
+        ratio = "-" if side == "fastntk" or "error" in ref else f"{r['best_s'] / ref['best_s']:.3g}x"
         if side != "fastntk" and "error" not in ref:
             diff = ", ".join(f"{max_rel_diff(r['sample'][g], ref['sample'][g]):.1e}" for g in GET)
         else:

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _backend, _jax_dispatch, infinite, spec
+from . import _backend, _conv, _jax_dispatch, infinite, spec
 from . import activations as _act
 from ._types import KERNEL_FIELDS, META_DEFAULTS, Kernel
 from ._validation import (
@@ -41,7 +41,11 @@ class KernelFn:
         names = check_get(get, KERNEL_FIELDS)
         if not isinstance(x1, Kernel):  # the batch first and the features last
             x1, x2 = (None if x is None else _canonical(self.spec, x) for x in (x1, x2))
+        spatial = spec.is_spatial(self.spec) or (not isinstance(x1, Kernel) and max(np.ndim(x1), np.ndim(x2)) > 2)
         if uses_dask(x1, x2):  # dask arrays in, dask arrays out: the blocks as dask tasks (needs dask)
+            if spatial:
+                raise NotImplementedError("dask inputs are for networks without spatial layers on (N, d) inputs; "
+                                          "compute the kernels of inputs with spatial axes from NumPy arrays")
             from . import distributed
 
             res = distributed.kernels(self.spec, x1, x2, names, diagonal=diagonal, out=out, dtype=dtype,
@@ -54,12 +58,14 @@ class KernelFn:
             return self._jax(x1, x2, get, names, diagonal=diagonal, out=out, dtype=dtype, progress=progress,
                              block_rows=block_rows, backend=backend, diagonal_batch=diagonal_batch,
                              diagonal_spatial=diagonal_spatial)
-        if not isinstance(x1, Kernel) and (np.ndim(x1) > 2 or np.ndim(x2) > 2):
-            if diagonal or out is not None or progress:
-                raise ValueError("diagonal, out and progress are for inputs of shape (N, d); x1 and x2 of shape "
-                                 "(N, ..., d) give the kernels of every pair of locations (see the docstring)")
-            return _spatial_kernels(self, x1, x2, get, names, dtype, block_rows, backend, diagonal_batch,
-                                    diagonal_spatial)
+        if spatial:
+            if isinstance(x1, Kernel):
+                raise NotImplementedError("a Kernel given as x1 continues networks without spatial layers; pass the "
+                                          "inputs of a network with Conv, pooling, Flatten of spatial inputs or "
+                                          "LayerNorm")
+            return self._spatial(x1, x2, get, names, diagonal=diagonal, out=out, dtype=dtype, progress=progress,
+                                 block_rows=block_rows, backend=backend, diagonal_batch=diagonal_batch,
+                                 diagonal_spatial=diagonal_spatial)
         if isinstance(x1, Kernel):  # continue the network that computed x1
             if not diagonal_batch:
                 raise ValueError("diagonal_batch=False needs the inputs; a Kernel given as x1 carries only the "
@@ -100,6 +106,44 @@ class KernelFn:
         fields = _kernel_fields(res, (n1, res["width"]), (n2, res["width"]), diagonal_batch, diagonal_spatial)
         return _select(get, names, fields)
 
+    def _spatial(self, x1, x2, get, names, *, diagonal, out, dtype, progress, block_rows, backend, diagonal_batch,
+                 diagonal_spatial):
+        """Inputs (N, *S, C) or a network with spatial layers: the convolutional driver (:mod:`fastntk._conv`).
+        Kernels (N1, N2) after a readout (Flatten, GlobalAvgPool, GlobalSumPool); with spatial axes S'
+        left, (N1, N2, S'₀, S'₀, S'₁, S'₁, ...) (every pair of positions; neural-tangents' layout without
+        its lazy axis reversal) or with ``diagonal_spatial`` (N1, N2, *S'); cov1, cov2 per input alike."""
+        x1, x2, dtype = _spatial_pair(x1, x2, dtype)
+        walk = _conv.walk_shape(self.spec, x1.shape[1:-1], x1.shape[-1])
+        be = _backend.select(x1, x2, backend=backend)
+        n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
+        if diagonal and x2 is not None:
+            raise ValueError("diagonal=True gives Σ(x, x) and Θ(x, x) of x1 alone; x2 must be None")
+        kernels = tuple(n for n in names if n in ("nngp", "ntk"))
+        if out is not None and (walk.shape or diagonal or len(kernels) < len(names)):
+            raise ValueError("out is for the (N1, N2) kernels nngp and ntk of a network that ends in a readout "
+                             "(Flatten, GlobalAvgPool, GlobalSumPool), without diagonal=True or other fields in get")
+        outs = check_out(out, get, kernels, (n1, n2), dtype, {"x1": x1, "x2": x2})
+        check_block_rows(block_rows)
+        per_point = not kernels
+        res = _conv.conv_kernels(x1, x2, self.spec, kernels or ("nngp",), dtype, be, diagonal=diagonal or per_point,
+                                 out=outs, progress=progress, diagonal_spatial=diagonal_spatial,
+                                 block_rows=block_rows)
+        if per_point and x2 is not None:
+            res["cov2"] = _conv.conv_kernels(x2, None, self.spec, ("nngp",), dtype, be, diagonal=True,
+                                             diagonal_spatial=diagonal_spatial)["cov1"]
+            res["x1_is_x2"] = False
+        for name in ("nngp", "ntk", "cov1", "cov2"):
+            if res.get(name) is not None and name not in outs:
+                res[name] = res[name].astype(dtype, copy=False)
+        if not diagonal_batch:  # neural-tangents' full covariances of each batch
+            res["cov1"] = self(x1, None, "nngp", dtype=dtype, backend=backend, diagonal_spatial=diagonal_spatial)
+            res["cov2"] = None if x2 is None else self(x2, None, "nngp", dtype=dtype, backend=backend,
+                                                         diagonal_spatial=diagonal_spatial)
+        shape1 = (n1, *walk.shape, walk.width)
+        fields = _kernel_fields(res, shape1, (n2, *shape1[1:]), diagonal_batch, diagonal_spatial,
+                                channel_axis=x1.ndim - 1)
+        return _select(get, names, fields)
+
     def _jax(self, x1, x2, get, names, *, diagonal, out, dtype, diagonal_batch, diagonal_spatial, **options):
         """JAX inputs (or traced hyperparameters): see :mod:`fastntk._jax_dispatch`. Concrete values take
         the NumPy path whole (any input, any get) and come back as JAX arrays; under a JAX transformation
@@ -110,10 +154,12 @@ class KernelFn:
             return _jax_dispatch.to_jax(self(*_jax_dispatch.to_numpy((x1, x2)), get, diagonal=diagonal,
                                              dtype=dtype, diagonal_batch=diagonal_batch,
                                              diagonal_spatial=diagonal_spatial, **options))
-        if isinstance(x1, Kernel) or np.ndim(x1) > 2 or np.ndim(x2) > 2 or not diagonal_batch:
+        if (isinstance(x1, Kernel) or np.ndim(x1) > 2 or np.ndim(x2) > 2 or not diagonal_batch
+                or spec.is_spatial(self.spec)):
             raise NotImplementedError("under jax.jit, jax.vmap or a JAX derivative kernel_fn takes x1, x2 of shape "
-                                      "(N, d) and diagonal_batch=True; call it outside the transformation for a "
-                                      "Kernel input, inputs with location axes or full batch covariances")
+                                      "(N, d) and diagonal_batch=True, of networks without spatial layers; call it "
+                                      "outside the transformation for a Kernel input, inputs with location axes, "
+                                      "spatial layers or full batch covariances")
         kernels = tuple(n for n in names if n in ("nngp", "ntk")) or ("nngp",)
         k = _jax_dispatch.kernel_fn(self, x1, x2, kernels, diagonal=diagonal, out=None, dtype=dtype, **options)
         _, _, width, is_gaussian = infinite.kernel_program(self.spec, infinite.Start(x1.shape[-1]))
@@ -124,64 +170,18 @@ class KernelFn:
         return _select(get, names, fields)
 
 
-def _spatial_kernels(kernel_fn, x1, x2, get, names, dtype, block_rows, backend, diagonal_batch, diagonal_spatial):
-    """neural-tangents' kernels of inputs of shape (N, *S, d): Dense layers act on the last axis, so the
-    kernel of locations s of x1ₙ and s' of x2ₘ is the kernel of the two d-vectors x1[n, s], x2[m, s'].
-
-    nngp/ntk: (N1, N2, S₀, S₀', S₁, S₁', ...) (location axes of x1 and x2 interleaved), or with
-    ``diagonal_spatial`` (S₀ = S₀', ...) their location diagonal (N1, N2, *S). cov1: the same for x1
-    against itself per point, (N1, S₀, S₀, ...) or (N1, *S); cov2 likewise for x2 (None when x2 is None).
-    """
-    x1 = np.asarray(x1)
-    x2 = None if x2 is None else np.asarray(x2)
-    if x1.ndim < 2 or (x2 is not None and (x2.ndim < 2 or x2.shape[-1] != x1.shape[-1])):
-        raise ValueError(f"x1 and x2 must be of shape (N, ..., d) with the same d; got x1.shape={x1.shape}, "
-                         f"x2.shape={None if x2 is None else x2.shape}")
-    shape2 = x1.shape if x2 is None else x2.shape
-    if diagonal_spatial and shape2[1:-1] != x1.shape[1:-1]:
-        raise ValueError(f"diagonal_spatial=True needs the same locations in x1 and x2; got x1.shape={x1.shape}, "
-                         f"x2.shape={shape2}")
-    kernels = tuple(n for n in names if n in ("nngp", "ntk")) or ("nngp",)
-    d = x1.shape[-1]
-    flat = kernel_fn(x1.reshape(-1, d), None if x2 is None else x2.reshape(-1, d), kernels, dtype=dtype,
-                     block_rows=block_rows, backend=backend)
-
-    def arrange(k, s1, s2):  # (N1·|S1|, N2·|S2|) -> (N1, N2, S1₀, S2₀, S1₁, S2₁, ...) or its location diagonal
-        n = len(s1)
-        k = k.reshape(-1, *s1, k.shape[1] // math.prod(s2), *s2)
-        k = k.transpose(0, n + 1, *[a for i in range(n) for a in (1 + i, n + 2 + i)])
-        for i in range(n if diagonal_spatial else 0):
-            k = np.diagonal(k, axis1=2, axis2=3)  # moves the diagonal last: locations stay in order
-        return k
-
-    s1, s2 = x1.shape[1:-1], shape2[1:-1]
-    res = {name: arrange(k, s1, s2) for name, k in zip(kernels, flat)}
-
-    def per_point(x):  # each point's locations against themselves
-        if x is None:
-            return None
-        if diagonal_spatial:  # each location with itself: the O(N·|S|) per-point pass
-            return kernel_fn(x.reshape(-1, d), None, "nngp", diagonal=True, dtype=dtype,
-                             backend=backend).reshape(x.shape[:-1])
-        blocks = [kernel_fn(xn.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend) for xn in x]
-        return np.stack([arrange(b, x.shape[1:-1], x.shape[1:-1])[0, 0] for b in blocks])
-
-    def batch(x):  # diagonal_batch=False: every point's locations against every point's
-        return None if x is None else arrange(kernel_fn(x.reshape(-1, d), None, "nngp", dtype=dtype, backend=backend),
-                                              x.shape[1:-1], x.shape[1:-1])
-
-    symmetric_nngp = res.get("nngp") if x2 is None else None  # x1 against itself: computed already
-    if not diagonal_batch:
-        res["cov1"], res["cov2"] = batch(x1) if symmetric_nngp is None else symmetric_nngp, batch(x2)
-    elif symmetric_nngp is not None:
-        res["cov1"], res["cov2"] = np.stack([symmetric_nngp[n, n] for n in range(x1.shape[0])]), None
-    else:
-        res["cov1"], res["cov2"] = per_point(x1), per_point(x2)
-    shape = spec.output_shape(kernel_fn.spec, x1.shape)
-    res |= {"x1_is_x2": x2 is None, "is_gaussian": flat.is_gaussian}
-    fields = _kernel_fields(res, shape, (shape2[0], *shape[1:]), diagonal_batch, diagonal_spatial,
-                            channel_axis=x1.ndim - 1)
-    return _select(get, names, fields)
+def _spatial_pair(x1, x2, dtype):
+    """x1 (N1, *S, C) and x2 (N2, *S, C) or None, validated as :func:`check_pair` does (N, d) inputs, with
+    the result dtype."""
+    x1 = check_array(x1, "x1", ndim=max(np.ndim(x1), 2))
+    if x2 is not None:
+        x2 = check_array(x2, "x2", ndim=max(np.ndim(x2), 2))
+        if x2.shape[1:] != x1.shape[1:]:
+            raise ValueError(f"x2 must have the spatial shape and channels of x1, (N2, {', '.join(map(str, x1.shape[1:]))}); "
+                             f"got x2.shape={x2.shape}")
+    flat1, flat2, dtype = check_pair(x1.reshape(x1.shape[0], -1), None if x2 is None else x2.reshape(x2.shape[0], -1),
+                                     dtype)
+    return flat1.reshape(x1.shape), None if flat2 is None else flat2.reshape(x2.shape), dtype
 
 
 def _start(kernel, x2, dtype):

@@ -249,14 +249,14 @@ def _check_range(nngp, ntk, var, dtype):
 
 
 @contextlib.contextmanager
-def _progress(total, enabled):
-    """A tqdm bar over rows when enabled, else an object whose update() does nothing."""
+def _progress(total, enabled, unit="row"):
+    """A tqdm bar over ``total`` rows (or other units) when enabled, else an object whose update() does nothing."""
     if not enabled:
         yield _NoBar()
         return
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, desc="kernel rows", unit="row") as bar:
+    with tqdm(total=total, desc=f"kernel {unit}s", unit=unit) as bar:
         yield bar
 
 

@@ -144,13 +144,14 @@ def test_inputs_with_location_axes_match_neural_tangents(tag, kwargs):
     np.testing.assert_array_equal(kernel_fn(SPATIAL["x"], SPATIAL["y"], "cov1", **kwargs), k.cov1)
 
 
-def test_inputs_with_location_axes_refuse_what_needs_2d():
+def test_inputs_with_location_axes_diagonal_and_mismatches():
     kernel_fn = stax.serial(stax.Dense(2), stax.Relu()).kernel_fn
-    with pytest.raises(ValueError, match="diagonal, out and progress"):
-        kernel_fn(SPATIAL["x"], diagonal=True)
-    with pytest.raises(ValueError, match="same d"):
+    full = kernel_fn(SPATIAL["x"], None, "ntk")
+    np.testing.assert_array_equal(kernel_fn(SPATIAL["x"], None, "ntk", diagonal=True),
+                                  np.stack([full[i, i] for i in range(len(full))]))
+    with pytest.raises(ValueError, match="spatial shape and channels of x1"):
         kernel_fn(SPATIAL["x"], SPATIAL["y"][..., :3])
-    with pytest.raises(ValueError, match="same locations"):
+    with pytest.raises(ValueError, match="spatial shape and channels of x1"):
         kernel_fn(SPATIAL["x"], SPATIAL["y"][:, :1], diagonal_spatial=True)
 
 
@@ -253,7 +254,7 @@ def test_batch_and_channel_axes_match_neural_tangents(case, axes):
 def test_layouts_that_cannot_be_computed_are_refused():
     with pytest.raises(ValueError, match="different"):
         stax.serial(stax.Dense(3, channel_axis=0, batch_axis=1), stax.Relu(), stax.Dense(1)).kernel_fn(X)
-    with pytest.raises(NotImplementedError, match="FanInConcat and Flatten"):
+    with pytest.raises(NotImplementedError, match="FanInConcat, Flatten"):
         stax.serial(stax.Dense(3, batch_axis=1, channel_axis=0), stax.Flatten()).kernel_fn(X.T)
     transposed = stax.serial(stax.Dense(3, batch_axis=1, channel_axis=0), stax.Relu(), stax.Dense(1, batch_axis=1,
                                                                                                   channel_axis=0))

@@ -440,7 +440,7 @@ def _with(value, index=(1, 2)):
     ("x1", "x2", "match"),
     [
         (X[0], None, r"x1 must be 2-D"),
-        (X[None], X[:, :2], r"x1 and x2 must be of shape \(N, ..., d\) with the same d"),
+        (X[None], X[:, :2], r"x2 must have the spatial shape and channels of x1"),
         (X, X[0], r"x2 must be 2-D"),
         (X, np.ones((2, 4)), r"x2 must have the same number of features as x1 \(d=3\); got x2.shape=\(2, 4\)"),
         (np.empty((0, 3)), None, r"x1 must be non-empty"),

@@ -1,0 +1,546 @@
+"""Convolutional driver: NNGP/NTK of networks with spatial axes (Conv, pooling, Flatten, LayerNorm).
+
+Inputs (N, *S, C), channels last. The infinite-width state of a pair of inputs is a covariance
+over pairs of positions; the driver walks the network over one *block* of pairs at a time
+(rows i of x1 against columns j of x2), so memory is O(block) beside the (N1, N2) results.
+Two layouts, chosen once per network (as neural-tangents chooses ``diagonal_spatial``):
+
+* full: every pair of positions, pair arrays (b1, *S, b2, *S), self arrays (b, *S, *S) —
+  needed by pooling (AvgPool, SumPool, GlobalAvgPool, GlobalSumPool), whose windows mix
+  positions, and by a network that ends with spatial axes;
+* diagonal: same-position covariances only, pair arrays (*S, b1, b2), self arrays (*S, b) —
+  exact when no layer mixes positions before a Flatten readout: a Conv's shared-weight tap
+  moves both positions together, so the output diagonal reads only the input diagonal.
+  O(P) instead of O(P²) per pair.
+
+Each block carries the self-covariances of its rows' and columns' inputs (what the activations'
+variances and LayerNorm read), walked through the same layers with the same arithmetic, so a
+pair of coincident inputs gets exactly its own variances. Activations run in the compiled
+fused pass of the backend (one tile per block: the (b1·P, b2·P) matrix in the full layout, one
+(b1, b2) tile per position in the diagonal one); windows are strided slice sums.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from . import spec
+from .infinite import _progress, rho_tolerance
+from ._validation import check_array, check_memory
+
+__all__ = ["Walk", "conv_kernels", "walk_shape"]
+
+#: Pair-array entries per block (float64): 2²² (32 MiB per array; a block holds a few).
+BLOCK_ENTRIES = 2**22
+
+
+class Walk(NamedTuple):
+    """What a network does to inputs of spatial shape ``shape`` and ``width`` channels: the output's
+    spatial shape and width, whether it is Gaussian, and whether any layer mixes positions (pooling:
+    the full layout is needed)."""
+
+    shape: tuple
+    width: int
+    is_gaussian: bool
+    mixes_positions: bool
+
+
+class _Branch:
+    """One branch of a block: pair arrays k, t (None in a dry run), self arrays per side (one side
+    when the block's rows are its columns), and what the network has made of it so far."""
+
+    def __init__(self, k, t, sides, shape, width, gaussian, last):
+        self.k, self.t, self.sides = k, t, sides
+        self.shape, self.width, self.gaussian, self.last = shape, width, gaussian, last
+
+    def copy(self):
+        """An independent copy (a FanOut's): the activations work in place."""
+        def dup(a):
+            return None if a is None else a.copy()
+
+        return _Branch(dup(self.k), dup(self.t), [(dup(k), dup(t)) for k, t in self.sides], self.shape, self.width,
+                       self.gaussian, self.last)
+
+
+def _where(index, leaf):
+    return f"layer {index} ({type(leaf).__name__})"
+
+
+def walk_shape(layer_spec, shape, width):
+    """The :class:`Walk` of ``layer_spec`` for inputs of spatial shape ``shape``, ``width`` channels,
+    checked as neural-tangents checks it; ValueError naming the layer and its place otherwise."""
+    mixes = any(isinstance(leaf, (spec.Pool, spec.GlobalPool)) for leaf in spec.leaves(layer_spec))
+    (b,) = _walk(layer_spec, [_Branch(None, None, [], tuple(shape), width, False, "the inputs")], None, [0])
+    return Walk(b.shape, b.width, b.gaussian, mixes)
+
+
+def _walk(node, branches, block, counter):
+    """The branches after ``node``; ``block`` None is a dry run (shapes and checks only)."""
+    if isinstance(node, spec.Serial):
+        for child in node.layers:
+            branches = _walk(child, branches, block, counter)
+        return branches
+    if isinstance(node, spec.Parallel):
+        if len(branches) != len(node.layers):
+            raise ValueError(f"parallel of {len(node.layers)} layers receives {len(branches)} branch(es); it needs "
+                             "one per layer (e.g. after FanOut)")
+        return [_walk(child, [b], block, counter)[0] for child, b in zip(node.layers, branches)]
+    if isinstance(node, spec.Repeat):
+        for _ in range(node.n):
+            branches = _walk(node.layer, branches, block, counter)
+        return branches
+    index = counter[0]
+    counter[0] += 1
+    where = _where(index, node)
+    if isinstance(node, spec.FanOut):
+        return [branches[0]] + [branches[0].copy() for _ in range(node.num - 1)]
+    if isinstance(node, (spec.FanInSum, spec.FanInProd, spec.FanInConcat)):
+        return [_fan_in(node, branches, block, where)]
+    if len(branches) != 1:
+        raise ValueError(f"{where} receives {len(branches)} branches; merge them with a FanIn layer first")
+    (b,) = branches
+    if isinstance(node, spec.Identity) or (isinstance(node, spec.Dropout) and node.mode == "test"):
+        return branches
+    if isinstance(node, spec.Dropout):
+        raise NotImplementedError(f"{where}: Dropout in mode 'train' is not supported in networks with spatial "
+                                  "layers")
+    if isinstance(node, (spec.Conv, spec.Pool)):
+        window = node.filter_shape if isinstance(node, spec.Conv) else node.window_shape
+        if len(window) != len(b.shape):
+            raise ValueError(f"{where} has a {len(window)}-D window but follows {b.last} with "
+                             f"{len(b.shape)} spatial axes: it needs inputs of shape (N, "
+                             f"{', '.join(['S'] * len(window)) if window else ''}, C) (channels last)"
+                             + ("; Flatten and global pooling remove the spatial axes, so a Conv or pool "
+                                "cannot follow them" if not b.shape else ""))
+        try:
+            plan = spec.window_plan(b.shape, window, node.strides, node.padding)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        out_shape = tuple(n for n, _ in plan)
+        if isinstance(node, spec.Conv):
+            fan_in = node.fan_in(b.width)
+            if block is not None:
+                block.conv(b, node, plan)
+            _affine(node, b, fan_in, block)
+            b.shape, b.width, b.gaussian, b.last = out_shape, node.width, True, where
+        else:
+            if block is not None:
+                block.pool(b, node, plan)
+            b.shape, b.last = out_shape, where
+        return [b]
+    if isinstance(node, spec.GlobalPool):
+        if not b.shape:
+            raise ValueError(f"{where} needs inputs with spatial axes; it follows {b.last}, which has none")
+        if block is not None:
+            block.global_pool(b, node.kind)
+        b.shape, b.last = (), where
+        return [b]
+    if isinstance(node, spec.Flatten):
+        if block is not None and b.shape:
+            block.flatten(b)
+        b.width, b.shape, b.gaussian, b.last = b.width * math.prod(b.shape), (), False, where
+        return [b]
+    if isinstance(node, spec.Dense):
+        _affine(node, b, node.n_in(b.width), block)
+        b.width, b.gaussian, b.last = node.width, True, where
+        return [b]
+    if isinstance(node, spec.LayerNorm):
+        nd = len(b.shape) + 2
+        axes = [a % nd for a in node.axis if -nd <= a < nd]
+        if len(axes) != len(node.axis) or 0 in axes or nd - 1 not in axes:
+            raise ValueError(f"{where}: axis={node.axis} must name non-batch axes of the {nd}-D inputs it receives, "
+                             "the channel axis (-1) among them")
+        if not b.gaussian:
+            raise ValueError(f"{where} needs a Gaussian input (after a Conv or Dense layer), as in neural-tangents; "
+                             f"it follows {b.last}")
+        if block is not None:
+            block.layer_norm(b, tuple(a - 1 for a in axes if a != nd - 1), node.eps)
+        b.last = where
+        return [b]
+    if isinstance(node, spec.Act):
+        if not b.gaussian:
+            raise ValueError(f"unsupported layer order: {where}, activation {node.activation.name!r}, follows "
+                             f"{b.last}; the dual kernels need Gaussian pre-activations (as in neural-tangents): an "
+                             "activation must follow a Conv, Dense, LayerNorm or pooling of one, or a FanInSum of "
+                             "such branches")
+        if block is not None:
+            block.activation(b, node)
+        b.gaussian, b.last = False, where
+        return [b]
+    raise NotImplementedError(f"{where} has no kernel rule in networks with spatial layers")
+
+
+def _fan_in(node, branches, block, where):
+    shapes = {b.shape for b in branches}
+    if len(shapes) > 1:
+        raise ValueError(f"{where} needs branches of one spatial shape; got {sorted(shapes)}")
+    first = branches[0]
+    if isinstance(node, spec.FanInConcat):
+        nd = len(first.shape) + 2
+        if node.axis % nd != nd - 1:
+            raise NotImplementedError(f"{where}: FanInConcat(axis={node.axis}) along a non-channel axis is not "
+                                      "supported; concatenate the channels (axis=-1)")
+        weights = [b.width for b in branches]
+        if block is not None:
+            block.combine(branches, "mean", weights)
+        first.width, first.gaussian = sum(weights), False
+    elif isinstance(node, spec.FanInSum):
+        if len(branches) > 1 and not all(b.gaussian for b in branches):
+            raise ValueError(f"{where}: FanInSum needs Gaussian branches (as in neural-tangents): every branch must "
+                             f"end in a Conv or Dense layer or pass one through; got {[b.last for b in branches]}")
+        widths = {b.width for b in branches}
+        if len(widths) > 1:
+            raise ValueError(f"{where}: FanInSum needs branches of one channel count; got {sorted(widths)}")
+        if block is not None:
+            block.combine(branches, "sum", None)
+    else:
+        if block is not None:
+            block.combine(branches, "prod", None)
+        first.gaussian = len(branches) == 1 and first.gaussian
+    first.last = where
+    return first
+
+
+def _affine(layer, b, fan_in, block):
+    """The Dense rule (a Conv's after its window average) on every array of the branch: 'ntk'
+    K' = W²K + b², T' = K' + W²T; 'standard' T' = fan_in·K + W²T + [bias], K' = W²K + b²."""
+    if block is None:
+        return
+    w2, b2 = layer.W_std**2, (0.0 if layer.b_std is None else layer.b_std**2)
+
+    def rule(k, t):
+        if k is None:
+            return None, None
+        k_new = w2 * k + b2
+        if layer.parameterization == "ntk":
+            return k_new, k_new + w2 * t
+        return k_new, fan_in * k + w2 * t + (0.0 if layer.b_std is None else 1.0)
+
+    b.k, b.t = rule(b.k, b.t)
+    b.sides = [rule(*side) for side in b.sides]
+
+
+def _window_counts(shape, plan, window, strides, padding):
+    """Positions of each output window inside the input (SAME windows overlap the padding): shape S_out."""
+    counts = []
+    for n, (n_out, lo), f, s in zip(shape, plan, window, strides):
+        start = np.arange(n_out) * s - lo
+        inside = np.clip(np.minimum(start + f, n) - np.maximum(start, 0), 0, None)
+        counts.append(np.full(n_out, f) if padding == "CIRCULAR" else inside)
+    return math.prod(np.ix_(*counts)).astype(np.float64)
+
+
+def _window_sum(a, groups, plan, window, strides, padding):
+    """Σ over the window's taps of ``a`` shifted by the same tap along every group of axes (each group:
+    the spatial axes of one position), with the stride and padding of ``plan`` (spec.window_plan)."""
+    pads = [(0, 0)] * a.ndim
+    for group in groups:
+        for ax, (n_out, lo), f, s in zip(group, plan, window, strides):
+            n = a.shape[ax]
+            pads[ax] = (lo, max((n_out - 1) * s + f - n - lo, 0))
+    if any(p != (0, 0) for p in pads):
+        a = np.pad(a, pads, mode="wrap" if padding == "CIRCULAR" else "constant")
+    out = None
+    for tap in itertools.product(*map(range, window)):
+        index = [slice(None)] * a.ndim
+        for group in groups:
+            for ax, (n_out, _), d, s in zip(group, plan, tap, strides):
+                index[ax] = slice(d, d + (n_out - 1) * s + 1, s)
+        part = a[tuple(index)]
+        out = part.copy() if out is None else out.__iadd__(part)
+    return out
+
+
+class _Block:
+    """The array work of one block of pairs in one layout (``full``), on a backend."""
+
+    def __init__(self, full, backend, rho_tol):
+        self.full, self.backend, self.rho_tol = full, backend, rho_tol
+
+    # Axes of the positions: pair arrays (b1, *S, b2, *S) / (*S, b1, b2); self (b, *S, *S) / (*S, b).
+    def _pair_groups(self, d):
+        return [tuple(range(1, 1 + d)), tuple(range(d + 2, 2 * d + 2))] if self.full else [tuple(range(d))]
+
+    def _self_groups(self, d):
+        return [tuple(range(1, 1 + d)), tuple(range(1 + d, 1 + 2 * d))] if self.full else [tuple(range(d))]
+
+    def _map(self, b, fn_pair, fn_self):
+        if b.k is not None:
+            b.k, b.t = fn_pair(b.k), fn_pair(b.t)
+        b.sides = [(fn_self(k), fn_self(t)) for k, t in b.sides]
+
+    def conv(self, b, layer, plan):
+        d, taps = len(b.shape), math.prod(layer.filter_shape)
+        args = (plan, layer.filter_shape, layer.strides, layer.padding)
+        self._map(b, lambda a: _window_sum(a, self._pair_groups(d), *args) / taps,
+                  lambda a: _window_sum(a, self._self_groups(d), *args) / taps)
+
+    def pool(self, b, layer, plan):
+        d = len(b.shape)
+        args = (plan, layer.window_shape, layer.strides, layer.padding)
+        pair_groups, self_groups = self._pair_groups(d), self._self_groups(d)
+
+        def pooled(a, groups):
+            for group in groups:  # the two positions' windows are independent
+                a = _window_sum(a, [group], *args)
+            return a
+
+        if layer.kind == "sum":
+            self._map(b, lambda a: pooled(a, pair_groups), lambda a: pooled(a, self_groups))
+            return
+        if layer.normalize_edges:  # positions of each window inside the input, for both positions
+            c = _window_counts(b.shape, plan, layer.window_shape, layer.strides, layer.padding)
+            one = (1,) * d
+            pair_size = c.reshape(1, *c.shape, 1, *one) * c.reshape(1, *one, 1, *c.shape)
+            self_size = c.reshape(1, *c.shape, *one) * c.reshape(1, *one, *c.shape)
+        else:
+            pair_size = self_size = float(math.prod(layer.window_shape)) ** 2
+        self._map(b, lambda a: pooled(a, pair_groups) / pair_size, lambda a: pooled(a, self_groups) / self_size)
+
+    def global_pool(self, b, kind):
+        d = len(b.shape)
+        p = math.prod(b.shape)
+        scale = 1.0 / (p * p) if kind == "avg" else 1.0
+        pair_axes = sum(self._pair_groups(d), ())
+        self_axes = sum(self._self_groups(d), ())
+        self._map(b, lambda a: a.sum(axis=pair_axes) * scale, lambda a: a.sum(axis=self_axes) * scale)
+
+    def flatten(self, b):
+        p = math.prod(b.shape)
+        if self.full:
+            d = len(b.shape)
+            self._map(b, lambda a: np.einsum("ipjp->ij", a.reshape(a.shape[0], p, a.shape[d + 1], p)) / p,
+                      lambda a: np.einsum("ipp->i", a.reshape(-1, p, p)) / p)
+        else:
+            self._map(b, lambda a: a.reshape(p, *a.shape[len(b.shape):]).sum(0) / p,
+                      lambda a: a.reshape(p, -1).sum(0) / p)
+
+    def _variances(self, k_self, shape):
+        """Σ(x_p, x_p) of a side's inputs: (b, P) (full) or (P, b) (diagonal)."""
+        p = math.prod(shape)
+        if self.full and shape:
+            return np.ascontiguousarray(np.einsum("ipp->ip", k_self.reshape(-1, p, p)))
+        return k_self.reshape(p, -1)
+
+    def layer_norm(self, b, spatial_axes, eps):
+        """K / √(V₁ V₂), V = Σ(x_p, x_p) + eps averaged over ``spatial_axes`` (0-based in S)."""
+        p = math.prod(b.shape)
+        vs = []
+        for k_self, _ in b.sides:
+            v = self._variances(k_self, b.shape) + eps
+            if spatial_axes:
+                if self.full and b.shape:
+                    v = v.reshape(-1, *b.shape)
+                    v = np.broadcast_to(v.mean(axis=tuple(1 + a for a in spatial_axes), keepdims=True), v.shape)
+                    v = v.reshape(-1, p)
+                else:
+                    v = v.reshape(*b.shape, -1)
+                    v = np.broadcast_to(v.mean(axis=spatial_axes, keepdims=True), v.shape).reshape(p, -1)
+            vs.append(v)
+        v1, v2 = vs[0], vs[-1]
+        shape = b.shape
+        if self.full and shape:
+            n1, n2 = v1.shape[0], v2.shape[0]
+            scale = np.sqrt(v1.reshape(n1, p, 1, 1) * v2.reshape(1, 1, n2, p)).reshape(n1, *shape, n2, *shape)
+            self_scales = [np.sqrt(v[:, :, None] * v[:, None, :]).reshape(-1, *shape, *shape) for v in vs]
+        else:
+            scale = np.sqrt(v1[:, :, None] * v2[:, None, :]).reshape(*shape, v1.shape[1], v2.shape[1])
+            self_scales = [np.sqrt(v * v).reshape(*shape, -1) for v in vs]
+        if b.k is not None:
+            b.k, b.t = b.k / scale, b.t / scale
+        b.sides = [(k / s, t / s) for (k, t), s in zip(b.sides, self_scales)]
+
+    def activation(self, b, layer):
+        plan = self.backend.plan([layer], b.width, first=False)
+        p = math.prod(b.shape)
+        vs = [self._variances(k_self, b.shape) for k_self, _ in b.sides]
+        v1, v2 = vs[0], vs[-1]
+        tile = self.backend.tile
+        if self.full and b.shape:
+            n1, n2 = v1.shape[0], v2.shape[0]
+            if b.k is not None:
+                k, t = b.k.reshape(n1 * p, n2 * p), b.t.reshape(n1 * p, n2 * p)
+                tile(plan, k, k, t, v1.reshape(1, -1), v2.reshape(1, -1), self.rho_tol)
+            for (k_self, t_self), v in zip(b.sides, vs):
+                ks, ts = k_self.reshape(-1, p, p), t_self.reshape(-1, p, p)
+                for i in range(ks.shape[0]):
+                    row = v[i][None, :]
+                    tile(plan, ks[i], ks[i], ts[i], row, row, self.rho_tol)
+        else:
+            if b.k is not None:
+                k, t = b.k.reshape(p, *b.k.shape[-2:]), b.t.reshape(p, *b.t.shape[-2:])
+                for q in range(p):
+                    tile(plan, k[q], k[q], t[q], v1[q][None, :], v2[q][None, :], self.rho_tol)
+            sides = []
+            for k_self, t_self in b.sides:
+                k_new, t_new, _ = self.backend.diagonal(plan, k_self.ravel(), True, t_self.ravel())
+                sides.append((k_new.reshape(k_self.shape), t_new.reshape(t_self.shape)))
+            b.sides = sides
+
+    def combine(self, branches, kind, weights):
+        first = branches[0]
+        if kind == "sum":
+            def merge(arrays):
+                return sum(arrays[1:], arrays[0])
+            merged = [None if first.k is None else merge([getattr(b, f) for b in branches]) for f in ("k", "t")]
+        elif kind == "mean":
+            def merge(arrays):
+                return sum(w * a for w, a in zip(weights, arrays)) / sum(weights)
+            merged = [None if first.k is None else merge([getattr(b, f) for b in branches]) for f in ("k", "t")]
+        else:  # 'prod': Σ = Πᵢ Σᵢ, Θ = Σᵢ Θᵢ Πⱼ≠ᵢ Σⱼ
+            def merge(ks, ts):
+                return (math.prod(ks), sum(t * math.prod(k for j, k in enumerate(ks) if j != i)
+                                           for i, t in enumerate(ts)))
+            merged = [None, None] if first.k is None else list(merge([b.k for b in branches], [b.t for b in branches]))
+        if kind == "prod":
+            sides = [merge([b.sides[s][0] for b in branches], [b.sides[s][1] for b in branches])
+                     for s in range(len(first.sides))]
+        else:
+            sides = [tuple(merge([b.sides[s][f] for b in branches]) for f in (0, 1)) for s in range(len(first.sides))]
+        first.k, first.t = merged
+        first.sides = sides
+
+
+def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out=None, progress=False,
+                 diagonal_spatial=False, block_rows=None):
+    """Σ and/or Θ of ``layer_spec`` between the inputs of x1 and x2, block by block.
+
+    Parameters
+    ----------
+    x1 : ndarray (N1, *S, C), C-contiguous float32 or float64 (validated by the caller)
+    x2 : ndarray (N2, *S, C) or None (x2 = x1: the upper blocks are computed and mirrored)
+    get : tuple of 'nngp' / 'ntk'
+    dtype : the results' dtype (every entry is computed in float64 and rounded once)
+    backend : the backend of ``fastntk._backend.select`` (its ``plan``, ``tile``, ``diagonal``)
+    diagonal : only each input with itself: results (N1,) (or (N1, *S', *S') with spatial axes left)
+    out : dict name -> preallocated (N1, N2) result (checked by the caller), or None
+    diagonal_spatial : a network that ends with spatial axes S' returns only the same-position
+        covariances (N1, N2, *S') instead of (N1, N2, S'₀, S'₀, S'₁, S'₁, ...)
+    block_rows : inputs of x1 per block (None: blocks of about BLOCK_ENTRIES pair entries)
+
+    Returns
+    -------
+    dict: the kernels of ``get``; ``cov1`` (Σ of each x1 with itself) and ``cov2`` (None when x2 is
+    None); ``ntk_diag1`` (Θ of each x1 with itself); ``width``, ``shape`` (the output's channels and
+    spatial shape), ``is_gaussian``, ``x1_is_x2``.
+    """
+    s, c = x1.shape[1:-1], x1.shape[-1]
+    walk = walk_shape(layer_spec, s, c)
+    full = walk.mixes_positions or (bool(walk.shape) and not diagonal_spatial)
+    block = _Block(full, backend, rho_tolerance(c, np.float64))
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    per_pair = _result_shape(walk.shape, full)
+    p_in = math.prod(s)
+    pair_entries = p_in * p_in if full else p_in
+    res = {"width": walk.width, "shape": walk.shape, "is_gaussian": walk.is_gaussian, "x1_is_x2": x2 is None}
+    if diagonal:
+        check_memory(n1 * math.prod(per_pair) * 8 * 3, "the per-input kernels", "fewer inputs per call")
+        res["nngp"], res["ntk"] = _self_pass(x1, layer_spec, block, pair_entries)
+        res["cov1"], res["ntk_diag1"], res["cov2"] = res["nngp"], res["ntk"], None
+        return res
+    results, out = {}, out or {}
+    for name in get:
+        if name in out:
+            results[name] = out[name]
+        else:
+            check_memory(n1 * n2 * math.prod(per_pair) * np.dtype(dtype).itemsize * len(get), "the kernels",
+                         "out=np.memmap for kernels larger than RAM, fewer inputs per call")
+            results[name] = np.empty((n1, n2, *per_pair), dtype=dtype)
+    rows = min(n1, block_rows or max(1, int(math.sqrt(BLOCK_ENTRIES / pair_entries))))
+    cols = min(n2, max(rows, BLOCK_ENTRIES // (pair_entries * rows)))
+    symmetric = x2 is None
+    mirror = symmetric and not per_pair
+    cov1 = np.empty((n1, *per_pair))
+    ntk1 = np.empty((n1, *per_pair))
+    cov2 = None if symmetric else np.empty((n2, *per_pair))
+    blocks = [(i0, j0) for i0 in range(0, n1, rows) for j0 in range(0, n2, cols)
+              if not (mirror and j0 + cols <= i0)]
+    with _progress(len(blocks), progress, unit="block") as bar:
+        for i0, j0 in blocks:
+            i1, j1 = min(n1, i0 + rows), min(n2, j0 + cols)
+            xa = x1[i0:i1]
+            xb = (x1 if symmetric else x2)[j0:j1]
+            same = symmetric and i0 == j0 and i1 == j1
+            (b,) = _walk(layer_spec, [_inputs(xa, None if same else xb, full, pairs=True)], block, [0])
+            for name, key in (("nngp", "k"), ("ntk", "t")):
+                if name in results:
+                    results[name][i0:i1, j0:j1] = _arrange_pairs(getattr(b, key), walk.shape, full)
+            if j0 == 0 or (mirror and j0 <= i0 < j1):
+                cov1[i0:i1], ntk1[i0:i1] = (_arrange_self(a, walk.shape, full) for a in b.sides[0])
+            if cov2 is not None and i0 == 0:
+                cov2[j0:j1] = _arrange_self(b.sides[-1][0], walk.shape, full)
+            bar.update(1)
+    if mirror:  # exactly symmetric: the upper triangle onto the lower
+        for r in results.values():
+            backend.mirror_upper(r)
+    for r in results.values():
+        if isinstance(r, np.memmap):
+            r.flush()
+    res.update(results)
+    res.update(cov1=cov1, ntk_diag1=ntk1, cov2=cov2)
+    return res
+
+
+def _self_pass(x, layer_spec, block, pair_entries):
+    """Σ(x, x) and Θ(x, x) of every input (N, *per-pair shape), float64: the walk of each block of
+    inputs with itself, without pairs."""
+    rows = max(1, BLOCK_ENTRIES // pair_entries)
+    k_all, t_all = [], []
+    for i0 in range(0, x.shape[0], rows):
+        (b,) = _walk(layer_spec, [_inputs(x[i0:i0 + rows], None, block.full, pairs=False)], block, [0])
+        k_all.append(_arrange_self(b.sides[0][0], b.shape, block.full))
+        t_all.append(_arrange_self(b.sides[0][1], b.shape, block.full))
+    return np.concatenate(k_all), np.concatenate(t_all)
+
+
+def _inputs(xa, xb, full, pairs):
+    """The input branch of a block: Σ = x·x'/C per pair of positions (T = 0), for rows xa
+    (b1, *S, C) against columns xb (b2, *S, C) (None: xa itself), the pair arrays only with ``pairs``."""
+    s, c = xa.shape[1:-1], xa.shape[-1]
+    p = math.prod(s)
+
+    def self_side(x):
+        h = x.reshape(x.shape[0], p, c).astype(np.float64)
+        if full:
+            k = (h @ h.transpose(0, 2, 1) / c).reshape(x.shape[0], *s, *s)
+        else:
+            k = np.ascontiguousarray((np.einsum("ipc,ipc->pi", h, h) / c).reshape(*s, x.shape[0]))
+        return k, np.zeros_like(k)
+
+    sides = [self_side(xa)] + ([] if xb is None else [self_side(xb)])
+    k = t = None
+    if pairs:
+        xb_ = xa if xb is None else xb
+        ha, hb = (x.reshape(x.shape[0], p, c).astype(np.float64) for x in (xa, xb_))
+        if full:
+            k = (ha.reshape(-1, c) @ hb.reshape(-1, c).T / c).reshape(ha.shape[0], *s, hb.shape[0], *s)
+        else:
+            k = (np.matmul(ha.transpose(1, 0, 2), hb.transpose(1, 2, 0)) / c).reshape(*s, ha.shape[0], hb.shape[0])
+        t = np.zeros_like(k)
+    return _Branch(k, t, sides, tuple(s), c, False, "the inputs")
+
+
+def _result_shape(shape, full):
+    """Per-pair shape of the results: () after a readout; (S₀, S₀, S₁, S₁, ...) or S with spatial axes."""
+    return tuple(n for n in shape for _ in range(2)) if full else tuple(shape)
+
+
+def _arrange_pairs(a, shape, full):
+    """Pair arrays (b1, *S, b2, *S) / (*S, b1, b2) as (b1, b2, S₀, S₀', S₁, S₁', ...) / (b1, b2, *S)."""
+    d = len(shape)
+    if full:
+        return a.transpose(0, d + 1, *[ax for i in range(d) for ax in (1 + i, d + 2 + i)])
+    return np.moveaxis(a, (d, d + 1), (0, 1))
+
+
+def _arrange_self(a, shape, full):
+    """Self arrays (b, *S, *S) / (*S, b) as (b, S₀, S₀', ...) / (b, *S)."""
+    d = len(shape)
+    if full:
+        return a.transpose(0, *[ax for i in range(d) for ax in (1 + i, 1 + d + i)])
+    return np.moveaxis(a, d, 0)

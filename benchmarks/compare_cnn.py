@@ -20,8 +20,9 @@ Each side runs in a fresh subprocess on the same inputs (saved once to a .npy fi
 * ``neural-tangents``: ``jax.jit(kernel_fn, static_argnames='get')`` run by
   ``.venv-nt/bin/python`` (neural-tangents 0.6.5, jax 0.4.23, ``jax_enable_x64`` on);
 * ``nt.batch(B)``: ``nt.batch(kernel_fn, batch_size=B)`` (``--nt-batch-size``, default 64 for
-  relu3-*, 4 for myrtle5; jitted inside, B×B blocks), run when the jit row fails (``--nt-batch auto``: out of memory, as the GAP network's
-  N²·P² covariances are at N = 512) or always (``--nt-batch always``).
+  relu3-*, 4 for myrtle5; jitted inside, B×B blocks), run when the jit row fails
+  (``--nt-batch auto``: out of memory, as the GAP network's N²·P² covariances are at N = 512)
+  or always (``--nt-batch always``).
 
 A subprocess makes one call (for neural-tangents this includes jit compilation), reads its peak
 resident memory (VmHWM, /proc/self/status), then times ``--repeats`` more calls (each result is
@@ -32,9 +33,10 @@ kernel entries per second (N² / best s: each entry both an NNGP and an NTK valu
 difference from fastntk's kernels, max_ij |K_ij − K^fastntk_ij| / max_ij |K^fastntk_ij| for the
 NNGP and the NTK, over all entries and over the pairs i ≠ j of two different images (the
 diagonal, ρ = 1, is where neural-tangents' ReLU NTK loses digits), computed here from the
-kernels each worker saves (the first call's, at most 512 evenly spaced rows). Every subprocess runs under an address-space limit (``--mem-limit-gib``,
-default 16, below the development machine's 24 GiB) and ``--timeout`` seconds; a side that
-runs out of either, or raises, is reported as failed with the reason, not raised.
+kernels each worker saves (the first call's, at most 512 evenly spaced rows). Every subprocess
+runs under an address-space limit (``--mem-limit-gib``, default 16, below the development
+machine's 24 GiB; Myrtle-5 at N = 16 takes 14.3 GiB in neural-tangents) and ``--timeout``
+seconds; a side that runs out of either, or raises, is reported as failed with the reason.
 
 Commands (from the repository root; the 2-core development machine, threads as set by the
 environment)::
@@ -45,8 +47,10 @@ environment)::
         ml_dtypes==0.3.2 opt_einsum frozendict typing_extensions
     .venv-nt/bin/pip install --no-deps neural-tangents==0.6.5
 
-    python benchmarks/compare_cnn.py --case relu3-gap relu3-flatten            # N = 64, 512
-    python benchmarks/compare_cnn.py --case myrtle5                            # N = 8, 16
+    python benchmarks/compare_cnn.py --case relu3-gap relu3-flatten --N 64
+    python benchmarks/compare_cnn.py --case relu3-flatten --N 512
+    python benchmarks/compare_cnn.py --case relu3-gap --N 512 --repeats 1 --timeout 2400   # ~15 min
+    python benchmarks/compare_cnn.py --case myrtle5 --repeats 1                  # N = 8, 16; ~4 min
     python benchmarks/compare_cnn.py --case relu3-gap --N 64 --nt-batch always --nt-batch-size 32
 """
 

@@ -44,7 +44,53 @@ def _add_network_args(p):
     p.add_argument("--W-std", type=_number, default=math.sqrt(2), help="weight std (default sqrt2)")
     p.add_argument("--b-std", type=_number, default=0.1, help="bias std (default 0.1)")
     p.add_argument("--parameterization", choices=("ntk", "standard"), default="ntk")
-    p.add_argument("--width", type=int, default=512, help="hidden width (enters 'standard' only)")
+    p.add_argument("--width", type=int, default=512, help="hidden width / channels (enter 'standard' only)")
+    p.add_argument("--arch", choices=("fc", "cnn"), default="fc",
+                   help="fc: fully-connected (default); cnn: --depth 3x3 SAME convolutions + activations, a "
+                        "--readout and a Dense readout, on images of --image-shape")
+    p.add_argument("--image-shape", default=None,
+                   help="H,W,C (or H,W: one channel) of each row for --arch cnn; digits knows its own (8,8,1)")
+    p.add_argument("--readout", choices=("gap", "flatten"), default="gap",
+                   help="--arch cnn: global average pooling (default) or Flatten before the Dense readout")
+
+
+#: Image shapes of the built-in datasets that hold images (rows are the pixels in C order).
+IMAGE_SHAPES = {"digits": (8, 8, 1)}
+
+
+def _image_shape(args, d, name):
+    """(H, W, C) of --image-shape (or the dataset's own), checked against the d features of a row."""
+    if args.image_shape is None:
+        if name not in IMAGE_SHAPES:
+            raise CLIError(f"--arch cnn needs --image-shape H,W,C for {name} (rows of {d} features)")
+        return IMAGE_SHAPES[name]
+    try:
+        shape = tuple(int(v) for v in args.image_shape.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) == 2:
+        shape = (*shape, 1)
+    if len(shape) != 3 or min(shape) < 1 or math.prod(shape) != d:
+        raise CLIError(f"--image-shape must be H,W,C (or H,W) of positive ints with H*W*C = {d}, the features of "
+                       f"a row of {name}; got {args.image_shape!r}")
+    return shape
+
+
+def _network(args, d, name, arch=None):
+    """(kernel_fn, inputs): the kernel_fn of the network the options describe (--arch, or ``arch``) and
+    the map from rows (N, d) to its inputs ((N, d), or images (N, H, W, C) for 'cnn')."""
+    from . import stax
+
+    if (arch or args.arch) == "fc":
+        net = stax.fc_network(args.depth, args.activation, args.W_std, args.b_std, args.parameterization, args.width)
+        return net.kernel_fn, lambda x: x
+    shape = _image_shape(args, d, name)
+    conv = stax.Conv(args.width, (3, 3), padding="SAME", W_std=args.W_std, b_std=args.b_std,
+                     parameterization=args.parameterization)
+    readout = stax.GlobalAvgPool() if args.readout == "gap" else stax.Flatten()
+    net = stax.serial(*[conv, stax.Activation(args.activation)] * args.depth, readout,
+                      stax.Dense(1, args.W_std, args.b_std, parameterization=args.parameterization))
+    return net.kernel_fn, lambda x: x.reshape(-1, *shape)
 
 
 #: Above this N, ``fastntk kernel`` skips the top eigenvalues: each product of the iterative
@@ -65,7 +111,6 @@ def _top_eigenvalues(k, count=5):
 def cmd_kernel(args):
     """Stream the kernels to DIR/<name>.npy block by block (solvers.store_kernels): a rerun of the same
     command resumes an interrupted one; other data or network options are refused (--restart)."""
-    from . import stax
     from .solvers import StoredKernel, store_kernels
 
     x, _, name = load_data(args.data)
@@ -73,8 +118,10 @@ def cmd_kernel(args):
         x = standardize(x)
     dtype = np.dtype(args.dtype)
     get = tuple(g.strip() for g in args.get.split(","))
-    _, _, kernel_fn = stax.fc_network(args.depth, args.activation, args.W_std, args.b_std, args.parameterization,
-                                      args.width)
+    if args.arch != "fc":
+        raise CLIError("fastntk kernel streams fully-connected kernels (--arch fc); CNN kernels: fastntk fit --arch "
+                       "cnn, or kernel_fn(..., out=np.memmap(...)) from Python")
+    kernel_fn, _ = _network(args, x.shape[1], name)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     n = x.shape[0]
@@ -239,7 +286,10 @@ def cmd_fit(args):
         raise CLIError(f"--centers must be >= 1; got {args.centers}")
     if args.features < 2:
         raise CLIError(f"--features must be >= 2; got {args.features}")
+    args.data_name = name
     solver, why = _choose_solver(args.solver, len(xtr))
+    if args.arch == "cnn" and solver != "exact":
+        raise CLIError(f"--arch cnn fits with the exact solver (--solver exact); {why} chose {solver}")
     if solver in ("cg", "features") and args.t is not None:
         raise CLIError("--t (a finite training time) needs --solver exact or falkon")
     print(f"solver: {solver} ({why})")
@@ -249,8 +299,10 @@ def cmd_fit(args):
     other = "nngp" if args.kernel == "ntk" else "ntk"
     report = {
         "data": name, "task": task, "target": args.target, "n_train": len(xtr), "n_test": len(xte), "d": x.shape[1],
-        "network": {"depth": args.depth, "activation": args.activation, "W_std": args.W_std, "b_std": args.b_std,
-                    "parameterization": args.parameterization, "width": args.width},
+        "network": {"arch": args.arch, "depth": args.depth, "activation": args.activation, "W_std": args.W_std,
+                    "b_std": args.b_std, "parameterization": args.parameterization, "width": args.width,
+                    **({"image_shape": list(_image_shape(args, x.shape[1], name)), "readout": args.readout}
+                       if args.arch == "cnn" else {})},
         "kernel": args.kernel, "t": args.t, "diag_reg": fit["reg"], "solver": {**fit["solver"], "choice": why},
         "kernel_seconds": fit["kernel_seconds"],
         "test": _score(task, yte, fit["f_t"], classes),
@@ -259,6 +311,8 @@ def cmd_fit(args):
     if solver == "exact":
         report[f"test_{other}"] = _score(task, yte, fit["f_other"], classes)
         report["test_rbf_kernel_ridge"] = _score(task, yte, fit["f_rbf"], classes)
+        if fit["f_fc"] is not None:
+            report[f"test_fc_{args.kernel}"] = _score(task, yte, fit["f_fc"], classes)
         report["spectrum"] = fit["spectrum"]
     if classes is not None:
         report["classes"] = [c.item() for c in classes]
@@ -287,18 +341,21 @@ def cmd_fit(args):
 
 def _fit(args, xtr, xte, y_train):
     """Test outputs of the NTK/NNGP at t and t = ∞, of the other kernel and of RBF kernel ridge."""
-    from . import predict, stax
+    from . import predict
 
-    _, _, kernel_fn = stax.fc_network(args.depth, args.activation, args.W_std, args.b_std, args.parameterization,
-                                      args.width)
+    kernel_fn, inputs = _network(args, xtr.shape[1], args.data_name)
     start = time.perf_counter()
-    k_dd = kernel_fn(xtr, None, ("nngp", "ntk"), progress=not args.quiet)
-    k_td = kernel_fn(xte, xtr, ("nngp", "ntk"), progress=not args.quiet)
+    k_dd = kernel_fn(inputs(xtr), None, ("nngp", "ntk"), progress=not args.quiet)
+    k_td = kernel_fn(inputs(xte), inputs(xtr), ("nngp", "ntk"), progress=not args.quiet)
     kernel_seconds = round(time.perf_counter() - start, 3)
     other = "nngp" if args.kernel == "ntk" else "ntk"
     k, k_test = getattr(k_dd, args.kernel), getattr(k_td, args.kernel)
     f_inf, reg, sel = _ridge(k, k_test, y_train, args.diag_reg)
     f_other = _ridge(getattr(k_dd, other), getattr(k_td, other), y_train, args.diag_reg)[0]
+    f_fc = None
+    if args.arch == "cnn":  # the fully-connected network's kernel beside it
+        fc_fn = _network(args, xtr.shape[1], args.data_name, arch="fc")[0]
+        f_fc = _ridge(fc_fn(xtr, None, args.kernel), fc_fn(xte, xtr, args.kernel), y_train, args.diag_reg)[0]
     gamma = 1.0 / xtr.shape[1]
     f_rbf = _ridge(_rbf(xtr, xtr, gamma), _rbf(xte, xtr, gamma), y_train, args.diag_reg)[0]
     predict_fn = predict.gradient_descent_mse(k, y_train, args.learning_rate, reg)
@@ -309,7 +366,7 @@ def _fit(args, xtr, xte, y_train):
     f_t = f_inf if args.t is None else predict_fn(args.t, 0.0, 0.0, k_test)[1]
     spectrum = {"lambda_max": s.lambda_max, "lambda_min": s.lambda_min, "effective_rank": s.effective_rank,
                 "condition_number": s.condition_number if np.isfinite(s.condition_number) else None}  # None: λ_min 0
-    return {"f_t": f_t, "f_inf": f_inf, "f_other": f_other, "f_rbf": f_rbf, "reg": reg, "sel": sel,
+    return {"f_t": f_t, "f_inf": f_inf, "f_other": f_other, "f_rbf": f_rbf, "f_fc": f_fc, "reg": reg, "sel": sel,
             "gcv_points": len(xtr), "kernel_seconds": kernel_seconds, "spectrum": spectrum,
             "eigenvalues": s.eigenvalues, "times": times, "ftr_t": ftr_t, "fte_t": fte_t, "y_train": y_train,
             "solver": {"name": "exact"}}
@@ -327,11 +384,10 @@ def _fit_large(args, xtr, xte, y_train, solver):
     (one GCV_SUBSET² eigendecomposition). The NNGP/NTK and RBF baselines of the exact path, and
     its spectrum and loss curves, are skipped.
     """
-    from . import features, predict, solvers, stax
+    from . import features, predict, solvers
     from .sklearn import GCV_GRID
 
-    _, _, kernel_fn = stax.fc_network(args.depth, args.activation, args.W_std, args.b_std, args.parameterization,
-                                      args.width)
+    kernel_fn, _ = _network(args, xtr.shape[1], args.data_name)
     start = time.perf_counter()
     op = solvers.KernelOperator(kernel_fn, xtr, get=args.kernel)
     op_test = solvers.KernelOperator(kernel_fn, xte, xtr, get=args.kernel)
@@ -432,8 +488,9 @@ def _write_predictions(path, y_true, y_pred):
 def _print_fit(args, report, name, task, other, out_dir):
     metric = "accuracy" if task == "classification" else "mse"
     info = report["solver"]
+    arch = "" if args.arch == "fc" else f" CNN ({args.readout} readout)"
     print(f"{name}: {task}, {report['n_train']} train / {report['n_test']} test, d={report['d']}; "
-          f"{args.activation} depth {args.depth}, diag_reg={report['diag_reg']:.3g}, solver {info['name']}")
+          f"{args.activation}{arch} depth {args.depth}, diag_reg={report['diag_reg']:.3g}, solver {info['name']}")
     if info["name"] == "features":
         print(f"  {info['features']} random features, {info['seconds']:.1f} s")
     elif info["name"] != "exact":
@@ -442,6 +499,8 @@ def _print_fit(args, report, name, task, other, out_dir):
               f"{info['residuals'][info['best_iteration']]:.2e}, {info['seconds']:.1f} s")
     rows = [(f"{args.kernel.upper()} (t={args.t})", "test"), (f"{other.upper()}", f"test_{other}"),
             ("RBF kernel ridge", "test_rbf_kernel_ridge")]
+    if args.arch == "cnn":
+        rows.insert(2, (f"fully-connected {args.kernel.upper()}", f"test_fc_{args.kernel}"))
     for label, key in rows if info["name"] == "exact" else rows[:1]:
         print(f"  test {metric:8s} {report[key][metric]:.4f}  {label}")
     plots = {"exact": "spectrum.png, loss.png", "features": "spectrum.png"}.get(info["name"], "convergence.png")

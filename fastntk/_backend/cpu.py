@@ -250,11 +250,12 @@ class CpuBackend:
                     _rule_tile(seg.rule, nngp[b], None if ntk is None else ntk[b], v1[b, 0], v2[b, 0])
             a += seg.n_act
 
-    def window_sum(self, a, axes, index, scale, offset=0.0, add=None, add_scale=0.0):
+    def window_sum(self, a, axes, index, scale, offset=0.0, add=None, add_scale=0.0, out=None):
         """scale·Σ_t a shifted along ``axes`` (one axis, or the same axis of both positions, moved by
         one tap) by the rows of ``index`` (m, taps), + offset + add_scale·add (add: an array of the
         output's shape, or None): the output's axes have m entries, entry o summing the input entries
-        index[o, t] ≥ 0 (< 0: zero padding). a float64 C-contiguous; a new array."""
+        index[o, t] ≥ 0 (< 0: zero padding). a float64 C-contiguous; written into ``out`` (a float64
+        C-contiguous array of the output's shape) or a new array, which is returned."""
         shape = a.shape
         m = index.shape[0]
         if len(axes) == 1:
@@ -265,7 +266,7 @@ class CpuBackend:
             view = (math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1 : ax2]), shape[ax2],
                     math.prod(shape[ax2 + 1:]))
         out_shape = tuple(m if i in axes else n for i, n in enumerate(shape))
-        out = np.empty(out_shape)
+        out = np.empty(out_shape) if out is None else out
         out_view = (view[0], m, view[2]) if len(axes) == 1 else (view[0], m, view[2], m, view[4])
         _core.window_sum(a.reshape(view), out.reshape(out_view), index, scale, offset,
                          None if add is None else add.reshape(out_view), add_scale)

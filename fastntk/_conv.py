@@ -5,7 +5,7 @@ over pairs of positions; the driver walks the network over one *block* of pairs 
 (rows i of x1 against columns j of x2), so memory is O(block) beside the (N1, N2) results.
 Two layouts, chosen once per network (as neural-tangents chooses ``diagonal_spatial``):
 
-* full: every pair of positions, pair arrays (b1, *S, b2, *S), self arrays (b, *S, *S) —
+* full: every pair of positions, pair arrays (b1, *S, *S, b2), self arrays (b, *S, *S) —
   needed by pooling (AvgPool, SumPool, GlobalAvgPool, GlobalSumPool), whose windows mix
   positions, and by a network that ends with spatial axes;
 * diagonal: same-position covariances only, pair arrays (*S, b1, b2), self arrays (*S, b) —
@@ -16,7 +16,7 @@ Two layouts, chosen once per network (as neural-tangents chooses ``diagonal_spat
 Each block carries the self-covariances of its rows' and columns' inputs (what the activations'
 variances and LayerNorm read), walked through the same layers with the same arithmetic, so a
 pair of coincident inputs gets exactly its own variances. Activations run in the compiled
-fused pass of the backend (one tile per block: the (b1·P, b2·P) matrix in the full layout, one
+fused pass of the backend (one tile per block: the (b1·P, P·b2) matrix in the full layout, one
 (b1, b2) tile per position in the diagonal one); windows are strided slice sums.
 """
 
@@ -260,9 +260,10 @@ class _Block:
         if a is not None and a.base is None and a.dtype == np.float64 and a.flags.c_contiguous:
             self._free.setdefault(a.shape, []).append(a)
 
-    # Axes of the positions: pair arrays (b1, *S, b2, *S) / (*S, b1, b2); self (b, *S, *S) / (*S, b).
+    # Axes of the positions: pair arrays (b1, *S, *S, b2) / (*S, b1, b2); self (b, *S, *S) / (*S, b). The
+    # pairs' batch axis last keeps the innermost loop of every window pass long and contiguous.
     def _pair_groups(self, d):
-        return [tuple(range(1, 1 + d)), tuple(range(d + 2, 2 * d + 2))] if self.full else [tuple(range(d))]
+        return [tuple(range(1, 1 + d)), tuple(range(1 + d, 2 * d + 1))] if self.full else [tuple(range(d))]
 
     def _self_groups(self, d):
         return [tuple(range(1, 1 + d)), tuple(range(1 + d, 1 + 2 * d))] if self.full else [tuple(range(d))]
@@ -337,7 +338,7 @@ class _Block:
         if layer.kind == "avg" and layer.normalize_edges:  # ÷ positions of each window inside the input
             c = _window_counts(b.shape, plan, layer.window_shape, layer.strides, layer.padding)
             one = (1,) * d
-            pair_size = c.reshape(1, *c.shape, 1, *one) * c.reshape(1, *one, 1, *c.shape)
+            pair_size = c.reshape(1, *c.shape, *one, 1) * c.reshape(1, *one, *c.shape, 1)
             self_size = c.reshape(1, *c.shape, *one) * c.reshape(1, *one, *c.shape)
             self._map(b, lambda a: pooled(a, pair_groups) / pair_size, lambda a: pooled(a, self_groups) / self_size)
         else:
@@ -355,7 +356,7 @@ class _Block:
         p = math.prod(b.shape)
         if self.full:
             d = len(b.shape)
-            self._map(b, lambda a: np.einsum("ipjp->ij", a.reshape(a.shape[0], p, a.shape[d + 1], p)) / p,
+            self._map(b, lambda a: np.einsum("ippj->ij", a.reshape(a.shape[0], p, p, a.shape[-1])) / p,
                       lambda a: np.einsum("ipp->i", a.reshape(-1, p, p)) / p)
         else:
             self._map(b, lambda a: a.reshape(p, *a.shape[len(b.shape):]).sum(0) / p,
@@ -387,7 +388,7 @@ class _Block:
         shape = b.shape
         if self.full and shape:
             n1, n2 = v1.shape[0], v2.shape[0]
-            scale = np.sqrt(v1.reshape(n1, p, 1, 1) * v2.reshape(1, 1, n2, p)).reshape(n1, *shape, n2, *shape)
+            scale = np.sqrt(v1.reshape(n1, p, 1, 1) * v2.T.reshape(1, 1, p, n2)).reshape(n1, *shape, *shape, n2)
             self_scales = [np.sqrt(v[:, :, None] * v[:, None, :]).reshape(-1, *shape, *shape) for v in vs]
         else:
             scale = np.sqrt(v1[:, :, None] * v2[:, None, :]).reshape(*shape, v1.shape[1], v2.shape[1])
@@ -409,8 +410,8 @@ class _Block:
         if self.full and b.shape:
             n1, n2 = v1.shape[0], v2.shape[0]
             if b.k is not None:
-                tiles(plan, b.k.reshape(1, n1 * p, n2 * p), b.t.reshape(1, n1 * p, n2 * p), v1.reshape(1, 1, -1),
-                      v2.reshape(1, 1, -1), self.rho_tol)
+                tiles(plan, b.k.reshape(1, n1 * p, p * n2), b.t.reshape(1, n1 * p, p * n2), v1.reshape(1, 1, -1),
+                      np.ascontiguousarray(v2.T).reshape(1, 1, -1), self.rho_tol)
             for (k_self, t_self), v in zip(b.sides, vs):
                 tiles(plan, k_self.reshape(-1, p, p), t_self.reshape(-1, p, p), v[:, None, :], v[:, None, :],
                       self.rho_tol)
@@ -560,9 +561,9 @@ def _inputs(xa, xb, full, pairs, take=np.empty):
         xb_ = xa if xb is None else xb
         ha, hb = (x.reshape(x.shape[0], p, c).astype(np.float64) for x in (xa, xb_))
         n1, n2 = ha.shape[0], hb.shape[0]
-        if full:
-            k = take((n1, *s, n2, *s))
-            np.matmul(ha.reshape(-1, c), hb.reshape(-1, c).T, out=k.reshape(n1 * p, n2 * p))
+        if full:  # K[i, p, q, j] = Σ_c x1[i, p, c] x2[j, q, c]: one GEMM
+            k = take((n1, *s, *s, n2))
+            np.matmul(ha.reshape(-1, c), hb.transpose(2, 1, 0).reshape(c, p * n2), out=k.reshape(n1 * p, p * n2))
         else:
             k = take((*s, n1, n2))
             np.matmul(ha.transpose(1, 0, 2), hb.transpose(1, 2, 0), out=k.reshape(p, n1, n2))
@@ -578,10 +579,10 @@ def _result_shape(shape, full):
 
 
 def _arrange_pairs(a, shape, full):
-    """Pair arrays (b1, *S, b2, *S) / (*S, b1, b2) as (b1, b2, S₀, S₀', S₁, S₁', ...) / (b1, b2, *S)."""
+    """Pair arrays (b1, *S, *S, b2) / (*S, b1, b2) as (b1, b2, S₀, S₀', S₁, S₁', ...) / (b1, b2, *S)."""
     d = len(shape)
     if full:
-        return a.transpose(0, d + 1, *[ax for i in range(d) for ax in (1 + i, d + 2 + i)])
+        return a.transpose(0, 2 * d + 1, *[ax for i in range(d) for ax in (1 + i, 1 + d + i)])
     return np.moveaxis(a, (d, d + 1), (0, 1))
 
 

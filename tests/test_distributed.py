@@ -150,7 +150,7 @@ def test_values_are_checked_chunk_by_chunk_when_computed():
 @pytest.mark.parametrize(("call", "error", "match"), [
     (lambda d1, d2: KERNEL_FN(d1, d2, "ntk", out=np.empty((70, 45))), ValueError, "out is for NumPy results"),
     (lambda d1, d2: KERNEL_FN(d1, d2, "ntk", progress=True), ValueError, "ProgressBar"),
-    (lambda d1, d2: KERNEL_FN(d1[:, None, :], None, "ntk"), ValueError, "location axes"),
+    (lambda d1, d2: KERNEL_FN(d1[:, None, :], None, "ntk"), NotImplementedError, "without spatial layers on \\(N, d\\)"),
     (lambda d1, d2: KERNEL_FN(KERNEL_FN(d1, None), None, "ntk"), TypeError, "a Kernel of dask arrays"),
     (lambda d1, d2: KERNEL_FN(d1, d2, "ntk", diagonal=True), ValueError, "x2 must be None"),
     (lambda d1, d2: KERNEL_FN(d1, d2[:, :4], "ntk"), ValueError, r"x2 must have the same number of features"),

@@ -230,11 +230,11 @@ _KERNEL_FN_DOC = """Infinite-width NNGP Σ and NTK Θ of the network.
 
 Parameters
 ----------
-x1 : ndarray of shape (N1, d), float32 or float64, or a Kernel
+x1 : ndarray of shape (N1, d) or (N1, *S, C) (images NHWC, sequences (N, L, C)), float32 or float64, or a Kernel
     First batch of inputs. Rows with zero norm give finite kernels, never NaN. A Kernel (the
     result of another kernel_fn, with cov1 and cov2) continues that network through this one:
     ``kernel_fn2(kernel_fn1(x1, x2))`` is the kernel of serial(net1, net2); x2 must be None.
-x2 : ndarray of shape (N2, d) or None
+x2 : ndarray of shape (N2, d) (or (N2, *S, C), the spatial shape and channels of x1) or None
     Second batch; None means x1 (the result is then symmetric and half the work).
 get : None, a field name or a tuple of them
     Field names are neural-tangents' (``fastntk._types.KERNEL_FIELDS``: 'nngp', 'ntk', 'cov1',
@@ -258,7 +258,9 @@ diagonal_batch : bool, keyword-only
     neural-tangents' flag: False makes ``cov1`` (``cov2``) the full (N1, N1) ((N2, N2)) NNGP of
     each batch instead of its diagonal.
 diagonal_spatial : bool, keyword-only
-    neural-tangents' flag; fully-connected networks have no spatial axes, so it changes nothing.
+    neural-tangents' flag: a network that ends with spatial axes S' (no Flatten or global pooling
+    readout) returns the same-position covariances (N1, N2, *S') instead of every pair of positions
+    (N1, N2, S'₀, S'₀, S'₁, S'₁, ...). Networks that end in a readout are unaffected.
 **kwargs
     Other neural-tangents keyword arguments (``rng``, ``mask_constant``, ...) are accepted and,
     as there for layers that do not use them, ignored.

@@ -11,9 +11,14 @@ leaf type of :mod:`fastntk.spec`,
   no tangent, e.g. the network's inputs);
 * ``vjp(layer, p, h, ct) -> (grad_p, ct_in)``: reverse mode, ``ct`` the cotangent of h'.
 
-Conventions are neural-tangents' (``stax.Dense``): in the 'ntk' parameterization W and b
-are raw N(0, 1) draws and z = (W_std/√fan_in)·h W + b_std·b; in the 'standard' one,
-init scales W by W_std/√fan_in and b by b_std, and z = h W + b. The array operations are
+Conventions are neural-tangents' (``stax.Dense``, ``stax.Conv``): in the 'ntk' parameterization W
+and b are raw N(0, 1) draws and z = (W_std/√fan_in)·h W + b_std·b; in the 'standard' one,
+init scales W by W_std/√fan_in and b by b_std, and z = h W + b. A Conv is the same on the patches
+of its input (im2col: fan_in = C_in·|F|, W of shape (*filter_shape, C_in, out_chan) read as the
+(|F|·C_in, out_chan) matrix, b of shape (1, ..., 1, out_chan)), the patches explicit shifted
+slices of the padded input (:mod:`fastntk._patches`, the rule of :func:`fastntk.spec.window_plan`).
+Pooling, global pooling and LayerNorm have no parameters; their JVP and VJP are written out
+(pooling is linear; LayerNorm's Jacobian (I − 11ᵀ/n − y yᵀ/n)/σ is symmetric). The array operations are
 written against the array namespace of their inputs (``array_api_compat``), activations'
 φ and φ' too (see :mod:`fastntk.activations`): JAX or PyTorch inputs and parameters give
 their own arrays out, which ``jax.grad``/``jit``/``vmap`` and torch autograd trace through.
@@ -215,7 +220,7 @@ def _dense_vjp(layer, p, h, ct):
     xp = array_namespace(h, ct)
     c, beta = dense_coefs(layer, W)
     h2, ct2 = xp.reshape(h, (-1, h.shape[-1])), xp.reshape(ct, (-1, ct.shape[-1]))
-    grad = (c * (h2.T @ ct2), None if b is None else beta * xp.sum(ct2, axis=0, keepdims=True))
+    grad = (c * (h2.T @ ct2), None if b is None else xp.reshape(beta * xp.sum(ct2, axis=0), tuple(b.shape)))
     return grad, input_cotangent(layer, p, h, ct)
 
 
@@ -378,7 +383,7 @@ def _global_pool_transpose(layer, h, ct):
     return xp.broadcast_to(ct, (*ct.shape[:ct.ndim - len(spatial) - 1], *spatial, ct.shape[-1]))
 
 
-# LayerNorm: y = (h − mean)/σ, σ = √(var + eps), over the axes (Jacobian (I − 11ᵀ/n − y yᵀ/n)/σ, symmetric)
+# LayerNorm: y = (h − mean)/σ, σ = √(var + eps) over the axes; Jacobian (I − 11ᵀ/n − y yᵀ/n)/σ, symmetric
 def _layer_norm(layer, h):
     """(y, σ): y = (h − mean)/σ with the mean and the biased variance over layer.axis, σ keepdims."""
     spec_shapes(layer, [tuple(h.shape)])

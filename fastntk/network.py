@@ -11,9 +11,14 @@ leaf type of :mod:`fastntk.spec`,
   no tangent, e.g. the network's inputs);
 * ``vjp(layer, p, h, ct) -> (grad_p, ct_in)``: reverse mode, ``ct`` the cotangent of h'.
 
-Conventions are neural-tangents' (``stax.Dense``): in the 'ntk' parameterization W and b
-are raw N(0, 1) draws and z = (W_std/√fan_in)·h W + b_std·b; in the 'standard' one,
-init scales W by W_std/√fan_in and b by b_std, and z = h W + b. The array operations are
+Conventions are neural-tangents' (``stax.Dense``, ``stax.Conv``): in the 'ntk' parameterization W
+and b are raw N(0, 1) draws and z = (W_std/√fan_in)·h W + b_std·b; in the 'standard' one,
+init scales W by W_std/√fan_in and b by b_std, and z = h W + b. A Conv is the same on the patches
+of its input (im2col: fan_in = C_in·|F|, W of shape (*filter_shape, C_in, out_chan) read as the
+(|F|·C_in, out_chan) matrix, b of shape (1, ..., 1, out_chan)), the patches explicit shifted
+slices of the padded input (:mod:`fastntk._patches`, the rule of :func:`fastntk.spec.window_plan`).
+Pooling, global pooling and LayerNorm have no parameters; their JVP and VJP are written out
+(pooling is linear; LayerNorm's Jacobian (I − 11ᵀ/n − y yᵀ/n)/σ is symmetric). The array operations are
 written against the array namespace of their inputs (``array_api_compat``), activations'
 φ and φ' too (see :mod:`fastntk.activations`): JAX or PyTorch inputs and parameters give
 their own arrays out, which ``jax.grad``/``jit``/``vmap`` and torch autograd trace through.
@@ -28,13 +33,18 @@ import sys
 from typing import Callable, NamedTuple
 
 import numpy as np
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
-from .spec import (Act, Dense, Dropout, FanInConcat, FanInProd, FanInSum, FanOut, Flatten, Identity, Parallel, Repeat,
-                   Serial, _shapes, arity, leaves, places)
+from . import _patches
+from .spec import (Act, Conv, Dense, Dropout, FanInConcat, FanInProd, FanInSum, FanOut, Flatten, GlobalPool, Identity,
+                   LayerNorm, Parallel, Pool, Repeat, Serial, _shapes, arity, leaves, places)
 
-__all__ = ["RULES", "map_dense", "Bound", "apply", "backward", "check_entries", "check_params", "dense_coefs", "entries", "forward",
-           "generator", "init", "jvp", "leaf_keys", "pairs", "spec_shapes", "unflatten", "vjp"]
+__all__ = ["PARAMETERIZED", "RULES", "map_dense", "Bound", "apply", "backward", "check_entries", "check_params",
+           "conv_patches", "dense_coefs", "entries", "forward", "generator", "init", "input_cotangent", "jvp",
+           "leaf_keys", "pairs", "spec_shapes", "unflatten", "vjp"]
+
+#: The leaf types with parameters, a ``(W, b)`` pair each (every other leaf holds ``()``).
+PARAMETERIZED = (Dense, Conv)
 
 
 def generator(rng):
@@ -142,7 +152,7 @@ def _stack(layer, trees, empty=None):
         if not trees:
             return _stack(layer.layer, [], empty)
         return _stack(layer.layer, trees)
-    if not isinstance(layer, Dense):
+    if not isinstance(layer, PARAMETERIZED):
         return ()
     if not trees:
         return tuple(None if a is None else a[None][:0] for a in empty)
@@ -159,14 +169,15 @@ def _threefry_unpartitioned():
 
 
 def dense_coefs(layer, W):
-    """(c, β) with z = c·h W + β·b for the Dense ``layer`` and its weights W (fan_in, out).
+    """(c, β) with z = c·h W + β·b for the Dense ``layer`` and its weights W (fan_in, out), or
+    z = c·conv(h, W) + β·b for a Conv and its W (*filter_shape, C_in, out_chan), fan_in = C_in·|F|.
 
     'ntk': c = W_std/√fan_in, β = b_std (W, b are the raw N(0, 1) draws, neural-tangents'
-    Dense.apply_fn); 'standard': c = 1/√s_in, β = 1 (init already scaled W and b).
+    Dense.apply_fn and Conv.apply_fn); 'standard': c = 1/√s_in, β = 1 (init already scaled W and b).
     """
     if layer.parameterization == "ntk":
-        return float(layer.W_std / math.sqrt(W.shape[0])), float(layer.b_std or 0.0)
-    return 1.0 / math.sqrt(layer.s[0]), 1.0
+        return float(layer.W_std / math.sqrt(math.prod(W.shape[:-1]))), float(layer.b_std or 0.0)
+    return 1.0 / math.sqrt(layer.s[0]) if isinstance(layer, Dense) else 1.0, 1.0
 
 
 # --------------------------------------------------------------------------- rules
@@ -209,8 +220,8 @@ def _dense_vjp(layer, p, h, ct):
     xp = array_namespace(h, ct)
     c, beta = dense_coefs(layer, W)
     h2, ct2 = xp.reshape(h, (-1, h.shape[-1])), xp.reshape(ct, (-1, ct.shape[-1]))
-    grad = (c * (h2.T @ ct2), None if b is None else beta * xp.sum(ct2, axis=0, keepdims=True))
-    return grad, ct @ (c * W).T
+    grad = (c * (h2.T @ ct2), None if b is None else xp.reshape(beta * xp.sum(ct2, axis=0), tuple(b.shape)))
+    return grad, input_cotangent(layer, p, h, ct)
 
 
 def _of_dtype(y, h):
@@ -237,11 +248,169 @@ def _act_vjp(layer, p, h, ct):
 
 
 def _no_params_init(layer, gen, shape):
-    return shape, ()
+    return spec_shapes(layer, [shape])[0], ()
+
+
+def _linear(apply_fn, transpose):
+    """The jvp and vjp rules of a parameter-free leaf linear in h (Pool, GlobalPool): ``apply_fn``
+    maps the tangent, ``transpose(layer, h, ct)`` the cotangent (any extra leading axes)."""
+    return (lambda layer, p, dp, h, dh: (apply_fn(layer, p, h), None if dh is None else apply_fn(layer, p, dh)),
+            lambda layer, p, h, ct: ((), transpose(layer, h, ct)))
+
+
+# Conv, Pool: explicit shifted slices of the padded input (fastntk._patches), XLA's rule of window_plan
+def _window_axes(layer, h):
+    """The :class:`fastntk._patches.Axis` of each spatial axis of h (N, *S, C) (ValueError naming the
+    expected input shape where h has another rank)."""
+    spec_shapes(layer, [tuple(h.shape)])
+    window = layer.filter_shape if isinstance(layer, Conv) else layer.window_shape
+    return _patches.plan(tuple(h.shape[1:-1]), window, layer.strides, layer.padding)
+
+
+def conv_patches(layer, h):
+    """The patches (im2col) of h (N, *S, C) for the Conv or Pool ``layer``: (N, *S_out, |F|·C), the
+    taps in row-major order of the window, channels fastest (a Conv weight's (*filter_shape, C_in) order)."""
+    axes = _window_axes(layer, h)
+    return array_namespace(h).concat(_patches.taps(_patches.pad(h, axes, layer.padding), axes), axis=-1)
+
+
+def _flat(W):
+    """A Conv weight (*filter_shape, C_in, out_chan) as the matrix (|F|·C_in, out_chan) of the patches."""
+    return W.reshape((-1, W.shape[-1]))
+
+
+def _conv_init(layer, gen, shape):
+    out_shape = spec_shapes(layer, [shape])[0]
+    W = gen.standard_normal((*layer.filter_shape, shape[-1], layer.out_chan))
+    b = None if layer.b_std is None else gen.standard_normal((*[1] * (len(shape) - 1), layer.out_chan))
+    if layer.parameterization == "standard":  # init scales; apply does not
+        W = W * float(layer.W_std / np.sqrt(layer.fan_in(shape[-1])))
+        b = None if b is None else b * layer.b_std
+    return out_shape, (W, b)
+
+
+def _conv_apply(layer, p, h):
+    W, b = p
+    c, beta = dense_coefs(layer, W)
+    z = c * (conv_patches(layer, h) @ _flat(W))
+    return z if b is None else z + beta * b
+
+
+def _conv_jvp(layer, p, dp, h, dh):
+    (W, b), (dW, db) = p, dp
+    c, beta = dense_coefs(layer, W)
+    patches = conv_patches(layer, h)
+    tangent = patches @ _flat(dW)
+    if dh is not None:
+        tangent = tangent + conv_patches(layer, dh) @ _flat(W)
+    z, dz = c * (patches @ _flat(W)), c * tangent
+    if b is not None:
+        z, dz = z + beta * b, dz + beta * db
+    return z, dz
+
+
+def _conv_vjp(layer, p, h, ct):
+    W, b = p
+    xp = array_namespace(h, ct)
+    c, beta = dense_coefs(layer, W)
+    patches = conv_patches(layer, h)
+    p2, ct2 = xp.reshape(patches, (-1, patches.shape[-1])), xp.reshape(ct, (-1, ct.shape[-1]))
+    grad_b = None if b is None else xp.reshape(beta * xp.sum(ct2, axis=0), tuple(b.shape))
+    return (xp.reshape(c * (p2.T @ ct2), tuple(W.shape)), grad_b), input_cotangent(layer, p, h, ct)
+
+
+def input_cotangent(layer, p, h, ct):
+    """The cotangent of the input h of the Dense or Conv ``layer`` with parameters p from ct, the
+    cotangent of its output (any extra leading axes, e.g. one per network output)."""
+    W = p[0]
+    c, _ = dense_coefs(layer, W)
+    if isinstance(layer, Dense):
+        return ct @ (c * W).T
+    axes, channels = _window_axes(layer, h), h.shape[-1]
+    ct_patches = ct @ (c * _flat(W)).T  # (..., *S_out, |F|·C_in): one C_in block per tap
+    cts = [ct_patches[..., t * channels:(t + 1) * channels] for t in range(len(_patches.offsets(axes)))]
+    return _patches.unpad(_patches.untap(cts, axes), axes, layer.padding)
+
+
+def _pool_scale(layer, axes, h):
+    """What a Pool divides its window sum by: 1 (SumPool), |w| (AvgPool), or with normalize_edges
+    the count of the window's positions inside the input (N, *S_out, C)-broadcastable, h's kind."""
+    if layer.kind == "sum":
+        return 1.0
+    if not layer.normalize_edges or layer.padding != "SAME":  # VALID and CIRCULAR windows lie inside
+        return float(math.prod(layer.window_shape))
+    count = np.ones(())
+    for a in axes:  # separable: per axis #{tap d: 0 ≤ o·s + d − lo < n}
+        o = np.arange(a.n_out)[:, None] * a.s + np.arange(a.f)[None, :] - a.lo
+        count = np.multiply.outer(count, ((o >= 0) & (o < a.n)).sum(1))
+    count = count[..., None]
+    if isinstance(h, np.ndarray):
+        return count.astype(h.dtype)
+    return array_namespace(h).asarray(count, dtype=h.dtype, device=device(h))
+
+
+def _pool_apply(layer, p, h):
+    axes = _window_axes(layer, h)
+    total = None
+    for x in _patches.taps(_patches.pad(h, axes, layer.padding), axes):
+        total = x if total is None else total + x
+    scale = _pool_scale(layer, axes, h)
+    return total if layer.kind == "sum" else total / scale
+
+
+def _pool_transpose(layer, h, ct):
+    axes = _window_axes(layer, h)
+    ct = ct if layer.kind == "sum" else ct / _pool_scale(layer, axes, h)
+    return _patches.unpad(_patches.untap([ct] * len(_patches.offsets(axes)), axes), axes, layer.padding)
+
+
+# GlobalPool: (N, *S, C) -> (N, C)
+def _spatial_axes(layer, h):
+    spec_shapes(layer, [tuple(h.shape)])
+    return tuple(range(1, h.ndim - 1))
+
+
+def _global_pool_apply(layer, p, h):
+    xp = array_namespace(h)
+    reduce = xp.sum if layer.kind == "sum" else xp.mean
+    return reduce(h, axis=_spatial_axes(layer, h))
+
+
+def _global_pool_transpose(layer, h, ct):
+    xp, spatial = array_namespace(h, ct), h.shape[1:-1]
+    ct = ct if layer.kind == "sum" else ct / math.prod(spatial)
+    ct = xp.reshape(ct, (*ct.shape[:-1], *[1] * len(spatial), ct.shape[-1]))
+    return xp.broadcast_to(ct, (*ct.shape[:ct.ndim - len(spatial) - 1], *spatial, ct.shape[-1]))
+
+
+# LayerNorm: y = (h − mean)/σ, σ = √(var + eps) over the axes; Jacobian (I − 11ᵀ/n − y yᵀ/n)/σ, symmetric
+def _layer_norm(layer, h):
+    """(y, σ): y = (h − mean)/σ with the mean and the biased variance over layer.axis, σ keepdims."""
+    spec_shapes(layer, [tuple(h.shape)])
+    xp, axes = array_namespace(h), tuple(a % h.ndim - h.ndim for a in layer.axis)  # from the end: ct's leading axes
+    u = h - xp.mean(h, axis=axes, keepdims=True)
+    sigma = xp.sqrt(xp.mean(u * u, axis=axes, keepdims=True) + layer.eps)
+    return u / sigma, sigma
+
+
+def _layer_norm_linear(layer, h, v):
+    """J(h)·v, which is also vᵀ J(h) (J symmetric): (v − mean(v) − y·mean(y v))/σ, v any leading axes."""
+    xp, axes = array_namespace(h, v), tuple(a % h.ndim - h.ndim for a in layer.axis)
+    y, sigma = _layer_norm(layer, h)
+    return (v - xp.mean(v, axis=axes, keepdims=True) - y * xp.mean(y * v, axis=axes, keepdims=True)) / sigma
+
+
+def _layer_norm_jvp(layer, p, dp, h, dh):
+    return _layer_norm(layer, h)[0], None if dh is None else _layer_norm_linear(layer, h, dh)
 
 
 RULES = {
     Dense: Rule(_dense_init, _dense_apply, _dense_jvp, _dense_vjp),
+    Conv: Rule(_conv_init, _conv_apply, _conv_jvp, _conv_vjp),
+    Pool: Rule(_no_params_init, _pool_apply, *_linear(_pool_apply, _pool_transpose)),
+    GlobalPool: Rule(_no_params_init, _global_pool_apply, *_linear(_global_pool_apply, _global_pool_transpose)),
+    LayerNorm: Rule(_no_params_init, lambda layer, p, h: _layer_norm(layer, h)[0], _layer_norm_jvp,
+                    lambda layer, p, h, ct: ((), _layer_norm_linear(layer, h, ct))),
     Act: Rule(_no_params_init, _act_apply, _act_jvp, _act_vjp),
     Identity: Rule(_no_params_init, lambda layer, p, h: h, lambda layer, p, dp, h, dh: (h, dh),
                    lambda layer, p, h, ct: ((), ct)),
@@ -277,9 +446,10 @@ def entries(layer, params, path="params"):
     if isinstance(layer, Repeat):
         return [leaf for k in range(layer.n) for leaf in entries(layer.layer, _take(layer.layer, params, k, layer.n,
                                                                                     path), f"{path}[{k}]")]
-    if isinstance(layer, Dense):
+    if isinstance(layer, PARAMETERIZED):
         if not isinstance(params, (list, tuple)) or len(params) != 2:
-            raise ValueError(f"{path} must be a (W, b) pair for a Dense layer; got {type(params).__name__}")
+            raise ValueError(f"{path} must be a (W, b) pair for a {type(layer).__name__} layer; got "
+                             f"{type(params).__name__}")
     elif not isinstance(params, (list, tuple)) or len(params):
         raise ValueError(f"{path} must be () for a {type(layer).__name__} layer, which has no parameters; "
                          f"got {type(params).__name__}")
@@ -294,7 +464,7 @@ def _take(layer, params, k, n, path):
         return type(params)(_take(c, p, k, n, f"{path}[{i}]") for i, (c, p) in enumerate(zip(layer.layers, params)))
     if isinstance(layer, Repeat):
         return _take(layer.layer, params, k, n, path)
-    if not isinstance(layer, Dense) or not isinstance(params, (list, tuple)) or len(params) != 2:
+    if not isinstance(layer, PARAMETERIZED) or not isinstance(params, (list, tuple)) or len(params) != 2:
         return params
     for name, a in zip(("W", "b"), params):
         if a is not None and (len(np.shape(a)) < 1 or np.shape(a)[0] != n):
@@ -335,8 +505,9 @@ def unflatten(layer, flat):
 
 
 def check_entries(layer, params, d=None, name="params", x_name="inputs"):
-    """entries(layer, params, name), with every Dense entry's shapes checked for ``x_name`` with d
-    features (None: whatever the first W takes); ValueError naming the entry and the input."""
+    """entries(layer, params, name), with every Dense and Conv entry's shapes checked for ``x_name``
+    with d features (channels, for (N, *S, C) inputs; None: whatever the first W takes); ValueError
+    naming the entry and the input."""
     out = entries(layer, params, name)
     widths, first = [d], True
     for (leaf, p, path), (r, m) in zip(out, places(layer)):
@@ -350,24 +521,36 @@ def check_entries(layer, params, d=None, name="params", x_name="inputs"):
                 widths[r:r + m] = ws[:1]
         elif isinstance(leaf, Flatten):
             widths[r] = None
-        if not isinstance(leaf, Dense):
+        if not isinstance(leaf, PARAMETERIZED):
             continue
-        fan_in = widths[r]
-        W, b = p
-        shape = np.shape(W)
-        if shape[1:] != (leaf.width,) or (fan_in is not None and shape[0] != fan_in):
-            want = f"({'fan_in' if fan_in is None else fan_in}, {leaf.width})"
-            where = f" for {x_name} with {d} features" if first and d is not None else ""
-            why = (f" ({x_name} has {d} features but the first Dense layer expects {shape[0]})"
-                   if where and len(shape) == 2 and shape[1:] == (leaf.width,) else "")
-            raise ValueError(f"{path}[0] (W) must have shape {want}{where}; got {shape}{why}")
-        b_ok = b is not None and np.ndim(b) >= 2 and np.shape(b)[-1] == leaf.width and set(np.shape(b)[:-1]) == {1}
-        if (b is None) != (leaf.b_std is None) or (b is not None and not b_ok):
-            want = ("None (b_std=None)" if leaf.b_std is None else
-                    f"of shape (1, {leaf.width}) (one leading 1 per further input axis, as neural-tangents)")
-            raise ValueError(f"{path}[1] (b) must be {want}; got {None if b is None else np.shape(b)}")
+        _check_pair(leaf, p, path, widths[r], d if first else None, x_name)
         widths[r], first = leaf.width, False
     return out
+
+
+def _check_pair(leaf, p, path, fan_in, d, x_name):
+    """ValueError naming ``path`` unless p = (W, b) fits ``leaf`` (Dense: W (fan_in, width), b (1, width)
+    or with more leading 1s; Conv: W (*filter_shape, fan_in, out_chan), b (1, ..., 1, out_chan) or
+    (out_chan,)) on inputs of fan_in features (None: any); d: the network's input features, given where
+    leaf is its first layer with parameters."""
+    W, b = p
+    shape, head = np.shape(W), tuple(leaf.filter_shape) if isinstance(leaf, Conv) else ()
+    n, kind, unit = len(head), type(leaf).__name__, "channels" if isinstance(leaf, Conv) else "features"
+    fits = len(shape) == n + 2 and shape[:n] == head and shape[-1] == leaf.width
+    if not fits or (fan_in is not None and shape[n] != fan_in):
+        want = f"({', '.join([*map(str, head), 'fan_in' if fan_in is None else str(fan_in), str(leaf.width)])})"
+        where = f" for {x_name} with {d} {unit}" if d is not None else ""
+        why = f" ({x_name} has {d} {unit} but the first {kind} layer expects {shape[n]})" if where and fits else ""
+        raise ValueError(f"{path}[0] (W) must have shape {want}{where}; got {shape}{why}")
+    b_shape = np.shape(b)
+    ones = len(b_shape) >= 1 and b_shape[-1] == leaf.width and set(b_shape[:-1]) <= {1}
+    b_ok = ones and (len(b_shape) >= 2 if isinstance(leaf, Dense) else len(b_shape) <= n + 2)
+    if (b is None) != (leaf.b_std is None) or (b is not None and not b_ok):
+        want = ("None (b_std=None)" if leaf.b_std is None else
+                f"of shape (1, {leaf.width}) (one leading 1 per further input axis, as neural-tangents)"
+                if isinstance(leaf, Dense) else
+                f"of shape ({'1, ' * (n + 1)}{leaf.width}) (as neural-tangents) or ({leaf.width},)")
+        raise ValueError(f"{path}[1] (b) must be {want}; got {None if b is None else b_shape}")
 
 
 def check_params(layer, params, d):
@@ -496,7 +679,7 @@ def jvp(net, dparams, x, keys=None):
     """(f(x), J(x)·dparams) by forward mode; dparams a flat list aligned with ``net``."""
     hs, dhs = [x], [None]
     for (leaf, p), dp, (r, m), key in zip(net, dparams, _places_of(net), keys or [None] * len(net)):
-        if isinstance(leaf, (Dense, Act)):
+        if type(leaf) in RULES and not isinstance(leaf, Identity):
             h, dh = RULES[type(leaf)].jvp(leaf, p, dp, hs[r], dhs[r])
             hs, dhs = [*hs[:r], h, *hs[r + 1:]], [*dhs[:r], dh, *dhs[r + 1:]]
             continue
@@ -537,11 +720,12 @@ def _fan_in_vjp(leaf, hs, ct):
     return out
 
 
-def backward(net, inputs, ct, keys=None, at_dense=None):
+def backward(net, inputs, ct, keys=None, at_params=None):
     """The reverse pass from the cotangent ct of the outputs (any leading axes, e.g. one per output).
 
-    ``inputs``: forward(...)'s; ``at_dense(k, leaf, p, h, ct) -> ct_in`` is called at every Dense leaf
-    k with its input h and the cotangent of its output, and returns the cotangent of its input.
+    ``inputs``: forward(...)'s; ``at_params(k, leaf, p, h, ct) -> ct_in`` is called at every leaf k
+    with parameters (Dense, Conv) with its input h and the cotangent of its output, and returns the
+    cotangent of its input.
     Returns the cotangent of the network's input.
     """
     cts, keys = [ct], keys or [None] * len(net)
@@ -562,10 +746,10 @@ def backward(net, inputs, ct, keys=None, at_dense=None):
         elif isinstance(leaf, Flatten):
             c = cts[r]
             cts[r] = array_namespace(c).reshape(c, (*c.shape[:c.ndim - 2], *h.shape))
-        elif isinstance(leaf, Dense):
-            cts[r] = at_dense(k, leaf, p, h, cts[r])
-        elif isinstance(leaf, Act):
-            cts[r] = RULES[Act].vjp(leaf, p, h, cts[r])[1]
+        elif isinstance(leaf, PARAMETERIZED):
+            cts[r] = at_params(k, leaf, p, h, cts[r])
+        elif type(leaf) in RULES:
+            cts[r] = RULES[type(leaf)].vjp(leaf, p, h, cts[r])[1]
     return cts[0]
 
 
@@ -574,9 +758,9 @@ def vjp(net, x, ct, keys=None):
     _, inputs = forward(net, x, keys)
     grads = [()] * len(net)
 
-    def at_dense(k, leaf, p, h, c):
-        grads[k], c_in = RULES[Dense].vjp(leaf, p, h, c)
+    def at_params(k, leaf, p, h, c):
+        grads[k], c_in = RULES[type(leaf)].vjp(leaf, p, h, c)
         return c_in
 
-    backward(net, inputs, ct, keys, at_dense)
+    backward(net, inputs, ct, keys, at_params)
     return grads

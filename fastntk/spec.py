@@ -16,7 +16,9 @@ does: a list per ``Serial`` and a tuple per ``Parallel`` with one entry per chil
 child's tree with every array stacked on a new leading axis of length n per ``Repeat``
 (neural-tangents' ``lax.scan``), a ``(W, b)`` pair per Dense layer and ``()`` for a layer
 without parameters (every other leaf), so parameters move between the two libraries
-unchanged (a Conv's ``(W, b)`` too: W of shape (*filter_shape, C_in, out_chan), b (out_chan,)).
+unchanged (a Conv's ``(W, b)`` too: W of shape (*filter_shape, C_in, out_chan), b (1, ..., 1, out_chan) as
+``jax.example_libraries.stax.GeneralConv`` draws it, one 1 per non-channel axis; (out_chan,) is
+accepted too).
 
 Inputs with spatial axes are (N, *S, C), channels last (neural-tangents' NHWC); ``S`` has as
 many axes as a Conv's or Pool's window. :func:`window_plan` is the one place of the output-size
@@ -324,7 +326,7 @@ def _shapes(layer, shapes):
         return [(*shapes[0][:-1], layer.width)]
     if isinstance(layer, (Conv, Pool)):
         window = layer.filter_shape if isinstance(layer, Conv) else layer.window_shape
-        name = type(layer).__name__
+        name = "Conv" if isinstance(layer, Conv) else f"{layer.kind.capitalize()}Pool"
         if len(shapes[0]) != len(window) + 2:
             raise ValueError(f"{name} with a {len(window)}-D window needs inputs of shape (N, "
                              f"{', '.join('HWD'[:len(window)] if len(window) <= 3 else ['S'] * len(window))}, C) "

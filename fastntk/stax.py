@@ -14,8 +14,9 @@ Identity()), FanInSum())`` is a residual block (FanInSum, FanInProd, FanInConcat
 ``repeat(layer, n)`` applies a layer n times; Flatten and Dropout complete the set.
 
 Parameters are NumPy arrays: a Dense layer holds ``(W, b)`` with W of shape
-(fan_in, out_dim) and b of shape (1, out_dim) (``b = None`` when ``b_std=None``);
-an activation holds ``()``. ``init_fn(jax.random.PRNGKey(k), shape)`` instead draws the JAX
+(fan_in, out_dim) and b of shape (1, out_dim) (``b = None`` when ``b_std=None``), a Conv
+layer W of shape (*filter_shape, C_in, out_chan) and b (1, ..., 1, out_chan);
+an activation, pooling or LayerNorm layer holds ``()``. ``init_fn(jax.random.PRNGKey(k), shape)`` instead draws the JAX
 arrays neural-tangents 0.6.5 draws from that key, and ``apply_fn`` computes in the namespace
 of its inputs: JAX or PyTorch arrays in, the same kind out, differentiable by
 ``jax.grad``/``jax.jit``/``jax.vmap`` or torch autograd.
@@ -281,7 +282,8 @@ def Conv(out_chan, filter_shape, strides=None, padding="VALID", W_std=1.0, b_std
          parameterization="ntk", s=(1, 1)):
     """Convolution over the spatial axes of (N, *S, C) inputs (NHWC; 1-D sequences (N, L, C) with a
     1-tuple ``filter_shape``), neural-tangents' signature. ``strides`` None: 1 along every axis.
-    W of shape (*filter_shape, C_in, out_chan) and b (out_chan,); fan in C_in·prod(filter_shape).
+    W of shape (*filter_shape, C_in, out_chan) and b (1, ..., 1, out_chan) (neural-tangents'; b
+    (out_chan,) is accepted too); fan in C_in·prod(filter_shape).
     Kernels: each output position averages the input covariances over the filter taps, one tap
     shifting both positions (a shared weight), then the Dense rule with that fan in."""
     if dimension_numbers is not None and tuple(dimension_numbers) != ("NHWC", "HWIO", "NHWC"):

@@ -105,7 +105,9 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
     Returns
     -------
     ntk_fn : callable ``ntk_fn(x1, x2, params) -> ndarray``
-        x1 of shape (N1, d), x2 of shape (N2, d) or None (x1). The result has shape
+        x1 of shape (N1, d), x2 of shape (N2, d) or None (x1); for a network with Conv, pooling
+        or LayerNorm layers images (N1, *S, C) and (N2, *S, C), the network's outputs (N, O)
+        (a Flatten or global pooling before the readout). The result has shape
         (N1, N2) for the default axes, (N1, N2, O, O) for ``trace_axes=()`` and (N1, N2, O) for
         ``trace_axes=(), diagonal_axes=(-1,)``; dtype of the inputs.
 
@@ -124,7 +126,10 @@ def empirical_ntk_fn(f, trace_axes=(-1,), diagonal_axes=(), vmap_axes=None,
     -----
     Dense layer z = c·h W + β·b, sensitivities G_a = ∂f_a/∂z: its contribution is
     Θ̂[i, j, a, b] += (c² hᵢ·hⱼ' + β²)(G_a,ᵢ·G_b,ⱼ'), c = W_std/√fan_in and β = b_std ('ntk'),
-    c = β = 1 ('standard').
+    c = β = 1 ('standard'). A layer whose weights are shared over positions (Conv, or Dense on
+    (N, *S, C)) contributes J_W(xᵢ)_a·J_W(xⱼ')_b + J_b(xᵢ)_a·J_b(xⱼ')_b, its per-sample Jacobians
+    J_W = c Σ_p A(p) ⊗ G_a(p) (A the patches at position p) and J_b = β Σ_p G_a(p): memory
+    O(N·O·P_layer) for that layer in both implementations.
 
     References
     ----------
@@ -291,7 +296,8 @@ def empirical_ntk_vp_fn(f, x1, x2, params, **apply_fn_kwargs):
     ----------
     f : callable
         ``apply_fn`` of a :mod:`fastntk.stax` network, or (jax imported) a JAX function f(params, x).
-    x1 : array of shape (N1, d); x2 : array of shape (N2, d) or None (x1)
+    x1 : array of shape (N1, d); x2 : array of shape (N2, d) or None (x1) (images (N, *S, C) for a
+        network with Conv, pooling or LayerNorm layers)
     params : the parameters (a pytree; init_fn's list for a fastntk network)
     **apply_fn_kwargs : passed to a JAX ``f``
 

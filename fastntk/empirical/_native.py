@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import check_block_rows, check_pair
+from .._validation import check_block_rows
 from . import _axes, _jacobian, _memory, _structured
 from ._axes import NtkImplementation
 
 
 def prepare(net, x1, x2, params):
     """(params cast to the result dtype, x1, x2), all validated."""
-    x1, x2, dtype = check_pair(x1, x2)
-    return net.check_params(params, x1.shape[1], dtype), x1, x2
+    x1, x2, dtype = net.check_inputs(x1, x2)
+    return net.check_params(params, x1.shape[-1], dtype), x1, x2
 
 
 def ntk(net, params, x1, x2, trace, diag, implementation, readout=None, block_rows=None):

@@ -7,7 +7,8 @@ Everything else in :mod:`fastntk.empirical` works with :class:`Net` (the leaves 
 
 The caller's parameters follow init_fn's tree (one entry per child of a serial, ``(W, b)`` for a
 Dense layer with W of shape (fan_in, out_dim) and b of shape (1, out_dim) or None when
-b_std=None, ``()`` for an activation); :meth:`Net.check_params` returns them as a flat list
+b_std=None, or for a Conv layer W (*filter_shape, C_in, out_chan) and b (1, ..., 1, out_chan),
+``()`` for every other layer); :meth:`Net.check_params` returns them as a flat list
 aligned with the leaves, the form every other function here takes.
 """
 
@@ -19,12 +20,13 @@ import numpy as np
 
 from .. import network as _network
 from .. import spec as _spec
-from .._validation import check_finite
+from .._validation import check_array, check_finite, check_pair
 
 
 @dataclass(frozen=True, eq=False)
 class Dense:
-    """A Dense layer bound to its parameters: z = c·h W + β·b (b None: no bias)."""
+    """A Dense layer bound to its parameters: z = c·h W + β·b (b None: no bias); or a Conv layer,
+    z = c·conv(h, W) + β·b, W of shape (*filter_shape, C_in, out_chan) (only in a branched network)."""
 
     W: np.ndarray
     b: np.ndarray | None
@@ -59,6 +61,8 @@ class Net:
         self._kept = [self.branched or not isinstance(leaf, _spec.Identity) for leaf in all_leaves]
         self._items = tuple(leaf for leaf, k in zip(all_leaves, self._kept) if k)
         self._places = _spec.places(layer_spec) if self.branched else None
+        #: Inputs (N, *S, C) with spatial axes (a Conv, pooling or LayerNorm layer), not (N, d).
+        self.spatial = _spec.is_spatial(layer_spec)
         for leaf in all_leaves:
             if isinstance(leaf, _spec.Dropout) and leaf.mode == "train":
                 raise ValueError("the empirical NTK of a network with Dropout in mode 'train' depends on the dropout "
@@ -68,12 +72,36 @@ class Net:
 
     @property
     def has_dense(self):
-        return any(isinstance(it, _spec.Dense) for it in self._items)
+        return any(isinstance(it, _network.PARAMETERIZED) for it in self._items)
 
     @property
     def out_dim(self):
         """O, the width of the last Dense layer."""
         return _spec.readout_dim(self._spec)
+
+    def check_inputs(self, x1, x2):
+        """(x1, x2, dtype) validated: (N1, d) and (N2, d) or None (:func:`check_pair`); for a network
+        with spatial layers (N1, *S, C) and (N2, *S, C), the outputs (N, O) (ValueError otherwise)."""
+        if not self.spatial:
+            return check_pair(x1, x2)
+        out = _spec.output_shape(self._spec, np.shape(x1))  # ValueError naming the input shape a layer needs
+        x1 = check_array(x1, "x1", ndim=np.ndim(x1))
+        x2 = None if x2 is None else check_array(x2, "x2", ndim=x1.ndim)
+        if x2 is not None and x2.shape[1:] != x1.shape[1:]:
+            raise ValueError(f"x2 must have the shape of x1 but the batch, (N2, {', '.join(map(str, x1.shape[1:]))}); "
+                             f"got x2.shape={x2.shape}")
+        if len(out) != 2:
+            raise ValueError(f"the empirical NTK needs outputs of shape (N, O); this network maps x1 of shape "
+                             f"{x1.shape} to {out}: end it with Flatten() or GlobalAvgPool() and a Dense layer")
+        dtype = np.result_type(x1.dtype, x2.dtype) if x2 is not None else x1.dtype
+        return x1.astype(dtype, copy=False), None if x2 is None else x2.astype(dtype, copy=False), np.dtype(dtype)
+
+    def refuse_spatial(self, what):
+        """NotImplementedError for ``what`` (a function taking (N, d) inputs only) on a spatial network."""
+        if self.spatial:
+            raise NotImplementedError(f"{what} takes networks of (N, d) inputs; this one has Conv, pooling or "
+                                      "LayerNorm layers (empirical_ntk_fn, empirical_nngp_fn and empirical_ntk_vp_fn "
+                                      "take them)")
 
     def check_params(self, params, d=None, dtype=None, name="params", x_name="x1"):
         """``params`` validated for inputs with d features (None: those of the first W); a list.
@@ -89,7 +117,7 @@ class Net:
         for (it, p, path), kept in zip(_network.check_entries(self._spec, params, d, name, x_name), self._kept):
             if not kept:
                 continue
-            if not isinstance(it, _spec.Dense):
+            if not isinstance(it, _network.PARAMETERIZED):
                 out.append(p)
                 continue
             W = _param_array(p[0], f"{path}[0] (W)", dtype)
@@ -99,10 +127,10 @@ class Net:
 
     def bind(self, params):
         """The layers with their (checked) parameters: a tuple of :class:`Dense` and :class:`Act`
-        (of a branched network: its Dense and Act leaves in order, without the branching ones)."""
+        (of a branched network: its Dense, Conv and Act leaves in order, without the other ones)."""
         layers = []
         for it, p in zip(self._items, params):
-            if isinstance(it, _spec.Dense):
+            if isinstance(it, _network.PARAMETERIZED):
                 c, beta = _network.dense_coefs(it, p[0])
                 layers.append(Dense(p[0], p[1], c, beta))
             elif isinstance(it, _spec.Act):
@@ -127,22 +155,48 @@ class Net:
         return _network.vjp(self._bound(params), x, ct)
 
     def features(self, params, x, readout=None):
-        """Per Dense layer in order: (A its inputs (N, fan_in), c², β² or None, ("dense", G)) with
-        G = ∂(R f)/∂z (N, O, width) by one reverse pass carrying an output axis (R = I without
-        ``readout`` (O', O)); and f (N, O). The structured empirical NTK's form of any network."""
+        """Per Dense or Conv layer in order: (A its inputs (N, fan_in), c², β² or None, ("dense", G))
+        with G = ∂(R f)/∂z (N, O, width) by one reverse pass carrying an output axis (R = I without
+        ``readout`` (O', O)); and f (N, O). The structured empirical NTK's form of any network.
+
+        A layer whose weights are shared over positions (a Conv, or a Dense layer on (N, *S, C)
+        inputs) enters by its per-sample Jacobian, J_W[i, a] = c Σ_p A_i(p) ⊗ G_ia(p) and
+        J_b[i, a] = β Σ_p G_ia(p) (A the patches): (ones (N, 1), 1, None, ("dense", [J_W, J_b]))."""
         net = self._bound(params)
         f, inputs = _network.forward(net, x)
         R = np.eye(f.shape[1], dtype=f.dtype) if readout is None else np.asarray(readout, dtype=f.dtype)
         feats = []
 
-        def at_dense(k, leaf, p, h, ct):  # ct (O', N, width)
+        def at_params(k, leaf, p, h, ct):  # ct (O', N, *S_out, width)
             c, beta = _network.dense_coefs(leaf, p[0])
-            feats.append((h, c * c, None if p[1] is None else beta * beta, ("dense", np.ascontiguousarray(
-                ct.transpose(1, 0, 2)))))
-            return ct @ (c * p[0]).T
+            G = ct.transpose(1, 0, *range(2, ct.ndim))
+            if h.ndim == 2:
+                feats.append((h, c * c, None if p[1] is None else beta * beta, ("dense", np.ascontiguousarray(G))))
+            else:
+                A = _network.conv_patches(leaf, h) if isinstance(leaf, _spec.Conv) else h
+                n, o, width = G.shape[0], G.shape[1], G.shape[-1]
+                A, G = A.reshape(n, -1, A.shape[-1]), G.reshape(n, o, -1, width)
+                J = [c * np.einsum("ipu,iapk->iauk", A, G).reshape(n, o, -1)]
+                if p[1] is not None:
+                    J.append(beta * G.sum(axis=2))
+                feats.append((np.ones((n, 1), f.dtype), 1.0, None, ("dense", np.concatenate(J, axis=2))))
+            return _network.input_cotangent(leaf, p, h, ct)
 
-        _network.backward(net, inputs, np.broadcast_to(R[:, None, :], (R.shape[0], *f.shape)), None, at_dense)
+        _network.backward(net, inputs, np.broadcast_to(R[:, None, :], (R.shape[0], *f.shape)), None, at_params)
         return feats[::-1], f
+
+    def feature_bytes(self, params, x, n, n_out):
+        """Bytes that :meth:`features` holds for n points like x[:1] (found by one forward pass of it):
+        f, and per Dense or Conv layer its A and G (or, shared over positions, its J_W and J_b)."""
+        _, inputs = _network.forward(self._bound(params), x[:1])
+        per_row = n_out
+        for (it, p), h in zip(self._bound(params), inputs):
+            if isinstance(it, _network.PARAMETERIZED):
+                if h.ndim == 2:
+                    per_row += h.shape[1] + n_out * it.width
+                else:
+                    per_row += 1 + n_out * (np.size(p[0]) + (0 if p[1] is None else it.width))
+        return n * per_row * x.dtype.itemsize
 
 
 def _param_array(value, name, dtype):
@@ -163,12 +217,12 @@ def network_of(f, name="f"):
     network = _find_network(f)
     if network is None:
         raise TypeError(
-            f"{name} must be the apply_fn of a fastntk.stax network (fully-connected Dense and activation layers); "
+            f"{name} must be the apply_fn of a fastntk.stax network; "
             f"got {getattr(f, '__qualname__', type(f).__name__)}"
         )
     net = Net(network)
     if not net.has_dense:
-        raise ValueError(f"{name}'s network has no Dense layer, hence no parameters and no NTK")
+        raise ValueError(f"{name}'s network has no Dense or Conv layer, hence no parameters and no NTK")
     return net
 
 

@@ -69,12 +69,10 @@ def _features(net, params, x, readout=None):
     return feats[::-1], f
 
 
-def _feature_bytes(layers, n, n_out, mode, readout, itemsize, branched=False):
+def _feature_bytes(layers, n, n_out, mode, readout, itemsize):
     """Bytes that _features holds for n points: f, every layer input (N, width), and per Dense layer
     its G-state by kind (identity: none; V ∘ D: D (N, w); dense: (N, O, w); 'full' densifies all).
-    A branched network's (``Net.features``): every G dense, at most its Dense inputs, f and all G."""
-    if branched:
-        return n * sum(n_out + L.W.shape[0] + n_out * L.W.shape[1] for L in layers if isinstance(L, Dense)) * itemsize
+    A branched network's are ``Net.feature_bytes``."""
     width = next(L.W.shape[0] for L in layers if isinstance(L, Dense))
     in_widths = []
     for L in layers:
@@ -193,8 +191,10 @@ def structured(net, params, x1, x2, mode, readout=None, block_rows=None):
     N1, N2, dtype = x1.shape[0], x1.shape[0] if sym else x2.shape[0], x1.dtype
     shape = _memory.result_shape(mode, N1, N2, n_out)
     T = _memory.tile_rows(N1, N2, mode, n_out, dtype.itemsize, sym, block_rows)
-    work = (_feature_bytes(layers, N1 if sym else N1 + N2, n_out, mode, readout, dtype.itemsize, net.branched)
-            + _memory.tile_bytes(min(T, N1), N2, mode, n_out, dtype.itemsize))
+    n_rows = N1 if sym else N1 + N2
+    features = (net.feature_bytes(params, x1, n_rows, n_out) if net.branched else
+                _feature_bytes(layers, n_rows, n_out, mode, readout, dtype.itemsize))
+    work = features + _memory.tile_bytes(min(T, N1), N2, mode, n_out, dtype.itemsize)
     _memory.check(f"the {mode} empirical NTK", shape, dtype, work)
     feats1, f1 = _features(net, params, x1, readout)
     feats2, f2 = (feats1, f1) if sym else _features(net, params, x2, readout)

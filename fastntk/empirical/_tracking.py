@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 import scipy.linalg
 
-from .._validation import check_array, check_pair, check_positive
+from .._validation import check_array, check_positive
 from . import _native
 from ._axes import NtkImplementation
 
@@ -48,6 +48,7 @@ def _first_fan_in(params):
 # --------------------------------------------------------------------------- linearization
 def linearize(net, params):
     """f_lin(params, x) = f(θ₀, x) + J(x)(θ − θ₀) around θ₀ = ``params`` (copied)."""
+    net.refuse_spatial("linearize")
     params0 = [p if len(p) != 2 else (np.array(p[0]), None if p[1] is None else np.array(p[1]))
                for p in net.check_params(params)]
     d = _first_fan_in(params0)
@@ -67,6 +68,7 @@ def linearize(net, params):
 
 # --------------------------------------------------------------------------- lazy-regime diagnostics
 def _check_training(net, params, x_train, y_train, x_test, learning_rate, n_steps, record_every):
+    net.refuse_spatial("train_and_track")
     x_train = check_array(x_train, "x_train")
     x_test = check_array(x_test, "x_test")
     if x_test.shape[1] != x_train.shape[1]:
@@ -178,9 +180,9 @@ def running_average(samples, kernel_fn, counts, x1, x2, names):
 
 def ntk_vp_fn(net, x1, x2, params):
     """ct ↦ J(x1) J(x2)ᵀ ct of a fastntk network (NumPy): one VJP on x2, one JVP on x1."""
-    x1, x2, dtype = check_pair(x1, x2)
+    x1, x2, dtype = net.check_inputs(x1, x2)
     xb = x1 if x2 is None else x2
-    p = net.check_params(params, x1.shape[1], dtype)
+    p = net.check_params(params, x1.shape[-1], dtype)
 
     def ntk_vp(cotangents):
         ct = check_array(cotangents, "cotangents", ndim=2, dtype=dtype)

@@ -17,7 +17,8 @@ Each block carries the self-covariances of its rows' and columns' inputs (what t
 variances and LayerNorm read), walked through the same layers with the same arithmetic, so a
 pair of coincident inputs gets exactly its own variances. Activations run in the compiled
 fused pass of the backend (one tile per block: the (b1·P, P·b2) matrix in the full layout, one
-(b1, b2) tile per position in the diagonal one); windows are strided slice sums.
+(b1, b2) tile per position in the diagonal one, all in one call); window sums run one spatial axis
+at a time in the backend (``window_sum``), a Conv's Dense rule fused into its last pass.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 
 from . import spec
 from .infinite import _progress, rho_tolerance
-from ._validation import check_array, check_memory
+from ._validation import check_memory
 
 __all__ = ["Walk", "conv_kernels", "walk_shape"]
 
@@ -251,7 +252,7 @@ class _Block:
 
     def _take(self, shape):
         """A float64 array of ``shape``: a recycled one, else new. Reusing the block-sized arrays of
-        the window passes saves their page faults (~30% of a pooled CNN's time, measured)."""
+        the window passes saves the page faults of fresh ones, a large share of a pooled CNN's time."""
         free = self._free.get(shape)
         return free.pop() if free else np.empty(shape)
 
@@ -260,12 +261,10 @@ class _Block:
         if a is not None and a.base is None and a.dtype == np.float64 and a.flags.c_contiguous:
             self._free.setdefault(a.shape, []).append(a)
 
-    # Axes of the positions: pair arrays (b1, *S, *S, b2) / (*S, b1, b2); self (b, *S, *S) / (*S, b). The
-    # pairs' batch axis last keeps the innermost loop of every window pass long and contiguous.
-    def _pair_groups(self, d):
-        return [tuple(range(1, 1 + d)), tuple(range(1 + d, 2 * d + 1))] if self.full else [tuple(range(d))]
-
-    def _self_groups(self, d):
+    def _groups(self, d):
+        """Axes of the positions, one tuple per position: pair arrays (b1, *S, *S, b2) and self arrays
+        (b, *S, *S) of the full layout (two positions; the pairs' batch axis last keeps the innermost
+        loop of every window pass long and contiguous), (*S, b1, b2) and (*S, b) of the diagonal one."""
         return [tuple(range(1, 1 + d)), tuple(range(1 + d, 1 + 2 * d))] if self.full else [tuple(range(d))]
 
     def _map(self, b, fn_pair, fn_self):
@@ -319,19 +318,18 @@ class _Block:
                                      consume=True)
             return w2 * ak + b2, t_new
 
+        groups = self._groups(d)
         if b.k is not None:
-            b.k, b.t = rule(b.k, b.t, self._pair_groups(d))
-        b.sides = [rule(k, t, self._self_groups(d)) for k, t in b.sides]
+            b.k, b.t = rule(b.k, b.t, groups)
+        b.sides = [rule(k, t, groups) for k, t in b.sides]
         b.t_zero = False
 
     def pool(self, b, layer, plan):
         d = len(b.shape)
         average = layer.kind == "avg" and not layer.normalize_edges
         args = (b.shape, plan, layer.window_shape, layer.strides, layer.padding, average)
-        pair_groups, self_groups = self._pair_groups(d), self._self_groups(d)
-
-        def pooled(a, groups):
-            for group in groups:  # the two positions' windows are independent
+        def pooled(a):
+            for group in self._groups(d):  # the two positions' windows are independent
                 a = self._window_sum(a, [group], *args)
             return a
 
@@ -340,22 +338,24 @@ class _Block:
             one = (1,) * d
             pair_size = c.reshape(1, *c.shape, *one, 1) * c.reshape(1, *one, *c.shape, 1)
             self_size = c.reshape(1, *c.shape, *one) * c.reshape(1, *one, *c.shape)
-            self._map(b, lambda a: pooled(a, pair_groups) / pair_size, lambda a: pooled(a, self_groups) / self_size)
+            self._map(b, lambda a: pooled(a) / pair_size, lambda a: pooled(a) / self_size)
         else:
-            self._map(b, lambda a: pooled(a, pair_groups), lambda a: pooled(a, self_groups))
+            self._map(b, pooled, pooled)
 
     def global_pool(self, b, kind):
         d = len(b.shape)
         p = math.prod(b.shape)
         scale = 1.0 / (p * p) if kind == "avg" else 1.0
-        pair_axes = sum(self._pair_groups(d), ())
-        self_axes = sum(self._self_groups(d), ())
-        self._map(b, lambda a: a.sum(axis=pair_axes) * scale, lambda a: a.sum(axis=self_axes) * scale)
+        axes = sum(self._groups(d), ())
+
+        def pooled(a):
+            return a.sum(axis=axes) * scale
+
+        self._map(b, pooled, pooled)
 
     def flatten(self, b):
         p = math.prod(b.shape)
         if self.full:
-            d = len(b.shape)
             self._map(b, lambda a: np.einsum("ippj->ij", a.reshape(a.shape[0], p, p, a.shape[-1])) / p,
                       lambda a: np.einsum("ipp->i", a.reshape(-1, p, p)) / p)
         else:
@@ -398,7 +398,7 @@ class _Block:
         b.sides = [(k / s, t / s) for (k, t), s in zip(b.sides, self_scales)]
 
     def activation(self, b, layer):
-        """The layer's dual kernels on every array: the pair arrays as one (b1·P, b2·P) tile (full
+        """The layer's dual kernels on every array: the pair arrays as one (b1·P, P·b2) tile (full
         layout) or P tiles (b1, b2) (one per position), the self arrays as one (P, P) tile per input
         (full) or per input and position (diagonal), each entry with the variances of its two positions."""
         plan = self.backend.plan([layer], b.width, first=False)
@@ -424,28 +424,20 @@ class _Block:
                       v.reshape(-1, 1, 1), self.rho_tol)
 
     def combine(self, branches, kind, weights):
-        first = branches[0]
-        if kind == "sum":
-            def merge(arrays):
-                return sum(arrays[1:], arrays[0])
-            merged = [None if first.k is None else merge([getattr(b, f) for b in branches]) for f in ("k", "t")]
-        elif kind == "mean":
-            def merge(arrays):
-                return sum(w * a for w, a in zip(weights, arrays)) / sum(weights)
-            merged = [None if first.k is None else merge([getattr(b, f) for b in branches]) for f in ("k", "t")]
-        else:  # 'prod': Σ = Πᵢ Σᵢ, Θ = Σᵢ Θᵢ Πⱼ≠ᵢ Σⱼ
-            def merge(ks, ts):
-                return (math.prod(ks), sum(t * math.prod(k for j, k in enumerate(ks) if j != i)
-                                           for i, t in enumerate(ts)))
-            merged = [None, None] if first.k is None else list(merge([b.k for b in branches], [b.t for b in branches]))
-        if kind == "prod":
-            sides = [merge([b.sides[s][0] for b in branches], [b.sides[s][1] for b in branches])
-                     for s in range(len(first.sides))]
-        else:
-            sides = [tuple(merge([b.sides[s][f] for b in branches]) for f in (0, 1)) for s in range(len(first.sides))]
-        first.k, first.t = merged
-        first.sides = sides
+        """A FanIn of the branches into the first, on every array: 'sum' Σᵢ Kᵢ; 'mean' Σᵢ wᵢKᵢ / Σᵢ wᵢ
+        (the same for Θ); 'prod' Σ = Πᵢ Σᵢ, Θ = Σᵢ Θᵢ Πⱼ≠ᵢ Σⱼ."""
+        def merge(ks, ts):
+            if kind == "sum":
+                return sum(ks[1:], ks[0]), sum(ts[1:], ts[0])
+            if kind == "mean":
+                return tuple(sum(w * a for w, a in zip(weights, xs)) / sum(weights) for xs in (ks, ts))
+            return math.prod(ks), sum(t * math.prod(k for j, k in enumerate(ks) if j != i) for i, t in enumerate(ts))
 
+        first = branches[0]
+        if first.k is not None:
+            first.k, first.t = merge([b.k for b in branches], [b.t for b in branches])
+        first.sides = [merge([b.sides[s][0] for b in branches], [b.sides[s][1] for b in branches])
+                       for s in range(len(first.sides))]
 
 def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out=None, progress=False,
                  diagonal_spatial=False, block_rows=None):
@@ -454,10 +446,12 @@ def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out
     Parameters
     ----------
     x1 : ndarray (N1, *S, C), C-contiguous float32 or float64 (validated by the caller)
-    x2 : ndarray (N2, *S, C) or None (x2 = x1: the upper blocks are computed and mirrored)
+    x2 : ndarray (N2, *S, C) or None (x2 = x1: after a readout only the blocks on and above the
+        diagonal are computed, then mirrored)
     get : tuple of 'nngp' / 'ntk'
     dtype : the results' dtype (every entry is computed in float64 and rounded once)
-    backend : the backend of ``fastntk._backend.select`` (its ``plan``, ``tile``, ``diagonal``)
+    backend : the backend of ``fastntk._backend.select`` (its ``plan``, ``tiles``, ``window_sum``,
+        ``mirror_upper``)
     diagonal : only each input with itself: results (N1,) (or (N1, *S', *S') with spatial axes left)
     out : dict name -> preallocated (N1, N2) result (checked by the caller), or None
     diagonal_spatial : a network that ends with spatial axes S' returns only the same-position

@@ -8,8 +8,6 @@ neural-tangents' ``Kernel``. :mod:`fastntk.stax` builds the networks whose ``ker
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from array_api_compat import array_namespace
 

@@ -59,6 +59,16 @@ def test_oracle_matches_neural_tangents(path):
     assert _err(ntk, z["ntk"]) <= _tolerance(path.stem, "ntk")
 
 
+@pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
+def test_coincident_pairs_match_the_oracle(path):
+    """K(x, x) with its coincident pairs: the compiled driver against the oracle, tighter than neural-tangents."""
+    z, spec, (_, _, kernel_fn) = _load(path)
+    nngp, ntk = _reference.conv_kernels(z["x1"], None, kernel_fn.spec)
+    k = kernel_fn(z["x1"], None)
+    assert _err(k.nngp, nngp) <= 1e-13
+    assert _err(k.ntk, ntk) <= 1e-10
+
+
 def _images(n, shape=(6, 5, 2), seed=0):
     return np.random.default_rng(seed).standard_normal((n, *shape))
 

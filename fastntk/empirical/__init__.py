@@ -380,7 +380,8 @@ def train_and_track(f, params, x_train, y_train, x_test, *, learning_rate=1.0, n
     ``step``; ``loss``; ``param_change`` ‖θₜ − θ₀‖/‖θ₀‖; ``kernel_change`` ‖Θ̂ₜ − Θ̂₀‖_F/‖Θ̂₀‖_F (trace
     NTK on x_train); ``lin_gap`` max |f(θₜ, x_test) − f_lin(θₜ_lin, x_test)|; ``kr_gap``
     max |f(θₜ, x_test) − f_KR(x_test)|, with f_KR = f₀ + Θ̂₀(x, X)Θ̂₀(X, X)⁻¹(y − f₀(X)) the
-    kernel-regression solution that the linearized model reaches as t → ∞.
+    kernel-regression solution that the linearized model reaches as t → ∞; and the network's outputs
+    ``fx_train`` of shape (R, n_train, O) and ``fx_test`` of shape (R, n_test, O) at those steps.
 
     Notes
     -----

@@ -116,7 +116,8 @@ def train_and_track(net, params, x_train, y_train, x_test, learning_rate, n_step
                       stacklevel=3)
     f0_test, f0_train, p, p_lin = net.forward(p0, x_test)[0], net.forward(p0, x_train)[0], p0, p0
     f_kr = _kernel_regression(net, _cast(p0, x_train.dtype), x_train, y_train, x_test, f0_train, f0_test)
-    rec = {k: [] for k in ("step", "loss", "param_change", "kernel_change", "lin_gap", "kr_gap")}
+    rec = {k: [] for k in ("step", "loss", "param_change", "kernel_change", "lin_gap", "kr_gap", "fx_train",
+                           "fx_test")}
     for t in range(n_steps + 1):
         resid = net.forward(p, x_train)[0] - y_train
         if t % record_every == 0 or t == n_steps:
@@ -128,6 +129,8 @@ def train_and_track(net, params, x_train, y_train, x_test, learning_rate, n_step
             f_test = net.forward(p, x_test)[0]
             rec["lin_gap"].append(np.abs(f_test - lin_test).max())
             rec["kr_gap"].append(np.abs(f_test - f_kr).max())
+            rec["fx_train"].append(resid + y_train)
+            rec["fx_test"].append(f_test)
         if t == n_steps:
             break
         dlin = net.jvp(p0, _sub_params(p_lin, p0), x_train)[1]

@@ -72,3 +72,17 @@ def test_trained_network_approaches_kernel_regression(rng):
         gaps[m] = rec["kr_gap"][-1]
     assert gaps[4096] < gaps[512] < gaps[32], gaps
     assert gaps[4096] < 0.1 * gaps[32], gaps
+
+
+def test_records_the_outputs_it_measures(rng):
+    """fx_train and fx_test are the network's outputs at the recorded steps: f(θ₀) first, and the
+    recorded loss is 1/(2n)‖fx_train − y‖²."""
+    x_train, x_test = rng.standard_normal((5, 3)), rng.standard_normal((4, 3))
+    y = np.cos(x_train[:, :2])
+    init_fn, apply_fn, _ = mlp((64,), 2, "relu")
+    _, params = init_fn(3, x_train.shape)
+    rec = train_and_track(apply_fn, params, x_train, y, x_test, learning_rate=0.5, n_steps=20, record_every=5)
+    assert rec["fx_train"].shape == (5, 5, 2) and rec["fx_test"].shape == (5, 4, 2)
+    assert_close(rec["fx_train"][0], apply_fn(params, x_train), TOL)
+    assert_close(rec["fx_test"][0], apply_fn(params, x_test), TOL)
+    assert_close(rec["loss"], 0.5 * ((rec["fx_train"] - y) ** 2).sum(axis=(1, 2)) / y.size, TOL)

@@ -67,16 +67,16 @@ def main(argv=None):
         checks(f"eigendirection {i} decays at rate ηλ_{i}/n", abs(rate / predicted - 1) <= 0.05,
                f"fitted / predicted = {rate / predicted:.3f}, within 5 %")
 
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
     for i in range(TOP + 2):
         line, = ax[0].semilogy(t, np.abs(z[:, i]), "o", ms=3, label=f"|v{i}·(f_t − y)|, λ{i} = {lam[i]:.2f}")
         ax[0].semilogy(t, np.abs(z[0, i]) * np.exp(-lr * lam[i] * t / n), "-", color=line.get_color(), lw=0.8)
-    ax[0].set(xlabel="step t", title="residual per eigendirection (lines: e^(−ηλᵢt/n))", ylim=(1e-6, None))
+    ax[0].set(xlabel="step t", title="residual by eigendirection; lines e^(−ηλᵢt/n)", ylim=(1e-6, None))
     ax[0].legend(fontsize=6)
     for j in range(3):
         line, = ax[1].plot(t, rec["fx_test"][:, j, 0], "o", ms=3)
         ax[1].plot(t, fx_test[:, j, 0], "-", color=line.get_color(), lw=0.8)
-    ax[1].set(xlabel="step t", ylabel="f_t(x_test)", title="test outputs: network (dots) vs kernel (lines)")
+    ax[1].set(xlabel="step t", ylabel="f_t(x_test)", title="test outputs: network (dots), kernel (lines)")
     save(fig, args, "gradient_flow_dynamics")
     return checks.exit_code()
 

@@ -30,7 +30,7 @@ different triangles; a larger asymmetry raises ValueError. Before any N×N float
 allocated its bytes are checked against the available memory (MemoryError with the alternatives).
 
 Layout: this module holds the neural-tangents API and :func:`kernel_ridge`; the spectral
-diagnostics (:func:`select_diag_reg`, :func:`kernel_spectrum`, :func:`convergence_times`,
+diagnostics (:func:`select_diag_reg`, :func:`gcv_risk`, :func:`kernel_spectrum`, :func:`convergence_times`,
 :func:`loss_bound`, :func:`kernel_alignment`) live in :mod:`fastntk.spectrum` and are re-exported
 here; the linear algebra lives in :mod:`fastntk.solvers`.
 
@@ -70,7 +70,7 @@ from ._validation import (check_array, check_dtype, check_get, check_initial, ch
                           check_test_operator, check_times, flatten_kernel, result_dtype)
 from .solvers import (KernelFactor, flow_factors, gradient_descent_mse_expm, gradient_descent_mse_nystrom, in_eigenbasis,
                       step_factors)
-from .spectrum import convergence_times, kernel_alignment, kernel_spectrum, loss_bound, select_diag_reg
+from .spectrum import convergence_times, gcv_risk, kernel_alignment, kernel_spectrum, loss_bound, select_diag_reg
 
 __all__ = [
     "DiagRegSelection",
@@ -79,6 +79,7 @@ __all__ = [
     "ODEState",
     "Spectrum",
     "convergence_times",
+    "gcv_risk",
     "gp_inference",
     "gradient_descent",
     "gradient_descent_mse",

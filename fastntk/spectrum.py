@@ -1,5 +1,5 @@
-"""Spectral diagnostics of a training kernel: ridge selection (GCV, leave-one-out), eigenvalues,
-convergence times and loss bounds of gradient flow, kernel–target alignment.
+"""Spectral diagnostics of a training kernel: ridge selection (GCV, leave-one-out), GCV's estimate of the
+test risk, eigenvalues, convergence times and loss bounds of gradient flow, kernel–target alignment.
 
 Conventions are those of :mod:`fastntk.predict` (``n = y_train.size``, ``diag_reg`` relative to
 trace(K)/N unless ``diag_reg_absolute_scale``, times in units of ``learning_rate``); every
@@ -17,7 +17,7 @@ from ._validation import (check_initial, check_integer, check_kernel, check_memo
                           check_times)
 from .solvers import FACTOR_ALTERNATIVES, KernelFactor, in_eigenbasis
 
-__all__ = ["convergence_times", "kernel_alignment", "kernel_spectrum", "loss_bound", "select_diag_reg"]
+__all__ = ["convergence_times", "gcv_risk", "kernel_alignment", "kernel_spectrum", "loss_bound", "select_diag_reg"]
 
 
 def select_diag_reg(k_train_train, y_train, diag_regs, diag_reg_absolute_scale=False, *, fx_train_0=0.0,
@@ -42,6 +42,7 @@ def select_diag_reg(k_train_train, y_train, diag_regs, diag_reg_absolute_scale=F
         ``gcv`` and ``loo`` of shape (G,), dimensionless: relative to the mean square residual
         ``‖y − fx_train_0‖²/(N·M)`` (their common limit as diag_reg → ∞), so 1 means no better
         than ``fx_train_0``. The result does not depend on the scale of ``y_train``.
+        :func:`gcv_risk` gives the GCV curve in units of y² instead.
 
     Raises
     ------
@@ -67,31 +68,107 @@ def select_diag_reg(k_train_train, y_train, diag_regs, diag_reg_absolute_scale=F
     """
     if criterion not in ("gcv", "loo"):
         raise ValueError(f"unknown criterion {criterion!r}; supported: 'gcv', 'loo'")
-    k = check_kernel(k_train_train, "k_train_train", symmetric=True)
-    grid = _grid(diag_regs)
-    y, tail, _ = check_outputs(y_train, k.shape[0])
-    r = y - check_initial(fx_train_0, "fx_train_0", (k.shape[0], *tail)).reshape(y.shape)
-    trace = float(np.trace(k, dtype=np.float64))
-    if not diag_reg_absolute_scale and not trace > 0:
-        raise ValueError(f"k_train_train has trace {trace:.3g}: diag_regs relative to trace(K)/N would be <= 0; "
-                         "pass diag_reg_absolute_scale=True with absolute values")
-    top = np.abs(r).max()
-    if top == 0:  # y = fx_train_0: every diag_reg fits exactly
+    smoother = _Smoother(k_train_train, y_train, diag_regs, diag_reg_absolute_scale, fx_train_0)
+    grid, r = smoother.grid, smoother.r
+    if not r.any():  # y = fx_train_0: every diag_reg fits exactly
         zeros = np.zeros_like(grid)
         return DiagRegSelection(float(grid[0]), grid, zeros, zeros.copy())
-    r = r * _power_of_2_below(top)  # exact rescaling: max|r| in [0.5, 1)
-    n = k.shape[0]
-    lam, basis = KernelFactor(k, 0.0, True, "k_train_train").eig()
-    reg = grid if diag_reg_absolute_scale else grid * trace / n
-    s = reg[:, None] / (lam[None, :] + reg[:, None])  # (G, N): eigenvalues of S
-    z = basis.apply_t(r)
     mean_square = np.mean(r**2)
-    gcv = (s**2 @ (z**2).sum(1)) / r.size / (s.sum(1) / n) ** 2 / mean_square
-    s_diag = (basis.dense() ** 2 @ s.T).T  # (G, N): diag(S)
-    resid = in_eigenbasis(basis, s, z)  # (G, N, M)
+    gcv = smoother.gcv() / mean_square
+    s_diag = (smoother.basis.dense() ** 2 @ smoother.s.T).T  # (G, N): diag(S)
+    resid = in_eigenbasis(smoother.basis, smoother.s, smoother.z)  # (G, N, M)
     loo = ((resid / s_diag[:, :, None]) ** 2).mean(axis=(1, 2)) / mean_square
     best = int(np.argmin(gcv if criterion == "gcv" else loo))
     return DiagRegSelection(float(grid[best]), grid, gcv, loo)
+
+
+def gcv_risk(k_train_train, y_train, diag_regs, diag_reg_absolute_scale=False, *, fx_train_0=0.0):
+    """GCV's estimate of the test mean squared error of kernel ridge regression, per ridge, in units of y².
+
+    The estimate uses the training data only: for the predictor ``fx_train_0 + K_x,train (K + λI)⁻¹ R``
+    it estimates ``E (f(x) − y)²`` on a new point drawn as the training points were, averaged over
+    the M outputs (the mean squared error of :func:`fastntk.predict.kernel_ridge`'s ``fx_test``).
+
+    Parameters
+    ----------
+    k_train_train : ndarray of shape (N, N), float32 or float64
+        Symmetric; with a relative grid its trace must be > 0.
+    y_train : ndarray of shape (N,) or (N, O...)
+        M = y_train.size / N outputs.
+    diag_regs : array of G >= 1 values > 0
+        The ridges λ; relative (× trace(K)/N) unless ``diag_reg_absolute_scale``.
+    fx_train_0 : scalar or array broadcastable to y_train, keyword-only
+        Regress the residuals ``R = y − fx_train_0`` (the test predictions start from the same
+        ``fx_test_0``, e.g. the training mean).
+
+    Returns
+    -------
+    risk : ndarray of shape (G,), float64
+        GCV(λ) for each ridge, in the units of y_train squared (inf where it exceeds the float64
+        range, |y| ≳ 1e154). It is :func:`select_diag_reg`'s ``gcv`` curve times the mean square
+        residual ‖R‖²/(N·M); 0 for every λ when y_train = fx_train_0.
+
+    Raises
+    ------
+    ValueError
+        ``k_train_train`` has trace ≤ 0 with a relative grid (every diag_reg would be ≤ 0), or the
+        arguments have the wrong shapes or values (as :func:`select_diag_reg`).
+    TypeError
+        An array is not float32/float64 (integer, complex, object), or is None.
+
+    Notes
+    -----
+    With ``S = λ(K + λI)⁻¹`` (the train residual map), GCV(λ) = ‖S R‖²/(N·M) / (tr S / N)²:
+    the training error inflated by the effective degrees of freedom (Craven & Wahba 1979), a
+    consistent estimator of the test risk in high-dimensional (random-matrix) limits and an
+    estimate, not an identity, at finite N (Wei, Hu & Steinhardt 2022, arXiv:2203.06176, whose
+    Figure 4 compares it with the test risk across N and λ). One eigendecomposition of K serves
+    the whole grid; R is rescaled by an exact power of 2 first, so no square over- or underflows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastntk.spectrum import gcv_risk
+    >>> x = np.linspace(-1, 1, 20)[:, None]; k = np.exp(-(x - x.T) ** 2); y = np.sin(3 * x)
+    >>> risk = gcv_risk(k, y, [1e-3, 1e3])
+    >>> bool(risk[0] < risk[1] < np.mean(y**2))
+    True
+    """
+    smoother = _Smoother(k_train_train, y_train, diag_regs, diag_reg_absolute_scale, fx_train_0)
+    with np.errstate(over="ignore"):  # a risk beyond the float64 range is inf
+        return np.ldexp(smoother.gcv(), 2 * smoother.exponent)
+
+
+class _Smoother:
+    """The train residual map S = λ(K + λI)⁻¹ of every ridge on a grid, in K's eigenbasis, and the
+    residuals R = y − fx_train_0, validated once for :func:`select_diag_reg` and :func:`gcv_risk`.
+
+    ``grid`` (G,) as given; ``r`` (N, M) = R·2^-exponent with max|r| in [0.5, 1) (an exact rescaling:
+    no square over- or underflows); ``s`` (G, N) the eigenvalues of S; ``basis`` K's eigenvectors V
+    (factored); ``z`` = Vᵀr (N, M).
+    """
+
+    def __init__(self, k_train_train, y_train, diag_regs, diag_reg_absolute_scale, fx_train_0):
+        k = check_kernel(k_train_train, "k_train_train", symmetric=True)
+        self.grid = _grid(diag_regs)
+        y, tail, _ = check_outputs(y_train, k.shape[0])
+        r = y - check_initial(fx_train_0, "fx_train_0", (k.shape[0], *tail)).reshape(y.shape)
+        trace = float(np.trace(k, dtype=np.float64))
+        if not diag_reg_absolute_scale and not trace > 0:
+            raise ValueError(f"k_train_train has trace {trace:.3g}: diag_regs relative to trace(K)/N would be <= 0; "
+                             "pass diag_reg_absolute_scale=True with absolute values")
+        top = np.abs(r).max()
+        self.exponent = int(np.frexp(top)[1]) if top > 0 else 0
+        self.r = np.ldexp(r, -self.exponent)
+        lam, self.basis = KernelFactor(k, 0.0, True, "k_train_train").eig()
+        reg = self.grid if diag_reg_absolute_scale else self.grid * trace / k.shape[0]
+        self.s = reg[:, None] / (lam[None, :] + reg[:, None])
+        self.z = self.basis.apply_t(self.r)
+
+    def gcv(self):
+        """GCV(λ) = ‖S r‖²/(N·M) / (tr S / N)² for each λ of the grid: (G,), in units of r²."""
+        n = self.s.shape[1]
+        return (self.s**2 @ (self.z**2).sum(1)) / self.r.size / (self.s.sum(1) / n) ** 2
 
 
 def _grid(diag_regs):

@@ -1,4 +1,5 @@
-"""fastntk.spectrum: GCV/LOO against brute force, the spectrum and its bounds, alignment, scale and bad input."""
+"""fastntk.spectrum: GCV/LOO and GCV's risk estimate against brute force, the spectrum and its bounds, alignment,
+scale and bad input."""
 
 from __future__ import annotations
 
@@ -36,6 +37,47 @@ def test_select_diag_reg_matches_brute_force():
         assert sel.loo[i] == pytest.approx(np.mean(np.square(loo)) / mean_square, rel=1e-9)
     assert sel.diag_reg == grid[np.argmin(sel.loo)]
     assert spectrum.select_diag_reg(k, y, grid, True).diag_reg in grid
+
+
+@pytest.mark.parametrize("absolute", [True, False])
+def test_gcv_risk_matches_dense_numpy(absolute):
+    k, _, y, f0 = _problem(n=15, out=3)
+    grid = np.logspace(-4, 1, 6)
+    risk = spectrum.gcv_risk(k, y, grid, absolute, fx_train_0=f0)
+    assert risk.shape == (6,) and risk.dtype == np.float64
+    r, n = y - f0, 15
+    for i, g in enumerate(grid):
+        lam = g if absolute else g * np.trace(k) / n
+        s = lam * np.linalg.inv(k + lam * np.eye(n))  # S = λ(K + λI)⁻¹
+        assert risk[i] == pytest.approx(np.sum((s @ r) ** 2) / r.size / (np.trace(s) / n) ** 2, rel=1e-10)
+    assert_close(spectrum.gcv_risk(k.astype(np.float32), y.astype(np.float32), grid, absolute,
+                                   fx_train_0=f0.astype(np.float32)), risk, 1e-4, "float32")
+
+
+def test_gcv_risk_is_select_diag_reg_curve_in_units_of_y_squared():
+    k, _, y, f0 = _problem(n=15)
+    grid = np.logspace(-6, 2, 9)
+    sel = spectrum.select_diag_reg(k, y, grid, fx_train_0=f0)
+    assert_close(spectrum.gcv_risk(k, y, grid, fx_train_0=f0), sel.gcv * np.mean((y - f0) ** 2), 1e-12, "gcv")
+    assert_close(spectrum.gcv_risk(k, y[:, 0], grid), spectrum.select_diag_reg(k, y[:, 0], grid).gcv
+                 * np.mean(y[:, 0] ** 2), 1e-12, "1-D y_train")
+
+
+@pytest.mark.parametrize("scale", [3.0, 1e100, 1e-100])
+def test_gcv_risk_is_scale_equivariant(scale):
+    k, _, y, f0 = _problem(n=15)
+    grid = np.logspace(-8, 1, 10)
+    risk = spectrum.gcv_risk(k, y, grid, fx_train_0=f0)
+    assert_close(spectrum.gcv_risk(k, scale * y, grid, fx_train_0=scale * f0), scale**2 * risk, 1e-12, "c² · risk")
+
+
+def test_gcv_risk_edge_cases():
+    k, _, y, f0 = _problem()
+    assert not spectrum.gcv_risk(k, y, [1e-3, 1.0], fx_train_0=y).any()  # y = f_0: every ridge is exact
+    # a zero kernel: S = I, so GCV is the mean square residual at every ridge
+    assert_close(spectrum.gcv_risk(np.zeros((12, 12)), y, [1e-3, 1.0], True), np.full(2, np.mean(y**2)), 1e-15, "S=I")
+    assert np.isinf(spectrum.gcv_risk(k, 1e200 * y, [1.0])).all()  # beyond float64: inf, no overflow warning
+    assert spectrum.gcv_risk(k, y, [1e-6, 1e6])[1] == pytest.approx(np.mean(y**2), rel=1e-5)  # λ → ∞: no fit
 
 
 def test_spectrum_convergence_and_loss_bound():
@@ -112,6 +154,13 @@ def test_zero_kernel_spectrum():
     (lambda k, y: spectrum.select_diag_reg(k, y, [1.0], fx_train_0="a"), TypeError, "fx_train_0"),
     (lambda k, y: spectrum.select_diag_reg(k[:, :3], y, [1.0]), ValueError, "k_train_train"),
     (lambda k, y: spectrum.select_diag_reg(k, y[:3], [1.0]), ValueError, "y_train"),
+    (lambda k, y: spectrum.gcv_risk(k, y, []), ValueError, "diag_regs"),
+    (lambda k, y: spectrum.gcv_risk(k, y, [-1.0]), ValueError, "diag_regs"),
+    (lambda k, y: spectrum.gcv_risk(k, y, [1.0], fx_train_0="a"), TypeError, "fx_train_0"),
+    (lambda k, y: spectrum.gcv_risk(k, y, [1.0], fx_train_0=np.zeros((3, 2))), ValueError, "fx_train_0"),
+    (lambda k, y: spectrum.gcv_risk(k[:, :3], y, [1.0]), ValueError, "k_train_train"),
+    (lambda k, y: spectrum.gcv_risk(k, y[:3], [1.0]), ValueError, "y_train"),
+    (lambda k, y: spectrum.gcv_risk(np.zeros((12, 12)), y, [1.0]), ValueError, "k_train_train has trace 0"),
     (lambda k, y: spectrum.kernel_spectrum(k, diag_reg="a"), TypeError, "diag_reg"),
     (lambda k, y: spectrum.kernel_spectrum(k[0]), ValueError, "k_train_train"),
     (lambda k, y: spectrum.kernel_spectrum(None), TypeError, "k_train_train"),
@@ -136,6 +185,7 @@ def test_bad_input(call, error, match):
 
 @pytest.mark.parametrize("call", [
     lambda k, y: spectrum.select_diag_reg(k, y, [1.0]),
+    lambda k, y: spectrum.gcv_risk(k, y, [1.0]),
     lambda k, y: spectrum.kernel_spectrum(k),
     lambda k, y: spectrum.convergence_times(k, 12),
     lambda k, y: spectrum.loss_bound(k, 1.0, 1.0, 12),
@@ -150,6 +200,7 @@ def test_asymmetric_kernel_is_refused(call):
 
 @pytest.mark.parametrize("call", [
     lambda k, y: spectrum.select_diag_reg(k, y, [1.0]),
+    lambda k, y: spectrum.gcv_risk(k, y, [1.0]),
     lambda k, y: spectrum.kernel_spectrum(k),
     lambda k, y: spectrum.kernel_alignment(k, y, centered=True),
 ])

@@ -1,13 +1,14 @@
 """fastntk: Neural Tangent Kernels, fast.
 
-Infinite-width NNGP and NTK of fully-connected networks (``fastntk.stax``, a drop-in for
-``neural_tangents.stax``), computed by a fused C++ recursion over BLAS Gram tiles; the
+Infinite-width NNGP and NTK of fully-connected and convolutional networks (``fastntk.stax``, a
+drop-in for ``neural_tangents.stax``), computed by fused C++ recursions over BLAS Gram tiles; the
 empirical NTK of finite networks (``fastntk.empirical``); kernel regression and training
 dynamics (``fastntk.predict``, ``fastntk.spectrum``, ``fastntk.solvers``); random feature maps of
-the kernels (``fastntk.features``); scikit-learn estimators (``fastntk.sklearn``).
+the kernels (``fastntk.features``); look-ahead active learning (``fastntk.active``);
+scikit-learn estimators (``fastntk.sklearn``).
 """
 
-from . import activations, empirical, features, predict, spectrum, stax
+from . import activations, active, empirical, features, predict, spectrum, stax
 from ._types import Kernel
 from .batching import batch
 from .empirical import (
@@ -29,6 +30,7 @@ __all__ = [
     "NtkImplementation",
     "__version__",
     "activations",
+    "active",
     "batch",
     "empirical",
     "empirical_kernel_fn",

@@ -61,7 +61,7 @@ class PolySketchMap:
 
     Build it with :func:`fastntk.features.random_features` (``method='sketch'``). ``transform(x)``
     gives Φ(x), shape (N, n_out), with Φ(x1)·Φ(x2)ᵀ ≈ ``kernel_fn(x1, x2, get)``. The map is fixed
-    once drawn: the same points always get the same features.
+    once drawn: the same points always get the same features (to rounding, as FeatureMap's).
 
     Attributes
     ----------
@@ -82,17 +82,16 @@ class PolySketchMap:
         self.n_out = int(coefficients[0] > 0) + sum(_width(root, d) for _, root in trees)
         self._widest = max([d] + [node.m for _, root in trees for node in _inner_nodes(root)])
 
-    def transform(self, x):
+    def transform(self, x, out=None):
         """Φ(x): (N, n_out) of ``dtype`` for x (N, d), computed block by block of rows; zero rows
-        give zero features (the kernel of a zero input is 0)."""
+        give zero features (the kernel of a zero input is 0). ``out``: as
+        :meth:`fastntk.features.FeatureMap.transform`'s (an np.memmap for results larger than RAM)."""
         x = check_map_input(x, self.d, self.dtype)
-        # the output block, and about three tree nodes' outputs at once (a node's two children, itself)
-        rows = _tiles.rows_per_block((self.n_out + 3 * self._widest) * np.dtype(self.dtype).itemsize, lo=1)
-        out = np.empty((x.shape[0], self.n_out), self.dtype)
-        for i0, i1, _ in _tiles.row_blocks(x.shape[0], rows, False):
-            norm = np.linalg.norm(x[i0:i1], axis=1, keepdims=True)
-            x_hat = x[i0:i1] / np.where(norm > 0, norm, 1)
-            block, col = out[i0:i1], 0
+
+        def fill(x_block, block):
+            norm = np.linalg.norm(x_block, axis=1, keepdims=True)
+            x_hat = x_block / np.where(norm > 0, norm, 1)
+            col = 0
             if self.coefficients[0] > 0:
                 block[:, 0], col = math.sqrt(self.coefficients[0]), 1
             for k, root in self._trees:
@@ -101,7 +100,10 @@ class PolySketchMap:
                 view *= self.dtype(math.sqrt(self.coefficients[k]))
                 col += view.shape[1]
             block *= norm
-        return out
+
+        # the output block, and about three tree nodes' outputs at once (a node's two children, itself)
+        row_bytes = (self.n_out + 3 * self._widest) * np.dtype(self.dtype).itemsize
+        return _tiles.fill_rows(x, self.n_out, self.dtype, row_bytes, fill, out)
 
 
 class _TensorSRHT:

@@ -18,6 +18,7 @@ __all__ = [
     "check_block_rows",
     "check_get",
     "check_out",
+    "check_out_array",
     "check_finite",
     "check_memory",
     "check_positive",
@@ -231,11 +232,7 @@ def check_out(out, get, names, shape, dtype, inputs):
             raise ValueError(f"out must hold one array per name in get={names}; got {len(out)}")
         out = dict(zip(names, out))
     for name, arr in out.items():
-        if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dtype:
-            got = f"{type(arr).__name__} of shape {getattr(arr, 'shape', None)} and dtype {getattr(arr, 'dtype', None)}"
-            raise ValueError(f"out[{name!r}] must be an ndarray of shape {shape} and dtype {dtype}; got {got}")
-        if not arr.flags.writeable or (shape[1] > 1 and arr.strides[1] != arr.itemsize) or arr.strides[0] < 0:
-            raise ValueError(f"out[{name!r}] must be writeable with contiguous rows")
+        check_out_array(arr, f"out[{name!r}]", shape, dtype)
     others = [(f"out[{n!r}]", a) for n, a in out.items()] + [(n, a) for n, a in inputs.items() if a is not None]
     for i, (name, arr) in enumerate(others[: len(out)]):
         for other, b in others[i + 1:]:
@@ -243,6 +240,16 @@ def check_out(out, get, names, shape, dtype, inputs):
                 raise ValueError(f"{name} shares memory with {other}; each output needs a buffer of its own "
                                  "that overlaps no input")
     return out
+
+
+def check_out_array(arr, name, shape, dtype):
+    """ValueError naming ``name`` unless ``arr`` is a writeable ndarray (np.memmap included) of ``shape``
+    (2-D) and ``dtype`` with contiguous rows, as the compiled passes write rows with unit stride."""
+    if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dtype:
+        got = f"{type(arr).__name__} of shape {getattr(arr, 'shape', None)} and dtype {getattr(arr, 'dtype', None)}"
+        raise ValueError(f"{name} must be an ndarray of shape {shape} and dtype {np.dtype(dtype)}; got {got}")
+    if not arr.flags.writeable or (shape[1] > 1 and arr.strides[1] != arr.itemsize) or arr.strides[0] < 0:
+        raise ValueError(f"{name} must be writeable with contiguous rows")
 
 
 def _memmap_file(arr):

@@ -54,7 +54,8 @@ class FeatureMap:
 
     Build it with :func:`random_features`. ``transform(x)`` gives Φ(x), shape (N, n_out),
     with Φ(x1)·Φ(x2)ᵀ ≈ ``kernel_fn(x1, x2, get)``. The map is fixed once drawn: the same
-    points always get the same features.
+    points always get the same features (to rounding: BLAS may round a point's projections
+    differently in another batch or block of rows).
 
     Attributes
     ----------
@@ -67,18 +68,24 @@ class FeatureMap:
         self._steps, self.d, self.get, self.n_out, self.dtype = steps, d, get, n_out, dtype
         self._widest = max(w for pair in widths for w in pair)  # of a block's matrices (m₁ among them)
 
-    def transform(self, x):
-        """Φ(x): (N, n_out) of ``dtype`` for x (N, d), computed block by block of rows."""
+    def transform(self, x, out=None):
+        """Φ(x): (N, n_out) of ``dtype`` for x (N, d), computed block by block of rows.
+
+        ``out``: None, or a writeable (N, n_out) array of ``dtype`` with contiguous rows to write Φ
+        into and return (checked before any work): an np.memmap takes feature matrices larger than
+        RAM, its disk reserved first and its pages written to the file as each block completes.
+        """
         x = check_map_input(x, self.d, self.dtype)
-        # about four matrices of the widest per row at once (u, φ(u), φ'(u) or the sketch, a concatenation)
-        rows = _tiles.rows_per_block(4 * self._widest * np.dtype(self.dtype).itemsize, lo=1)
-        out = np.empty((x.shape[0], self.n_out), self.dtype)
-        for i0, i1, _ in _tiles.row_blocks(x.shape[0], rows, False):
-            f_sigma, f_theta = x[i0:i1] * self.dtype(1.0 / math.sqrt(self.d)), None
+        scale = self.dtype(1.0 / math.sqrt(self.d))
+
+        def fill(x_block, out_block):
+            f_sigma, f_theta = x_block * scale, None
             for st in self._steps:
                 f_sigma, f_theta = st.apply(f_sigma, f_theta)
-            out[i0:i1] = f_sigma if self.get == "nngp" else f_theta
-        return out
+            out_block[...] = f_sigma if self.get == "nngp" else f_theta
+
+        # about four matrices of the widest per row at once (u, φ(u), φ'(u) or the sketch, a concatenation)
+        return _tiles.fill_rows(x, self.n_out, self.dtype, 4 * self._widest * np.dtype(self.dtype).itemsize, fill, out)
 
 
 class _Dense:

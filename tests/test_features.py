@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import assert_close, assert_rounding, feature_points, gram_error
 
-from fastntk import activations, solvers, stax
+from fastntk import _tiles, activations, solvers, stax
 from fastntk.features import random_features
 
 
@@ -59,7 +59,7 @@ def test_every_activation_through_random_features(name):
 def test_features_of_a_given_point_do_not_depend_on_the_batch():
     x = feature_points(30)
     fm = random_features(stax.fc_network(2)[2], 6, "ntk", 256, seed=3)
-    np.testing.assert_array_equal(fm.transform(x)[7:9], fm.transform(x[7:9]))
+    assert_rounding(fm.transform(x[7:9]), fm.transform(x)[7:9], "a batch of 2")  # BLAS blocks rows by batch
     phi = fm.transform(x)
     np.testing.assert_array_equal(phi[3], phi[1])  # duplicated points, identical features
     assert fm.transform(x[:0]).shape == (0, fm.n_out)
@@ -137,3 +137,55 @@ def test_feature_ridge_is_kernel_ridge_with_the_feature_kernel():
 def test_bad_input_is_refused(call, error, match):
     with pytest.raises(error, match=match):
         call(stax.fc_network(2)[2])
+
+
+@pytest.mark.parametrize("method", ["random_features", "sketch"])
+def test_out_receives_the_same_features_block_by_block(method, tmp_path, monkeypatch):
+    """transform(x, out=) writes transform(x) into an array or a file-backed memmap, also when the rows
+    go through many blocks (1-row blocks here: BLAS may round a one-row product differently, so to
+    float32 rounding there)."""
+    kernel_fn, x = stax.fc_network(2, "relu", 2**0.5, None)[2], feature_points(40)
+    fm = random_features(kernel_fn, 6, "ntk", 256, method=method, seed=0, dtype=np.float32)
+    xs = x.astype(np.float32)
+    phi = fm.transform(xs)
+    out = np.empty_like(phi)
+    assert fm.transform(xs, out=out) is out
+    np.testing.assert_array_equal(out, phi)
+    monkeypatch.setattr(_tiles.rows_per_block, "__kwdefaults__", {"budget": 1, "lo": 1, "hi": None})
+    path = tmp_path / "phi.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=phi.shape)
+    fm.transform(xs, out=mm)
+    del mm
+    assert_close(np.load(path), phi, 1e-6, "1-row blocks")  # on disk: flushed as the blocks completed
+
+
+def _read_only(a):
+    a.setflags(write=False)
+    return a
+
+
+@pytest.mark.parametrize(
+    ("make_out", "match"),
+    [
+        (lambda n: np.empty((12, n + 1)), r"out must be an ndarray of shape \(12, \d+\) and dtype float64; got "
+                                          r"ndarray of shape \(12, \d+\)"),
+        (lambda n: "zeros", "out must be an ndarray of shape"),
+        (lambda n: np.empty((12, n), np.float32), r"dtype float64; got ndarray of shape \(12, \d+\) and dtype float32"),
+        (lambda n: np.empty((n, 12)).T, "out must be writeable with contiguous rows"),
+        (lambda n: _read_only(np.empty((12, n))), "out must be writeable with contiguous rows"),
+    ],
+    ids=["shape", "type", "dtype", "columns", "read_only"],
+)
+def test_bad_out_is_refused(make_out, match):
+    fm = random_features(stax.fc_network(2)[2], 6, "ntk", 64, seed=0)
+    with pytest.raises(ValueError, match=match):
+        fm.transform(feature_points(), out=make_out(fm.n_out))
+
+
+def test_out_overlapping_x_is_refused():
+    fm = random_features(stax.fc_network(2)[2], 6, "ntk", 64, seed=0)
+    buffer = np.zeros(12 * fm.n_out)
+    x = buffer[:72].reshape(12, 6)  # a contiguous x (used as it is) inside out
+    x[...] = feature_points()
+    with pytest.raises(ValueError, match="out shares memory with x"):
+        fm.transform(x, out=buffer.reshape(12, fm.n_out))

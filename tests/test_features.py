@@ -1,5 +1,8 @@
 """fastntk.features: random features of the NNGP and NTK against kernel_fn of the same network."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import assert_close, assert_rounding, feature_points, gram_error
@@ -189,3 +192,18 @@ def test_out_overlapping_x_is_refused():
     x[...] = feature_points()
     with pytest.raises(ValueError, match="out shares memory with x"):
         fm.transform(x, out=buffer.reshape(12, fm.n_out))
+
+
+def test_the_scale_benchmark_runs_small(tmp_path, capsys):
+    """benchmarks/features_at_scale.py (the N = 10⁶ run of the README) at a small size: it writes through
+    a memmap, reads back, reports, and removes its file."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "features_at_scale.py"
+    spec = importlib.util.spec_from_file_location("features_at_scale", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--N", "3000", "--m", "64", "--check", "200", "--method", "random_features", "sketch",
+                 "--dir", str(tmp_path)])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[1] for r in rows] == ["random_features", "sketch"]
+    assert all(0 < float(r[-1]) < 1 for r in rows)  # the relative error on the checked points
+    assert not list(tmp_path.iterdir())

@@ -25,14 +25,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from fastntk import stax
-from fastntk.features import random_features
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # import peers: as a script or loaded by path
+import peers  # noqa: E402
+
+from fastntk import stax  # noqa: E402
+from fastntk.features import random_features  # noqa: E402
 
 
 def sphere(n, d, seed=0):
@@ -45,31 +49,23 @@ def sphere(n, d, seed=0):
     return x
 
 
-def _status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 class PeakMemory:
     """Peak RssAnon of this process (KiB), sampled every 50 ms while the ``with`` block runs."""
 
     def __enter__(self):
-        self.peak, self._stop = _status_kib("RssAnon"), threading.Event()
+        self.peak, self._stop = peers.rss_kib("RssAnon"), threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
 
     def _sample(self):
         while not self._stop.wait(0.05):
-            self.peak = max(self.peak, _status_kib("RssAnon"))
+            self.peak = max(self.peak, peers.rss_kib("RssAnon"))
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _status_kib("RssAnon"))
+        self.peak = max(self.peak, peers.rss_kib("RssAnon"))
 
 
 def run(x, depth, method, m, path, check):
@@ -111,7 +107,7 @@ def main(argv=None):
                 seconds, anon, error, n_out = run(x, depth, method, args.m, path, args.check)
             finally:
                 path.unlink(missing_ok=True)
-            rss = _status_kib("VmHWM") / 2**20
+            rss = peers.rss_kib("VmHWM") / 2**20
             print(f"{depth:>2} {method:>16} {n_out:>6} {seconds:>8.1f} {anon:>16.2f} {rss:>12.2f} {error:>10.4f}",
                   flush=True)
 

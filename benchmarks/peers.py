@@ -31,7 +31,7 @@ NT_PYTHON = ROOT / ".venv-nt" / "bin" / "python"
 
 # --------------------------------------------------------------------------- worker side
 def rss_kib(field):
-    """VmRSS or VmHWM of this process, KiB."""
+    """A memory field of this process from /proc/self/status (VmRSS, VmHWM, RssAnon, ...), KiB."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):

@@ -1,4 +1,4 @@
-"""What every example shares: its command line, its checks and its figure.
+"""What every example shares: its command line, its checks, its power-law fits and its figure.
 
 An example is a script ``examples/NAME.py`` whose ``main(argv=None) -> int``:
 
@@ -21,12 +21,13 @@ import argparse
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
-__all__ = ["Checks", "parse_args", "plt", "save"]
+__all__ = ["Checks", "parse_args", "plt", "power_law", "save"]
 
 
 def parse_args(doc, argv=None, configure=None):
@@ -72,6 +73,12 @@ class Checks:
             return 1
         print("every claim held")
         return 0
+
+
+def power_law(x, y):
+    """The least-squares fit y ≈ c·x^slope on log–log axes: ``(slope, fit)``, ``fit(x)`` = c·x^slope."""
+    slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
+    return slope, lambda x_: np.exp(intercept) * np.asarray(x_, float) ** slope
 
 
 def save(fig, args, name):

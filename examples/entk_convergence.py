@@ -21,7 +21,7 @@ Run: python examples/entk_convergence.py --out DIR   (--full: more draws and wid
 """
 
 import numpy as np
-from _common import Checks, parse_args, plt, save
+from _common import Checks, parse_args, plt, power_law, save
 
 from fastntk import stax
 from fastntk.empirical import empirical_ntk_fn
@@ -54,7 +54,7 @@ def main(argv=None):
             err.append(np.linalg.norm(example[m] - ntk) / np.linalg.norm(ntk))
         errors.append(np.sqrt(np.mean(np.square(err))))
         print(f"{m:>8} {errors[-1]:>12.3e} {errors[-1] * np.sqrt(m):>6.2f}")
-    slope, intercept = np.polyfit(np.log(widths), np.log(errors), 1)
+    slope, fit = power_law(widths, errors)
     print(f"fitted slope of log error vs log width: {slope:.3f}")
     checks("the error falls like width^(-1/2)", -0.65 <= slope <= -0.35,
            f"fitted slope {slope:.3f} in [-0.65, -0.35]")
@@ -64,7 +64,7 @@ def main(argv=None):
 
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     ax[0].loglog(widths, errors, "o", label=f"RMS over {draws} initialisations")
-    ax[0].loglog(widths, np.exp(intercept) * widths**slope, "k-", label=f"fit: slope {slope:.2f}")
+    ax[0].loglog(widths, fit(widths), "k-", label=f"fit: slope {slope:.2f}")
     ax[0].set(xlabel="width m", ylabel="‖Θ̂ − Θ‖_F / ‖Θ‖_F", title="empirical NTK → NTK (3 ReLU layers)")
     ax[0].legend(fontsize=8)
     for m in (widths[0], wide):

@@ -24,7 +24,7 @@ Run: python examples/lazy_regime.py --out DIR   (--full: widths to 65536)
 """
 
 import numpy as np
-from _common import Checks, parse_args, plt, save
+from _common import Checks, parse_args, plt, power_law, save
 
 from fastntk import stax
 from fastntk.empirical import empirical_ntk_fn, train_and_track
@@ -57,7 +57,7 @@ def main(argv=None):
               + " ".join(f"{rec[q][-1]:>13.3e}" for q in QUANTITIES), flush=True)
     worst = max(records[m]["loss"][-1] / records[m]["loss"][0] for m in widths)
     checks("every width has learned", worst < 0.1, f"final / initial training loss <= {worst:.2e} < 0.1")
-    slopes = {q: np.polyfit(np.log(widths), np.log([records[m][q][-1] for m in widths]), 1)[0] for q in QUANTITIES}
+    slopes = {q: power_law(widths, [records[m][q][-1] for m in widths])[0] for q in QUANTITIES}
     checks("the weights' relative change shrinks like width^(-1/2)", -0.7 <= slopes["param_change"] <= -0.4,
            f"fitted slope {slopes['param_change']:.3f} in [-0.7, -0.4]")
     for q in ("kernel_change", "lin_gap"):

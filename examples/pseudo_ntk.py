@@ -32,7 +32,7 @@ Run: python examples/pseudo_ntk.py --out DIR   (--full: widths up to 16384, 5 ne
 import time
 
 import numpy as np
-from _common import Checks, parse_args, plt, save
+from _common import Checks, parse_args, plt, power_law, save
 
 from fastntk import stax
 from fastntk.empirical import empirical_ntk_fn, pseudo_ntk
@@ -82,7 +82,7 @@ def main(argv=None):
         print(f"{m:>6} {errors[i].mean():>10.4f} {t_full[i]:>11.4f} {t_pntk[i]:>8.4f} {t_full[i] / t_pntk[i]:>7.1f}×")
 
     mean_error = errors.mean(axis=1)
-    slope, intercept = np.polyfit(np.log(widths), np.log(mean_error), 1)
+    slope, fit = power_law(widths, mean_error)
     speedup = t_full[-1] / t_pntk[-1]
     checks(f"the pNTK's relative error falls as width^(-1/2): slope in {list(SLOPE_BAND)}",
            SLOPE_BAND[0] <= slope <= SLOPE_BAND[1], f"fitted slope {slope:.3f}")
@@ -94,7 +94,7 @@ def main(argv=None):
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.5), layout="constrained")
     ax[0].loglog(np.repeat(widths, n_nets), errors.ravel(), ".", color="0.6")
     ax[0].loglog(widths, mean_error, "o", label="mean over networks")
-    ax[0].loglog(widths, np.exp(intercept) * np.asarray(widths, float) ** slope, "-", label=f"fit: slope {slope:.2f}")
+    ax[0].loglog(widths, fit(widths), "-", label=f"fit: slope {slope:.2f}")
     ax[0].set(xlabel="width m", ylabel="‖Θ̂ − pNTK ⊗ I‖_F / ‖Θ̂‖_F", title=f"pNTK vs full eNTK ({O} outputs)")
     ax[0].legend(fontsize=7)
     ax[1].loglog(widths, t_full, "o-", label=f"full eNTK ({N * O}×{N * O})")

@@ -35,7 +35,7 @@ Run: python examples/wide_network_is_kernel_regression.py --out DIR   (--full: u
 """
 
 import numpy as np
-from _common import Checks, parse_args, plt, save
+from _common import Checks, parse_args, plt, power_law, save
 
 from fastntk import predict, stax
 from fastntk.empirical import train_and_track
@@ -85,7 +85,7 @@ def main(argv=None):
               f"min {gaps[i].min():.4f}, max {gaps[i].max():.4f})")
 
     mean_gap = gaps.mean(axis=1)
-    slope, intercept = np.polyfit(np.log(widths), np.log(mean_gap), 1)
+    slope, fit = power_law(widths, mean_gap)
     checks(f"every network converged: final loss <= {LOSS_RATIO:g} of the initial loss", worst_loss <= LOSS_RATIO,
            f"worst ratio {worst_loss:.1e}")
     checks(f"the disagreement with kernel regression falls with width, slope in {list(SLOPE_BAND)}",
@@ -102,7 +102,7 @@ def main(argv=None):
     ax[0].legend(fontsize=7)
     ax[1].loglog(widths, gaps, ".", color="0.6")
     ax[1].loglog(widths, mean_gap, "o", label="mean over networks")
-    ax[1].loglog(widths, np.exp(intercept) * np.asarray(widths, float) ** slope, "-", label=f"fit: slope {slope:.2f}")
+    ax[1].loglog(widths, fit(widths), "-", label=f"fit: slope {slope:.2f}")
     ax[1].set(xlabel="width m", ylabel="max |f_network − f_∞| / max|y|", title="disagreement on the test set")
     ax[1].legend(fontsize=7)
     save(fig, args, "wide_network_is_kernel_regression")

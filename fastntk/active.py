@@ -133,10 +133,10 @@ def lookahead_scores(k_labeled_labeled, k_pool_labeled, k_pool_pool, y_labeled, 
     spread = np.abs(k_post, out=k_post).sum(axis=0)  # Σ_x |K̃(x, c)|
     weight = np.divide(spread, schur, out=np.zeros_like(spread), where=schur > 0)
     residual = t[None, :, :] - f_u[:, None, :]  # y⁺ − f(c), (m, C, O)
-    scores = weight[:, None] * np.linalg.norm(residual, ord=ord, axis=2)
+    distance = np.linalg.norm(residual, axis=2)  # Euclidean: the 'predicted' label's nearest target
+    scores = weight[:, None] * (distance if ord == 2 else np.linalg.norm(residual, ord=ord, axis=2))
     if label == "predicted":
-        nearest = np.linalg.norm(residual, axis=2).argmin(axis=1)
-        return scores[np.arange(m), nearest]
+        return scores[np.arange(m), distance.argmin(axis=1)]
     return scores
 
 

@@ -64,7 +64,7 @@ def fill_rows(x, n_cols, dtype, bytes_per_row, fill, out=None):
         if np.shares_memory(out, x):
             raise ValueError("out shares memory with x; the map reads x while it writes out")
         reserve_disk(out, "out")
-    for i0, i1, _ in row_blocks(x.shape[0], rows_per_block(bytes_per_row), False):
+    for i0, i1, _ in row_blocks(x.shape[0], rows_per_block(bytes_per_row, budget=BLOCK_BYTES), False):
         fill(x[i0:i1], out[i0:i1])
         if isinstance(out, np.memmap):
             out.flush()

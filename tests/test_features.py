@@ -154,7 +154,7 @@ def test_out_receives_the_same_features_block_by_block(method, tmp_path, monkeyp
     out = np.empty_like(phi)
     assert fm.transform(xs, out=out) is out
     np.testing.assert_array_equal(out, phi)
-    monkeypatch.setattr(_tiles.rows_per_block, "__kwdefaults__", {"budget": 1, "lo": 1, "hi": None})
+    monkeypatch.setattr(_tiles, "BLOCK_BYTES", 1)  # read by fill_rows at each call
     path = tmp_path / "phi.npy"
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=phi.shape)
     fm.transform(xs, out=mm)

@@ -12,15 +12,11 @@ N = 32 keeps each call short enough for CI. The side-by-side comparison with neu
 at N = 64 and 512 and on Myrtle-5, is compare_cnn.py.
 """
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
 from fastntk import stax
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the networks of the side-by-side script
-from compare_cnn import GET, RELU_CNN_IMAGES, relu_cnn
+from .compare_cnn import GET, RELU_CNN_IMAGES, relu_cnn  # the networks of the side-by-side script
 
 
 class ReluCnn:

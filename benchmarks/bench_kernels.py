@@ -1,4 +1,4 @@
-"""Infinite-width NNGP + NTK of fully-connected ReLU networks (fastntk.stax.kernel_fn).
+r"""Infinite-width NNGP + NTK of fully-connected ReLU networks (fastntk.stax.kernel_fn).
 
 Run from the repository root, in the environment where fastntk is installed::
 

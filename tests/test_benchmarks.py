@@ -1,6 +1,10 @@
-"""The benchmarks run: `asv run --python=same --quick` on the infinite-width kernel suite, and
-`asv check` on every suite. Nothing here is timed; asv only has to run each benchmark."""
+"""The benchmarks run. `asv check` validates every suite; each benchmark of every suite runs once
+in process at its first (smallest) parameter combination; and `asv run --python=same --quick`
+runs one class through asv's own runner. Nothing here is timed: each benchmark only has to run."""
 
+import importlib
+import inspect
+import itertools
 import shutil
 import subprocess
 from pathlib import Path
@@ -8,22 +12,56 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(shutil.which("asv") is None, reason="asv is not installed")
+SUITES = sorted(p.stem for p in (ROOT / "benchmarks").glob("bench_*.py"))
+needs_asv = pytest.mark.skipif(shutil.which("asv") is None, reason="asv is not installed")
 
 
 def asv(*args, timeout):
     return subprocess.run(["asv", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+@needs_asv
 def test_every_benchmark_suite_is_valid():
     res = asv("check", "--python=same", timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.mark.slow
-def test_kernel_benchmarks_run_quick(tmp_path):
+def first_params(cls):
+    """The first combination of a benchmark class's ``params`` (asv's conventions: none, one list, a list of lists)."""
+    params = getattr(cls, "params", None)
+    if not params:
+        return ()
+    if not all(isinstance(p, (list, tuple)) for p in params):
+        params = [params]
+    return next(itertools.product(*params))
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_every_benchmark_runs_at_its_smallest_parameters(suite, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))  # as asv imports them: modules of the package benchmarks
+    module = importlib.import_module(f"benchmarks.{suite}")
+    classes = [c for _, c in inspect.getmembers(module, inspect.isclass) if c.__module__ == module.__name__]
+    ran = 0
+    for cls in classes:
+        methods = [m for m in vars(cls) if m.startswith(("time_", "peakmem_", "track_", "mem_"))]
+        if not methods:
+            continue
+        args = first_params(cls)
+        for name in methods:
+            bench = cls()
+            getattr(bench, "setup", lambda *a: None)(*args)
+            try:
+                getattr(bench, name)(*args)
+            finally:
+                getattr(bench, "teardown", lambda *a: None)(*args)
+            ran += 1
+    assert ran, f"{suite} has no benchmarks"
+
+
+@needs_asv
+def test_asv_runs_the_cross_block_benchmark():
     asv("machine", "--yes", "--machine", "ci", timeout=60)
-    res = asv("run", "--python=same", "--quick", "--machine", "ci", "--bench", "bench_kernels",
-              "--dry-run", "--show-stderr", timeout=900)
+    res = asv("run", "--python=same", "--quick", "--machine", "ci", "--bench", "bench_kernels.CrossBlock",
+              "--dry-run", "--show-stderr", timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "failed" not in res.stdout.lower(), res.stdout

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import assert_close, assert_rounding, feature_points, gram_error
 
-from fastntk import _tiles, activations, solvers, stax
+from fastntk import _reference, _tiles, activations, features, solvers, stax
 from fastntk.features import random_features
 
 
@@ -39,6 +39,64 @@ def test_error_of_one_draw_falls_like_inverse_sqrt_m(get):
     slope = np.polyfit(np.log(ms), np.log(err), 1)[0]
     assert -0.65 <= slope <= -0.35, (slope, err)
     assert err[-1] < (0.08 if get == "nngp" else 0.15)
+
+
+@pytest.mark.parametrize("p", [6, 8])
+def test_projections_are_gaussian_columns_orthogonal_in_blocks(p, monkeypatch):
+    """G (p, m) of an activation: columns orthogonal within each block of p, of chi lengths; the QR
+    path for narrow inputs, and SORF (three rounds of signs and a Walsh–Hadamard transform on the
+    input padded to 2^k) for wide ones, equal to its explicit matrix product."""
+    rng = np.random.default_rng(0)
+    qr = features._Projection(p, 20, rng, np.float64)
+    g = qr(np.eye(p))
+    for start in range(0, 20, p):
+        block = g[:, start:start + p]
+        gram = block.T @ block
+        assert_close(gram, np.diag(np.diag(gram)), 1e-12, "orthogonal columns (QR)")
+    monkeypatch.setattr(features, "ORTHOGONAL_QR_MAX", 4)
+    sorf = features._Projection(p, 20, rng, np.float64)
+    P = features.next_pow2(p)
+    explicit = []
+    for signs, lengths in zip(sorf.signs, sorf.lengths):
+        m = np.eye(P)[:p]
+        for s in signs:
+            m = _reference.fwht(m * s)
+        explicit.append(m * lengths)
+    assert_close(sorf(np.eye(p)), np.hstack(explicit)[:, :20], 1e-13, "SORF = its explicit product")
+    if p == P:  # unpadded: exactly orthogonal columns within a block
+        block = sorf(np.eye(p))[:, :P]
+        assert_close(block.T @ block, np.diag(sorf.lengths[0] ** 2 * P**3), 1e-12, "orthogonal columns (SORF)")
+
+
+@pytest.mark.parametrize("m", [6, 7])
+def test_fourier_sketch_is_unbiased_for_the_tensor_product(m):
+    """E_S[S(a⊗b)·S(a'⊗b')] = (a·a')(b·b'): mean over 4000 draws within 5 standard errors, for even m
+    (Re and Im of m/2 products) and odd m (one more real product), inputs of widths that pad."""
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((2, 5)), rng.standard_normal((2, 3))
+    exact = (a @ a.T) * (b @ b.T)
+    draws = []
+    for s in range(4000):
+        sk = features._FourierSketch(5, 3, m, np.random.default_rng(s), np.float64)
+        out = sk(a, b)
+        assert out.shape == (2, m)
+        draws.append(out @ out.T)
+    draws = np.array(draws)
+    mean, se = draws.mean(0), draws.std(0, ddof=1) / np.sqrt(len(draws))
+    assert np.all(np.abs(mean - exact) <= 5 * se), (mean, exact, se)
+
+
+def test_fourier_sketch_equals_the_full_spectrum_product():
+    """The half-spectrum (rfft) computation equals sampling the full DFT of the signed, padded rows."""
+    rng = np.random.default_rng(2)
+    a, b = rng.standard_normal((4, 7)), rng.standard_normal((4, 5))
+    sk = features._FourierSketch(7, 5, 9, rng, np.float64)
+    full = [np.fft.fft(np.pad(v * sg[: v.shape[1]], ((0, 0), (0, side - v.shape[1]))), axis=1)
+            for v, sg, side in zip((a, b), sk.signs, sk.sides)]
+    idx = [np.where(c, side - h, h) for h, c, side in zip(sk.half, sk.conj, sk.sides)]  # back to full indices
+    z = full[0][:, idx[0]] * full[1][:, idx[1]] * np.sqrt(2 / 9)
+    want = np.hstack([z.real[:, :4], z.imag[:, :4], z.real[:, 4:] / np.sqrt(2)])
+    assert_close(sk(a, b), want, 1e-13, "rfft = full DFT")
 
 
 #: Activations with a pointwise φ, by name (the registry's constructors with their defaults).

@@ -22,9 +22,10 @@ m₁ features of a deeper layer) get the structured map √P·H D₁ H D₂ H D�
 ``SORF_ROUNDS`` random-sign and Walsh–Hadamard rounds on the input padded to P = 2^k (SORF, the
 same paper), O(m₁ log P) per point instead of O(m₁ p), whose columns are N(0, I) to O(P^(−1/2)).
 S uses the discrete Fourier transform (real and imaginary parts of m₂/2 products of sampled
-Fourier coefficients, as Zandieh et al.'s NTKRF; class ``_FourierSketch``): on the ReLU's 0/1 derivative features it has
-less variance than the Walsh–Hadamard TensorSRHT (measured, bias-free ReLU NTK, depth 3, d = 64,
-m = 8192: relative Frobenius error 0.085 -> 0.074).
+Fourier coefficients, as Zandieh et al.'s NTKRF; ``_FourierSketch``): on the ReLU's 0/1
+derivative features it had less variance than the Walsh–Hadamard TensorSRHT in a one-off
+comparison (bias-free ReLU NTK, depth 3, d = 64, m = 8192, N = 1000, 3 seeds: relative Frobenius
+error 0.085 -> 0.074); ``benchmarks/compare_features.py`` compares the whole map with the NTKRF.
 
 So E[f_Σ(x)·f_Σ(y)] = E[φ(u)φ(v)] and E[f_Θ(x)·f_Θ(y)] = Θ(x, y)·E[φ'(u)φ'(v)] given the
 previous layer's features: one hidden layer is unbiased for the exact kernel (the arc-cosine
@@ -104,8 +105,9 @@ class FeatureMap:
                 f_sigma, f_theta = st.apply(f_sigma, f_theta)
             out_block[...] = f_sigma if self.get == "nngp" else f_theta
 
-        # about four matrices of the widest per row at once (u, φ(u), φ'(u) or the sketch, a concatenation)
-        return _tiles.fill_rows(x, self.n_out, self.dtype, 4 * self._widest * np.dtype(self.dtype).itemsize, fill, out)
+        # about eight matrices of the widest per row at once (f_Θ, u, φ(u), φ'(u), the two sides'
+        # spectra, their product, the sketch)
+        return _tiles.fill_rows(x, self.n_out, self.dtype, 8 * self._widest * np.dtype(self.dtype).itemsize, fill, out)
 
 
 class _Dense:
@@ -181,15 +183,14 @@ class _Projection:
                 q, r = np.linalg.qr(rng.standard_normal((p, p)))
                 q *= np.where(np.diag(r) < 0, -1.0, 1.0)  # Haar: the QR's signs made unique
                 blocks.append((q * np.sqrt(rng.chisquare(p, p)))[:, : min(p, m - start)])
-            self.g, self.signs = np.hstack(blocks).astype(dtype), None
+            self.g = np.hstack(blocks).astype(dtype)
         else:
-            self.P = next_pow2(p)
-            n_blocks = -(-m // self.P)
+            P = next_pow2(p)
+            n_blocks = -(-m // P)
             self.g = None
-            self.signs = rng.choice(np.array([-1.0, 1.0], dtype), size=(n_blocks, SORF_ROUNDS, self.P))
+            self.signs = rng.choice(np.array([-1.0, 1.0], dtype), size=(n_blocks, SORF_ROUNDS, P))
             # χ_P lengths with each round's 1/√P (H/√P is orthogonal) folded in
-            self.lengths = (np.sqrt(rng.chisquare(self.P, (n_blocks, self.P)))
-                            / math.sqrt(self.P) ** SORF_ROUNDS).astype(dtype)
+            self.lengths = (np.sqrt(rng.chisquare(P, (n_blocks, P))) / math.sqrt(P) ** SORF_ROUNDS).astype(dtype)
 
     def __call__(self, f):
         if self.g is not None:
@@ -219,8 +220,9 @@ class _FourierSketch:
         self.sides = (scipy.fft.next_fast_len(p, real=True), scipy.fft.next_fast_len(q, real=True))
         self.signs, index = tensor_srht_parameters(self.sides, m // 2, rng, dtype)
         self.real = m % 2  # an odd m's last coordinate: the zero frequencies' (real) product
-        self.half = [np.append(np.minimum(i, side - i), np.zeros(self.real, np.int64)) for i, side in zip(index, self.sides)]
-        self.conj = [np.append(i > side // 2, np.zeros(self.real, bool)) for i, side in zip(index, self.sides)]
+        extra = np.zeros(self.real, np.int64)  # frequency 0 of each side, not conjugated
+        self.half = [np.append(np.minimum(i, side - i), extra) for i, side in zip(index, self.sides)]
+        self.conj = [np.append(i > side // 2, extra.astype(bool)) for i, side in zip(index, self.sides)]
         self.scale = dtype(math.sqrt(2.0 / m))
 
     def __call__(self, a, b):

@@ -13,9 +13,12 @@ Rows, each in its own subprocess (peak RSS is that process's VmHWM, data include
   on all N points (K_NM stored in float32 as far as the default budget, min(available/4, 4 GiB),
   allows; the rest recomputed per iteration), to relative residual ``--tol`` in ``--maxiter``
   iterations at most;
-* ``exact KRR``: Cholesky kernel ridge on the first ``--exact-N`` training points (default: the
-  largest subset whose N×N kernel and Cholesky copy, 16·n² bytes, take at most half the available
-  memory);
+* ``exact KRR``: Cholesky kernel ridge on the first n training points, twice: n the largest subset
+  whose N×N kernel and Cholesky copy, 16·n² bytes, take at most half the available memory
+  (``--exact-N`` sets it), and n the largest subset that fits in the ``fastntk falkon`` row's time
+  as well ("same time"): its time is predicted from one timed run on ``--calibrate-N`` points as
+  t(n) = t_kernels·(n²/2 + n·n_test)/(n₀²/2 + n₀·n_test) + t_solve·(n/n₀)³ (kernel entries; the
+  Cholesky's n³), and the row's own measured time is printed beside the prediction;
 * ``sklearn Nystroem``: ``Nystroem(kernel=callable, n_components=--sklearn-M)`` + ``Ridge`` on the
   first ``--sklearn-N`` points (and ``--sklearn-test`` test points), with the same kernel as a
   callable ``k(x, x')`` — scikit-learn evaluates a callable kernel one pair of points at a time
@@ -30,7 +33,7 @@ Commands (do not run the large sizes on a shared machine)::
     python benchmarks/compare_large_n.py --N 100000 --M 2000
     python benchmarks/compare_large_n.py --N 1000000 --M 10000
     python benchmarks/compare_large_n.py --N 200000 --M 4000 --frequency 1 --noise 0.5   # smoother, noisier
-    python benchmarks/compare_large_n.py --N 20000 --M 1000 --exact-N 5000 --n-test 2000   # a quick check
+    python benchmarks/compare_large_n.py --N 20000 --M 1000 --exact-N 5000 --n-test 2000 --calibrate-N 2000  # quick
 """
 
 from __future__ import annotations
@@ -98,6 +101,36 @@ def run_exact(a):
     return peers.measure(fit, None, 0, lambda f: {"test_mse": float(np.mean((f - yt) ** 2))})
 
 
+def run_calibrate(a):
+    """Seconds of exact KRR's two parts on n points: the train and test kernels, then the Cholesky solve."""
+    import time
+
+    from fastntk import predict
+
+    x, y, xt, _ = problem(a["n"], a["n_test"], a["frequency"], a["noise"])
+    kfn = kernel_fn()
+    t0 = time.perf_counter()
+    k_train, k_test = kfn(x, None, "ntk"), kfn(xt, x, "ntk")
+    t1 = time.perf_counter()
+    predict.kernel_ridge(k_train, y, a["diag_reg"], k_test_train=k_test)
+    return {"kernels_s": t1 - t0, "solve_s": time.perf_counter() - t1}
+
+
+def exact_seconds(n, n0, n_test, cal):
+    """Exact KRR's predicted seconds on n points from its calibration ``cal`` on n0 (see the module docstring)."""
+    entries = (n * n / 2 + n * n_test) / (n0 * n0 / 2 + n0 * n_test)
+    return cal["kernels_s"] * entries + cal["solve_s"] * (n / n0) ** 3
+
+
+def same_time_n(seconds, n_max, n0, n_test, cal):
+    """The largest n ≤ n_max whose predicted exact-KRR time is at most ``seconds`` (bisection)."""
+    lo, hi = 2, n_max
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if exact_seconds(mid, n0, n_test, cal) <= seconds else (lo, mid - 1)
+    return lo
+
+
 def run_sklearn(a):
     from sklearn.kernel_approximation import Nystroem
     from sklearn.linear_model import Ridge
@@ -121,7 +154,7 @@ def run_sklearn(a):
     return peers.measure(fit, None, 0, lambda f: {"test_mse": float(np.mean((f - yt) ** 2))})
 
 
-SIDES = {"falkon": run_falkon, "exact": run_exact, "sklearn": run_sklearn}
+SIDES = {"falkon": run_falkon, "exact": run_exact, "calibrate": run_calibrate, "sklearn": run_sklearn}
 
 
 def largest_exact_n(n, n_test):
@@ -144,6 +177,8 @@ def main(argv=None):
     p.add_argument("--tol", type=float, default=1e-8, help="Falkon's relative residual (default 1e-8)")
     p.add_argument("--maxiter", type=int, default=100, help="Falkon's iteration cap (default 100)")
     p.add_argument("--exact-N", type=int, default=None, help="subset of exact KRR (default: the largest that fits)")
+    p.add_argument("--calibrate-N", type=int, default=8000, help="points of the timed exact-KRR run that predicts "
+                   "the same-time subset (default 8000)")
     p.add_argument("--sklearn-N", type=int, default=1000, help="points of the scikit-learn row (pairwise callable)")
     p.add_argument("--sklearn-M", type=int, default=100, help="Nystroem components of the scikit-learn row")
     p.add_argument("--sklearn-test", type=int, default=500, help="test points of the scikit-learn rows")
@@ -158,16 +193,31 @@ def main(argv=None):
     common = {"n_test": args.n_test, "diag_reg": args.diag_reg, "tol": args.tol, "maxiter": args.maxiter,
               "frequency": args.frequency, "noise": args.noise}
     small = {**common, "n": args.sklearn_N, "n_test": args.sklearn_test}
-    rows = {
-        f"fastntk falkon  N={args.N} M={args.M}": ("falkon", {**common, "n": args.N, "m": args.M}),
-        f"exact KRR       N={exact_n}": ("exact", {**common, "n": exact_n}),
+
+    def run(side, spec):
+        return peers.run_worker([sys.executable, __file__, "--worker", side, json.dumps(spec)], timeout=args.timeout)
+
+    falkon_name = f"fastntk falkon  N={args.N} M={args.M}"
+    results = {falkon_name: run("falkon", {**common, "n": args.N, "m": args.M})}
+    rows = {f"exact KRR       N={exact_n}": ("exact", {**common, "n": exact_n})}
+    n0 = min(args.calibrate_N, exact_n)
+    cal = run("calibrate", {**common, "n": n0})
+    if "error" in results[falkon_name] or "error" in cal:
+        print("no same-time exact KRR row: " + (cal.get("error") or results[falkon_name]["error"]))
+    else:
+        same_n = same_time_n(results[falkon_name]["first_s"], exact_n, n0, args.n_test, cal)
+        predicted = exact_seconds(same_n, n0, args.n_test, cal)
+        print(f"exact KRR on {n0} points: kernels {cal['kernels_s']:.1f} s, solve {cal['solve_s']:.1f} s; "
+              f"predicted {predicted:.1f} s on {same_n} points (falkon: {results[falkon_name]['first_s']:.1f} s)")
+        if same_n < exact_n:  # else memory, not time, limits the subset: the row above is that row
+            rows[f"exact KRR       N={same_n} (same time)"] = ("exact", {**common, "n": same_n})
+    rows |= {
         f"fastntk falkon  N={args.sklearn_N} M={args.sklearn_M}": ("falkon", {**small, "m": args.sklearn_M}),
         f"sklearn Nystroem N={args.sklearn_N} M={args.sklearn_M}": ("sklearn", {**small, "m": args.sklearn_M}),
     }
-    results = {name: peers.run_worker([sys.executable, __file__, "--worker", side, json.dumps(spec)],
-                                      timeout=args.timeout) for name, (side, spec) in rows.items()}
-    names = list(rows)
-    base = {names[0]: names[0], names[1]: names[0], names[2]: names[2], names[3]: names[2]}
+    results |= {name: run(side, spec) for name, (side, spec) in rows.items()}
+    names = list(results)
+    base = {name: falkon_name for name in names[:-2]} | {name: names[-2] for name in names[-2:]}
 
     def row(name, r):
         ref = results[base[name]]

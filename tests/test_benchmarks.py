@@ -65,3 +65,14 @@ def test_asv_runs_the_cross_block_benchmark():
               "--dry-run", "--show-stderr", timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "failed" not in res.stdout.lower(), res.stdout
+
+
+def test_large_n_same_time_subset_is_the_largest_predicted_within_the_time(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    large_n = importlib.import_module("benchmarks.compare_large_n")
+    cal, n0, n_test = {"kernels_s": 2.0, "solve_s": 3.0}, 8000, 10_000
+    assert large_n.exact_seconds(n0, n0, n_test, cal) == pytest.approx(5.0)
+    for seconds in (1.0, 60.0, 300.0):
+        n = large_n.same_time_n(seconds, 10**6, n0, n_test, cal)
+        assert large_n.exact_seconds(n, n0, n_test, cal) <= seconds < large_n.exact_seconds(n + 1, n0, n_test, cal)
+    assert large_n.same_time_n(1e9, 30_000, n0, n_test, cal) == 30_000  # memory, not time, limits it

@@ -1,4 +1,5 @@
-"""BLAS as fastntk's compiled kernels call it: the GEMM they call per sub-tile, and one BLAS thread.
+"""BLAS as fastntk's compiled kernels call it: the GEMM they call per sub-tile, the three routines of
+the blocked Cholesky, and one BLAS thread.
 
 The fused pass (``_core.fc_gram_tile``) computes each sub-tile's Gram with BLAS ``?gemm`` from
 inside its own OpenMP threads, so that the ops read the Gram from cache. Those calls must each run
@@ -15,12 +16,17 @@ import contextlib
 import threading
 
 import scipy.linalg.cython_blas
+import scipy.linalg.cython_lapack
 from threadpoolctl import ThreadpoolController
 
-__all__ = ["GEMM", "one_blas_thread"]
+__all__ = ["CHOLESKY_BLAS", "GEMM", "one_blas_thread"]
 
 #: The Fortran ?gemm of SciPy's BLAS by NumPy dtype character, as PyCapsules (C function pointers).
 GEMM = {"d": scipy.linalg.cython_blas.__pyx_capi__["dgemm"], "f": scipy.linalg.cython_blas.__pyx_capi__["sgemm"]}
+
+#: dpotrf, dtrsm, dgemm as capsules, for ``_core.cholesky_upper`` (threaded as the caller sets the BLAS).
+CHOLESKY_BLAS = (scipy.linalg.cython_lapack.__pyx_capi__["dpotrf"], scipy.linalg.cython_blas.__pyx_capi__["dtrsm"],
+                 GEMM["d"])
 
 _lock = threading.Lock()
 _state = {"users": 0, "limiter": None, "controller": None}

@@ -19,6 +19,7 @@
 #include <pthread.h>
 #endif
 
+#include "fastntk/cholesky.hpp"
 #include "fastntk/conv.hpp"
 #include "fastntk/fc.hpp"
 #include "fastntk/math.hpp"
@@ -173,11 +174,11 @@ using Gemm = void (*)(const char*, const char*, const int*, const int*, const in
                       const T*, const int*, const T*, T*, const int*);
 
 // The function pointer held by a PyCapsule (scipy.linalg.cython_blas.__pyx_capi__['dgemm']).
-template <class T>
-Gemm<T> gemm_from(const py::capsule& cap) {
+template <class F>
+F blas_from(const py::capsule& cap) {
     void* f = PyCapsule_GetPointer(cap.ptr(), PyCapsule_GetName(cap.ptr()));
     if (!f) throw py::error_already_set();
-    return reinterpret_cast<Gemm<T>>(f);
+    return reinterpret_cast<F>(f);
 }
 
 // fc_tile of the Gram x1 . x2 (computed here, sub-tile by sub-tile, by the BLAS gemm in the capsule,
@@ -215,7 +216,7 @@ void fc_gram_tile(const Array<T>& x1, const Array<T>& x2, py::object nngp, py::o
     const int k = static_cast<int>(d), lda = static_cast<int>(ld2), ldb = static_cast<int>(ld1);
     if (d > INT_MAX || ld1 > INT_MAX || ld2 > INT_MAX || ld.sigma > INT_MAX)
         throw std::invalid_argument("fc_gram_tile: a dimension exceeds the BLAS integer range");
-    const Gemm<T> f = gemm_from<T>(gemm);
+    const Gemm<T> f = blas_from<Gemm<T>>(gemm);
     const T* a = x2.data();
     const T* b = x1.data();
     // Row-major out[r0:r1, c0:c1] = x1[r0:r1] . x2[c0:c1]^T is column-major out^T = x2[c0:c1] . x1[r0:r1]^T.
@@ -506,6 +507,29 @@ void window_sum(const Array<double>& src, Array<double> dst, const Array<std::in
     else fastntk::window_one(in, out, A, n, C, m, ix, taps, f);
 }
 
+// fastntk::cholesky_upper in place on a (n, n) float64 array in Fortran order (a column stride of
+// at least n), with ?potrf, ?trsm and ?gemm from the capsules (scipy.linalg.cython_lapack and
+// cython_blas), threaded as the caller has set the BLAS. Returns LAPACK's info.
+int cholesky_upper(py::array_t<double, 0> a, idx block, const py::capsule& potrf, const py::capsule& trsm,
+                   const py::capsule& gemm) {
+    if (a.ndim() != 2 || a.shape(0) != a.shape(1)) throw std::invalid_argument("a must be square; got " + dims(a));
+    const idx n = a.shape(0);
+    check_writeable(a, "a");
+    if (n > 1 && (a.strides(0) != static_cast<py::ssize_t>(sizeof(double)) ||
+                  a.strides(1) < n * static_cast<py::ssize_t>(sizeof(double)) || a.strides(1) % sizeof(double) != 0))
+        throw std::invalid_argument("a must be in Fortran order (contiguous columns)");
+    const idx lda = n > 1 ? a.strides(1) / static_cast<idx>(sizeof(double)) : std::max<idx>(n, 1);
+    if (lda > INT_MAX) throw std::invalid_argument("cholesky_upper: the order exceeds the BLAS integer range");
+    if (block < 1) throw std::invalid_argument("block must be at least 1");
+    const fastntk::CholeskyBlas<double> blas{
+        blas_from<decltype(fastntk::CholeskyBlas<double>::potrf)>(potrf),
+        blas_from<decltype(fastntk::CholeskyBlas<double>::trsm)>(trsm),
+        blas_from<decltype(fastntk::CholeskyBlas<double>::gemm)>(gemm)};
+    double* data = a.mutable_data();
+    py::gil_scoped_release release;
+    return fastntk::cholesky_upper(data, n, lda, block, blas);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -528,6 +552,8 @@ PYBIND11_MODULE(_core, m) {
           py::arg("offset") = 0.0, py::arg("add") = py::none(), py::arg("add_scale") = 0.0);
     m.def("fc_diagonal", &fc_diagonal, "Per-point Sigma(x, x), Theta(x, x) and activation variances, in place.",
           py::arg("nngp").noconvert(), py::arg("ntk"), py::arg("var").noconvert(), py::arg("ops").noconvert());
+    m.def("cholesky_upper", &cholesky_upper, "Blocked Cholesky U^T U = a in place (Fortran order), LAPACK's info.",
+          py::arg("a").noconvert(), py::arg("block"), py::arg("potrf"), py::arg("trsm"), py::arg("gemm"));
     m.def("mirror_upper", &mirror_upper<double>, "Copy the upper triangle onto the lower.", py::arg("a").noconvert());
     m.def("mirror_upper", &mirror_upper<float>, "Copy the upper triangle onto the lower.", py::arg("a").noconvert());
     m.def("atan2", &binary_array<fastntk::atan2_v>, "Vectorisable atan2 used by the kernels (for tests).",

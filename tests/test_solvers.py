@@ -272,23 +272,32 @@ def test_nystrom_refuses_a_non_finite_operator():
         solvers.nystrom_preconditioner(aslinearoperator(k * np.nan), 1e-3, 5)
 
 
-def test_large_cholesky_runs_on_one_blas_thread(monkeypatch):
-    """From SERIAL_CHOLESKY_N on, dpotrf runs on one BLAS thread (OpenBLAS's threaded one crashes on large
-    matrices on some machines): the same factor, and the threads seen by LAPACK are 1."""
-    from threadpoolctl import threadpool_info
+@pytest.mark.parametrize("block", [1, 7, 64, 1024])
+def test_blocked_cholesky_equals_lapack_for_every_block_size(monkeypatch, block):
+    """The blocked Cholesky (threaded ?gemm/?trsm, ?potrf on diagonal blocks only) is LAPACK's factor to
+    rounding, for block sizes that divide the order, do not, and exceed it; its strict lower triangle is 0."""
+    import scipy.linalg as sl
 
     from fastntk.solvers import _factor
 
-    k, _, y, _, _ = _problem(n=60, n_test=0)
-    seen, real = [], _factor.sl.cholesky
+    k = _problem(n=60, n_test=0)[0] + 1e-3 * np.eye(60)
+    monkeypatch.setattr(_factor, "CHOLESKY_BLOCK", block)
+    u = _factor.cholesky(k)
+    ref = sl.cholesky(k, lower=False)
+    np.testing.assert_allclose(u, ref, rtol=0, atol=1e-13 * np.abs(ref).max())
+    assert not np.tril(u, -1).any() and u.flags.f_contiguous and u.dtype == np.float64
+    c = np.asfortranarray(k)
+    assert _factor.cholesky(c, overwrite_a=True) is c  # in place on a float64 Fortran-order array
+    np.testing.assert_array_equal(c, u)
 
-    def spy(a, **kw):
-        seen.append(max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=1))
-        return real(a, **kw)
 
-    monkeypatch.setattr(_factor.sl, "cholesky", spy)
-    small = predict.kernel_ridge(k, y, 1e-3).dual_coef
-    monkeypatch.setattr(_factor, "SERIAL_CHOLESKY_N", 50)
-    large = predict.kernel_ridge(k, y, 1e-3).dual_coef
-    np.testing.assert_array_equal(large, small)
-    assert seen[-1] == 1
+def test_blocked_cholesky_names_the_failing_minor(monkeypatch):
+    from fastntk.solvers import _factor
+
+    monkeypatch.setattr(_factor, "CHOLESKY_BLOCK", 4)
+    k = np.eye(10)
+    k[6, 6] = -1.0  # the leading minor of order 7 is the first that is not positive definite
+    with pytest.raises(np.linalg.LinAlgError, match="order 7 "):
+        _factor.cholesky(k)
+    with pytest.raises(ValueError, match="square"):
+        _factor.cholesky(np.ones((3, 4)))

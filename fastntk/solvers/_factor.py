@@ -12,28 +12,30 @@ import warnings
 import numpy as np
 import scipy.linalg as sl
 
-from .._blas import one_blas_thread
+from .. import _core
+from .._blas import CHOLESKY_BLAS
 from .._validation import check_memory
 from ._eigen import eigh_factored
 
-__all__ = ["FACTOR_ALTERNATIVES", "SERIAL_CHOLESKY_N", "KernelFactor", "cholesky", "flow_factors", "in_eigenbasis",
+__all__ = ["CHOLESKY_BLOCK", "FACTOR_ALTERNATIVES", "KernelFactor", "cholesky", "flow_factors", "in_eigenbasis",
            "step_factors"]
 
-#: Order from which a Cholesky factorization runs on one BLAS thread. OpenBLAS's threaded Cholesky
-#: (dpotrf's parallel path) crashes with a segmentation fault on large matrices on some machines (seen
-#: with the OpenBLAS 0.3.30 and 0.3.31 of NumPy's and SciPy's wheels, SkylakeX kernels, 2 threads, from
-#: N ≈ 16,000 on; N = 12,000 ran), and a crash is never an answer; one thread costs about 1.5× the time.
-SERIAL_CHOLESKY_N = 8192
+#: Columns per step of the blocked Cholesky (fastntk._core.cholesky_upper): LAPACK's ?potrf sees only
+#: diagonal blocks of this order, far below the orders where OpenBLAS's threaded ?potrf crashes.
+CHOLESKY_BLOCK = 1024
 
 
 def cholesky(a, overwrite_a=False):
-    """U upper triangular with UᵀU = a, for a symmetric positive definite float64 (N, N) array (its upper
-    triangle is read). LinAlgError if a is not positive definite. On one BLAS thread from
-    ``SERIAL_CHOLESKY_N`` on (see there)."""
-    if a.shape[0] < SERIAL_CHOLESKY_N:
-        return sl.cholesky(a, lower=False, overwrite_a=overwrite_a, check_finite=False)
-    with one_blas_thread():
-        return sl.cholesky(a, lower=False, overwrite_a=overwrite_a, check_finite=False)
+    """U (N, N) float64 upper triangular with UᵀU = a, its strict lower triangle 0, for a symmetric
+    positive definite (N, N) array (its upper triangle is read). LinAlgError if a is not positive
+    definite. Blocked, on threaded ?gemm and ?trsm (cpp/include/fastntk/cholesky.hpp says why not
+    LAPACK's ?potrf: OpenBLAS's threaded one crashes on large matrices); ``overwrite_a`` factors a
+    float64 Fortran-order ``a`` in place."""
+    u = a if overwrite_a and a.dtype == np.float64 and a.flags.f_contiguous else np.array(a, np.float64, order="F")
+    info = _core.cholesky_upper(u, CHOLESKY_BLOCK, *CHOLESKY_BLAS)
+    if info:
+        raise np.linalg.LinAlgError(f"the leading minor of order {info} is not positive definite")
+    return u
 
 #: What to use when an N×N float64 factor does not fit (the MemoryError message lists these).
 FACTOR_ALTERNATIVES = ("kernel_ridge(..., solver='cg') or solvers.gradient_descent_mse_expm (products K @ V only, "

@@ -16,8 +16,8 @@ Rows, each in its own subprocess (peak RSS is that process's VmHWM, data include
 * ``exact KRR``: Cholesky kernel ridge on the first n training points, twice: n the largest subset
   whose N×N kernel and Cholesky copy, 16·n² bytes, take at most half the available memory
   (``--exact-N`` sets it), and n the largest subset that fits in the ``fastntk falkon`` row's time
-  as well ("same time"): its time is predicted from one timed run on ``--calibrate-N`` points as
-  t(n) = t_kernels·(n²/2 + n·n_test)/(n₀²/2 + n₀·n_test) + t_solve·(n/n₀)³ (kernel entries; the
+  as well ("same time"): its time is predicted from the same exact KRR run on ``--calibrate-N``
+  points, its kernels and its solve timed apart, as t(n) = t_kernels·(n²/2 + n·n_test)/(n₀²/2 + n₀·n_test) + t_solve·(n/n₀)³ (kernel entries; the
   Cholesky's n³), and the row's own measured time is printed beside the prediction;
 * ``sklearn Nystroem``: ``Nystroem(kernel=callable, n_components=--sklearn-M)`` + ``Ridge`` on the
   first ``--sklearn-N`` points (and ``--sklearn-test`` test points), with the same kernel as a
@@ -90,30 +90,27 @@ def run_falkon(a):
 
 
 def run_exact(a):
+    """Cholesky kernel ridge on the first n points, its two parts timed apart: kernels_s (the train and
+    test kernels) and solve_s (the solve and the test prediction), beside the test MSE."""
+    import time
+
     from fastntk import predict
 
     x, y, xt, yt = problem(a["n"], a["n_test"], a["frequency"], a["noise"])
     kfn = kernel_fn()
 
     def fit(_):
-        return predict.kernel_ridge(kfn(x, None, "ntk"), y, a["diag_reg"], k_test_train=kfn(xt, x, "ntk")).fx_test
+        t0 = time.perf_counter()
+        k_train, k_test = kfn(x, None, "ntk"), kfn(xt, x, "ntk")
+        t1 = time.perf_counter()
+        fx_test = predict.kernel_ridge(k_train, y, a["diag_reg"], k_test_train=k_test).fx_test
+        return fx_test, t1 - t0, time.perf_counter() - t1
 
-    return peers.measure(fit, None, 0, lambda f: {"test_mse": float(np.mean((f - yt) ** 2))})
+    def keep(out):
+        fx_test, kernels_s, solve_s = out
+        return {"test_mse": float(np.mean((fx_test - yt) ** 2)), "kernels_s": kernels_s, "solve_s": solve_s}
 
-
-def run_calibrate(a):
-    """Seconds of exact KRR's two parts on n points: the train and test kernels, then the Cholesky solve."""
-    import time
-
-    from fastntk import predict
-
-    x, y, xt, _ = problem(a["n"], a["n_test"], a["frequency"], a["noise"])
-    kfn = kernel_fn()
-    t0 = time.perf_counter()
-    k_train, k_test = kfn(x, None, "ntk"), kfn(xt, x, "ntk")
-    t1 = time.perf_counter()
-    predict.kernel_ridge(k_train, y, a["diag_reg"], k_test_train=k_test)
-    return {"kernels_s": t1 - t0, "solve_s": time.perf_counter() - t1}
+    return peers.measure(fit, None, 0, keep)
 
 
 def exact_seconds(n, n0, n_test, cal):
@@ -154,7 +151,7 @@ def run_sklearn(a):
     return peers.measure(fit, None, 0, lambda f: {"test_mse": float(np.mean((f - yt) ** 2))})
 
 
-SIDES = {"falkon": run_falkon, "exact": run_exact, "calibrate": run_calibrate, "sklearn": run_sklearn}
+SIDES = {"falkon": run_falkon, "exact": run_exact, "sklearn": run_sklearn}
 
 
 def largest_exact_n(n, n_test):
@@ -201,7 +198,7 @@ def main(argv=None):
     results = {falkon_name: run("falkon", {**common, "n": args.N, "m": args.M})}
     rows = {f"exact KRR       N={exact_n}": ("exact", {**common, "n": exact_n})}
     n0 = min(args.calibrate_N, exact_n)
-    cal = run("calibrate", {**common, "n": n0})
+    cal = run("exact", {**common, "n": n0})
     if "error" in results[falkon_name] or "error" in cal:
         print("no same-time exact KRR row: " + (cal.get("error") or results[falkon_name]["error"]))
     else:

@@ -17,7 +17,8 @@ Rows, each in its own subprocess (peak RSS is that process's VmHWM, data include
   whose N×N kernel and Cholesky copy, 16·n² bytes, take at most half the available memory
   (``--exact-N`` sets it), and n the largest subset that fits in the ``fastntk falkon`` row's time
   as well ("same time"): its time is predicted from the same exact KRR run on ``--calibrate-N``
-  points, its kernels and its solve timed apart, as t(n) = t_kernels·(n²/2 + n·n_test)/(n₀²/2 + n₀·n_test) + t_solve·(n/n₀)³ (kernel entries; the
+  points, its kernels and its solve timed apart, as
+  t(n) = t_kernels·(n²/2 + n·n_test)/(n₀²/2 + n₀·n_test) + t_solve·(n/n₀)³ (kernel entries; the
   Cholesky's n³), and the row's own measured time is printed beside the prediction;
 * ``sklearn Nystroem``: ``Nystroem(kernel=callable, n_components=--sklearn-M)`` + ``Ridge`` on the
   first ``--sklearn-N`` points (and ``--sklearn-test`` test points), with the same kernel as a

@@ -76,3 +76,14 @@ def test_large_n_same_time_subset_is_the_largest_predicted_within_the_time(monke
         n = large_n.same_time_n(seconds, 10**6, n0, n_test, cal)
         assert large_n.exact_seconds(n, n0, n_test, cal) <= seconds < large_n.exact_seconds(n + 1, n0, n_test, cal)
     assert large_n.same_time_n(1e9, 30_000, n0, n_test, cal) == 30_000  # memory, not time, limits it
+
+
+def test_cholesky_comparison_factors_on_every_side(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(ROOT))
+    compare = importlib.import_module("benchmarks.compare_cholesky")
+    assert compare.main(["--N", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "failed" not in out
+    for name in compare.SIDES:
+        line = next(line for line in out.splitlines() if name in line)
+        assert float(line.split("residual")[1]) < 1e-13

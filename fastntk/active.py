@@ -15,6 +15,7 @@ import numpy as np
 import scipy.linalg as sl
 
 from ._validation import check_array, check_initial, check_kernel, check_memory, check_positive
+from .solvers._factor import cholesky
 
 __all__ = ["lookahead_scores"]
 
@@ -114,19 +115,20 @@ def lookahead_scores(k_labeled_labeled, k_pool_labeled, k_pool_pool, y_labeled, 
     m = k_us.shape[0]
     check_memory(3 * 8 * m * m, f"look-ahead scores of {m} pool points (3 × {m}×{m} float64)",
                  "score a random subset of the pool (pass its rows and columns of the kernels)")
-    k_reg = np.array(k_ss, dtype=np.float64)
+    k_reg = np.array(k_ss, dtype=np.float64, order="F")
     k_reg.flat[:: k_reg.shape[0] + 1] += lam
+    n = k_reg.shape[0]
     try:
-        chol = sl.cholesky(k_reg, lower=True, check_finite=False)
+        chol = cholesky(k_reg, overwrite_a=True)  # U with UᵀU = K_SS + λI: L = Uᵀ
         pivots = np.diag(chol) ** 2
-        singular = pivots.min() <= k_reg.shape[0] * np.finfo(np.float64).eps * pivots.max()  # as KernelFactor
+        singular = pivots.min() <= n * np.finfo(np.float64).eps * pivots.max()  # as KernelFactor
     except np.linalg.LinAlgError:
         singular = True
     if singular:
         raise ValueError(f"k_labeled_labeled + diag_reg·I is not numerically positive definite (absolute ridge "
                          f"λ = {lam:.3g}; a repeated labelled point?); pass a larger diag_reg")
-    v = sl.solve_triangular(chol, k_us.T, lower=True, check_finite=False)  # L⁻¹ K_SU, (n, m)
-    f_u = f0_u + v.T @ sl.solve_triangular(chol, r_s, lower=True, check_finite=False)  # f(U) = f_0 + K_US A r_S
+    v = sl.solve_triangular(chol, k_us.T, trans="T", check_finite=False)  # L⁻¹ K_SU = U⁻ᵀ K_SU, (n, m)
+    f_u = f0_u + v.T @ sl.solve_triangular(chol, r_s, trans="T", check_finite=False)  # f(U) = f_0 + K_US A r_S
     k_post = np.array(k_uu, dtype=np.float64)
     k_post -= v.T @ v  # K̃ = K_UU − K_US A K_SU
     schur = np.diag(k_post) + lam  # s_c = K̃(c, c) + λ

@@ -6,6 +6,7 @@ import numpy as np
 import scipy.linalg as sl
 
 from .._validation import check_finite, check_integer, check_positive, check_seed
+from ._factor import cholesky
 
 __all__ = ["nystrom_preconditioner"]
 
@@ -44,7 +45,7 @@ def nystrom_preconditioner(k, diag_reg, rank, seed=0):
     shift = np.sqrt(n) * np.finfo(np.float64).eps * np.linalg.norm(y)
     y += shift * omega
     core = omega.T @ y
-    chol = sl.cholesky((core + core.T) / 2, lower=False, check_finite=False)
+    chol = cholesky((core + core.T) / 2, overwrite_a=True)
     u, sig, _ = sl.svd(sl.solve_triangular(chol, y.T, trans="T", lower=False).T, full_matrices=False)
     lam = np.maximum(sig**2 - shift, 0.0)
     scale = (lam[-1] + mu) / (lam + mu) - 1.0 if mu > 0 or lam[-1] > 0 else np.zeros_like(lam)

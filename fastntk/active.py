@@ -116,8 +116,8 @@ def lookahead_scores(k_labeled_labeled, k_pool_labeled, k_pool_pool, y_labeled, 
     check_memory(3 * 8 * m * m, f"look-ahead scores of {m} pool points (3 × {m}×{m} float64)",
                  "score a random subset of the pool (pass its rows and columns of the kernels)")
     k_reg = np.array(k_ss, dtype=np.float64, order="F")
-    k_reg.flat[:: k_reg.shape[0] + 1] += lam
     n = k_reg.shape[0]
+    k_reg.flat[:: n + 1] += lam
     try:
         chol = cholesky(k_reg, overwrite_a=True)  # U with UᵀU = K_SS + λI: L = Uᵀ
         pivots = np.diag(chol) ** 2

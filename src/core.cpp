@@ -168,11 +168,6 @@ void fc_tile(const Array<T>& sigma, py::object nngp, py::object ntk, const Array
                         static_cast<int>(op.size()), rho_tol);
 }
 
-// Fortran BLAS ?gemm, as scipy.linalg.cython_blas exports it (32-bit integers).
-template <class T>
-using Gemm = void (*)(const char*, const char*, const int*, const int*, const int*, const T*, const T*, const int*,
-                      const T*, const int*, const T*, T*, const int*);
-
 // The function pointer held by a PyCapsule (scipy.linalg.cython_blas.__pyx_capi__['dgemm']).
 template <class F>
 F blas_from(const py::capsule& cap) {
@@ -216,7 +211,7 @@ void fc_gram_tile(const Array<T>& x1, const Array<T>& x2, py::object nngp, py::o
     const int k = static_cast<int>(d), lda = static_cast<int>(ld2), ldb = static_cast<int>(ld1);
     if (d > INT_MAX || ld1 > INT_MAX || ld2 > INT_MAX || ld.sigma > INT_MAX)
         throw std::invalid_argument("fc_gram_tile: a dimension exceeds the BLAS integer range");
-    const Gemm<T> f = blas_from<Gemm<T>>(gemm);
+    const fastntk::Gemm<T> f = blas_from<fastntk::Gemm<T>>(gemm);
     const T* a = x2.data();
     const T* b = x1.data();
     // Row-major out[r0:r1, c0:c1] = x1[r0:r1] . x2[c0:c1]^T is column-major out^T = x2[c0:c1] . x1[r0:r1]^T.
@@ -521,10 +516,9 @@ int cholesky_upper(py::array_t<double, 0> a, idx block, const py::capsule& potrf
     const idx lda = n > 1 ? a.strides(1) / static_cast<idx>(sizeof(double)) : std::max<idx>(n, 1);
     if (lda > INT_MAX) throw std::invalid_argument("cholesky_upper: the order exceeds the BLAS integer range");
     if (block < 1) throw std::invalid_argument("block must be at least 1");
-    const fastntk::CholeskyBlas<double> blas{
-        blas_from<decltype(fastntk::CholeskyBlas<double>::potrf)>(potrf),
-        blas_from<decltype(fastntk::CholeskyBlas<double>::trsm)>(trsm),
-        blas_from<decltype(fastntk::CholeskyBlas<double>::gemm)>(gemm)};
+    const fastntk::CholeskyBlas<double> blas{blas_from<fastntk::Potrf<double>>(potrf),
+                                             blas_from<fastntk::Trsm<double>>(trsm),
+                                             blas_from<fastntk::Gemm<double>>(gemm)};
     double* data = a.mutable_data();
     py::gil_scoped_release release;
     return fastntk::cholesky_upper(data, n, lda, block, blas);

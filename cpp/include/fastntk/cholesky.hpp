@@ -17,13 +17,21 @@
 
 namespace fastntk {
 
+// Fortran BLAS/LAPACK routines as scipy.linalg.cython_blas/cython_lapack export them (32-bit integers).
+template <class T>
+using Gemm = void (*)(const char* transa, const char* transb, const int* m, const int* n, const int* k, const T* alpha,
+                      const T* a, const int* lda, const T* b, const int* ldb, const T* beta, T* c, const int* ldc);
+template <class T>
+using Trsm = void (*)(const char* side, const char* uplo, const char* transa, const char* diag, const int* m,
+                      const int* n, const T* alpha, const T* a, const int* lda, T* b, const int* ldb);
+template <class T>
+using Potrf = void (*)(const char* uplo, const int* n, T* a, const int* lda, int* info);
+
 template <class T>
 struct CholeskyBlas {
-    void (*potrf)(const char* uplo, const int* n, T* a, const int* lda, int* info);
-    void (*trsm)(const char* side, const char* uplo, const char* transa, const char* diag, const int* m, const int* n,
-                 const T* alpha, const T* a, const int* lda, T* b, const int* ldb);
-    void (*gemm)(const char* transa, const char* transb, const int* m, const int* n, const int* k, const T* alpha,
-                 const T* a, const int* lda, const T* b, const int* ldb, const T* beta, T* c, const int* ldc);
+    Potrf<T> potrf;
+    Trsm<T> trsm;
+    Gemm<T> gemm;
 };
 
 // A (n, n) column-major with leading dimension lda ≥ n: its upper triangle (read) becomes U, its

@@ -146,7 +146,8 @@ std::vector<double> column_scales(const Array<double>& var2, idx n_act, idx n2, 
     return scales2;
 }
 
-template <class T>
+// Entrywise: the tile by fastntk::fc_tile_entries (one entry at a time: the GPU kernels' code), else fc_tile.
+template <class T, bool Entrywise = false>
 void fc_tile(const Array<T>& sigma, py::object nngp, py::object ntk, const Array<double>& var1,
              const Array<double>& var2, const Array<double>& ops, double rho_tol) {
     idx n_act;
@@ -161,11 +162,15 @@ void fc_tile(const Array<T>& sigma, py::object nngp, py::object ntk, const Array
     ld.var1 = row_stride<double>(var1, "var1", n_act, n1);
     ld.var2 = row_stride<double>(var2, "var2", n_act, n2);
     const T* sigma_ptr = sigma.data();
-    const auto scales2 = column_scales(var2, n_act, n2, ld.var2);
+    const auto scales2 = Entrywise ? std::vector<double>() : column_scales(var2, n_act, n2, ld.var2);
     enter_kernel();
     py::gil_scoped_release release;
-    fastntk::fc_tile<T>(sigma_ptr, nngp_ptr, ntk_ptr, n1, n2, ld, var1.data(), var2.data(), scales2.data(), op.data(),
-                        static_cast<int>(op.size()), rho_tol);
+    if constexpr (Entrywise)
+        fastntk::fc_tile_entries<T>(sigma_ptr, nngp_ptr, ntk_ptr, n1, n2, ld, var1.data(), var2.data(), op.data(),
+                                    static_cast<int>(op.size()), rho_tol);
+    else
+        fastntk::fc_tile<T>(sigma_ptr, nngp_ptr, ntk_ptr, n1, n2, ld, var1.data(), var2.data(), scales2.data(),
+                            op.data(), static_cast<int>(op.size()), rho_tol);
 }
 
 // The function pointer held by a PyCapsule (scipy.linalg.cython_blas.__pyx_capi__['dgemm']).
@@ -532,6 +537,12 @@ PYBIND11_MODULE(_core, m) {
           py::arg("nngp"), py::arg("ntk"), py::arg("var1").noconvert(), py::arg("var2").noconvert(), py::arg("ops").noconvert(), py::arg("rho_tol"));
     m.def("fc_tile", &fc_tile<float>, "Walk a tile of Sigma12 (and Theta12) through all ops.", py::arg("sigma").noconvert(),
           py::arg("nngp"), py::arg("ntk"), py::arg("var1").noconvert(), py::arg("var2").noconvert(), py::arg("ops").noconvert(), py::arg("rho_tol"));
+    m.def("fc_tile_entries", &fc_tile<double, true>, "fc_tile one entry at a time: the GPU kernels' code on the host.",
+          py::arg("sigma").noconvert(), py::arg("nngp"), py::arg("ntk"), py::arg("var1").noconvert(),
+          py::arg("var2").noconvert(), py::arg("ops").noconvert(), py::arg("rho_tol"));
+    m.def("fc_tile_entries", &fc_tile<float, true>, "fc_tile one entry at a time: the GPU kernels' code on the host.",
+          py::arg("sigma").noconvert(), py::arg("nngp"), py::arg("ntk"), py::arg("var1").noconvert(),
+          py::arg("var2").noconvert(), py::arg("ops").noconvert(), py::arg("rho_tol"));
     m.def("fc_gram_tile", &fc_gram_tile<double>, "fc_tile of the Gram x1 . x2, computed sub-tile by sub-tile by a BLAS gemm.",
           py::arg("x1").noconvert(), py::arg("x2").noconvert(), py::arg("nngp"), py::arg("ntk"), py::arg("var1").noconvert(),
           py::arg("var2").noconvert(), py::arg("ops").noconvert(), py::arg("rho_tol"), py::arg("gemm"), py::arg("self_gram"));

@@ -75,13 +75,13 @@ class KernelFn:
         else:
             start = None
             be = _backend.select(x1, x2, backend=backend)
-            x1, x2, dtype = check_pair(x1, x2, dtype)
+            x1, x2, dtype = check_pair(_backend.move(x1, be), _backend.move(x2, be), dtype)
             n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
         if diagonal and (x2 is not None or (start is not None and start.kernel.cov2 is not None)):
             raise ValueError("diagonal=True gives Σ(x, x) and Θ(x, x) of x1 alone; x2 must be None (and a Kernel "
                              "given as x1 must be of x1 with itself: cov2 None)")
         kernels = tuple(n for n in names if n in ("nngp", "ntk"))
-        outs = check_out(out, get, kernels, (n1, n2), dtype, {"x1": x1, "x2": x2})
+        outs = check_out(out, get, kernels, (n1, n2), dtype, {"x1": x1, "x2": x2}, be.xp)
         if out is not None and len(kernels) < len(names):
             raise ValueError(f"out is for the kernels nngp and ntk; get={get!r} also asks for other fields")
         if diagonal and outs:
@@ -110,9 +110,11 @@ class KernelFn:
         Kernels (N1, N2) after a readout (Flatten, GlobalAvgPool, GlobalSumPool); with spatial axes S'
         left, (N1, N2, S'₀, S'₀, S'₁, S'₁, ...) (every pair of positions; neural-tangents' layout without
         its lazy axis reversal) or with ``diagonal_spatial`` (N1, N2, *S'); cov1, cov2 per input alike."""
+        be = _backend.select(x1, x2, backend=backend)
+        if be.name != "cpu":
+            raise NotImplementedError(_backend.NO_SPATIAL)
         x1, x2, dtype = _spatial_pair(x1, x2, dtype)
         walk = _conv.walk_shape(self.spec, x1.shape[1:-1], x1.shape[-1])
-        be = _backend.select(x1, x2, backend=backend)
         n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
         if diagonal and x2 is not None:
             raise ValueError("diagonal=True gives Σ(x, x) and Θ(x, x) of x1 alone; x2 must be None")

@@ -55,7 +55,17 @@ def check_finite(x, name):
     if finite.all():  # the sum overflowed; the entries are fine
         return
     bad = tuple(int(i) for i in np.argwhere(~finite)[0])
-    raise ValueError(f"{name} contains {'NaN' if np.isnan(x[bad]) else 'inf'} (first at index {bad})")
+    raise ValueError(f"{name} contains {'NaN' if bool(np.isnan(x[bad])) else 'inf'} (first at index {bad})")
+
+
+def is_cupy(x):
+    """Whether x is a CuPy array (never imports CuPy)."""
+    return type(x).__module__.partition(".")[0] == "cupy"
+
+
+def namespace_of(x):
+    """The array module of x: CuPy for a CuPy array, else NumPy."""
+    return sys.modules["cupy"] if is_cupy(x) else np
 
 
 def check_array(x, name, *, ndim=2, dtype=None, allow_empty=False):
@@ -66,13 +76,14 @@ def check_array(x, name, *, ndim=2, dtype=None, allow_empty=False):
     """
     if x is None:
         raise TypeError(f"{name} must be an array; got None")
-    arr = _check_meta(np.asarray(x), name, ndim, allow_empty)
+    xp = namespace_of(x)
+    arr = _check_meta(xp.asarray(x), name, ndim, allow_empty)
     if not arr.dtype.isnative:  # big-endian data (e.g. from a file): the kernels read native floats
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)
     check_finite(arr, name)
-    return np.ascontiguousarray(arr)
+    return xp.ascontiguousarray(arr)
 
 
 def _check_meta(x, name, ndim=2, allow_empty=False):
@@ -132,8 +143,9 @@ def check_rows(x, name, dtype):
 def _gram_in_range(x, name, dtype):
     """x (n, d) of ``dtype`` itself when the Gram x·x' stays finite: every |x|² · d below the largest float."""
     limit = np.sqrt(np.finfo(dtype).max / x.shape[1]) / 4
-    if np.abs(x).max() > limit:
-        raise ValueError(f"{name} has entries up to {np.abs(x).max():.3g}; the Gram x·x' would overflow "
+    top = float(abs(x).max())
+    if top > limit:
+        raise ValueError(f"{name} has entries up to {top:.3g}; the Gram x·x' would overflow "
                          f"{np.dtype(dtype).name} above {limit:.3g}: rescale the inputs")
     return x
 
@@ -174,9 +186,10 @@ def available_memory():
         return None
 
 
-def check_memory(nbytes, what, alternatives):
-    """MemoryError before allocating ``nbytes`` if it exceeds available memory."""
-    avail = available_memory()
+def check_memory(nbytes, what, alternatives, available=None):
+    """MemoryError before allocating ``nbytes`` if it exceeds the bytes ``available()`` returns (a
+    function returning bytes or None for unknown; default :func:`available_memory`, the host's)."""
+    avail = (available or available_memory)()
     if avail is not None and nbytes > avail:
         raise MemoryError(
             f"{what} needs {nbytes / 2**30:.2f} GiB but only {avail / 2**30:.2f} GiB is available; "
@@ -213,10 +226,11 @@ def check_block_rows(block_rows):
     return block_rows
 
 
-def check_out(out, get, names, shape, dtype, inputs):
-    """``out=`` of kernel_fn as a dict name -> array; ValueError unless every array has ``shape`` and
-    ``dtype``, contiguous rows, and overlaps neither another output nor an input (``inputs``: name ->
-    array or None), since the pass reads inputs while it writes outputs."""
+def check_out(out, get, names, shape, dtype, inputs, xp=np):
+    """``out=`` of kernel_fn as a dict name -> array; ValueError unless every array is an ndarray of
+    the backend's namespace ``xp`` (NumPy or CuPy) with ``shape`` and ``dtype``, contiguous rows, and
+    overlaps neither another output nor an input (``inputs``: name -> array or None), since the pass
+    reads inputs while it writes outputs."""
     if out is None:
         return {}
     if get is None:
@@ -232,23 +246,24 @@ def check_out(out, get, names, shape, dtype, inputs):
             raise ValueError(f"out must hold one array per name in get={names}; got {len(out)}")
         out = dict(zip(names, out))
     for name, arr in out.items():
-        check_out_array(arr, f"out[{name!r}]", shape, dtype)
+        check_out_array(arr, f"out[{name!r}]", shape, dtype, xp)
     others = [(f"out[{n!r}]", a) for n, a in out.items()] + [(n, a) for n, a in inputs.items() if a is not None]
     for i, (name, arr) in enumerate(others[: len(out)]):
         for other, b in others[i + 1:]:
-            if np.shares_memory(arr, b):
+            if xp.shares_memory(arr, b):
                 raise ValueError(f"{name} shares memory with {other}; each output needs a buffer of its own "
                                  "that overlaps no input")
     return out
 
 
-def check_out_array(arr, name, shape, dtype):
-    """ValueError naming ``name`` unless ``arr`` is a writeable ndarray (np.memmap included) of ``shape``
-    (2-D) and ``dtype`` with contiguous rows, as the compiled passes write rows with unit stride."""
-    if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != dtype:
+def check_out_array(arr, name, shape, dtype, xp=np):
+    """ValueError naming ``name`` unless ``arr`` is a writeable ``xp.ndarray`` (np.memmap included) of
+    ``shape`` (2-D) and ``dtype`` with contiguous rows, as the compiled passes write rows with unit stride."""
+    if not isinstance(arr, xp.ndarray) or arr.shape != shape or arr.dtype != dtype:
         got = f"{type(arr).__name__} of shape {getattr(arr, 'shape', None)} and dtype {getattr(arr, 'dtype', None)}"
-        raise ValueError(f"{name} must be an ndarray of shape {shape} and dtype {np.dtype(dtype)}; got {got}")
-    if not arr.flags.writeable or (shape[1] > 1 and arr.strides[1] != arr.itemsize) or arr.strides[0] < 0:
+        where = "" if xp is np else f" of {xp.__name__} (the backend's arrays)"
+        raise ValueError(f"{name} must be an ndarray{where} of shape {shape} and dtype {np.dtype(dtype)}; got {got}")
+    if not getattr(arr.flags, "writeable", True) or (shape[1] > 1 and arr.strides[1] != arr.itemsize) or arr.strides[0] < 0:
         raise ValueError(f"{name} must be writeable with contiguous rows")
 
 

@@ -334,7 +334,7 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
         if with_ntk and t1 is None:
             raise ValueError("get asks for 'ntk' but the Kernel given as input holds no NTK")
         _check_range(k1, t1, var1, dtype)
-        res = {"nngp": k1.astype(dtype), "ntk": t1.astype(dtype) if with_ntk else None}
+        res = {"nngp": backend.from_host(k1.astype(dtype)), "ntk": backend.from_host(t1.astype(dtype)) if with_ntk else None}
         return {name: res[name] for name in get} | {"cov1": res["nngp"], "cov2": None, "x1_is_x2": True} | meta
 
     out = dict(out or {})
@@ -350,6 +350,7 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
         "(resumable), out={name: np.memmap(...)}, solvers.KernelOperator for products K @ V without the "
         "matrix (kernel_ridge(..., solver='cg' or 'falkon')), diagonal=True for Σ(x, x) and Θ(x, x) only, "
         "or blocks of x1 and x2",
+        backend.available_memory,
     )
     # The per-point pass first (O(N·depth)): it bounds every entry, so an overflow is refused
     # before any O(N1·N2) work.
@@ -365,7 +366,7 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
         reserve_disk(arr, f"out[{name!r}]")
     for name in names:
         if name not in out:
-            out[name] = np.empty((n1, n2), dtype)
+            out[name] = backend.xp.empty((n1, n2), dtype)
     rows = block_rows or _tiles.rows_per_block(n2 * itemsize * (1 + (n_regs - 1) * (1 + with_ntk)), lo=16, hi=2048)
     blocks = _tiles.row_blocks(n1, rows, symmetric)
     scaled = any(isinstance(st, Scale) for st in steps) and start.x1_is_x2
@@ -414,8 +415,8 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
             backend.mirror_upper(out[name])
         _flush(out)
     res = {name: out[name] for name in get}
-    res["cov1"] = k1.astype(dtype)
-    res["cov2"] = None if symmetric else k2.astype(dtype)
+    res["cov1"] = backend.from_host(k1.astype(dtype))
+    res["cov2"] = None if symmetric else backend.from_host(k2.astype(dtype))
     return res | meta | {"x1_is_x2": start.x1_is_x2}
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import scipy.linalg.blas
 
 from .._blas import GEMM, one_blas_thread
+from .. import _validation
 from ..activations import (
     ABReluDual,
     ErfDual,
@@ -206,9 +207,9 @@ class CpuBackend:
                     _structural(st, regs, np.copy, diag_offset)
                     continue
                 k, t = regs[st.reg]
-                a = _run_segments(segs, k, k, t, var1, var2, a, rho_tol)
+                a = self._run_segments(segs, k, k, t, var1, var2, a, rho_tol)
             return
-        _run_segments(plan, sigma, nngp, ntk, var1, var2, 0, rho_tol)
+        self._run_segments(plan, sigma, nngp, ntk, var1, var2, 0, rho_tol)
 
     def fusable(self, plan, d, symmetric):
         """Whether :meth:`gram_tile` computes ``plan``'s Gram (d features) inside its pass: a list of
@@ -233,7 +234,7 @@ class CpuBackend:
             _core.fc_gram_tile(x1, x2, nngp, ntk, var1[: first.n_act], var2[: first.n_act], first.ops, rho_tol,
                                GEMM[x1.dtype.char], self_gram)
         if rest:
-            _run_segments(rest, nngp, nngp, ntk, var1, var2, first.n_act, rho_tol)
+            self._run_segments(rest, nngp, nngp, ntk, var1, var2, first.n_act, rho_tol)
 
     def tiles(self, plan, nngp, ntk, var1, var2, rho_tol):
         """B tiles through ``plan`` (one run of Segments continuing given kernels) in place: nngp, ntk
@@ -275,6 +276,44 @@ class CpuBackend:
     def mirror_upper(self, a):
         """a[j, i] = a[i, j] for j > i, in place."""
         _core.mirror_upper(a)
+
+    def _run_segments(self, segments, sigma, nngp, ntk, var1, var2, a, rho_tol):
+        """Segments of a plan over one tile in place: the first reads Σ from ``sigma``, each writes
+        ``nngp`` (and ``ntk``); variances from row ``a`` of var1/var2 on. Returns the next row."""
+        for seg in segments:
+            v1, v2 = var1[a : a + seg.n_act], var2[a : a + seg.n_act]
+            if seg.ops is not None:
+                self._fused(sigma, nngp, ntk, v1, v2, seg.ops, rho_tol)
+            else:
+                self._rule(seg.rule, nngp, ntk, v1[0], v2[0])
+            sigma = nngp
+            a += seg.n_act
+        return a
+
+    # The two ways a segment is computed, which the GPU backend replaces.
+    _fused = staticmethod(_core.fc_tile)
+
+    @staticmethod
+    def _rule(rule, k, t, v1, v2):
+        _rule_tile(rule, k, t, v1, v2)
+
+    #: The namespace of the arrays this backend computes on (the drivers allocate results with it).
+    xp = np
+
+    @staticmethod
+    def to_host(a):
+        """a as a NumPy array (a itself here)."""
+        return a
+
+    @staticmethod
+    def from_host(a):
+        """A NumPy array as this backend's array (itself here)."""
+        return a
+
+    @staticmethod
+    def available_memory():
+        """Bytes the backend's arrays can still take (its memory check's): the host's available memory."""
+        return _validation.available_memory()
 
 
 def _diagonal_run(plan, k, t, var, a):
@@ -334,20 +373,6 @@ def _structural(step, regs, copy, diag_offset):
                 x[rows[ok], cols[ok]] *= step.factor
     else:  # pragma: no cover - kernel_program makes only these
         raise TypeError(f"no rule for step {type(step).__name__}")
-
-
-def _run_segments(segments, sigma, nngp, ntk, var1, var2, a, rho_tol):
-    """Segments of a plan over one tile in place: the first reads Σ from ``sigma``, each writes
-    ``nngp`` (and ``ntk``); variances from row ``a`` of var1/var2 on. Returns the next row."""
-    for seg in segments:
-        v1, v2 = var1[a : a + seg.n_act], var2[a : a + seg.n_act]
-        if seg.ops is not None:
-            _core.fc_tile(sigma, nngp, ntk, v1, v2, seg.ops, rho_tol)
-        else:
-            _rule_tile(seg.rule, nngp, ntk, v1[0], v2[0])
-        sigma = nngp
-        a += seg.n_act
-    return a
 
 
 def _rule_tile(rule, k, t, v1, v2):

@@ -220,25 +220,19 @@ class _FourierSketch:
         self.sides = (scipy.fft.next_fast_len(p, real=True), scipy.fft.next_fast_len(q, real=True))
         self.signs, index = tensor_srht_parameters(self.sides, m // 2, rng, dtype)
         self.real = m % 2  # an odd m's last coordinate: the zero frequencies' (real) product
-        extra = np.zeros(self.real, np.int64)  # frequency 0 of each side, not conjugated
-        self.half = [np.append(np.minimum(i, side - i), extra) for i, side in zip(index, self.sides)]
-        self.conj = [np.append(i > side // 2, extra.astype(bool)) for i, side in zip(index, self.sides)]
-        self.scale = dtype(math.sqrt(2.0 / m))
+        # Each index into the half spectrum, and -1 where the full spectrum's entry is its conjugate
+        self.half = [np.minimum(i, side - i) for i, side in zip(index, self.sides)]
+        self.imag_sign = [np.where(i > side // 2, -1.0, 1.0).astype(dtype) for i, side in zip(index, self.sides)]
+        self.m, self.scale = m, dtype(math.sqrt(2.0 / m))
 
     def __call__(self, a, b):
         workers = get_num_threads()
-        hat = []
-        for v, signs, side, half, conj in zip((a, b), self.signs, self.sides, self.half, self.conj):
-            h = scipy.fft.rfft(v * signs[: v.shape[1]], n=side, axis=1, workers=workers)[:, half]
-            np.conjugate(h, out=h, where=conj)
-            hat.append(h)
-        z = hat[0] * hat[1]
-        z *= self.scale
-        n_pairs = z.shape[1] - self.real
-        parts = [z.real[:, :n_pairs], z.imag[:, :n_pairs]]
-        if self.real:
-            parts.append(z.real[:, n_pairs:] * z.real.dtype.type(math.sqrt(0.5)))
-        return np.hstack(parts)
+        ha, hb = (scipy.fft.rfft(v * signs[: v.shape[1]], n=side, axis=1, workers=workers)
+                  for v, signs, side in zip((a, b), self.signs, self.sides))
+        out = np.empty((a.shape[0], self.m), a.dtype)
+        _core.fourier_products(ha, hb, *self.half, *self.imag_sign, self.real, self.scale,
+                               self.scale * math.sqrt(0.5), out)
+        return out
 
 
 def _steps(layer_spec, d, m1, m2, with_ntk):

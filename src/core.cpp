@@ -1,12 +1,14 @@
 // pybind11 glue for fastntk._core: checks buffers, releases the GIL, calls one
 // kernel from cpp/include/fastntk. Python validates user input and allocates
 // every output; this file only guards the invariants the kernels rely on.
+#include <pybind11/complex.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <complex>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -430,6 +432,37 @@ void tensor_srht_dtype(const py::array& x, const py::array& y, const py::array& 
     throw std::logic_error("tensor_srht: arrays of matching dtypes reached the dtype diagnosis");
 }
 
+// out <- the Fourier TensorSRHT's products of the half spectra ha (n, pa) and hb (n, pb) (complex,
+// of T's precision), pairs j with indices ia, ib and imaginary-part signs sa, sb (n_pairs,), and
+// n_real (0 or 1) zero-frequency products (cpp/include/fastntk/sketch.hpp, fourier_products).
+template <class T>
+void fourier_products(const Array<std::complex<T>>& ha, const Array<std::complex<T>>& hb,
+                      const Array<std::int64_t>& ia, const Array<std::int64_t>& ib, const Array<T>& sa,
+                      const Array<T>& sb, int n_real, T scale, T real_scale, Array<T> out) {
+    const idx n = rows_of(ha, "ha"), pa = ha.shape(1), pb = hb.shape(1);
+    const idx lda = row_stride<std::complex<T>>(ha, "ha", n, pa), ldb = row_stride<std::complex<T>>(hb, "hb", n, pb);
+    const idx n_pairs = vector_length<std::int64_t>(ia, "ia");
+    for (const auto& [a, name] : {std::pair<const py::array&, const char*>{ib, "ib"}, {sa, "sa"}, {sb, "sb"}})
+        if (a.ndim() != 1 || a.shape(0) != n_pairs || (n_pairs > 1 && a.strides(0) != a.itemsize()))
+            throw std::invalid_argument(std::string(name) + " must be contiguous of shape (" + std::to_string(n_pairs) +
+                                        ",); got " + dims(a));
+    if (n_real != 0 && n_real != 1) throw std::invalid_argument("n_real must be 0 or 1");
+    if ((n_real && (pa == 0 || pb == 0)) || (n_pairs && (pa == 0 || pb == 0)))
+        throw std::invalid_argument("ha and hb need at least one frequency");
+    check_indices(ia, "ia", pa, "the columns of ha");
+    check_indices(ib, "ib", pb, "the columns of hb");
+    const idx ldo = row_stride<T>(out, "out", n, 2 * n_pairs + n_real);
+    check_writeable(out, "out");
+    for (const auto& [a, name] : {std::pair<const py::array&, const char*>{ha, "ha"}, {hb, "hb"}})
+        if (overlaps(out, a)) throw std::invalid_argument(std::string("out must not share memory with ") + name);
+    T* o = out.mutable_data();
+    enter_kernel();
+    py::gil_scoped_release release;
+    fastntk::fourier_products<T>(reinterpret_cast<const T*>(ha.data()), lda, reinterpret_cast<const T*>(hb.data()),
+                                 ldb, n, ia.data(), ib.data(), sa.data(), sb.data(), n_pairs, n_real, scale, real_scale,
+                                 o, ldo);
+}
+
 // A contiguous float64 array of exactly the given shape (name in the message).
 const double* contiguous(const Array<double>& a, const char* name, std::vector<idx> shape) {
     bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
@@ -581,6 +614,16 @@ PYBIND11_MODULE(_core, m) {
           py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("signs_x").noconvert(),
           py::arg("signs_y").noconvert(), py::arg("index_x").noconvert(), py::arg("index_y").noconvert(),
           py::arg("out").noconvert());
+    m.def("fourier_products", &fourier_products<double>,
+          "out <- the Fourier TensorSRHT's products of two half spectra (features.py's _FourierSketch).",
+          py::arg("ha").noconvert(), py::arg("hb").noconvert(), py::arg("ia").noconvert(), py::arg("ib").noconvert(),
+          py::arg("sa").noconvert(), py::arg("sb").noconvert(), py::arg("n_real"), py::arg("scale"),
+          py::arg("real_scale"), py::arg("out").noconvert());
+    m.def("fourier_products", &fourier_products<float>,
+          "out <- the Fourier TensorSRHT's products of two half spectra (features.py's _FourierSketch).",
+          py::arg("ha").noconvert(), py::arg("hb").noconvert(), py::arg("ia").noconvert(), py::arg("ib").noconvert(),
+          py::arg("sa").noconvert(), py::arg("sb").noconvert(), py::arg("n_real"), py::arg("scale"),
+          py::arg("real_scale"), py::arg("out").noconvert());
     m.def("tensor_srht", &tensor_srht_dtype, "Diagnose a tensor_srht call of mismatched dtypes.",
           py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("signs_x").noconvert(),
           py::arg("signs_y").noconvert(), py::arg("index_x").noconvert(), py::arg("index_y").noconvert(),

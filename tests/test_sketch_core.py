@@ -285,3 +285,46 @@ def test_tensor_srht_rejects_non_arrays():
 def test_fwht_rejects(a, match):
     with pytest.raises(ValueError, match=match):
         _core.fwht(a)
+
+
+# --- the Fourier TensorSRHT's products ---------------------------------------------------------
+
+
+def _spectra(dtype, n=6, pa=5, pb=9, n_pairs=11, seed=3):
+    rng = np.random.default_rng(seed)
+    complex_type = np.result_type(dtype, np.complex64)
+    ha = (rng.standard_normal((n, pa)) + 1j * rng.standard_normal((n, pa))).astype(complex_type)
+    hb = (rng.standard_normal((n, pb)) + 1j * rng.standard_normal((n, pb))).astype(complex_type)
+    ia, ib = rng.integers(0, pa, n_pairs), rng.integers(0, pb, n_pairs)
+    sa, sb = (rng.choice([-1.0, 1.0], n_pairs).astype(dtype) for _ in range(2))
+    return ha, hb, ia, ib, sa, sb
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_real", [0, 1])
+def test_fourier_products_against_complex_arithmetic(dtype, n_real):
+    ha, hb, ia, ib, sa, sb = _spectra(dtype)
+    a = np.where(sa < 0, np.conj(ha[:, ia]), ha[:, ia])
+    b = np.where(sb < 0, np.conj(hb[:, ib]), hb[:, ib])
+    z = 0.3 * a * b
+    want = np.hstack([z.real, z.imag, 0.2 * (ha[:, :1] * hb[:, :1]).real][: 2 + n_real])
+    out = np.empty((6, 22 + n_real), dtype)
+    _core.fourier_products(ha, hb, ia, ib, sa, sb, n_real, 0.3, 0.2, out)
+    assert_rounding(out, want)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda args: {**args, "ia": args["ia"] + 5}, r"ia\[\d+\] = \d+ is not in \[0, the columns of ha\)"),
+        (lambda args: {**args, "sb": args["sb"][:3]}, r"sb must be contiguous of shape \(11,\)"),
+        (lambda args: {**args, "out": np.empty((6, 21))}, r"out must have shape \(6, 22\)"),
+        (lambda args: {**args, "n_real": 2}, "n_real must be 0 or 1"),
+    ],
+)
+def test_fourier_products_rejects(change, match):
+    ha, hb, ia, ib, sa, sb = _spectra(np.float64)
+    args = {"ha": ha, "hb": hb, "ia": ia, "ib": ib, "sa": sa, "sb": sb, "n_real": 0, "scale": 1.0,
+            "real_scale": 1.0, "out": np.empty((6, 22))}
+    with pytest.raises(ValueError, match=match):
+        _core.fourier_products(**change(args))

@@ -106,4 +106,32 @@ void tensor_srht_rows(const T* x, idx ldx, idx p, const T* y, idx ldy, idx q, id
     }
 }
 
+// The products of a Fourier TensorSRHT (fastntk/features.py, _FourierSketch) from the two sides'
+// half spectra: for rows i < n and pairs j < n_pairs, with â = ha[i, ia[j]] and b̂ = hb[i, ib[j]]
+// (interleaved re, im; row strides lda, ldb in complex entries) each conjugated where its sign
+// sa[j], sb[j] is -1 (the sign multiplies the imaginary part),
+//   z = scale â b̂,  out[i, j] = Re z,  out[i, n_pairs + j] = Im z,
+// and, when n_real is 1, out[i, 2 n_pairs] = real_scale Re(ha[i, 0] hb[i, 0]) (the zero
+// frequencies' product). One pass over the output on the calling thread, no complex temporaries
+// (the pass is bound by memory; in OpenMP threads it shared the cores with the BLAS threads
+// still spinning after the projection before it, and was slower end to end).
+template <class T>
+FASTNTK_SIMD_CLONES void fourier_products(const T* ha, idx lda, const T* hb, idx ldb, idx n, const std::int64_t* ia,
+                                          const std::int64_t* ib, const T* sa, const T* sb, idx n_pairs, int n_real,
+                                          T scale, T real_scale, T* out, idx ldo) noexcept {
+    for (idx i = 0; i < n; ++i) {
+        const T* a = ha + 2 * i * lda;
+        const T* b = hb + 2 * i * ldb;
+        T* __restrict re = out + i * ldo;
+        T* __restrict im = re + n_pairs;
+        for (idx j = 0; j < n_pairs; ++j) {
+            const T ar = a[2 * ia[j]], ai = sa[j] * a[2 * ia[j] + 1];
+            const T br = b[2 * ib[j]], bi = sb[j] * b[2 * ib[j] + 1];
+            re[j] = scale * (ar * br - ai * bi);
+            im[j] = scale * (ar * bi + ai * br);
+        }
+        if (n_real) re[2 * n_pairs] = real_scale * (a[0] * b[0] - a[1] * b[1]);
+    }
+}
+
 }  // namespace fastntk

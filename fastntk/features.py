@@ -203,7 +203,7 @@ class _Act:
 def _scaled(values, u, scale):
     """scale·values as an array of u's dtype, in place when ``values`` is a new array of its own."""
     values = np.asarray(values, u.dtype)
-    if values.base is not None or np.shares_memory(values, u):  # a view (of u, say): leave it be
+    if values is u or values.base is not None:  # u itself or a view (of u, say): leave it be
         return values * scale
     return np.multiply(values, scale, out=values)
 

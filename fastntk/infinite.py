@@ -334,7 +334,8 @@ def infinite_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False,
         if with_ntk and t1 is None:
             raise ValueError("get asks for 'ntk' but the Kernel given as input holds no NTK")
         _check_range(k1, t1, var1, dtype)
-        res = {"nngp": backend.from_host(k1.astype(dtype)), "ntk": backend.from_host(t1.astype(dtype)) if with_ntk else None}
+        res = {"nngp": backend.from_host(k1.astype(dtype)),
+               "ntk": backend.from_host(t1.astype(dtype)) if with_ntk else None}
         return {name: res[name] for name in get} | {"cov1": res["nngp"], "cov2": None, "x1_is_x2": True} | meta
 
     out = dict(out or {})

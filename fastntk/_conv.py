@@ -18,7 +18,8 @@ variances and LayerNorm read), walked through the same layers with the same arit
 pair of coincident inputs gets exactly its own variances. Activations run in the compiled
 fused pass of the backend (one tile per block: the (b1·P, P·b2) matrix in the full layout, one
 (b1, b2) tile per position in the diagonal one, all in one call); window sums run one spatial axis
-at a time in the backend (``window_sum``), a Conv's Dense rule fused into its last pass.
+in one pass of the backend's ``conv_window`` per Conv (every tap, K and T together, the Dense rule and the
+activation after it fused in) and per position of a pool.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ import numpy as np
 
 from . import spec
 from .infinite import _progress, rho_tolerance
+from ._blas import one_blas_thread
 from ._validation import check_memory
 
 __all__ = ["Walk", "conv_kernels", "walk_shape"]
 
 #: Pair-array entries per block (float64): 2²² (32 MiB per array; a block holds a few).
-BLOCK_ENTRIES = 2**22
+BLOCK_ENTRIES = 2**18
 
 
 class Walk(NamedTuple):
@@ -79,11 +81,16 @@ def walk_shape(layer_spec, shape, width):
     return Walk(b.shape, b.width, b.gaussian, mixes)
 
 
-def _walk(node, branches, block, counter):
-    """The branches after ``node``; ``block`` None is a dry run (shapes and checks only)."""
+def _walk(node, branches, block, counter, act=None):
+    """The branches after ``node``; ``block`` None is a dry run (shapes and checks only). ``act``: the
+    activation layer after a Conv ``node``, walked with it."""
     if isinstance(node, spec.Serial):
-        for child in node.layers:
-            branches = _walk(child, branches, block, counter)
+        layers, i = node.layers, 0
+        while i < len(layers):  # a Conv and the activation after it: one pass (the Conv walks both)
+            then = layers[i + 1] if i + 1 < len(layers) else None
+            fuse = block is not None and isinstance(layers[i], spec.Conv) and isinstance(then, spec.Act)
+            branches = _walk(layers[i], branches, block, counter, then if fuse else None)
+            i += 2 if fuse else 1
         return branches
     if isinstance(node, spec.Parallel):
         if len(branches) != len(node.layers):
@@ -124,8 +131,11 @@ def _walk(node, branches, block, counter):
         out_shape = tuple(n for n, _ in plan)
         if isinstance(node, spec.Conv):
             if block is not None:
-                block.conv(b, node, plan, node.fan_in(b.width))
+                block.conv(b, node, plan, node.fan_in(b.width), act)
             b.shape, b.width, b.gaussian, b.last = out_shape, node.width, True, where
+            if act is not None:  # a Gaussian input: always a valid place for it
+                b.gaussian, b.last = False, _where(counter[0], act)
+                counter[0] += 1
         else:
             if block is not None:
                 block.pool(b, node, plan)
@@ -234,6 +244,27 @@ def _window_counts(shape, plan, window, strides, padding):
     return math.prod(np.ix_(*counts)).astype(np.float64)
 
 
+def _joint_index(shape, plan, window, strides, padding):
+    """index[o, t] (P_out, |F|): the flattened input position (row-major over ``shape``) that the
+    flattened output position o reads at the flattened tap t, −1 where any axis reads SAME padding."""
+    d = len(shape)
+    pos, valid = np.zeros((1,) * 2 * d, dtype=np.int64), np.ones((1,) * 2 * d, dtype=bool)
+    for k, (n, (n_out, lo), f, s) in enumerate(zip(shape, plan, window, strides)):
+        at = [1] * 2 * d
+        at[k], at[d + k] = n_out, f
+        ix = _axis_index(n, n_out, lo, f, s, padding).reshape(at)
+        pos, valid = pos * n + ix, valid & (ix >= 0)
+    return np.ascontiguousarray(np.where(valid, pos, -1).reshape(math.prod(n for n, _ in plan), math.prod(window)))
+
+
+def _positions_replaced(shape, s_in, s_out, full, n_batch):
+    """The shape of a block array (full: (b, *S, *S[, b2]); diagonal: (*S, ...)) with S_out for S_in."""
+    d = len(s_in)
+    if full:
+        return (n_batch, *s_out, *s_out, *shape[1 + 2 * d:])
+    return (*s_out, *shape[d:])
+
+
 def _axis_index(n, n_out, lo, f, s, padding):
     """index[o, t] (n_out, f): the input position that output o reads at tap t along one axis of n
     positions, o·s + t − lo, wrapped for CIRCULAR, −1 in SAME padding (spec.window_plan's rule)."""
@@ -264,7 +295,7 @@ class _Block:
     def _groups(self, d):
         """Axes of the positions, one tuple per position: pair arrays (b1, *S, *S, b2) and self arrays
         (b, *S, *S) of the full layout (two positions; the pairs' batch axis last keeps the innermost
-        loop of every window pass long and contiguous), (*S, b1, b2) and (*S, b) of the diagonal one."""
+        loops of the window passes long and contiguous), (*S, b1, b2) and (*S, b) of the diagonal one."""
         return [tuple(range(1, 1 + d)), tuple(range(1 + d, 1 + 2 * d))] if self.full else [tuple(range(d))]
 
     def _map(self, b, fn_pair, fn_self):
@@ -272,75 +303,89 @@ class _Block:
             b.k, b.t = fn_pair(b.k), fn_pair(b.t)
         b.sides = [(fn_self(k), fn_self(t)) for k, t in b.sides]
 
-    def _window_sum(self, a, groups, shape, plan, window, strides, padding, average, scale=1.0, offset=0.0,
-                    add=None, add_scale=0.0, consume=False):
-        """The window sum (÷ the window size if ``average``) of ``a`` over its spatial axes of shape
-        ``shape``, the same tap moving the positions of every group of axes: one pass per axis, the
-        last of which maps each result r to scale·r + offset + add_scale·add (add None: no term).
-        ``consume``: ``a`` is not used afterwards (its memory is reused)."""
-        last = len(plan) - 1
-        for k, ((n_out, lo), f, s) in enumerate(zip(plan, window, strides)):
-            index = _axis_index(shape[k], n_out, lo, f, s, padding)
-            mean = 1.0 / f if average else 1.0
-            axes = [g[k] for g in groups]
-            out = self._take(tuple(n_out if i in axes else n for i, n in enumerate(a.shape)))
-            previous = a
-            a = (self.backend.window_sum(a, axes, index, mean * scale, offset, add, add_scale, out=out) if k == last
-                 else self.backend.window_sum(a, axes, index, mean, out=out))
-            if consume or k > 0:
-                self._give(previous)
-        return a
+    def conv(self, b, layer, plan, fan_in, act=None):
+        """Σ_taps K̃ / |F| (one tap moving both positions) with the Dense rule and ``fan_in``, all taps in
+        one pass: 'ntk' K' = W²A[K] + b², T' = W²A[T] + K'; 'standard' K' = W²A[K] + b²,
+        T' = fan_in·A[K] + W²A[T] + [bias]. ``act``: the activation layer that follows, run in the same
+        pass over the pair arrays where its rule is one compiled segment (otherwise after it)."""
+        size = math.prod(layer.filter_shape)
+        w2, b2 = layer.W_std**2 / size, (0.0 if layer.b_std is None else layer.b_std**2)
+        if layer.parameterization == "ntk":
+            rule = (w2, b2, w2, w2, b2)
+        else:
+            rule = (w2, b2, fan_in / size, w2, 0.0 if layer.b_std is None else 1.0)
+        index = _joint_index(b.shape, plan, layer.filter_shape, layer.strides, layer.padding)
+        out_shape = tuple(n for n, _ in plan)
+        p_in, p_out = math.prod(b.shape), index.shape[0]
 
-    def conv(self, b, layer, plan, fan_in):
-        """A[K] = (1/|F|) Σ_taps K̃ (one tap moving both positions), then the Dense rule with ``fan_in``
-        fused into the last pass: 'ntk' K' = W²A[K] + b², T' = W²A[T] + K'; 'standard' K' = W²A[K] + b²,
-        T' = fan_in·A[K] + W²A[T] + [bias]."""
-        d = len(b.shape)
-        args = (b.shape, plan, layer.filter_shape, layer.strides, layer.padding, True)
-        w2, b2 = layer.W_std**2, (0.0 if layer.b_std is None else layer.b_std**2)
+        def run(k, t, n_batch, ops=None, var1=None, var2=None):
+            """k, t of a batch axis (n_batch) before the positions: their conv, t (and k) recycled."""
+            c = k.size // (n_batch * p_in ** (2 if self.full else 1))
+            view_in = (n_batch, p_in, p_in, c) if self.full else (n_batch, p_in, c)
+            view_out = (n_batch, p_out, p_out, c) if self.full else (n_batch, p_out, c)
+            shape = _positions_replaced(k.shape, b.shape, out_shape, self.full, n_batch)
+            k_new, t_new = self._take(shape), self._take(shape)
+            self.backend.conv_window(k.reshape(view_in), None if b.t_zero else t.reshape(view_in), index, rule,
+                                     k_new.reshape(view_out), t_new.reshape(view_out), ops, var1, var2,
+                                     self.rho_tol)
+            self._give(k)
+            self._give(t)
+            return k_new, t_new
 
-        bias = 0.0 if layer.b_std is None else 1.0
-
-        def rule(k, t, groups):  # k and t are replaced: their memory is reused
-            if layer.parameterization == "ntk":
-                k_new = self._window_sum(k, groups, *args, scale=w2, offset=b2, consume=True)
-                if b.t_zero:
-                    self._give(t)
-                    t_new = self._take(k_new.shape)
-                    np.copyto(t_new, k_new)
-                    return k_new, t_new
-                return k_new, self._window_sum(t, groups, *args, scale=w2, add=k_new, add_scale=1.0, consume=True)
-            ak = self._window_sum(k, groups, *args, consume=True)
-            if b.t_zero:
-                self._give(t)
-                return w2 * ak + b2, fan_in * ak + bias
-            t_new = self._window_sum(t, groups, *args, scale=w2, offset=bias, add=ak, add_scale=float(fan_in),
-                                     consume=True)
-            return w2 * ak + b2, t_new
-
-        groups = self._groups(d)
+        batch = 1 if not self.full else None  # the diagonal layout: one batch of all pairs (*S, ...)
+        b.sides = [run(k, t, batch or k.shape[0]) for k, t in b.sides]
+        fused = None
+        if act is not None:
+            seg = self.backend.plan([act], layer.width, first=False)
+            if b.k is not None and len(seg) == 1 and seg[0].ops is not None and seg[0].n_act == 1:
+                v1, v2 = (self._variances(k_self, out_shape) for k_self, _ in (b.sides[0], b.sides[-1]))
+                fused = ((seg[0].ops, v1, np.ascontiguousarray(v2.T).reshape(1, -1)) if self.full
+                         else (seg[0].ops, np.ascontiguousarray(v1), np.ascontiguousarray(v2)))
         if b.k is not None:
-            b.k, b.t = rule(b.k, b.t, groups)
-        b.sides = [rule(k, t, groups) for k, t in b.sides]
+            b.k, b.t = run(b.k, b.t, batch or b.k.shape[0], *(fused or ()))
         b.t_zero = False
+        if act is not None:
+            b.shape, b.width = out_shape, layer.width  # what the activation reads (the walk sets them too)
+            self.activation(b, act, pairs=fused is None)
 
     def pool(self, b, layer, plan):
+        """Each position's window sum (÷ the window size for AvgPool without normalize_edges; ÷ the
+        positions of each window inside the input with it), the two positions' windows independent: one
+        pass per position, K and T together (the full layout: every pooling network has it)."""
         d = len(b.shape)
-        average = layer.kind == "avg" and not layer.normalize_edges
-        args = (b.shape, plan, layer.window_shape, layer.strides, layer.padding, average)
-        def pooled(a):
-            for group in self._groups(d):  # the two positions' windows are independent
-                a = self._window_sum(a, [group], *args)
-            return a
-
-        if layer.kind == "avg" and layer.normalize_edges:  # ÷ positions of each window inside the input
+        index = _joint_index(b.shape, plan, layer.window_shape, layer.strides, layer.padding)
+        mean = 1.0 / math.prod(layer.window_shape) if layer.kind == "avg" and not layer.normalize_edges else 1.0
+        rule = (mean, 0.0, 0.0, mean, 0.0)  # K' = mean·s_K, T' = mean·s_T
+        p_in, p_out = math.prod(b.shape), index.shape[0]
+        out_shape = tuple(n for n, _ in plan)
+        pair_size = self_size = None
+        if layer.kind == "avg" and layer.normalize_edges:
             c = _window_counts(b.shape, plan, layer.window_shape, layer.strides, layer.padding)
             one = (1,) * d
             pair_size = c.reshape(1, *c.shape, *one, 1) * c.reshape(1, *one, *c.shape, 1)
             self_size = c.reshape(1, *c.shape, *one) * c.reshape(1, *one, *c.shape)
-            self._map(b, lambda a: pooled(a) / pair_size, lambda a: pooled(a) / self_size)
-        else:
-            self._map(b, pooled, pooled)
+
+        def pooled(k, t, size):
+            n_batch = k.shape[0]
+            c = k.size // (n_batch * p_in * p_in)
+            views = [((n_batch, p_in, p_in * c), (n_batch, p_out, p_in, c)),  # the first position's windows
+                     ((n_batch * p_out, p_in, c), _positions_replaced(k.shape, b.shape, out_shape, True, n_batch))]
+            for view, shape in views:
+                k_new, t_new = self._take(shape), self._take(shape)
+                out_view = (view[0], p_out, view[2])
+                self.backend.conv_window(k.reshape(view), None if b.t_zero else t.reshape(view), index, rule,
+                                         k_new.reshape(out_view), t_new.reshape(out_view))
+                self._give(k)
+                self._give(t)
+                k, t = k_new, t_new
+            if size is not None:
+                k /= size
+                t /= size
+            return k, t
+
+        if b.k is not None:
+            b.k, b.t = pooled(b.k, b.t, pair_size)
+        b.sides = [pooled(k, t, self_size) for k, t in b.sides]
 
     def global_pool(self, b, kind):
         d = len(b.shape)
@@ -397,10 +442,11 @@ class _Block:
             b.k, b.t = b.k / scale, b.t / scale
         b.sides = [(k / s, t / s) for (k, t), s in zip(b.sides, self_scales)]
 
-    def activation(self, b, layer):
+    def activation(self, b, layer, pairs=True):
         """The layer's dual kernels on every array: the pair arrays as one (b1·P, P·b2) tile (full
         layout) or P tiles (b1, b2) (one per position), the self arrays as one (P, P) tile per input
-        (full) or per input and position (diagonal), each entry with the variances of its two positions."""
+        (full) or per input and position (diagonal), each entry with the variances of its two positions.
+        ``pairs`` False: the self arrays only (a fused Conv pass has done the pair arrays)."""
         plan = self.backend.plan([layer], b.width, first=False)
         p = math.prod(b.shape)
         self._map(b, np.ascontiguousarray, np.ascontiguousarray)  # worked on in place through reshaped views
@@ -409,14 +455,14 @@ class _Block:
         tiles = self.backend.tiles
         if self.full and b.shape:
             n1, n2 = v1.shape[0], v2.shape[0]
-            if b.k is not None:
+            if b.k is not None and pairs:
                 tiles(plan, b.k.reshape(1, n1 * p, p * n2), b.t.reshape(1, n1 * p, p * n2), v1.reshape(1, 1, -1),
                       np.ascontiguousarray(v2.T).reshape(1, 1, -1), self.rho_tol)
             for (k_self, t_self), v in zip(b.sides, vs):
                 tiles(plan, k_self.reshape(-1, p, p), t_self.reshape(-1, p, p), v[:, None, :], v[:, None, :],
                       self.rho_tol)
         else:
-            if b.k is not None:
+            if b.k is not None and pairs:
                 tiles(plan, b.k.reshape(p, *b.k.shape[-2:]), b.t.reshape(p, *b.t.shape[-2:]), v1[:, None, :],
                       v2[:, None, :], self.rho_tol)
             for (k_self, t_self), v in zip(b.sides, vs):  # each (input, position) with itself: one entry
@@ -450,7 +496,7 @@ def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out
         diagonal are computed, then mirrored)
     get : tuple of 'nngp' / 'ntk'
     dtype : the results' dtype (every entry is computed in float64 and rounded once)
-    backend : the backend of ``fastntk._backend.select`` (its ``plan``, ``tiles``, ``window_sum``,
+    backend : the backend of ``fastntk._backend.select`` (its ``plan``, ``tiles``, ``conv_window``,
         ``mirror_upper``)
     diagonal : only each input with itself: results (N1,) (or (N1, *S', *S') with spatial axes left)
     out : dict name -> preallocated (N1, N2) result (checked by the caller), or None
@@ -496,7 +542,9 @@ def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out
     cov2 = None if symmetric else np.empty((n2, *per_pair))
     blocks = [(i0, j0) for i0 in range(0, n1, rows) for j0 in range(0, n2, cols)
               if not (mirror and j0 + cols <= i0)]
-    with _progress(len(blocks), progress, unit="block") as bar:
+    # The inputs' Gram matrices on one BLAS thread: the compiled passes after them would share the cores
+    # with BLAS threads still spinning (a quarter of a pooled CNN's time on 2 cores).
+    with _progress(len(blocks), progress, unit="block") as bar, one_blas_thread():
         for i0, j0 in blocks:
             i1, j1 = min(n1, i0 + rows), min(n2, j0 + cols)
             xa = x1[i0:i1]
@@ -527,10 +575,11 @@ def _self_pass(x, layer_spec, block, pair_entries):
     inputs with itself, without pairs."""
     rows = max(1, BLOCK_ENTRIES // pair_entries)
     k_all, t_all = [], []
-    for i0 in range(0, x.shape[0], rows):
-        (b,) = _walk(layer_spec, [_inputs(x[i0:i0 + rows], None, block.full, pairs=False)], block, [0])
-        k_all.append(_arrange_self(b.sides[0][0], b.shape, block.full))
-        t_all.append(_arrange_self(b.sides[0][1], b.shape, block.full))
+    with one_blas_thread():
+        for i0 in range(0, x.shape[0], rows):
+            (b,) = _walk(layer_spec, [_inputs(x[i0:i0 + rows], None, block.full, pairs=False)], block, [0])
+            k_all.append(_arrange_self(b.sides[0][0], b.shape, block.full))
+            t_all.append(_arrange_self(b.sides[0][1], b.shape, block.full))
     return np.concatenate(k_all), np.concatenate(t_all)
 
 

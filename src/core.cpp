@@ -507,37 +507,83 @@ void fc_tiles(Array<double> sigma, py::object ntk_obj, const Array<double>& var1
     fastntk::fc_tiles(k, t, B, n1, n2, v1, v2, scales2.data(), n_act, op.data(), static_cast<int>(op.size()), rho_tol);
 }
 
-// dst <- scale * the window sum + offset + add_scale * add (add None: no term), along one axis: src (A, n, C) -> dst (A, m, C), or along the same
-// axis of both positions with one tap: src (A, n, B, n, C) -> dst (A, m, B, m, C); index (m, taps) of
-// positions in [0, n) or < 0 (zero padding).
-void window_sum(const Array<double>& src, Array<double> dst, const Array<std::int64_t>& index, double scale,
-                double offset, py::object add_obj, double add_scale) {
+// A Conv's rule with all its taps in one pass (fastntk::conv_window): k, t (A, n, n, C) pair arrays or (A, n, C),
+// t None for T = 0; into k_out, t_out (A, m, m, C) / (A, m, C); rule (k_scale, k_offset, t_from_k, t_scale,
+// t_offset). ops (one activation) not None: the outputs then go through it, with the variances of the rows'
+// and the columns' positions: pair arrays var1 (A, m), var2 (1 or A, m C); one-position arrays (A = 1)
+// var1 (m, n1), var2 (m, n2), each position's C = n1 n2 entries an (n1, n2) tile.
+void conv_window(const Array<double>& k, py::object t_obj, Array<double> k_out, Array<double> t_out,
+                 const Array<std::int64_t>& index, const py::sequence& rule, py::object ops_obj, py::object var1_obj,
+                 py::object var2_obj, double rho_tol) {
     if (index.ndim() != 2 || !(index.flags() & py::array::c_style))
         throw std::invalid_argument("index must be a C-contiguous 2-D int64 array (m, taps); got " + dims(index));
     const idx m = index.shape(0), taps = index.shape(1);
-    const bool pair = src.ndim() == 5;
-    if (!pair && src.ndim() != 3) throw std::invalid_argument("src must be 3-D (A, n, C) or 5-D (A, n, B, n, C); got " + dims(src));
-    const idx A = src.shape(0), n = src.shape(1), B = pair ? src.shape(2) : 1, C = src.shape(pair ? 4 : 2);
-    if (pair && src.shape(3) != n) throw std::invalid_argument("src's axes 1 and 3 must have one size; got " + dims(src));
+    const bool pair = k.ndim() == 4;
+    if (!pair && k.ndim() != 3) throw std::invalid_argument("k must be 4-D (A, n, n, C) or 3-D (A, n, C); got " + dims(k));
+    const idx A = k.shape(0), n = k.shape(1), C = k.shape(pair ? 3 : 2);
+    const std::vector<idx> in_shape = pair ? std::vector<idx>{A, n, n, C} : std::vector<idx>{A, n, C};
+    const std::vector<idx> out_shape = pair ? std::vector<idx>{A, m, m, C} : std::vector<idx>{A, m, C};
+    const double* kin = contiguous(k, "k", in_shape);
     const std::int64_t* ix = index.data();
     for (idx q = 0; q < m * taps; ++q)
         if (ix[q] >= n) throw std::invalid_argument("index holds " + std::to_string(ix[q]) + ", beyond n = " + std::to_string(n));
-    const double* in = pair ? contiguous(src, "src", {A, n, B, n, C}) : contiguous(src, "src", {A, n, C});
-    double* out = const_cast<double*>(pair ? contiguous(dst, "dst", {A, m, B, m, C}) : contiguous(dst, "dst", {A, m, C}));
-    check_writeable(dst, "dst");
-    if (overlaps(dst, src)) throw std::invalid_argument("dst must not share memory with src");
-    fastntk::Affine f{scale, offset, nullptr, add_scale};
-    Array<double> add;
-    if (!add_obj.is_none()) {
-        if (!py::isinstance<Array<double>>(add_obj)) throw std::invalid_argument("add must be None or a float64 array");
-        add = py::reinterpret_borrow<Array<double>>(add_obj);
-        f.add = pair ? contiguous(add, "add", {A, m, B, m, C}) : contiguous(add, "add", {A, m, C});
-        if (overlaps(dst, add)) throw std::invalid_argument("dst must not share memory with add");
+    Array<double> t;
+    const double* tin = nullptr;
+    if (!t_obj.is_none()) {
+        if (!py::isinstance<Array<double>>(t_obj)) throw std::invalid_argument("t must be None or a float64 array");
+        t = py::reinterpret_borrow<Array<double>>(t_obj);
+        tin = contiguous(t, "t", in_shape);
+    }
+    double* ko = const_cast<double*>(contiguous(k_out, "k_out", out_shape));
+    double* to = const_cast<double*>(contiguous(t_out, "t_out", out_shape));
+    check_writeable(k_out, "k_out");
+    check_writeable(t_out, "t_out");
+    for (const auto& [a, name] : {std::pair<const py::array&, const char*>{k, "k"}, {k_out, "k_out"}})
+        if (overlaps(t_out, a)) throw std::invalid_argument(std::string("t_out must not share memory with ") + name);
+    if (overlaps(k_out, k)) throw std::invalid_argument("k_out must not share memory with k");
+    if (tin && (overlaps(k_out, t) || overlaps(t_out, t)))
+        throw std::invalid_argument("k_out and t_out must not share memory with t");
+    if (rule.size() != 5) throw std::invalid_argument("rule must hold 5 numbers (k_scale, k_offset, t_from_k, t_scale, t_offset)");
+    const fastntk::ConvRule r{rule[0].cast<double>(), rule[1].cast<double>(), rule[2].cast<double>(),
+                              rule[3].cast<double>(), rule[4].cast<double>()};
+    std::vector<fastntk::Op> op;
+    std::vector<double> scales2;
+    Array<double> var1, var2;
+    fastntk::RowOps act{};
+    if (!ops_obj.is_none()) {
+        idx n_act;
+        op = read_ops(py::cast<Array<double>>(ops_obj), &n_act);
+        if (n_act != 1) throw std::invalid_argument("ops must hold exactly one activation; got " + std::to_string(n_act));
+        var1 = py::cast<Array<double>>(var1_obj);
+        var2 = py::cast<Array<double>>(var2_obj);
+        idx S, width;  // rows of var2, entries per row
+        if (pair) {
+            contiguous(var1, "var1", {A, m});
+            S = var2.ndim() == 2 ? var2.shape(0) : 0;
+            if (S != 1 && S != A)
+                throw std::invalid_argument("var2 must have shape (1, m C) or (A, m C); got " + dims(var2));
+            width = m * C;
+        } else {
+            if (A != 1) throw std::invalid_argument("ops with one-position arrays needs A = 1; got " + dims(k));
+            const idx n1 = var1.ndim() == 2 ? var1.shape(1) : -1;
+            width = var2.ndim() == 2 ? var2.shape(1) : -1;
+            if (n1 < 0 || width < 1 || n1 * width != C)
+                throw std::invalid_argument("var1 (m, n1) and var2 (m, n2) with n1 n2 = C = " + std::to_string(C) +
+                                            " needed; got " + dims(var1) + " and " + dims(var2));
+            contiguous(var1, "var1", {m, n1});
+            S = m;
+        }
+        contiguous(var2, "var2", {S, width});
+        scales2.resize(static_cast<std::size_t>(2 * S * width));
+        for (idx s = 0; s < S; ++s)
+            fastntk::column_scales(var2.data() + s * width, width, scales2.data() + 2 * s * width,
+                                   scales2.data() + (2 * s + 1) * width);
+        act = {op.data(), static_cast<int>(op.size()), var1.data(), var2.data(), scales2.data(),
+               pair ? (S == 1 ? 0 : width) : width, rho_tol};
     }
     enter_kernel();
     py::gil_scoped_release release;
-    if (pair) fastntk::window_pair(in, out, A, n, B, C, m, ix, taps, f);
-    else fastntk::window_one(in, out, A, n, C, m, ix, taps, f);
+    fastntk::conv_window(kin, tin, ko, to, A, n, C, m, pair, ix, taps, r, ops_obj.is_none() ? nullptr : &act);
 }
 
 // fastntk::cholesky_upper in place on a (n, n) float64 array in Fortran order (a column stride of
@@ -585,9 +631,10 @@ PYBIND11_MODULE(_core, m) {
     m.def("fc_tiles", &fc_tiles, "Walk B tiles of Sigma12 (and Theta12) through ops in place, rows of all tiles in parallel.",
           py::arg("sigma").noconvert(), py::arg("ntk"), py::arg("var1").noconvert(), py::arg("var2").noconvert(),
           py::arg("ops").noconvert(), py::arg("rho_tol"));
-    m.def("window_sum", &window_sum, "Window sum along one axis, or along one axis of both positions with one tap.",
-          py::arg("src").noconvert(), py::arg("dst").noconvert(), py::arg("index").noconvert(), py::arg("scale"),
-          py::arg("offset") = 0.0, py::arg("add") = py::none(), py::arg("add_scale") = 0.0);
+    m.def("conv_window", &conv_window, "A Conv's rule with all its taps in one pass, optionally the activation after it.",
+          py::arg("k").noconvert(), py::arg("t"), py::arg("k_out").noconvert(), py::arg("t_out").noconvert(),
+          py::arg("index").noconvert(), py::arg("rule"), py::arg("ops") = py::none(), py::arg("var1") = py::none(),
+          py::arg("var2") = py::none(), py::arg("rho_tol") = 0.0);
     m.def("fc_diagonal", &fc_diagonal, "Per-point Sigma(x, x), Theta(x, x) and activation variances, in place.",
           py::arg("nngp").noconvert(), py::arg("ntk"), py::arg("var").noconvert(), py::arg("ops").noconvert());
     m.def("cholesky_upper", &cholesky_upper, "Blocked Cholesky U^T U = a in place (Fortran order), LAPACK's info.",

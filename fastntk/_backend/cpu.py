@@ -251,27 +251,17 @@ class CpuBackend:
                     _rule_tile(seg.rule, nngp[b], None if ntk is None else ntk[b], v1[b, 0], v2[b, 0])
             a += seg.n_act
 
-    def window_sum(self, a, axes, index, scale, offset=0.0, add=None, add_scale=0.0, out=None):
-        """scale·Σ_t a shifted along ``axes`` (one axis, or the same axis of both positions, moved by
-        one tap) by the rows of ``index`` (m, taps), + offset + add_scale·add (add: an array of the
-        output's shape, or None): the output's axes have m entries, entry o summing the input entries
-        index[o, t] ≥ 0 (< 0: zero padding). a float64 C-contiguous; written into ``out`` (a float64
-        C-contiguous array of the output's shape) or a new array, which is returned."""
-        shape = a.shape
-        m = index.shape[0]
-        if len(axes) == 1:
-            (ax,) = axes
-            view = (math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1:]))
-        else:
-            ax, ax2 = axes
-            view = (math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1 : ax2]), shape[ax2],
-                    math.prod(shape[ax2 + 1:]))
-        out_shape = tuple(m if i in axes else n for i, n in enumerate(shape))
-        out = np.empty(out_shape) if out is None else out
-        out_view = (view[0], m, view[2]) if len(axes) == 1 else (view[0], m, view[2], m, view[4])
-        _core.window_sum(a.reshape(view), out.reshape(out_view), index, scale, offset,
-                         None if add is None else add.reshape(out_view), add_scale)
-        return out
+    def conv_window(self, k, t, index, rule, k_out, t_out, ops=None, var1=None, var2=None, rho_tol=0.0):
+        """A Conv's kernel rule with every filter tap in one pass: with s_K, s_T the sums over the taps t
+        of k, t at the input positions index[o, t] (both positions of a pair moved by one tap; < 0: zero
+        padding), K' = k_scale·s_K + k_offset and T' = t_from_k·s_K + t_scale·s_T + t_offset, ``rule`` =
+        (k_scale, k_offset, t_from_k, t_scale, t_offset). k, t float64 C-contiguous (A, n, n, C) pair
+        arrays or (A, n, C) one-position arrays (t None: T = 0); written into k_out, t_out (A, m, m, C) /
+        (A, m, C). ``ops`` (the ops of one activation): the outputs then go through it, with the variances
+        of the rows' and the columns' positions: pair arrays var1 (A, m), var2 (1 or A, m·C);
+        one-position arrays (A = 1) var1 (m, n1), var2 (m, n2), each position's C = n1·n2 entries an
+        (n1, n2) tile."""
+        _core.conv_window(k, t, k_out, t_out, index, rule, ops, var1, var2, rho_tol)
 
     def mirror_upper(self, a):
         """a[j, i] = a[i, j] for j > i, in place."""

@@ -97,7 +97,7 @@ class DeviceBackend(CpuBackend):
     def tiles(self, *args, **kwargs):
         raise NotImplementedError(NO_SPATIAL)
 
-    def window_sum(self, *args, **kwargs):
+    def conv_window(self, *args, **kwargs):
         raise NotImplementedError(NO_SPATIAL)
 
 

@@ -1,14 +1,13 @@
 // Block walks of the convolutional kernels: window sums over covariances and batched tiles.
 //
-// A covariance over pairs of positions is stored with the spatial axes of its two positions
-// apart, e.g. (b1, H, W, b2, H, W) for pairs of images. A Conv's kernel rule averages over the
-// filter taps with one tap shifting both positions (a shared weight), and over a product of
-// axes the taps factor, Σ_(dh, dw) = Σ_dh Σ_dw, so the window sum is one pass per spatial axis:
-// window_pair sums along the same axis of both positions with the same tap, window_one along
-// one axis (a pool's independent windows, or the same-position layout (H, W, b1, b2)). An
-// index table index[o * taps + t] gives the input position that output o reads at tap t
-// (stride, padding offset and CIRCULAR wrap applied by the caller; < 0: the zero of SAME
-// padding), so one kernel serves every padding and stride.
+// A covariance over pairs of positions is stored with the flattened spatial positions of its two
+// inputs apart: (b1, P, P, b2) for a block of pairs of images (the full layout), (P, b1 b2) for the
+// same-position covariances (the diagonal layout). A Conv's kernel rule averages over the filter taps
+// with one tap shifting both positions (a shared weight); a pool sums each position's window on its
+// own. Both are one pass (conv_window): an index table index[o * taps + t] gives the flattened input
+// position that output o reads at tap t (strides, padding offsets and CIRCULAR wrap applied by the
+// caller; < 0: the zero of SAME padding), so one kernel serves every padding, stride and dimension,
+// and the activation after a Conv runs on each output chunk while it is in cache.
 #pragma once
 
 #include <algorithm>
@@ -19,89 +18,178 @@
 
 namespace fastntk {
 
-// What a window pass does to each sum s at output entry e: scale s + offset + add_scale add[e]
-// (add nullptr: no third term) — a Conv's Dense rule fused into its last pass.
-struct Affine {
-    double scale, offset;
-    const double* add;
-    double add_scale;
-
-    void finish(double* __restrict dst, idx e, idx n) const noexcept {
-        if (add) {
-            const double* __restrict a = add + e;
-            for (idx c = 0; c < n; ++c) dst[c] = scale * dst[c] + offset + add_scale * a[c];
-        } else if (scale != 1.0 || offset != 0.0) {
-            for (idx c = 0; c < n; ++c) dst[c] = scale * dst[c] + offset;
-        }
-    }
+// A Conv's kernel rule over a covariance, every filter tap in one pass. With the sums over the taps t
+// (one tap moving both positions: index[o1, t] and index[o2, t] both >= 0)
+//   s_K[a, o1, o2, c] = Σ_t K[a, index[o1, t], index[o2, t], c]   (pair: in (A, n, n, C), out (A, m, m, C)),
+//   s_K[a, o, c]      = Σ_t K[a, index[o, t], c]                  (one position: in (A, n, C), out (A, m, C)),
+// and s_T alike, the outputs are K' = k_scale s_K + k_offset and T' = t_from_k s_K + t_scale s_T + t_offset
+// (T nullptr: T = 0, the inputs'). Positions are the flattened spatial positions, index (m, taps) the input
+// position of output o at tap t (< 0: SAME padding's zero), so every padding, stride and dimension is one loop.
+struct ConvRule {
+    double k_scale, k_offset, t_from_k, t_scale, t_offset;
 };
 
-// out[a, o1, b, o2, c] = f(Σ_t in[a, index[o1, t], b, index[o2, t], c]) over the taps t whose two
-// indices are >= 0, taps in order. in (A, n, B, n, C) and out (A, m, B, m, C), contiguous.
-inline void window_pair(const double* in, double* out, idx A, idx n, idx B, idx C, idx m,
-                        const std::int64_t* index, idx taps, const Affine& f) {
-    if (C == 1) {  // the innermost axis itself: a gather along it, taps outermost (index transposed)
-        std::vector<std::int64_t> by_tap(static_cast<std::size_t>(taps * m));
-        for (idx o = 0; o < m; ++o)
-            for (idx t = 0; t < taps; ++t) by_tap[t * m + o] = index[o * taps + t];
-        const std::int64_t* tix = by_tap.data();
-#pragma omp parallel for collapse(2) schedule(static)
-        for (idx a = 0; a < A; ++a) {
-            for (idx o1 = 0; o1 < m; ++o1) {
-                const std::int64_t* row1 = index + o1 * taps;
-                for (idx b = 0; b < B; ++b) {
-                    double* __restrict dst = out + ((a * m + o1) * B + b) * m;
-                    std::fill(dst, dst + m, 0.0);
-                    for (idx t = 0; t < taps; ++t) {
-                        if (row1[t] < 0) continue;
-                        const double* __restrict base = in + ((a * n + row1[t]) * B + b) * n;
-                        const std::int64_t* q = tix + t * m;
-                        for (idx o2 = 0; o2 < m; ++o2) dst[o2] += q[o2] >= 0 ? base[q[o2] >= 0 ? q[o2] : 0] : 0.0;
-                    }
-                    f.finish(dst, ((a * m + o1) * B + b) * m, m);
+// At one tap, output positions [out, out + len) read input positions [in, in + len) (of the second position).
+struct Piece {
+    idx tap, out, in, len;
+};
+
+// The pieces of every tap's column of index (maximal runs of consecutive valid entries), cut at multiples
+// of `group` output positions and listed group by group: group g's pieces are pieces[start[g], start[g + 1]).
+inline void tap_pieces(const std::int64_t* index, idx m, idx taps, idx group, std::vector<Piece>& pieces,
+                       std::vector<idx>& start) {
+    const idx n_groups = (m + group - 1) / group;
+    pieces.clear();
+    start.assign(static_cast<std::size_t>(n_groups + 1), 0);
+    for (idx g = 0; g < n_groups; ++g) {
+        start[g] = static_cast<idx>(pieces.size());
+        const idx o_end = std::min(m, (g + 1) * group);
+        for (idx t = 0; t < taps; ++t) {
+            bool open = false;
+            for (idx o = g * group; o < o_end; ++o) {
+                const std::int64_t q = index[o * taps + t];
+                if (q < 0) {
+                    open = false;
+                    continue;
                 }
+                if (open && pieces.back().in + pieces.back().len == q) ++pieces.back().len;
+                else pieces.push_back({t, o, static_cast<idx>(q), 1});
+                open = true;
             }
         }
-        return;
     }
-#pragma omp parallel for collapse(2) schedule(static)
-    for (idx a = 0; a < A; ++a) {
-        for (idx o1 = 0; o1 < m; ++o1) {
-            const std::int64_t* row1 = index + o1 * taps;
-            for (idx b = 0; b < B; ++b) {
-                for (idx o2 = 0; o2 < m; ++o2) {
-                    const std::int64_t* row2 = index + o2 * taps;
-                    double* __restrict dst = out + (((a * m + o1) * B + b) * m + o2) * C;
-                    std::fill(dst, dst + C, 0.0);
-                    for (idx t = 0; t < taps; ++t) {
-                        if (row1[t] < 0 || row2[t] < 0) continue;
-                        const double* __restrict src = in + (((a * n + row1[t]) * B + b) * n + row2[t]) * C;
-                        for (idx c = 0; c < C; ++c) dst[c] += src[c];
-                    }
-                    f.finish(dst, (((a * m + o1) * B + b) * m + o2) * C, C);
-                }
+    start[n_groups] = static_cast<idx>(pieces.size());
+}
+
+// The activation fused after conv_window, one activation (fc_rows). Pair mode: each output row r = (a, o1)
+// of the (A m, m C) tile with var1[r] and var2[a var2_step + j], scales2 (column_scales of var2) at
+// scales2 + 2 a var2_step: var2_step 0 when all a share the columns' variances. One-position mode
+// (conv_one_chunk): var2_step is the width of each position's tile.
+struct RowOps {
+    const Op* ops;
+    int n_ops;
+    const double* var1;
+    const double* var2;
+    const double* scales2;
+    idx var2_step;
+    double rho_tol;
+};
+
+// The rule on n entries: dk, dt hold s_K, s_T (dt's s_T unread without T).
+FASTNTK_ALWAYS_INLINE void conv_finish(double* __restrict dk, double* __restrict dt, idx n, bool with_t,
+                                       const ConvRule& r) noexcept {
+    if (with_t)
+        for (idx e = 0; e < n; ++e) {
+            const double sk = dk[e];
+            dk[e] = r.k_scale * sk + r.k_offset;
+            dt[e] = r.t_from_k * sk + r.t_scale * dt[e] + r.t_offset;
+        }
+    else
+        for (idx e = 0; e < n; ++e) {
+            const double sk = dk[e];
+            dk[e] = r.k_scale * sk + r.k_offset;
+            dt[e] = r.t_from_k * sk + r.t_offset;
+        }
+}
+
+// Everything conv_window does to output row (a, o1) of a pair array, one group of output positions of
+// the second position at a time (a group's sums stay in L1 while the taps add into it), then the rule
+// and the fused activation on the group.
+FASTNTK_SIMD_CLONES void conv_pair_row(const double* k, const double* t, double* k_out, double* t_out, idx a, idx o1,
+                                       idx n, idx C, idx m, const std::int64_t* index, idx taps, const Piece* pieces,
+                                       const idx* start, idx group, const ConvRule& r, const RowOps* act,
+                                       const Strides& ld) noexcept {
+    const idx row = m * C, r_out = a * m + o1;
+    double* dk = k_out + r_out * row;
+    double* dt = t_out + r_out * row;
+    const double* k_rows = k + a * n * n * C;
+    const double* t_rows = t ? t + a * n * n * C : nullptr;
+    const std::int64_t* q1 = index + o1 * taps;
+    for (idx g = 0; g * group < m; ++g) {
+        const idx e0 = g * group * C, e1 = std::min(m, (g + 1) * group) * C;
+        std::fill(dk + e0, dk + e1, 0.0);
+        if (t) std::fill(dt + e0, dt + e1, 0.0);
+        for (idx u = start[g]; u < start[g + 1]; ++u) {
+            const Piece& pc = pieces[u];
+            if (q1[pc.tap] < 0) continue;
+            const idx len = pc.len * C, src = (q1[pc.tap] * n + pc.in) * C;
+            double* __restrict ok = dk + pc.out * C;
+            const double* __restrict ik = k_rows + src;
+            for (idx e = 0; e < len; ++e) ok[e] += ik[e];
+            if (t) {
+                double* __restrict ot = dt + pc.out * C;
+                const double* __restrict it = t_rows + src;
+                for (idx e = 0; e < len; ++e) ot[e] += it[e];
             }
+        }
+        conv_finish(dk + e0, dt + e0, e1 - e0, t != nullptr, r);
+        if (act)
+            fc_rows<double>(k_out, k_out, t_out, r_out, r_out + 1, e0, e1, row, ld, act->var1,
+                            act->var2 + a * act->var2_step, act->scales2 + 2 * a * act->var2_step, act->ops,
+                            act->n_ops, act->rho_tol);
+    }
+}
+
+// conv_window's one-position mode on entries [c0, c0 + len) of every output position of batch a: a
+// chunk of each input position is read from memory once and from cache by every tap that reads it.
+// act: the C entries of a position are a (C / width, width) tile (rows i of the rows' inputs, columns
+// of the columns'), the chunk inside its row i, through ops with var1[o n1 + i], var2[o width + j]
+// and scales2 at 2 o width (var2_step = width).
+FASTNTK_SIMD_CLONES void conv_one_chunk(const double* k, const double* t, double* k_out, double* t_out, idx a,
+                                        idx c0, idx len, idx n, idx C, idx m, const std::int64_t* index, idx taps,
+                                        const ConvRule& r, const RowOps* act) noexcept {
+    const idx width = act ? act->var2_step : C, n1 = C / width, i = c0 / width, j0 = c0 % width;
+    const Strides ld{width, width, width, n1, width};
+    for (idx o = 0; o < m; ++o) {
+        double* __restrict ok = k_out + (a * m + o) * C + c0;
+        double* __restrict ot = t_out + (a * m + o) * C + c0;
+        std::fill(ok, ok + len, 0.0);
+        if (t) std::fill(ot, ot + len, 0.0);
+        for (idx tap = 0; tap < taps; ++tap) {
+            const std::int64_t q = index[o * taps + tap];
+            if (q < 0) continue;
+            const double* __restrict ik = k + (a * n + q) * C + c0;
+            for (idx e = 0; e < len; ++e) ok[e] += ik[e];
+            if (t) {
+                const double* __restrict it = t + (a * n + q) * C + c0;
+                for (idx e = 0; e < len; ++e) ot[e] += it[e];
+            }
+        }
+        conv_finish(ok, ot, len, t != nullptr, r);
+        if (act) {
+            double* tk = k_out + (a * m + o) * C;
+            fc_rows<double>(tk, tk, t_out + (a * m + o) * C, i, i + 1, j0, j0 + len, width, ld, act->var1 + o * n1,
+                            act->var2 + o * width, act->scales2 + 2 * o * width, act->ops, act->n_ops, act->rho_tol);
         }
     }
 }
 
-// out[a, o, c] = f(Σ_t in[a, index[o, t], c]) over the taps t with index >= 0. in (A, n, C), out (A, m, C).
-inline void window_one(const double* in, double* out, idx A, idx n, idx C, idx m, const std::int64_t* index,
-                       idx taps, const Affine& f) noexcept {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (idx a = 0; a < A; ++a) {
-        for (idx o = 0; o < m; ++o) {
-            const std::int64_t* row = index + o * taps;
-            double* __restrict dst = out + (a * m + o) * C;
-            std::fill(dst, dst + C, 0.0);
-            for (idx t = 0; t < taps; ++t) {
-                if (row[t] < 0) continue;
-                const double* __restrict src = in + (a * n + row[t]) * C;
-                for (idx c = 0; c < C; ++c) dst[c] += src[c];
+inline void conv_window(const double* k, const double* t, double* k_out, double* t_out, idx A, idx n, idx C, idx m,
+                        bool pair, const std::int64_t* index, idx taps, const ConvRule& r, const RowOps* act) {
+    if (!pair) {  // chunks of at most kChunk entries inside one row of width entries (act's tile rows)
+        constexpr idx kChunk = 256;  // entries per position in one chunk: n of them stay in L2
+        const idx width = act ? act->var2_step : C, per_row = (width + kChunk - 1) / kChunk;
+        const idx chunks = C / std::max<idx>(width, 1) * per_row;
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+        for (idx a = 0; a < A; ++a)
+            for (idx u = 0; u < chunks; ++u) {
+                const idx j0 = (u % per_row) * kChunk, c0 = (u / per_row) * width + j0;
+                conv_one_chunk(k, t, k_out, t_out, a, c0, std::min(kChunk, width - j0), n, C, m, index, taps, r,
+                               act);
             }
-            f.finish(dst, (a * m + o) * C, C);
-        }
+        return;
     }
+    const idx group = std::max<idx>(1, 256 / C);  // output positions per group: about 256 entries
+    std::vector<Piece> pieces;
+    std::vector<idx> start;
+    tap_pieces(index, m, taps, group, pieces, start);
+    const idx row = m * C;
+    const Strides ld{row, row, row, A * m, row};
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (idx a = 0; a < A; ++a)
+        for (idx o1 = 0; o1 < m; ++o1)
+            conv_pair_row(k, t, k_out, t_out, a, o1, n, C, m, index, taps, pieces.data(), start.data(), group, r, act,
+                          ld);
 }
 
 // B tiles of n1 x n2 stored one after the other, each through all ops in place (fc_rows), the rows

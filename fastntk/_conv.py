@@ -13,13 +13,13 @@ Two layouts, chosen once per network (as neural-tangents chooses ``diagonal_spat
   moves both positions together, so the output diagonal reads only the input diagonal.
   O(P) instead of O(P²) per pair.
 
-Each block carries the self-covariances of its rows' and columns' inputs (what the activations'
-variances and LayerNorm read), walked through the same layers with the same arithmetic, so a
-pair of coincident inputs gets exactly its own variances. Activations run in the compiled
-fused pass of the backend (one tile per block: the (b1·P, P·b2) matrix in the full layout, one
-(b1, b2) tile per position in the diagonal one, all in one call); window sums run one spatial axis
-in one pass of the backend's ``conv_window`` per Conv (every tap, K and T together, the Dense rule and the
-activation after it fused in) and per position of a pool.
+Every input is first walked with itself (a self pass: its self-covariances, and the variances each
+activation and LayerNorm reads, recorded in walk order); the pair blocks then read those variances,
+so each input's self-covariances are walked once, and a pair of coincident inputs gets exactly its
+own variances (the same arithmetic). Each Conv is one pass of the backend's ``conv_window`` over a
+block (every tap, K and T together, the Dense rule, and the activation after it on each chunk while
+it is in cache); each pool one pass per position; other activations run in the backend's fused
+tiles (the (b1·P, P·b2) matrix in the full layout, one (b1, b2) tile per position in the diagonal one).
 """
 
 from __future__ import annotations
@@ -275,11 +275,39 @@ def _axis_index(n, n_out, lo, f, s, padding):
 
 
 class _Block:
-    """The array work of one block of pairs in one layout (``full``), on a backend."""
+    """The array work of the walks in one layout (``full``), on a backend, in one of two passes.
 
-    def __init__(self, full, backend, rho_tol):
-        self.full, self.backend, self.rho_tol = full, backend, rho_tol
+    A self pass (``tapes`` None) walks blocks of inputs with themselves (one side per branch) and
+    records, in ``record``, the variances Σ(x_p, x_p) that each activation and LayerNorm of the walk
+    reads, in walk order. A pair pass walks blocks of pairs (rows ``rows`` of x1 against columns
+    ``cols`` of x2, no sides) and reads those variances from ``tapes`` = (x1's, x2's): the records
+    of the self passes over all inputs, one array per step. So each input's self-covariances are
+    walked once, not once per block, and a coincident pair gets exactly its own variances."""
+
+    def __init__(self, full, backend, rho_tol, tapes=None):
+        self.full, self.backend, self.rho_tol, self.tapes = full, backend, rho_tol, tapes
         self._free = {}  # shape -> arrays no longer referenced, reused by the window passes
+        self.record, self.step, self.rows, self.cols = [], 0, None, None
+
+    def start(self, rows=None, cols=None):
+        """A new walk: of a block of inputs (self pass) or of the pairs rows × cols (pair pass)."""
+        self.record, self.step, self.rows, self.cols = [], 0, rows, cols
+
+    def _side_variances(self, b, shape):
+        """The variances entering this step of the walk (spatial shape ``shape``), of the rows' and the
+        columns' inputs: (b, P) (full layout with spatial axes) or (P, b), from the side (recorded)
+        or the tapes."""
+        self.step += 1
+        if self.tapes is None:
+            ((k_self, _),) = b.sides
+            v = self._variances(k_self, shape).copy()  # (a view of the side, which the walk overwrites)
+            self.record.append((v, 0 if self.full and shape else 1))  # and the axis of its inputs
+            return v, v
+        by_rows = self.full and bool(shape)
+        tape1, tape2 = (t[self.step - 1] for t in self.tapes)
+        if by_rows:
+            return tape1[self.rows], tape2[self.cols]
+        return np.ascontiguousarray(tape1[:, self.rows]), np.ascontiguousarray(tape2[:, self.cols])
 
     def _take(self, shape):
         """A float64 array of ``shape``: a recycled one, else new. Reusing the block-sized arrays of
@@ -335,18 +363,18 @@ class _Block:
         batch = 1 if not self.full else None  # the diagonal layout: one batch of all pairs (*S, ...)
         b.sides = [run(k, t, batch or k.shape[0]) for k, t in b.sides]
         fused = None
-        if act is not None:
+        if act is not None and b.k is not None:
             seg = self.backend.plan([act], layer.width, first=False)
-            if b.k is not None and len(seg) == 1 and seg[0].ops is not None and seg[0].n_act == 1:
-                v1, v2 = (self._variances(k_self, out_shape) for k_self, _ in (b.sides[0], b.sides[-1]))
+            if len(seg) == 1 and seg[0].ops is not None and seg[0].n_act == 1:
+                v1, v2 = self._side_variances(b, out_shape)
                 fused = ((seg[0].ops, v1, np.ascontiguousarray(v2.T).reshape(1, -1)) if self.full
                          else (seg[0].ops, np.ascontiguousarray(v1), np.ascontiguousarray(v2)))
         if b.k is not None:
             b.k, b.t = run(b.k, b.t, batch or b.k.shape[0], *(fused or ()))
         b.t_zero = False
-        if act is not None:
-            b.shape, b.width = out_shape, layer.width  # what the activation reads (the walk sets them too)
-            self.activation(b, act, pairs=fused is None)
+        b.shape, b.width = out_shape, layer.width  # what the activation reads (the walk sets them too)
+        if act is not None and fused is None:
+            self.activation(b, act)
 
     def pool(self, b, layer, plan):
         """Each position's window sum (÷ the window size for AvgPool without normalize_edges; ÷ the
@@ -417,57 +445,57 @@ class _Block:
     def layer_norm(self, b, spatial_axes, eps):
         """K / √(V₁ V₂), V = Σ(x_p, x_p) + eps averaged over ``spatial_axes`` (0-based in S)."""
         p = math.prod(b.shape)
-        vs = []
-        for k_self, _ in b.sides:
-            v = self._variances(k_self, b.shape) + eps
-            if spatial_axes:
-                if self.full and b.shape:
-                    v = v.reshape(-1, *b.shape)
-                    v = np.broadcast_to(v.mean(axis=tuple(1 + a for a in spatial_axes), keepdims=True), v.shape)
-                    v = v.reshape(-1, p)
-                else:
-                    v = v.reshape(*b.shape, -1)
-                    v = np.broadcast_to(v.mean(axis=spatial_axes, keepdims=True), v.shape).reshape(p, -1)
-            vs.append(v)
-        v1, v2 = vs[0], vs[-1]
         shape = b.shape
-        if self.full and shape:
-            n1, n2 = v1.shape[0], v2.shape[0]
-            scale = np.sqrt(v1.reshape(n1, p, 1, 1) * v2.T.reshape(1, 1, p, n2)).reshape(n1, *shape, *shape, n2)
-            self_scales = [np.sqrt(v[:, :, None] * v[:, None, :]).reshape(-1, *shape, *shape) for v in vs]
-        else:
-            scale = np.sqrt(v1[:, :, None] * v2[:, None, :]).reshape(*shape, v1.shape[1], v2.shape[1])
-            self_scales = [np.sqrt(v * v).reshape(*shape, -1) for v in vs]
-        if b.k is not None:
-            b.k, b.t = b.k / scale, b.t / scale
-        b.sides = [(k / s, t / s) for (k, t), s in zip(b.sides, self_scales)]
+        full = self.full and bool(shape)
 
-    def activation(self, b, layer, pairs=True):
+        def normalised(v):
+            v = v + eps
+            if not spatial_axes:
+                return v
+            if full:
+                v = v.reshape(-1, *shape)
+                return np.broadcast_to(v.mean(axis=tuple(1 + a for a in spatial_axes), keepdims=True),
+                                       v.shape).reshape(-1, p)
+            v = v.reshape(*shape, -1)
+            return np.broadcast_to(v.mean(axis=spatial_axes, keepdims=True), v.shape).reshape(p, -1)
+
+        v1, v2 = (normalised(v) for v in self._side_variances(b, shape))
+        if b.k is not None:
+            if full:
+                n1, n2 = v1.shape[0], v2.shape[0]
+                scale = np.sqrt(v1.reshape(n1, p, 1, 1) * v2.T.reshape(1, 1, p, n2)).reshape(n1, *shape, *shape, n2)
+            else:
+                scale = np.sqrt(v1[:, :, None] * v2[:, None, :]).reshape(*shape, v1.shape[1], v2.shape[1])
+            b.k, b.t = b.k / scale, b.t / scale
+        if b.sides:  # a self pass: its one side, with its own variances v1
+            scale = (np.sqrt(v1[:, :, None] * v1[:, None, :]).reshape(-1, *shape, *shape) if full
+                     else np.sqrt(v1 * v1).reshape(*shape, -1))
+            b.sides = [(k / scale, t / scale) for k, t in b.sides]
+
+    def activation(self, b, layer):
         """The layer's dual kernels on every array: the pair arrays as one (b1·P, P·b2) tile (full
-        layout) or P tiles (b1, b2) (one per position), the self arrays as one (P, P) tile per input
-        (full) or per input and position (diagonal), each entry with the variances of its two positions.
-        ``pairs`` False: the self arrays only (a fused Conv pass has done the pair arrays)."""
+        layout) or P tiles (b1, b2) (one per position), a self pass's side as one (P, P) tile per input
+        (full) or per input and position (diagonal), each entry with the variances of its two positions."""
         plan = self.backend.plan([layer], b.width, first=False)
         p = math.prod(b.shape)
         self._map(b, np.ascontiguousarray, np.ascontiguousarray)  # worked on in place through reshaped views
-        vs = [self._variances(k_self, b.shape) for k_self, _ in b.sides]
-        v1, v2 = vs[0], vs[-1]
+        v1, v2 = self._side_variances(b, b.shape)
         tiles = self.backend.tiles
         if self.full and b.shape:
-            n1, n2 = v1.shape[0], v2.shape[0]
-            if b.k is not None and pairs:
+            if b.k is not None:
+                n1, n2 = v1.shape[0], v2.shape[0]
                 tiles(plan, b.k.reshape(1, n1 * p, p * n2), b.t.reshape(1, n1 * p, p * n2), v1.reshape(1, 1, -1),
                       np.ascontiguousarray(v2.T).reshape(1, 1, -1), self.rho_tol)
-            for (k_self, t_self), v in zip(b.sides, vs):
-                tiles(plan, k_self.reshape(-1, p, p), t_self.reshape(-1, p, p), v[:, None, :], v[:, None, :],
+            for k_self, t_self in b.sides:  # a self pass's one side: variances v1
+                tiles(plan, k_self.reshape(-1, p, p), t_self.reshape(-1, p, p), v1[:, None, :], v1[:, None, :],
                       self.rho_tol)
         else:
-            if b.k is not None and pairs:
+            if b.k is not None:
                 tiles(plan, b.k.reshape(p, *b.k.shape[-2:]), b.t.reshape(p, *b.t.shape[-2:]), v1[:, None, :],
                       v2[:, None, :], self.rho_tol)
-            for (k_self, t_self), v in zip(b.sides, vs):  # each (input, position) with itself: one entry
-                tiles(plan, k_self.reshape(-1, 1, 1), t_self.reshape(-1, 1, 1), v.reshape(-1, 1, 1),
-                      v.reshape(-1, 1, 1), self.rho_tol)
+            for k_self, t_self in b.sides:  # each (input, position) with itself: one entry
+                tiles(plan, k_self.reshape(-1, 1, 1), t_self.reshape(-1, 1, 1), v1.reshape(-1, 1, 1),
+                      v1.reshape(-1, 1, 1), self.rho_tol)
 
     def combine(self, branches, kind, weights):
         """A FanIn of the branches into the first, on every array: 'sum' Σᵢ Kᵢ; 'mean' Σᵢ wᵢKᵢ / Σᵢ wᵢ
@@ -513,7 +541,7 @@ def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out
     s, c = x1.shape[1:-1], x1.shape[-1]
     walk = walk_shape(layer_spec, s, c)
     full = walk.mixes_positions or (bool(walk.shape) and not diagonal_spatial)
-    block = _Block(full, backend, rho_tolerance(c, np.float64))
+    rho_tol = rho_tolerance(c, np.float64)
     n1 = x1.shape[0]
     n2 = n1 if x2 is None else x2.shape[0]
     per_pair = _result_shape(walk.shape, full)
@@ -522,7 +550,7 @@ def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out
     res = {"width": walk.width, "shape": walk.shape, "is_gaussian": walk.is_gaussian, "x1_is_x2": x2 is None}
     if diagonal:
         check_memory(n1 * math.prod(per_pair) * 8 * 3, "the per-input kernels", "fewer inputs per call")
-        res["nngp"], res["ntk"] = _self_pass(x1, layer_spec, block, pair_entries)
+        res["nngp"], res["ntk"], _ = _self_pass(x1, layer_spec, _Block(full, backend, rho_tol), pair_entries)
         res["cov1"], res["ntk_diag1"], res["cov2"] = res["nngp"], res["ntk"], None
         return res
     results, out = {}, out or {}
@@ -533,15 +561,19 @@ def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out
             check_memory(n1 * n2 * math.prod(per_pair) * np.dtype(dtype).itemsize * len(get), "the kernels",
                          "out=np.memmap for kernels larger than RAM, fewer inputs per call")
             results[name] = np.empty((n1, n2, *per_pair), dtype=dtype)
-    rows = min(n1, block_rows or max(1, int(math.sqrt(BLOCK_ENTRIES / pair_entries))))
-    cols = min(n2, max(rows, BLOCK_ENTRIES // (pair_entries * rows)))
     symmetric = x2 is None
     mirror = symmetric and not per_pair
-    cov1 = np.empty((n1, *per_pair))
-    ntk1 = np.empty((n1, *per_pair))
-    cov2 = None if symmetric else np.empty((n2, *per_pair))
-    blocks = [(i0, j0) for i0 in range(0, n1, rows) for j0 in range(0, n2, cols)
-              if not (mirror and j0 + cols <= i0)]
+    # Square blocks, except for a mirrored result, computed on and above the diagonal: there thin row
+    # blocks with their columns from their first row on compute the fewest pairs below it (N·rows/2).
+    side = max(1, int(math.sqrt(BLOCK_ENTRIES / pair_entries)))
+    rows = min(n1, block_rows or (max(1, side // 4) if mirror else side))
+    cols = min(n2, max(rows, BLOCK_ENTRIES // (pair_entries * rows)))
+    # Every input with itself first (the self-kernels, and the variances each pair block reads).
+    cov1, ntk1, tape1 = _self_pass(x1, layer_spec, _Block(full, backend, rho_tol), pair_entries)
+    cov2, _, tape2 = (None, None, tape1) if symmetric else _self_pass(x2, layer_spec, _Block(full, backend, rho_tol),
+                                                                       pair_entries)
+    block = _Block(full, backend, rho_tol, tapes=(tape1, tape2))
+    blocks = [(i0, j0) for i0 in range(0, n1, rows) for j0 in range(i0 if mirror else 0, n2, cols)]
     # The inputs' Gram matrices on one BLAS thread: the compiled passes after them would share the cores
     # with BLAS threads still spinning (a quarter of a pooled CNN's time on 2 cores).
     with _progress(len(blocks), progress, unit="block") as bar, one_blas_thread():
@@ -549,15 +581,11 @@ def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out
             i1, j1 = min(n1, i0 + rows), min(n2, j0 + cols)
             xa = x1[i0:i1]
             xb = (x1 if symmetric else x2)[j0:j1]
-            same = symmetric and i0 == j0 and i1 == j1
-            (b,) = _walk(layer_spec, [_inputs(xa, None if same else xb, full, pairs=True, take=block._take)], block, [0])
+            block.start(slice(i0, i1), slice(j0, j1))
+            (b,) = _walk(layer_spec, [_pairs(xa, xb, full, block._take)], block, [0])
             for name, key in (("nngp", "k"), ("ntk", "t")):
                 if name in results:
                     results[name][i0:i1, j0:j1] = _arrange_pairs(getattr(b, key), walk.shape, full)
-            if j0 == 0 or (mirror and j0 <= i0 < j1):
-                cov1[i0:i1], ntk1[i0:i1] = (_arrange_self(a, walk.shape, full) for a in b.sides[0])
-            if cov2 is not None and i0 == 0:
-                cov2[j0:j1] = _arrange_self(b.sides[-1][0], walk.shape, full)
             bar.update(1)
     if mirror:  # exactly symmetric: the upper triangle onto the lower
         for r in results.values():
@@ -571,49 +599,52 @@ def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out
 
 
 def _self_pass(x, layer_spec, block, pair_entries):
-    """Σ(x, x) and Θ(x, x) of every input (N, *per-pair shape), float64: the walk of each block of
-    inputs with itself, without pairs."""
+    """Σ(x, x) and Θ(x, x) of every input (N, *per-pair shape), float64, and the tape of the
+    variances the walk reads (one array per step, over all inputs: see :class:`_Block`): the walk of
+    each block of inputs with itself, without pairs."""
     rows = max(1, BLOCK_ENTRIES // pair_entries)
-    k_all, t_all = [], []
+    k_all, t_all, records = [], [], []
     with one_blas_thread():
         for i0 in range(0, x.shape[0], rows):
-            (b,) = _walk(layer_spec, [_inputs(x[i0:i0 + rows], None, block.full, pairs=False)], block, [0])
+            block.start()
+            (b,) = _walk(layer_spec, [_self_inputs(x[i0:i0 + rows], block.full)], block, [0])
             k_all.append(_arrange_self(b.sides[0][0], b.shape, block.full))
             t_all.append(_arrange_self(b.sides[0][1], b.shape, block.full))
-    return np.concatenate(k_all), np.concatenate(t_all)
+            records.append(block.record)
+    tape = [np.concatenate([v for v, _ in step], axis=step[0][1]) for step in zip(*records)]
+    return np.concatenate(k_all), np.concatenate(t_all), tape
 
 
-def _inputs(xa, xb, full, pairs, take=np.empty):
-    """The input branch of a block: Σ = x·x'/C per pair of positions (T = 0), for rows xa
-    (b1, *S, C) against columns xb (b2, *S, C) (None: xa itself), the pair arrays only with ``pairs``
-    (in arrays from ``take(shape)``)."""
+def _self_inputs(x, full):
+    """The input branch of a self pass: Σ = x·x/C per pair of positions of each input (b, *S, C) with
+    itself, T = 0."""
+    s, c = x.shape[1:-1], x.shape[-1]
+    p = math.prod(s)
+    h = x.reshape(x.shape[0], p, c).astype(np.float64)
+    if full:
+        k = (h @ h.transpose(0, 2, 1) / c).reshape(x.shape[0], *s, *s)
+    else:
+        k = np.ascontiguousarray((np.einsum("ipc,ipc->pi", h, h) / c).reshape(*s, x.shape[0]))
+    return _Branch(None, None, [(k, np.zeros_like(k))], tuple(s), c, False, "the inputs", t_zero=True)
+
+
+def _pairs(xa, xb, full, take):
+    """The input branch of a pair block: Σ = x·x'/C per pair of positions (T = 0), for rows xa
+    (b1, *S, C) against columns xb (b2, *S, C), in arrays from ``take(shape)``."""
     s, c = xa.shape[1:-1], xa.shape[-1]
     p = math.prod(s)
-
-    def self_side(x):
-        h = x.reshape(x.shape[0], p, c).astype(np.float64)
-        if full:
-            k = (h @ h.transpose(0, 2, 1) / c).reshape(x.shape[0], *s, *s)
-        else:
-            k = np.ascontiguousarray((np.einsum("ipc,ipc->pi", h, h) / c).reshape(*s, x.shape[0]))
-        return k, np.zeros_like(k)
-
-    sides = [self_side(xa)] + ([] if xb is None else [self_side(xb)])
-    k = t = None
-    if pairs:
-        xb_ = xa if xb is None else xb
-        ha, hb = (x.reshape(x.shape[0], p, c).astype(np.float64) for x in (xa, xb_))
-        n1, n2 = ha.shape[0], hb.shape[0]
-        if full:  # K[i, p, q, j] = Σ_c x1[i, p, c] x2[j, q, c]: one GEMM
-            k = take((n1, *s, *s, n2))
-            np.matmul(ha.reshape(-1, c), hb.transpose(2, 1, 0).reshape(c, p * n2), out=k.reshape(n1 * p, p * n2))
-        else:
-            k = take((*s, n1, n2))
-            np.matmul(ha.transpose(1, 0, 2), hb.transpose(1, 2, 0), out=k.reshape(p, n1, n2))
-        k /= c
-        t = take(k.shape)
-        t.fill(0.0)
-    return _Branch(k, t, sides, tuple(s), c, False, "the inputs", t_zero=True)
+    ha, hb = (x.reshape(x.shape[0], p, c).astype(np.float64) for x in (xa, xb))
+    n1, n2 = ha.shape[0], hb.shape[0]
+    if full:  # K[i, p, q, j] = Σ_c x1[i, p, c] x2[j, q, c]: one GEMM
+        k = take((n1, *s, *s, n2))
+        np.matmul(ha.reshape(-1, c), hb.transpose(2, 1, 0).reshape(c, p * n2), out=k.reshape(n1 * p, p * n2))
+    else:
+        k = take((*s, n1, n2))
+        np.matmul(ha.transpose(1, 0, 2), hb.transpose(1, 2, 0), out=k.reshape(p, n1, n2))
+    k /= c
+    t = take(k.shape)
+    t.fill(0.0)
+    return _Branch(k, t, [], tuple(s), c, False, "the inputs", t_zero=True)
 
 
 def _result_shape(shape, full):

@@ -37,7 +37,7 @@ from ._validation import check_memory
 __all__ = ["Walk", "conv_kernels", "walk_shape"]
 
 #: Pair-array entries per block (float64): 2²² (32 MiB per array; a block holds a few).
-BLOCK_ENTRIES = 2**18
+BLOCK_ENTRIES = 2**22
 
 
 class Walk(NamedTuple):
@@ -642,8 +642,8 @@ def _pairs(xa, xb, full, take):
         k = take((*s, n1, n2))
         np.matmul(ha.transpose(1, 0, 2), hb.transpose(1, 2, 0), out=k.reshape(p, n1, n2))
     k /= c
-    t = take(k.shape)
-    t.fill(0.0)
+    # Zero pages from the OS, not a serial fill: a Conv or pool first (the usual case) never reads them.
+    t = np.zeros(k.shape)
     return _Branch(k, t, [], tuple(s), c, False, "the inputs", t_zero=True)
 
 

@@ -294,26 +294,30 @@ class _Block:
         """A new walk: of a block of inputs (self pass) or of the pairs rows × cols (pair pass)."""
         self.record, self.step, self.rows, self.cols = [], 0, rows, cols
 
+    def _input_axis(self, shape):
+        """The axis of the inputs in the variances :meth:`_variances` returns for spatial shape ``shape``."""
+        return 0 if self.full and shape else 1
+
     def _side_variances(self, b, shape):
         """The variances entering this step of the walk (spatial shape ``shape``), of the rows' and the
-        columns' inputs: (b, P) (full layout with spatial axes) or (P, b), from the side (recorded)
-        or the tapes."""
+        columns' inputs: (b, P) (full layout with spatial axes) or (P, b), from the side (recorded,
+        with the axis of its inputs) or the tapes."""
         self.step += 1
+        axis = self._input_axis(shape)
         if self.tapes is None:
             ((k_self, _),) = b.sides
             v = self._variances(k_self, shape).copy()  # (a view of the side, which the walk overwrites)
-            self.record.append((v, 0 if self.full and shape else 1))  # and the axis of its inputs
+            self.record.append((v, axis))
             return v, v
-        by_rows = self.full and bool(shape)
         tape1, tape2 = (t[self.step - 1] for t in self.tapes)
-        if by_rows:
+        if axis == 0:
             return tape1[self.rows], tape2[self.cols]
         return np.ascontiguousarray(tape1[:, self.rows]), np.ascontiguousarray(tape2[:, self.cols])
 
     def _take(self, shape):
         """A float64 array of ``shape``: a view of the smallest recycled buffer that holds it, else of a
-        new one. Reusing the block-sized buffers (blocks differ in shape) saves the page faults of
-        fresh ones, a sixth of a pooled CNN's time."""
+        new one. Reusing the block-sized buffers (blocks differ in shape) saves the page faults (and the
+        kernel's zeroing) of fresh ones."""
         n = math.prod(shape)
         fits = [buf for buf in self._free.values() if buf.size >= n]
         if fits:
@@ -329,12 +333,6 @@ class _Block:
         buf = None if a is None else a.base
         if buf is not None and self._owned.get(id(buf)) is buf:
             self._free[id(buf)] = buf
-
-    def _groups(self, d):
-        """Axes of the positions, one tuple per position: pair arrays (b1, *S, *S, b2) and self arrays
-        (b, *S, *S) of the full layout (two positions; the pairs' batch axis last keeps the innermost
-        loops of the window passes long and contiguous), (*S, b1, b2) and (*S, b) of the diagonal one."""
-        return [tuple(range(1, 1 + d)), tuple(range(1 + d, 1 + 2 * d))] if self.full else [tuple(range(d))]
 
     def _map(self, b, fn_pair, fn_self, consume=False):
         """fn_pair on the pair arrays, fn_self on the sides; ``consume``: their buffers are then recycled
@@ -378,8 +376,10 @@ class _Block:
             self._give(t)
             return k_new, t_new
 
-        batch = 1 if not self.full else None  # the diagonal layout: one batch of all pairs (*S, ...)
-        b.sides = [run(k, t, batch or k.shape[0]) for k, t in b.sides]
+        def n_batch(a):  # the diagonal layout (*S, ...): one batch of all pairs
+            return a.shape[0] if self.full else 1
+
+        b.sides = [run(k, t, n_batch(k)) for k, t in b.sides]
         fused = None
         if act is not None and b.k is not None:
             seg = self.backend.plan([act], layer.width, first=False)
@@ -388,7 +388,7 @@ class _Block:
                 fused = ((seg[0].ops, v1, np.ascontiguousarray(v2.T).reshape(1, -1)) if self.full
                          else (seg[0].ops, np.ascontiguousarray(v1), np.ascontiguousarray(v2)))
         if b.k is not None:
-            b.k, b.t = run(b.k, b.t, batch or b.k.shape[0], *(fused or ()))
+            b.k, b.t = run(b.k, b.t, n_batch(b.k), *(fused or ()))
         b.t_zero = False
         b.shape, b.width = out_shape, layer.width  # what the activation reads (the walk sets them too)
         if act is not None and fused is None:
@@ -437,7 +437,7 @@ class _Block:
         d = len(b.shape)
         p = math.prod(b.shape)
         scale = 1.0 / (p * p) if kind == "avg" else 1.0
-        axes = sum(self._groups(d), ())
+        axes = tuple(range(1, 1 + 2 * d))  # both positions of (b1, *S, *S, b2) / (b, *S, *S): pools are full
 
         def pooled(a):
             return a.sum(axis=axes) * scale
@@ -464,7 +464,7 @@ class _Block:
         """K / √(V₁ V₂), V = Σ(x_p, x_p) + eps averaged over ``spatial_axes`` (0-based in S)."""
         p = math.prod(b.shape)
         shape = b.shape
-        full = self.full and bool(shape)
+        full = self._input_axis(shape) == 0
 
         def normalised(v):
             v = v + eps
@@ -499,7 +499,7 @@ class _Block:
         self._map(b, np.ascontiguousarray, np.ascontiguousarray)  # worked on in place through reshaped views
         v1, v2 = self._side_variances(b, b.shape)
         tiles = self.backend.tiles
-        if self.full and b.shape:
+        if self._input_axis(b.shape) == 0:
             if b.k is not None:
                 n1, n2 = v1.shape[0], v2.shape[0]
                 tiles(plan, b.k.reshape(1, n1 * p, p * n2), b.t.reshape(1, n1 * p, p * n2), v1.reshape(1, 1, -1),
@@ -593,7 +593,7 @@ def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out
     block = _Block(full, backend, rho_tol, tapes=(tape1, tape2))
     blocks = [(i0, j0) for i0 in range(0, n1, rows) for j0 in range(i0 if mirror else 0, n2, cols)]
     # The inputs' Gram matrices on one BLAS thread: the compiled passes after them would share the cores
-    # with BLAS threads still spinning (a quarter of a pooled CNN's time on 2 cores).
+    # with BLAS threads still spinning (perf showed OpenBLAS's thread server busy in a GAP kernel's passes).
     with _progress(len(blocks), progress, unit="block") as bar, one_blas_thread():
         for i0, j0 in blocks:
             i1, j1 = min(n1, i0 + rows), min(n2, j0 + cols)

@@ -25,6 +25,7 @@ tiles (the (b1·P, P·b2) matrix in the full layout, one (b1, b2) tile per posit
 from __future__ import annotations
 
 import math
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -40,6 +41,40 @@ __all__ = ["Walk", "conv_kernels", "walk_shape"]
 BLOCK_ENTRIES = 2**22
 
 
+class _Pool:
+    """Float64 buffers kept between calls (at most ``limit`` bytes), shared by every block of every call
+    (under a lock: calls from several threads take distinct buffers). Fresh memory costs a page fault
+    per 4 KiB page on first touch, about as much as a Conv pass over it; a small kernel call would
+    otherwise spend most of its time faulting in its blocks."""
+
+    def __init__(self, limit):
+        self.limit, self._buffers, self._lock = limit, [], threading.Lock()
+
+    def get(self, n):
+        """The smallest kept buffer of at least ``n`` entries (removed from the pool), or None."""
+        with self._lock:
+            fits = [b for b in self._buffers if b.size >= n]
+            if not fits:
+                return None
+            buf = min(fits, key=lambda b: b.size)
+            self._buffers = [b for b in self._buffers if b is not buf]
+            return buf
+
+    def put(self, buffers):
+        """Keep ``buffers`` (no longer referenced by anyone), the smallest first, up to the limit."""
+        with self._lock:
+            kept, total = [], 0
+            for b in sorted(self._buffers + list(buffers), key=lambda b: b.size):
+                if total + b.nbytes <= self.limit:
+                    kept.append(b)
+                    total += b.nbytes
+            self._buffers = kept
+
+
+#: The buffers of the blocks, kept between calls: 64 MiB.
+POOL = _Pool(64 * 2**20)
+
+
 class Walk(NamedTuple):
     """What a network does to inputs of spatial shape ``shape`` and ``width`` channels: the output's
     spatial shape and width, whether it is Gaussian, and whether any layer mixes positions (pooling:
@@ -53,12 +88,15 @@ class Walk(NamedTuple):
 
 class _Branch:
     """One branch of a block: pair arrays k, t (None in a dry run), self arrays per side (one side
-    when the block's rows are its columns), and what the network has made of it so far."""
+    when the block's rows are its columns), and what the network has made of it so far. ``steps``:
+    Conv steps (``conv_chain``'s) still to run on k, t (a pair pass in the diagonal layout defers them
+    to one compiled pass); ``shape`` is the spatial shape after them."""
 
     def __init__(self, k, t, sides, shape, width, gaussian, last, t_zero=False):
         self.k, self.t, self.sides = k, t, sides
         self.shape, self.width, self.gaussian, self.last = shape, width, gaussian, last
-        self.t_zero = t_zero  # Θ = 0 everywhere (the inputs'): a Conv need not average it
+        self.t_zero = t_zero  # Θ = 0 everywhere in t (the inputs'): a Conv need not average it
+        self.steps = []
 
     def copy(self):
         """An independent copy (a FanOut's): the activations work in place."""
@@ -105,6 +143,8 @@ def _walk(node, branches, block, counter, act=None):
     counter[0] += 1
     where = _where(index, node)
     if isinstance(node, spec.FanOut):
+        if block is not None:
+            block.materialize(branches[0])
         return [branches[0]] + [branches[0].copy() for _ in range(node.num - 1)]
     if isinstance(node, (spec.FanInSum, spec.FanInProd, spec.FanInConcat)):
         return [_fan_in(node, branches, block, where)]
@@ -184,6 +224,9 @@ def _walk(node, branches, block, counter, act=None):
 
 
 def _fan_in(node, branches, block, where):
+    if block is not None:
+        for b in branches:
+            block.materialize(b)
     shapes = {b.shape for b in branches}
     if len(shapes) > 1:
         raise ValueError(f"{where} needs branches of one spatial shape; got {sorted(shapes)}")
@@ -219,6 +262,7 @@ def _affine(layer, b, fan_in, block):
     T' = fan_in·K + W²T + [bias], K' = W²K + b²."""
     if block is None:
         return
+    block.materialize(b)
     w2, b2 = layer.W_std**2, (0.0 if layer.b_std is None else layer.b_std**2)
 
     def rule(k, t):
@@ -286,13 +330,16 @@ class _Block:
 
     def __init__(self, full, backend, rho_tol, tapes=None):
         self.full, self.backend, self.rho_tol, self.tapes = full, backend, rho_tol, tapes
+        self.deferred = tapes is not None and not full  # pair arrays' Conv steps in one pass (materialize)
         self._owned = {}  # id -> every buffer _take made (flat float64)
         self._free = {}  # id -> those of them no longer referenced, reused by the window passes
-        self.record, self.step, self.rows, self.cols = [], 0, None, None
+        self.record, self.step, self.rows, self.cols, self.upper = [], 0, None, None, False
 
-    def start(self, rows=None, cols=None):
-        """A new walk: of a block of inputs (self pass) or of the pairs rows × cols (pair pass)."""
-        self.record, self.step, self.rows, self.cols = [], 0, rows, cols
+    def start(self, rows=None, cols=None, upper=False):
+        """A new walk: of a block of inputs (self pass) or of the pairs rows × cols (pair pass); ``upper``:
+        only the pairs (i, j ≥ i) of a block on the diagonal of a symmetric kernel are needed (those below
+        it may be left 0 where a readout comes right after the deferred steps)."""
+        self.record, self.step, self.rows, self.cols, self.upper = [], 0, rows, cols, upper
 
     def _input_axis(self, shape):
         """The axis of the inputs in the variances :meth:`_variances` returns for spatial shape ``shape``."""
@@ -315,18 +362,25 @@ class _Block:
         return np.ascontiguousarray(tape1[:, self.rows]), np.ascontiguousarray(tape2[:, self.cols])
 
     def _take(self, shape):
-        """A float64 array of ``shape``: a view of the smallest recycled buffer that holds it, else of a
-        new one. Reusing the block-sized buffers (blocks differ in shape) saves the page faults (and the
-        kernel's zeroing) of fresh ones."""
+        """A float64 array of ``shape``: a view of the smallest recycled buffer that holds it (this block's,
+        else the :data:`POOL`'s), else of a new one. Reusing the block-sized buffers (blocks differ in
+        shape) saves the page faults (and the kernel's zeroing) of fresh ones."""
         n = math.prod(shape)
         fits = [buf for buf in self._free.values() if buf.size >= n]
         if fits:
             buf = min(fits, key=lambda b: b.size)
             del self._free[id(buf)]
         else:
-            buf = np.empty(max(n, 1))
+            buf = POOL.get(n)
+            if buf is None:
+                buf = np.empty(max(n, 1))
             self._owned[id(buf)] = buf
         return buf[:n].reshape(shape)
+
+    def close(self):
+        """Every buffer of this block to the :data:`POOL` (the walks are over: the results are copies)."""
+        POOL.put(self._owned.values())
+        self._owned, self._free = {}, {}
 
     def _give(self, a):
         """Recycle the buffer of ``a`` (an array from :meth:`_take`), which nothing references any more."""
@@ -382,17 +436,48 @@ class _Block:
         b.sides = [run(k, t, n_batch(k)) for k, t in b.sides]
         fused = None
         if act is not None and b.k is not None:
-            seg = self.backend.plan([act], layer.width, first=False)
-            if len(seg) == 1 and seg[0].ops is not None and seg[0].n_act == 1:
+            ops = self._one_op(act)
+            if ops is not None:
                 v1, v2 = self._side_variances(b, out_shape)
-                fused = ((seg[0].ops, v1, np.ascontiguousarray(v2.T).reshape(1, -1)) if self.full
-                         else (seg[0].ops, np.ascontiguousarray(v1), np.ascontiguousarray(v2)))
-        if b.k is not None:
-            b.k, b.t = run(b.k, b.t, n_batch(b.k), *(fused or ()))
-        b.t_zero = False
+                fused = ((ops, v1, np.ascontiguousarray(v2.T).reshape(1, -1)) if self.full
+                         else (ops, np.ascontiguousarray(v1), np.ascontiguousarray(v2)))
+        if self.deferred and b.k is not None:
+            b.steps.append([index, rule, *(fused or (None, None, None))])
+        else:
+            if b.k is not None:
+                b.k, b.t = run(b.k, b.t, n_batch(b.k), *(fused or ()))
+            b.t_zero = False
         b.shape, b.width = out_shape, layer.width  # what the activation reads (the walk sets them too)
         if act is not None and fused is None:
             self.activation(b, act)
+
+    def _one_op(self, act):
+        """The ops of activation layer ``act`` where its rule is one compiled op (a closed form), else None."""
+        seg = self.backend.plan([act], 1, first=False)
+        return seg[0].ops if len(seg) == 1 and seg[0].ops is not None and seg[0].n_act == 1 else None
+
+    def materialize(self, b):
+        """Run the deferred Conv steps of ``b`` (one ``conv_chain`` pass): k, t of its spatial shape."""
+        if not b.steps:
+            return
+        k, t = self._chain(b, None)
+        b.k, b.t = k.reshape(*b.shape, *k.shape[1:]), t.reshape(*b.shape, *t.shape[1:])
+
+    def _chain(self, b, flatten_to):
+        """The deferred steps of ``b`` on its pair arrays (*S, b1, b2): k, t (P', b1, b2), or with
+        ``flatten_to`` = (b1, b2) their mean over the positions; the inputs' buffers recycled."""
+        n1, n2 = b.k.shape[-2:]
+        p_in = b.k.size // (n1 * n2)
+        shape = flatten_to or (b.steps[-1][0].shape[0], n1, n2)
+        k_new, t_new = self._take(shape), self._take(shape)
+        out_view = (n1 * n2,) if flatten_to else (shape[0], n1 * n2)
+        self.backend.conv_chain(b.k.reshape(p_in, -1), None if b.t_zero else b.t.reshape(p_in, -1), b.steps, n2,
+                                self.rho_tol, k_new.reshape(out_view), t_new.reshape(out_view),
+                                upper=self.upper and flatten_to is not None)
+        self._give(b.k)
+        self._give(b.t)
+        b.steps, b.t_zero = [], False
+        return k_new, t_new
 
     def pool(self, b, layer, plan):
         """Each position's window sum (÷ the window size for AvgPool without normalize_edges; ÷ the
@@ -446,7 +531,9 @@ class _Block:
 
     def flatten(self, b):
         p = math.prod(b.shape)
-        if self.full:
+        if b.steps:  # the deferred steps and the mean over the positions in one pass
+            b.k, b.t = self._chain(b, b.k.shape[-2:])
+        elif self.full:
             self._map(b, lambda a: np.einsum("ippj->ij", a.reshape(a.shape[0], p, p, a.shape[-1])) / p,
                       lambda a: np.einsum("ipp->i", a.reshape(-1, p, p)) / p, consume=True)
         else:
@@ -462,6 +549,7 @@ class _Block:
 
     def layer_norm(self, b, spatial_axes, eps):
         """K / √(V₁ V₂), V = Σ(x_p, x_p) + eps averaged over ``spatial_axes`` (0-based in S)."""
+        self.materialize(b)
         p = math.prod(b.shape)
         shape = b.shape
         full = self._input_axis(shape) == 0
@@ -494,6 +582,16 @@ class _Block:
         """The layer's dual kernels on every array: the pair arrays as one (b1·P, P·b2) tile (full
         layout) or P tiles (b1, b2) (one per position), a self pass's side as one (P, P) tile per input
         (full) or per input and position (diagonal), each entry with the variances of its two positions."""
+        if self.deferred and b.k is not None and b.shape and self._one_op(layer) is not None:
+            v1, v2 = self._side_variances(b, b.shape)
+            act = [self._one_op(layer), np.ascontiguousarray(v1), np.ascontiguousarray(v2)]
+            if b.steps and b.steps[-1][2] is None:  # after a Conv step without its own (the activation not next to it)
+                b.steps[-1][2:] = act
+            else:  # a step of its own: the identity window
+                p = math.prod(b.shape)
+                b.steps.append([np.arange(p, dtype=np.int64).reshape(p, 1), (1.0, 0.0, 0.0, 1.0, 0.0), *act])
+            return
+        self.materialize(b)
         plan = self.backend.plan([layer], b.width, first=False)
         p = math.prod(b.shape)
         self._map(b, np.ascontiguousarray, np.ascontiguousarray)  # worked on in place through reshaped views
@@ -583,14 +681,14 @@ def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out
     mirror = symmetric and not per_pair
     # Square blocks, except for a mirrored result, computed on and above the diagonal: there thin row
     # blocks with their columns from their first row on compute the fewest pairs below it (N·rows/2).
-    side = max(1, int(math.sqrt(BLOCK_ENTRIES / pair_entries)))
-    rows = min(n1, block_rows or (max(1, side // 4) if mirror else side))
-    cols = min(n2, max(rows, BLOCK_ENTRIES // (pair_entries * rows)))
     # Every input with itself first (the self-kernels, and the variances each pair block reads).
     cov1, ntk1, tape1 = _self_pass(x1, layer_spec, _Block(full, backend, rho_tol), pair_entries)
     cov2, _, tape2 = (None, None, tape1) if symmetric else _self_pass(x2, layer_spec, _Block(full, backend, rho_tol),
                                                                        pair_entries)
     block = _Block(full, backend, rho_tol, tapes=(tape1, tape2))
+    side = max(1, int(math.sqrt(BLOCK_ENTRIES / pair_entries)))
+    rows = min(n1, block_rows or (max(1, side // 4) if mirror else side))
+    cols = min(n2, max(rows, BLOCK_ENTRIES // (pair_entries * rows)))
     blocks = [(i0, j0) for i0 in range(0, n1, rows) for j0 in range(i0 if mirror else 0, n2, cols)]
     # The inputs' Gram matrices on one BLAS thread: the compiled passes after them would share the cores
     # with BLAS threads still spinning (perf showed OpenBLAS's thread server busy in a GAP kernel's passes).
@@ -599,12 +697,14 @@ def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out
             i1, j1 = min(n1, i0 + rows), min(n2, j0 + cols)
             xa = x1[i0:i1]
             xb = (x1 if symmetric else x2)[j0:j1]
-            block.start(slice(i0, i1), slice(j0, j1))
+            block.start(slice(i0, i1), slice(j0, j1), upper=mirror and i0 == j0)
             (b,) = _walk(layer_spec, [_pairs(xa, xb, full, block._take)], block, [0])
+            block.materialize(b)
             for name, key in (("nngp", "k"), ("ntk", "t")):
                 if name in results:
                     results[name][i0:i1, j0:j1] = _arrange_pairs(getattr(b, key), walk.shape, full)
             bar.update(1)
+    block.close()
     if mirror:  # exactly symmetric: the upper triangle onto the lower
         for r in results.values():
             backend.mirror_upper(r)
@@ -630,7 +730,9 @@ def _self_pass(x, layer_spec, block, pair_entries):
             t_all.append(_arrange_self(b.sides[0][1], b.shape, block.full))
             records.append(block.record)
     tape = [np.concatenate([v for v, _ in step], axis=step[0][1]) for step in zip(*records)]
-    return np.concatenate(k_all), np.concatenate(t_all), tape
+    k, t = np.concatenate(k_all), np.concatenate(t_all)  # copies: the block's buffers are free after them
+    block.close()
+    return k, t, tape
 
 
 def _self_inputs(x, full):

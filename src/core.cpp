@@ -586,6 +586,86 @@ void conv_window(const Array<double>& k, py::object t_obj, Array<double> k_out, 
     fastntk::conv_window(kin, tin, ko, to, A, n, C, m, pair, ix, taps, r, ops_obj.is_none() ? nullptr : &act);
 }
 
+// Steps of Convs (fastntk::conv_chain) on one-position arrays, a chunk of entries through all of them in cache:
+// k (n, C), t (n, C) or None for T = 0; steps a sequence of (index (m, taps) int64, rule (5 numbers), ops (one
+// activation) or None, var1 (m, n1), var2 (m, width)), each reading the previous step's m positions; C = n1 width
+// (each position's entries an (n1, width) tile). k_out, t_out (C,): the mean over the last step's positions
+// (Flatten); (m, C): every position. upper (with k_out (C,) only): the entries (i, j >= i) of the tile alone.
+void conv_chain(const Array<double>& k, py::object t_obj, const py::sequence& steps_obj, idx width, double rho_tol,
+                Array<double> k_out, Array<double> t_out, bool upper) {
+    if (k.ndim() != 2) throw std::invalid_argument("k must be 2-D (n, C); got " + dims(k));
+    const idx n0 = k.shape(0), C = k.shape(1);
+    const double* kin = contiguous(k, "k", {n0, C});
+    if (width < 1 || C % width != 0)
+        throw std::invalid_argument("width must divide C = " + std::to_string(C) + "; got " + std::to_string(width));
+    const idx n1 = C / width;
+    Array<double> t;
+    const double* tin = nullptr;
+    if (!t_obj.is_none()) {
+        if (!py::isinstance<Array<double>>(t_obj)) throw std::invalid_argument("t must be None or a float64 array");
+        t = py::reinterpret_borrow<Array<double>>(t_obj);
+        tin = contiguous(t, "t", {n0, C});
+    }
+    const idx n_steps = static_cast<idx>(steps_obj.size());
+    if (n_steps < 1) throw std::invalid_argument("steps must hold at least one step");
+    std::vector<fastntk::ChainStep> steps(static_cast<std::size_t>(n_steps));
+    std::vector<Array<std::int64_t>> indices;
+    std::vector<Array<double>> vars;
+    std::vector<std::vector<fastntk::Op>> ops(static_cast<std::size_t>(n_steps));
+    std::vector<std::vector<double>> scales(static_cast<std::size_t>(n_steps));
+    std::vector<fastntk::RowOps> acts(static_cast<std::size_t>(n_steps));
+    idx n = n0;
+    for (idx s = 0; s < n_steps; ++s) {
+        const auto step = py::cast<py::sequence>(steps_obj[s]);
+        const std::string at = "steps[" + std::to_string(s) + "]";
+        if (step.size() != 5) throw std::invalid_argument(at + " must be (index, rule, ops, var1, var2)");
+        indices.push_back(py::cast<Array<std::int64_t>>(step[0]));
+        const auto& index = indices.back();
+        if (index.ndim() != 2 || !(index.flags() & py::array::c_style))
+            throw std::invalid_argument(at + ": index must be a C-contiguous 2-D int64 array (m, taps); got " + dims(index));
+        const idx m = index.shape(0), taps = index.shape(1);
+        for (idx q = 0; q < m * taps; ++q)
+            if (index.data()[q] >= n)
+                throw std::invalid_argument(at + ": index holds " + std::to_string(index.data()[q]) + ", beyond n = " +
+                                            std::to_string(n));
+        const auto rule = py::cast<py::sequence>(step[1]);
+        if (rule.size() != 5) throw std::invalid_argument(at + ": rule must hold 5 numbers");
+        steps[s] = {index.data(), n, m, taps,
+                    {rule[0].cast<double>(), rule[1].cast<double>(), rule[2].cast<double>(), rule[3].cast<double>(),
+                     rule[4].cast<double>()},
+                    nullptr};
+        if (!step[2].is_none()) {
+            idx n_act;
+            ops[s] = read_ops(py::cast<Array<double>>(step[2]), &n_act);
+            if (n_act != 1) throw std::invalid_argument(at + ": ops must hold exactly one activation");
+            vars.push_back(py::cast<Array<double>>(step[3]));
+            const double* v1 = contiguous(vars.back(), (at + ": var1").c_str(), {m, n1});
+            vars.push_back(py::cast<Array<double>>(step[4]));
+            const double* v2 = contiguous(vars.back(), (at + ": var2").c_str(), {m, width});
+            scales[s].resize(static_cast<std::size_t>(2 * m * width));
+            for (idx o = 0; o < m; ++o)
+                fastntk::column_scales(v2 + o * width, width, scales[s].data() + 2 * o * width,
+                                       scales[s].data() + (2 * o + 1) * width);
+            acts[s] = {ops[s].data(), static_cast<int>(ops[s].size()), v1, v2, scales[s].data(), width, rho_tol};
+            steps[s].act = &acts[s];
+        }
+        n = m;
+    }
+    const bool flatten = k_out.ndim() == 1;
+    if (upper && !flatten) throw std::invalid_argument("upper needs k_out, t_out of shape (C,) (the mean over positions)");
+    const std::vector<idx> out_shape = flatten ? std::vector<idx>{C} : std::vector<idx>{n, C};
+    double* ko = const_cast<double*>(contiguous(k_out, "k_out", out_shape));
+    double* to = const_cast<double*>(contiguous(t_out, "t_out", out_shape));
+    check_writeable(k_out, "k_out");
+    check_writeable(t_out, "t_out");
+    if (overlaps(k_out, t_out) || overlaps(k_out, k) || overlaps(t_out, k) ||
+        (tin && (overlaps(k_out, t) || overlaps(t_out, t))))
+        throw std::invalid_argument("k_out and t_out must not share memory with each other or with k, t");
+    enter_kernel();
+    py::gil_scoped_release release;
+    fastntk::conv_chain(kin, tin, steps.data(), n_steps, C, width, flatten, upper, ko, to);
+}
+
 // fastntk::cholesky_upper in place on a (n, n) float64 array in Fortran order (a column stride of
 // at least n), with ?potrf, ?trsm and ?gemm from the capsules (scipy.linalg.cython_lapack and
 // cython_blas), threaded as the caller has set the BLAS. Returns LAPACK's info.
@@ -631,6 +711,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("fc_tiles", &fc_tiles, "Walk B tiles of Sigma12 (and Theta12) through ops in place, rows of all tiles in parallel.",
           py::arg("sigma").noconvert(), py::arg("ntk"), py::arg("var1").noconvert(), py::arg("var2").noconvert(),
           py::arg("ops").noconvert(), py::arg("rho_tol"));
+    m.def("conv_chain", &conv_chain, "Steps of Convs on one-position arrays, a chunk of entries through all of them in cache.",
+          py::arg("k").noconvert(), py::arg("t"), py::arg("steps"), py::arg("width"), py::arg("rho_tol"),
+          py::arg("k_out").noconvert(), py::arg("t_out").noconvert(), py::arg("upper") = false);
     m.def("conv_window", &conv_window, "A Conv's rule with all its taps in one pass, optionally the activation after it.",
           py::arg("k").noconvert(), py::arg("t"), py::arg("k_out").noconvert(), py::arg("t_out").noconvert(),
           py::arg("index").noconvert(), py::arg("rule"), py::arg("ops") = py::none(), py::arg("var1") = py::none(),

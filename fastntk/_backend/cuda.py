@@ -100,6 +100,9 @@ class DeviceBackend(CpuBackend):
     def conv_window(self, *args, **kwargs):
         raise NotImplementedError(NO_SPATIAL)
 
+    def conv_chain(self, *args, **kwargs):
+        raise NotImplementedError(NO_SPATIAL)
+
 
 #: Why a spatial network does not run on this backend (raised before any work is done).
 NO_SPATIAL = ("convolutional, pooling and LayerNorm layers do not run on the GPU yet; pass NumPy arrays "

@@ -130,53 +130,191 @@ FASTNTK_SIMD_CLONES void conv_pair_row(const double* k, const double* t, double*
     }
 }
 
-// conv_window's one-position mode on entries [c0, c0 + len) of every output position of batch a: a
-// chunk of each input position is read from memory once and from cache by every tap that reads it.
-// act: the C entries of a position are a (C / width, width) tile (rows i of the rows' inputs, columns
-// of the columns'), the chunk inside its row i, through ops with var1[o n1 + i], var2[o width + j]
-// and scales2 at 2 o width (var2_step = width).
-FASTNTK_SIMD_CLONES void conv_one_chunk(const double* k, const double* t, double* k_out, double* t_out, idx a,
-                                        idx c0, idx len, idx n, idx C, idx m, const std::int64_t* index, idx taps,
-                                        const ConvRule& r, const RowOps* act) noexcept {
-    const idx width = act ? act->var2_step : C, n1 = C / width, i = c0 / width, j0 = c0 % width;
-    const Strides ld{width, width, width, n1, width};
+// A chunk of one-position arrays: rows [i0, i1) x columns [j0, j1) of every position's (n1, width) tile (rows i
+// of the rows' inputs, columns j of the columns'; n1 = 1, width = C without an activation), len =
+// (i1 - i0) (j1 - j0) entries per position. zero_left: columns [0, j0) of its rows are not computed (written 0).
+struct Chunk {
+    idx i0, i1, j0, j1, n1, width;
+    bool zero_left;
+    idx row() const noexcept { return j1 - j0; }
+    idx len() const noexcept { return (i1 - i0) * row(); }
+    idx start() const noexcept { return i0 * width + j0; }
+};
+
+// Copies the chunk of each of n positions (stride C) into `pack` (stride len, rows of row()): then the taps
+// read it from cache at a stride of len, not C (a power of two C maps every position's chunk onto the
+// same few cache sets).
+inline void pack_positions(const double* a, idx n, idx C, const Chunk& ch, double* __restrict pack) noexcept {
+    const idx row = ch.row(), len = ch.len();
+    for (idx q = 0; q < n; ++q)
+        for (idx i = ch.i0; i < ch.i1; ++i)
+            std::copy_n(a + q * C + i * ch.width + ch.j0, row, pack + q * len + (i - ch.i0) * row);
+}
+
+// One Conv step on a chunk: for each of the m output positions o, the sums over the taps of the chunk's
+// input positions index[o, tap] (ik, it at a stride of in_stride; it nullptr: T = 0), the rule, and act
+// (or nullptr) with var1[o n1 + i], var2[o width + j], scales2 at 2 o width; into ok, ot at out_stride.
+FASTNTK_ALWAYS_INLINE void conv_step(const double* ik, const double* it, idx in_stride, double* ok, double* ot,
+                                     idx out_stride, idx m, const std::int64_t* index, idx taps, const ConvRule& r,
+                                     const RowOps* act, const Chunk& ch) noexcept {
+    const idx len = ch.len(), row = ch.j1 - ch.j0;
+    const Strides ld{row, row, row, ch.n1, ch.width};
     for (idx o = 0; o < m; ++o) {
-        double* __restrict ok = k_out + (a * m + o) * C + c0;
-        double* __restrict ot = t_out + (a * m + o) * C + c0;
-        std::fill(ok, ok + len, 0.0);
-        if (t) std::fill(ot, ot + len, 0.0);
+        double* __restrict dk = ok + o * out_stride;
+        double* __restrict dt = ot + o * out_stride;
+        std::fill(dk, dk + len, 0.0);
+        if (it) std::fill(dt, dt + len, 0.0);
         for (idx tap = 0; tap < taps; ++tap) {
             const std::int64_t q = index[o * taps + tap];
             if (q < 0) continue;
-            const double* __restrict ik = k + (a * n + q) * C + c0;
-            for (idx e = 0; e < len; ++e) ok[e] += ik[e];
-            if (t) {
-                const double* __restrict it = t + (a * n + q) * C + c0;
-                for (idx e = 0; e < len; ++e) ot[e] += it[e];
+            const double* __restrict sk = ik + q * in_stride;
+            for (idx e = 0; e < len; ++e) dk[e] += sk[e];
+            if (it) {
+                const double* __restrict st = it + q * in_stride;
+                for (idx e = 0; e < len; ++e) dt[e] += st[e];
             }
         }
-        conv_finish(ok, ot, len, t != nullptr, r);
-        if (act) {
-            double* tk = k_out + (a * m + o) * C;
-            fc_rows<double>(tk, tk, t_out + (a * m + o) * C, i, i + 1, j0, j0 + len, width, ld, act->var1 + o * n1,
-                            act->var2 + o * width, act->scales2 + 2 * o * width, act->ops, act->n_ops, act->rho_tol);
+        conv_finish(dk, dt, len, it != nullptr, r);
+        if (act)
+            fc_rows<double>(dk, dk, dt, 0, ch.i1 - ch.i0, 0, row, ch.width, ld, act->var1 + o * ch.n1 + ch.i0,
+                            act->var2 + o * ch.width + ch.j0, act->scales2 + 2 * o * ch.width + ch.j0, act->ops,
+                            act->n_ops, act->rho_tol);
+    }
+}
+
+// conv_window's one-position mode on one chunk of batch a.
+FASTNTK_SIMD_CLONES void conv_one_chunk(const double* k, const double* t, double* k_out, double* t_out, idx a,
+                                        const Chunk& ch, idx n, idx C, idx m, const std::int64_t* index, idx taps,
+                                        const ConvRule& r, const RowOps* act, double* __restrict pack) noexcept {
+    const idx c0 = ch.start(), len = ch.len();  // (the chunks of conv_window are contiguous)
+    pack_positions(k + a * n * C, n, C, ch, pack);
+    if (t) pack_positions(t + a * n * C, n, C, ch, pack + n * len);
+    conv_step(pack, t ? pack + n * len : nullptr, len, k_out + a * m * C + c0, t_out + a * m * C + c0, C, m, index,
+              taps, r, act, ch);
+}
+
+// The chunks of C = n1 width entries per position (n1 rows of width, those of act's tiles, or one of C):
+// about kChunk entries each, whole rows or part of one. upper: row i needs only columns j >= i (a tile on the
+// diagonal of a symmetric kernel), so a chunk from row i0 on starts at column i0 (zero_left).
+struct Chunks {
+    static constexpr idx kChunk = 256;  // entries per position; packed, n positions of it stay in L2
+    std::vector<Chunk> list;
+    idx max_len = 0;
+    Chunks(idx C, idx width, bool upper = false) {
+        width = std::max<idx>(width, 1);
+        const idx n1 = C / width;
+        for (idx i0 = 0; i0 < n1;) {
+            const idx j_start = upper ? std::min(i0, width - 1) : 0, row = width - j_start;
+            if (row > kChunk) {
+                for (idx j0 = j_start; j0 < width; j0 += kChunk)
+                    add({i0, i0 + 1, j0, std::min(width, j0 + kChunk), n1, width, upper && j0 == j_start});
+                ++i0;
+            } else {
+                const idx i1 = std::min(n1, i0 + std::max<idx>(1, kChunk / row));
+                add({i0, i1, j_start, width, n1, width, upper});
+                i0 = i1;
+            }
         }
+    }
+    void add(const Chunk& ch) {
+        list.push_back(ch);
+        max_len = std::max(max_len, ch.len());
+    }
+};
+
+// One step of conv_chain: a Conv (or a Dense or activation as a 1-tap identity window) from n to m
+// positions, its rule and optionally its activation (RowOps as in the one-position mode).
+struct ChainStep {
+    const std::int64_t* index;
+    idx n, m, taps;
+    ConvRule rule;
+    const RowOps* act;
+};
+
+// conv_chain on one chunk, buf 4 n_max len entries (two buffers of k and t).
+FASTNTK_SIMD_CLONES void conv_chain_chunk(const double* k, const double* t, const ChainStep* steps, idx n_steps, idx C,
+                                          const Chunk& ch, idx n_max, bool flatten, double* k_out, double* t_out,
+                                          double* buf) noexcept {
+    const idx len = ch.len(), row = ch.row(), plane = n_max * len;
+    double* in = buf;
+    double* out = buf + 2 * plane;  // each: k in [0, plane), t in [plane, 2 plane)
+    pack_positions(k, steps[0].n, C, ch, in);
+    if (t) pack_positions(t, steps[0].n, C, ch, in + plane);
+    bool with_t = t != nullptr;
+    for (idx s = 0; s < n_steps; ++s) {
+        const ChainStep& st = steps[s];
+        conv_step(in, with_t ? in + plane : nullptr, len, out, out + plane, len, st.m, st.index, st.taps, st.rule,
+                  st.act, ch);
+        with_t = true;
+        std::swap(in, out);
+    }
+    const idx m = steps[n_steps - 1].m;
+    if (flatten) {  // the mean over the positions: their sum, then divided by m (Flatten's rule)
+        for (idx e = 1; e < m; ++e) {
+            double* __restrict sk = in;
+            double* __restrict st = in + plane;
+            for (idx q = 0; q < len; ++q) {
+                sk[q] += in[e * len + q];
+                st[q] += in[plane + e * len + q];
+            }
+        }
+        const double p = static_cast<double>(m);
+        for (idx i = ch.i0; i < ch.i1; ++i) {
+            double* __restrict ok = k_out + i * ch.width;
+            double* __restrict ot = t_out + i * ch.width;
+            const double* sk = in + (i - ch.i0) * row;
+            const double* st = in + plane + (i - ch.i0) * row;
+            if (ch.zero_left) {
+                std::fill(ok, ok + ch.j0, 0.0);
+                std::fill(ot, ot + ch.j0, 0.0);
+            }
+            for (idx j = 0; j < row; ++j) {
+                ok[ch.j0 + j] = sk[j] / p;
+                ot[ch.j0 + j] = st[j] / p;
+            }
+        }
+        return;
+    }
+    for (idx o = 0; o < m; ++o)
+        for (idx i = ch.i0; i < ch.i1; ++i) {
+            std::copy_n(in + o * len + (i - ch.i0) * row, row, k_out + o * C + i * ch.width + ch.j0);
+            std::copy_n(in + plane + o * len + (i - ch.i0) * row, row, t_out + o * C + i * ch.width + ch.j0);
+        }
+}
+
+// The steps one after another on one-position arrays of C = n1 width entries per position, a chunk of
+// entries at a time through all of them in cache (ping-pong buffers): memory traffic is the input (k (n, C),
+// t or nullptr for T = 0) and the output alone, whatever the depth. The outputs: with flatten, the mean
+// over the last step's m positions, k_out, t_out (C,); else every position, (m, C). upper (with flatten): only
+// the entries (i, j >= i) of the (n1, width) tile are computed, and those below them are 0 or computed.
+inline void conv_chain(const double* k, const double* t, const ChainStep* steps, idx n_steps, idx C, idx width,
+                       bool flatten, bool upper, double* k_out, double* t_out) {
+    const Chunks chunks(C, width, upper && flatten);
+    idx n_max = 0;
+    for (idx s = 0; s < n_steps; ++s) n_max = std::max({n_max, steps[s].n, steps[s].m});
+    const idx count = static_cast<idx>(chunks.list.size());
+#pragma omp parallel
+    {
+        std::vector<double> buf(static_cast<std::size_t>(4 * n_max * chunks.max_len));
+#pragma omp for schedule(dynamic, 1)
+        for (idx u = 0; u < count; ++u)
+            conv_chain_chunk(k, t, steps, n_steps, C, chunks.list[u], n_max, flatten, k_out, t_out, buf.data());
     }
 }
 
 inline void conv_window(const double* k, const double* t, double* k_out, double* t_out, idx A, idx n, idx C, idx m,
                         bool pair, const std::int64_t* index, idx taps, const ConvRule& r, const RowOps* act) {
-    if (!pair) {  // chunks of at most kChunk entries inside one row of width entries (act's tile rows)
-        constexpr idx kChunk = 256;  // entries per position in one chunk: n of them stay in L2
-        const idx width = act ? act->var2_step : C, per_row = (width + kChunk - 1) / kChunk;
-        const idx chunks = C / std::max<idx>(width, 1) * per_row;
-#pragma omp parallel for collapse(2) schedule(dynamic, 1)
-        for (idx a = 0; a < A; ++a)
-            for (idx u = 0; u < chunks; ++u) {
-                const idx j0 = (u % per_row) * kChunk, c0 = (u / per_row) * width + j0;
-                conv_one_chunk(k, t, k_out, t_out, a, c0, std::min(kChunk, width - j0), n, C, m, index, taps, r,
-                               act);
-            }
+    if (!pair) {
+        const Chunks chunks(C, act ? act->var2_step : C);
+        const idx count = static_cast<idx>(chunks.list.size());
+#pragma omp parallel
+        {
+            std::vector<double> pack(static_cast<std::size_t>(2 * n * chunks.max_len));
+#pragma omp for collapse(2) schedule(dynamic, 1)
+            for (idx a = 0; a < A; ++a)
+                for (idx u = 0; u < count; ++u)
+                    conv_one_chunk(k, t, k_out, t_out, a, chunks.list[u], n, C, m, index, taps, r, act, pack.data());
+        }
         return;
     }
     const idx group = std::max<idx>(1, 256 / C);  // output positions per group: about 256 entries

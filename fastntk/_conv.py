@@ -20,10 +20,18 @@ own variances (the same arithmetic). Each Conv is one pass of the backend's ``co
 block (every tap, K and T together, the Dense rule, and the activation after it on each chunk while
 it is in cache); each pool one pass per position; other activations run in the backend's fused
 tiles (the (b1·P, P·b2) matrix in the full layout, one (b1, b2) tile per position in the diagonal one).
+In the diagonal layout a pair block defers its Convs and closed-form activations and runs them, with
+the Flatten after them, as one ``conv_chain`` pass: a chunk of pairs goes through every step while it
+is in cache, so the memory traffic is the input Gram's and the result's whatever the depth (and a
+block on the diagonal of a symmetric kernel computes its upper triangle alone). Any other layer runs
+the deferred steps first (``_Block.materialize``).
+
+Blocks take their buffers from :data:`POOL`, which keeps up to 64 MiB of them between calls.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from typing import NamedTuple
@@ -288,9 +296,11 @@ def _window_counts(shape, plan, window, strides, padding):
     return math.prod(np.ix_(*counts)).astype(np.float64)
 
 
+@functools.lru_cache(maxsize=256)
 def _joint_index(shape, plan, window, strides, padding):
     """index[o, t] (P_out, |F|): the flattened input position (row-major over ``shape``) that the
-    flattened output position o reads at the flattened tap t, −1 where any axis reads SAME padding."""
+    flattened output position o reads at the flattened tap t, −1 where any axis reads SAME padding
+    (read-only: one array per geometry, shared by every block and call)."""
     d = len(shape)
     pos, valid = np.zeros((1,) * 2 * d, dtype=np.int64), np.ones((1,) * 2 * d, dtype=bool)
     for k, (n, (n_out, lo), f, s) in enumerate(zip(shape, plan, window, strides)):
@@ -298,7 +308,9 @@ def _joint_index(shape, plan, window, strides, padding):
         at[k], at[d + k] = n_out, f
         ix = _axis_index(n, n_out, lo, f, s, padding).reshape(at)
         pos, valid = pos * n + ix, valid & (ix >= 0)
-    return np.ascontiguousarray(np.where(valid, pos, -1).reshape(math.prod(n for n, _ in plan), math.prod(window)))
+    index = np.ascontiguousarray(np.where(valid, pos, -1).reshape(math.prod(n for n, _ in plan), math.prod(window)))
+    index.flags.writeable = False
+    return index
 
 
 def _positions_replaced(shape, s_in, s_out, full, n_batch):
@@ -581,7 +593,8 @@ class _Block:
     def activation(self, b, layer):
         """The layer's dual kernels on every array: the pair arrays as one (b1·P, P·b2) tile (full
         layout) or P tiles (b1, b2) (one per position), a self pass's side as one (P, P) tile per input
-        (full) or per input and position (diagonal), each entry with the variances of its two positions."""
+        (full) or per input and position by the per-point pass (diagonal), each entry with the variances
+        of its two positions."""
         if self.deferred and b.k is not None and b.shape and self._one_op(layer) is not None:
             v1, v2 = self._side_variances(b, b.shape)
             act = [self._one_op(layer), np.ascontiguousarray(v1), np.ascontiguousarray(v2)]
@@ -609,9 +622,11 @@ class _Block:
             if b.k is not None:
                 tiles(plan, b.k.reshape(p, *b.k.shape[-2:]), b.t.reshape(p, *b.t.shape[-2:]), v1[:, None, :],
                       v2[:, None, :], self.rho_tol)
-            for k_self, t_self in b.sides:  # each (input, position) with itself: one entry
-                tiles(plan, k_self.reshape(-1, 1, 1), t_self.reshape(-1, 1, 1), v1.reshape(-1, 1, 1),
-                      v1.reshape(-1, 1, 1), self.rho_tol)
+            # each (input, position) with itself: the per-point pass (k = Σ₁₁ = Σ₂₂ exactly, so the duals
+            # take their coincident-point branch, as the pair pass does on a coincident pair)
+            b.sides = [tuple(a.reshape(k_self.shape) for a in self.backend.diagonal(plan, k_self.ravel(), True,
+                                                                                     t_self.ravel())[:2])
+                       for k_self, t_self in b.sides]
 
     def combine(self, branches, kind, weights):
         """A FanIn of the branches into the first, on every array: 'sum' Σᵢ Kᵢ; 'mean' Σᵢ wᵢKᵢ / Σᵢ wᵢ

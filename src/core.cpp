@@ -470,6 +470,7 @@ const double* contiguous(const Array<double>& a, const char* name, std::vector<i
     if (!ok) {
         std::string want = "(";
         for (std::size_t k = 0; k < shape.size(); ++k) want += (k ? ", " : "") + std::to_string(shape[k]);
+        if (shape.size() == 1) want += ",";
         throw std::invalid_argument(std::string(name) + " must have shape " + want + ")" + "; got " + dims(a));
     }
     if (!(a.flags() & py::array::c_style))

@@ -96,6 +96,17 @@ def _nets():
                              stax.Conv(5, (2,), padding="CIRCULAR"), stax.Abs(), stax.GlobalSumPool(),
                              stax.Dense(1)),
         "quadrature": stax.serial(stax.Conv(4, (3, 3), padding="SAME"), stax.Tanh(), stax.Flatten(), stax.Dense(1)),
+        # the deferred Conv steps of the diagonal layout: an activation apart from its Conv, a Dense and an
+        # activation on spatial arrays, a strided VALID Conv, activations after the Flatten
+        "deferred_steps": stax.serial(stax.Conv(4, (3, 3), padding="SAME", b_std=0.1), stax.Identity(), relu,
+                                      stax.Dense(3, W_std=1.2, b_std=0.2), stax.Erf(),
+                                      stax.Conv(3, (2, 2), strides=(2, 1), W_std=1.4, parameterization="standard"),
+                                      stax.Gelu(), stax.Flatten(), stax.Dense(5), relu, stax.Dense(1)),
+        "deferred_residual": stax.serial(stax.Conv(4, (3, 3), padding="SAME"), stax.FanOut(2),
+                                         stax.parallel(stax.serial(relu, stax.Conv(4, (3, 3), padding="SAME")),
+                                                       stax.Identity()),
+                                         stax.FanInSum(), relu, stax.Conv(2, (3, 3), padding="CIRCULAR"), relu,
+                                         stax.Flatten(), stax.Dense(1)),
     }
 
 
@@ -118,7 +129,8 @@ def test_compiled_driver_matches_the_oracle(name):
         assert _err(k.ntk, ntk) <= max(tol, 1e-8 if b is None else 0)
 
 
-@pytest.mark.parametrize("name", ["avgpool_edges", "circular_gap", "one_d", "prod_layernorm"])
+@pytest.mark.parametrize("name", ["avgpool_edges", "circular_gap", "one_d", "prod_layernorm", "deferred_steps",
+                                  "deferred_residual"])
 def test_symmetric_psd_tiled_diagonal(name):
     kernel_fn = _nets()[name].kernel_fn
     x = _inputs_for(name, 7, 3)
@@ -233,3 +245,17 @@ def test_bad_arguments():
         kernel_fn(np.full((2, 6, 5, 2), np.nan))
     with pytest.raises(ValueError, match="out is for"):
         _nets()["flatten_spatial_out"].kernel_fn(_images(2), None, "ntk", out=np.empty((2, 2)))
+
+
+def test_calls_from_several_threads_share_the_buffer_pool_safely():
+    """Blocks take their buffers from one pool kept between calls: concurrent calls (each on its own images,
+    in both layouts) give exactly what each gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    nets = [_nets()[name].kernel_fn for name in ("deferred_steps", "circular_gap")]
+    jobs = [(nets[i % 2], _images(6 + i, seed=i)) for i in range(8)]
+    alone = [kernel_fn(x, None, "ntk", block_rows=2) for kernel_fn, x in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda job: job[0](job[1], None, "ntk", block_rows=2), jobs * 3))
+    for i, k in enumerate(together):
+        np.testing.assert_array_equal(k, alone[i % len(jobs)])

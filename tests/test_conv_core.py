@@ -117,3 +117,107 @@ def test_conv_window_bad_arguments():
     relu = select(np.zeros(1)).plan([spec.Act(activations.relu())], 8, first=False)[0].ops
     with pytest.raises(ValueError, match=r"var2 must have shape \(1, m C\) or \(A, m C\)"):
         _core.conv_window(k, None, out, out.copy(), index, RULE, relu, np.ones((1, 4)), np.ones(8))
+
+
+def _chain_inputs(n_inputs, shape, b1, b2, seed=3):
+    """Diagonal-layout pair arrays (P, b1·b2) of random images and their per-position variances."""
+    rng = np.random.default_rng(seed)
+    p = int(np.prod(shape))
+    x1, x2 = rng.standard_normal((b1, p, n_inputs)), rng.standard_normal((b2, p, n_inputs))
+    k = np.ascontiguousarray(np.einsum("ipc,jpc->pij", x1, x2) / n_inputs).reshape(p, b1 * b2)
+    return k, np.einsum("ipc,ipc->pi", x1, x1) / n_inputs, np.einsum("ipc,ipc->pi", x2, x2) / n_inputs
+
+
+def _chain_steps(shape, layers, v1, v2):
+    """conv_chain's steps for Convs ``layers`` = [(window, strides, padding, activation or None)] from
+    inputs of spatial ``shape`` with variances v1 (P, b1), v2 (P, b2), and the spatial shape at the end.
+    Each step's variances are the previous ones through its rule (a stand-in for the self pass's)."""
+    steps = []
+    for window, strides, padding, name in layers:
+        plan = spec.window_plan(shape, window, strides, padding)
+        index = _joint_index(shape, plan, window, strides, padding)
+        counts = (index >= 0).sum(1)[:, None]
+        # the variances after the Conv: the taps' mean (every tap of a diagonal entry reads the diagonal)
+        v1 = RULE[0] * np.stack([v1[row[row >= 0]].sum(0) for row in index]) + RULE[1] + 0 * counts
+        v2 = RULE[0] * np.stack([v2[row[row >= 0]].sum(0) for row in index]) + RULE[1] + 0 * counts
+        ops = None if name is None else select(np.zeros(1)).plan([spec.Act(getattr(activations, name)())], 8,
+                                                                 first=False)[0].ops
+        steps.append((index, RULE, ops, np.ascontiguousarray(v1), np.ascontiguousarray(v2)))
+        shape = tuple(n for n, _ in plan)
+        if name is not None:  # the variances entering the next Conv: the dual at coincident points
+            v1, v2 = np.abs(v1), np.abs(v2)
+    return steps, shape
+
+
+CHAINS = [((8, 8), [((3, 3), (1, 1), "SAME", "relu")] * 3),
+          ((7, 5), [((3, 2), (2, 1), "VALID", "erf"), ((2, 2), (1, 1), "SAME", None), ((1, 1), (1, 1), "VALID", "gelu")]),
+          ((9,), [((4,), (3,), "CIRCULAR", "relu"), ((3,), (1,), "SAME", "relu")])]
+
+
+@pytest.mark.parametrize("shape, layers", CHAINS)
+@pytest.mark.parametrize("b1, b2", [(1, 1), (3, 37), (2, 300), (70, 70)])
+@pytest.mark.parametrize("with_t", [True, False])
+def test_conv_chain_is_conv_window_step_by_step(shape, layers, b1, b2, with_t):
+    """Every chunk through every step in cache equals conv_window (with its fused activation) run step by
+    step over the whole arrays, then (Flatten) the mean over the positions."""
+    k, v1, v2 = _chain_inputs(5, shape, b1, b2)
+    t = np.abs(k) if with_t else None
+    steps, _ = _chain_steps(shape, layers, v1, v2)
+    want_k, want_t = k[None], None if t is None else t[None]
+    for index, rule, ops, s1, s2 in steps:
+        out_k, out_t = np.empty((1, index.shape[0], b1 * b2)), np.empty((1, index.shape[0], b1 * b2))
+        if ops is None:
+            _core.conv_window(want_k, want_t, out_k, out_t, index, rule)
+        else:
+            _core.conv_window(want_k, want_t, out_k, out_t, index, rule, ops, s1, s2, 1e-7)
+        want_k, want_t = out_k, out_t
+    m = want_k.shape[1]
+    got_k, got_t = np.full((m, b1 * b2), np.nan), np.full((m, b1 * b2), np.nan)
+    _core.conv_chain(k, t, steps, b2, 1e-7, got_k, got_t)
+    np.testing.assert_allclose(got_k, want_k[0], rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(got_t, want_t[0], rtol=1e-14, atol=1e-15)
+    mean_k, mean_t = np.full(b1 * b2, np.nan), np.full(b1 * b2, np.nan)
+    _core.conv_chain(k, t, steps, b2, 1e-7, mean_k, mean_t)
+    np.testing.assert_allclose(mean_k, want_k[0].sum(0) / m, rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(mean_t, want_t[0].sum(0) / m, rtol=1e-14, atol=1e-15)
+
+
+@pytest.mark.parametrize("b", [1, 5, 70, 300])
+def test_conv_chain_upper_computes_the_upper_triangle(b):
+    """upper: the entries (i, j >= i) of a diagonal tile equal the full pass; those below are 0 or equal."""
+    shape, layers = CHAINS[0]
+    k, v1, _ = _chain_inputs(4, shape, b, b)
+    steps, _ = _chain_steps(shape, layers, v1, v1)
+    full = [np.empty(b * b), np.empty(b * b)]
+    _core.conv_chain(k, None, steps, b, 1e-7, *full)
+    upper = [np.full(b * b, np.nan), np.full(b * b, np.nan)]
+    _core.conv_chain(k, None, steps, b, 1e-7, *upper, upper=True)
+    above = np.triu(np.ones((b, b), dtype=bool)).ravel()
+    for f, u in zip(full, upper):
+        np.testing.assert_array_equal(u[above], f[above])
+        assert np.all((u[~above] == 0) | (u[~above] == f[~above]))
+
+
+def test_conv_chain_bad_arguments():
+    shape, layers = CHAINS[0]
+    k, v1, v2 = _chain_inputs(3, shape, 2, 3)
+    steps, _ = _chain_steps(shape, layers, v1, v2)
+    out = np.empty(6)
+    with pytest.raises(ValueError, match="k must be 2-D"):
+        _core.conv_chain(k.ravel(), None, steps, 3, 0.0, out, out.copy())
+    with pytest.raises(ValueError, match="width must divide C = 6"):
+        _core.conv_chain(k, None, steps, 4, 0.0, out, out.copy())
+    with pytest.raises(ValueError, match="at least one step"):
+        _core.conv_chain(k, None, [], 3, 0.0, out, out.copy())
+    bad = [(steps[0][0] + 64,) + tuple(steps[0][1:])] + steps[1:]
+    with pytest.raises(ValueError, match=r"steps\[0\]: index holds 64, beyond n = 64"):
+        _core.conv_chain(k, None, bad, 3, 0.0, out, out.copy())
+    bad = steps[:1] + [steps[1][:4] + (np.ones((64, 2)),)] + steps[2:]
+    with pytest.raises(ValueError, match=r"steps\[1\]: var2 must have shape \(64, 3\)"):
+        _core.conv_chain(k, None, bad, 3, 0.0, out, out.copy())
+    with pytest.raises(ValueError, match=r"k_out must have shape \(6,\)"):
+        _core.conv_chain(k, None, steps, 3, 0.0, np.empty(5), out)
+    with pytest.raises(ValueError, match="upper needs k_out, t_out of shape"):
+        _core.conv_chain(k, None, steps, 3, 0.0, np.empty((64, 6)), np.empty((64, 6)), upper=True)
+    with pytest.raises(ValueError, match="must not share memory"):
+        _core.conv_chain(k, None, steps, 3, 0.0, out, out)

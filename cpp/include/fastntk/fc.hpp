@@ -370,7 +370,7 @@ template <class T>
 void mirror_upper(T* a, idx n, idx ld) noexcept {
     constexpr idx kBlock = 64;
     const idx nb = (n + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if (nb > 1)
     for (idx bi = 0; bi < nb; ++bi) {
         for (idx bj = 0; bj <= bi; ++bj) {
             const idx i1 = std::min(n, (bi + 1) * kBlock), j1 = std::min(n, (bj + 1) * kBlock);

@@ -94,6 +94,25 @@ class Walk(NamedTuple):
     mixes_positions: bool
 
 
+class _Gram(NamedTuple):
+    """The inputs of a diagonal-layout pair block, whose Gram K[p, i, j] = Σ_c x1[i, p, c]·x2t[p, c, j] / C
+    (T = 0) the first deferred pass forms chunk by chunk in cache (it is never stored)."""
+
+    x1: np.ndarray  # (b1, P, C) float64
+    x2t: np.ndarray  # (P, C, b2) float64
+
+    @property
+    def pairs(self):
+        return self.x1.shape[0], self.x2t.shape[2]
+
+    def array(self, take):
+        """The Gram (P, b1, b2), in an array from ``take(shape)``."""
+        k = take((self.x1.shape[1], *self.pairs))
+        np.matmul(self.x1.transpose(1, 0, 2), self.x2t, out=k)
+        k /= self.x1.shape[2]
+        return k
+
+
 class _Branch:
     """One branch of a block: pair arrays k, t (None in a dry run), self arrays per side (one side
     when the block's rows are its columns), and what the network has made of it so far. ``steps``:
@@ -101,7 +120,7 @@ class _Branch:
     to one compiled pass); ``shape`` is the spatial shape after them."""
 
     def __init__(self, k, t, sides, shape, width, gaussian, last, t_zero=False):
-        self.k, self.t, self.sides = k, t, sides
+        self.k, self.t, self.sides = k, t, sides  # k: a _Gram, with t None, before a diagonal pair pass's steps
         self.shape, self.width, self.gaussian, self.last = shape, width, gaussian, last
         self.t_zero = t_zero  # Θ = 0 everywhere in t (the inputs'): a Conv need not average it
         self.steps = []
@@ -469,25 +488,33 @@ class _Block:
         return seg[0].ops if len(seg) == 1 and seg[0].ops is not None and seg[0].n_act == 1 else None
 
     def materialize(self, b):
-        """Run the deferred Conv steps of ``b`` (one ``conv_chain`` pass): k, t of its spatial shape."""
-        if not b.steps:
-            return
-        k, t = self._chain(b, None)
-        b.k, b.t = k.reshape(*b.shape, *k.shape[1:]), t.reshape(*b.shape, *t.shape[1:])
+        """Run the deferred Conv steps of ``b`` (one ``conv_chain`` pass), or form its Gram: k, t of its
+        spatial shape."""
+        if b.steps:
+            k, t = self._chain(b, flatten=False)
+            b.k, b.t = k.reshape(*b.shape, *k.shape[1:]), t.reshape(*b.shape, *t.shape[1:])
+        elif isinstance(b.k, _Gram):
+            k = b.k.array(self._take)
+            b.k, b.t = k.reshape(*b.shape, *k.shape[1:]), np.zeros(k.shape).reshape(*b.shape, *k.shape[1:])
 
-    def _chain(self, b, flatten_to):
-        """The deferred steps of ``b`` on its pair arrays (*S, b1, b2): k, t (P', b1, b2), or with
-        ``flatten_to`` = (b1, b2) their mean over the positions; the inputs' buffers recycled."""
-        n1, n2 = b.k.shape[-2:]
-        p_in = b.k.size // (n1 * n2)
-        shape = flatten_to or (b.steps[-1][0].shape[0], n1, n2)
+    def _chain(self, b, flatten):
+        """The deferred steps of ``b`` on its pair arrays (*S, b1, b2) or its _Gram: k, t (P', b1, b2), or
+        with ``flatten`` their mean over the positions (b1, b2); the inputs' buffers recycled."""
+        gram = b.k if isinstance(b.k, _Gram) else None
+        n1, n2 = gram.pairs if gram else b.k.shape[-2:]
+        shape = (n1, n2) if flatten else (b.steps[-1][0].shape[0], n1, n2)
         k_new, t_new = self._take(shape), self._take(shape)
-        out_view = (n1 * n2,) if flatten_to else (shape[0], n1 * n2)
-        self.backend.conv_chain(b.k.reshape(p_in, -1), None if b.t_zero else b.t.reshape(p_in, -1), b.steps, n2,
-                                self.rho_tol, k_new.reshape(out_view), t_new.reshape(out_view),
-                                upper=self.upper and flatten_to is not None)
-        self._give(b.k)
-        self._give(b.t)
+        out_view = (n1 * n2,) if flatten else (shape[0], n1 * n2)
+        if gram:
+            inputs = dict(k=None, t=None, x1=gram.x1, x2t=gram.x2t)
+        else:
+            p_in = b.k.size // (n1 * n2)
+            inputs = dict(k=b.k.reshape(p_in, -1), t=None if b.t_zero else b.t.reshape(p_in, -1))
+        self.backend.conv_chain(steps=b.steps, width=n2, rho_tol=self.rho_tol, k_out=k_new.reshape(out_view),
+                                t_out=t_new.reshape(out_view), upper=self.upper and flatten, **inputs)
+        if not gram:
+            self._give(b.k)
+            self._give(b.t)
         b.steps, b.t_zero = [], False
         return k_new, t_new
 
@@ -544,8 +571,10 @@ class _Block:
     def flatten(self, b):
         p = math.prod(b.shape)
         if b.steps:  # the deferred steps and the mean over the positions in one pass
-            b.k, b.t = self._chain(b, b.k.shape[-2:])
-        elif self.full:
+            b.k, b.t = self._chain(b, flatten=True)
+            return
+        self.materialize(b)
+        if self.full:
             self._map(b, lambda a: np.einsum("ippj->ij", a.reshape(a.shape[0], p, p, a.shape[-1])) / p,
                       lambda a: np.einsum("ipp->i", a.reshape(-1, p, p)) / p, consume=True)
         else:
@@ -773,9 +802,9 @@ def _pairs(xa, xb, full, take):
     if full:  # K[i, p, q, j] = Σ_c x1[i, p, c] x2[j, q, c]: one GEMM
         k = take((n1, *s, *s, n2))
         np.matmul(ha.reshape(-1, c), hb.transpose(2, 1, 0).reshape(c, p * n2), out=k.reshape(n1 * p, p * n2))
-    else:
-        k = take((*s, n1, n2))
-        np.matmul(ha.transpose(1, 0, 2), hb.transpose(1, 2, 0), out=k.reshape(p, n1, n2))
+    else:  # formed by the first deferred pass (conv_chain), chunk by chunk, or by materialize
+        gram = _Gram(np.ascontiguousarray(ha), np.ascontiguousarray(hb.transpose(1, 2, 0)))
+        return _Branch(gram, None, [], tuple(s), c, False, "the inputs", t_zero=True)
     k /= c
     # Zero pages from the OS, not a serial fill: a Conv or pool first (the usual case) never reads them.
     t = np.zeros(k.shape)

@@ -588,24 +588,45 @@ void conv_window(const Array<double>& k, py::object t_obj, Array<double> k_out, 
 }
 
 // Steps of Convs (fastntk::conv_chain) on one-position arrays, a chunk of entries through all of them in cache:
-// k (n, C), t (n, C) or None for T = 0; steps a sequence of (index (m, taps) int64, rule (5 numbers), ops (one
-// activation) or None, var1 (m, n1), var2 (m, width)), each reading the previous step's m positions; C = n1 width
-// (each position's entries an (n1, width) tile). k_out, t_out (C,): the mean over the last step's positions
-// (Flatten); (m, C): every position. upper (with k_out (C,) only): the entries (i, j >= i) of the tile alone.
-void conv_chain(const Array<double>& k, py::object t_obj, const py::sequence& steps_obj, idx width, double rho_tol,
-                Array<double> k_out, Array<double> t_out, bool upper) {
-    if (k.ndim() != 2) throw std::invalid_argument("k must be 2-D (n, C); got " + dims(k));
-    const idx n0 = k.shape(0), C = k.shape(1);
-    const double* kin = contiguous(k, "k", {n0, C});
+// k (n, C), t (n, C) or None for T = 0; or k None and x1 (n1, n, c), x2t (n, c, width): K = the inputs' Gram per
+// position, x1[i, q] . x2t[q, :, j] / c (T = 0); steps a sequence of (index (m, taps) int64, rule (5 numbers), ops
+// (one activation) or None, var1 (m, n1), var2 (m, width)), each reading the previous step's m positions; C =
+// n1 width (each position's entries an (n1, width) tile). k_out, t_out (C,): the mean over the last step's
+// positions (Flatten); (m, C): every position. upper (with k_out (C,) only): the entries (i, j >= i) of the tile.
+void conv_chain(py::object k_obj, py::object t_obj, const py::sequence& steps_obj, idx width, double rho_tol,
+                Array<double> k_out, Array<double> t_out, bool upper, py::object x1_obj, py::object x2t_obj) {
+    fastntk::ChainInput src{nullptr, nullptr, nullptr, nullptr, 0};
+    Array<double> k, t, x1, x2t;
+    idx n0, C;
+    if (!k_obj.is_none()) {
+        if (!py::isinstance<Array<double>>(k_obj)) throw std::invalid_argument("k must be None or a float64 array");
+        k = py::reinterpret_borrow<Array<double>>(k_obj);
+        if (k.ndim() != 2) throw std::invalid_argument("k must be 2-D (n, C); got " + dims(k));
+        n0 = k.shape(0), C = k.shape(1);
+        src.k = contiguous(k, "k", {n0, C});
+    } else {
+        if (!x1_obj.is_none() && !x2t_obj.is_none()) {
+            x1 = py::cast<Array<double>>(x1_obj);
+            x2t = py::cast<Array<double>>(x2t_obj);
+        }
+        if (x1.ndim() != 3 || x2t.ndim() != 3)
+            throw std::invalid_argument("without k, x1 (n1, n, c) and x2t (n, c, width) are needed");
+        n0 = x1.shape(1);
+        src.channels = x1.shape(2);
+        if (width != x2t.shape(2)) throw std::invalid_argument("width must be x2t's last axis, " + std::to_string(x2t.shape(2)));
+        C = x1.shape(0) * width;
+        src.x1 = contiguous(x1, "x1", {x1.shape(0), n0, src.channels});
+        src.x2t = contiguous(x2t, "x2t", {n0, src.channels, width});
+        if (src.channels < 1) throw std::invalid_argument("x1 and x2t need at least one channel");
+    }
     if (width < 1 || C % width != 0)
         throw std::invalid_argument("width must divide C = " + std::to_string(C) + "; got " + std::to_string(width));
     const idx n1 = C / width;
-    Array<double> t;
-    const double* tin = nullptr;
     if (!t_obj.is_none()) {
+        if (!src.k) throw std::invalid_argument("t needs k (the Gram of x1 and x2t has T = 0)");
         if (!py::isinstance<Array<double>>(t_obj)) throw std::invalid_argument("t must be None or a float64 array");
         t = py::reinterpret_borrow<Array<double>>(t_obj);
-        tin = contiguous(t, "t", {n0, C});
+        src.t = contiguous(t, "t", {n0, C});
     }
     const idx n_steps = static_cast<idx>(steps_obj.size());
     if (n_steps < 1) throw std::invalid_argument("steps must hold at least one step");
@@ -659,12 +680,14 @@ void conv_chain(const Array<double>& k, py::object t_obj, const py::sequence& st
     double* to = const_cast<double*>(contiguous(t_out, "t_out", out_shape));
     check_writeable(k_out, "k_out");
     check_writeable(t_out, "t_out");
-    if (overlaps(k_out, t_out) || overlaps(k_out, k) || overlaps(t_out, k) ||
-        (tin && (overlaps(k_out, t) || overlaps(t_out, t))))
-        throw std::invalid_argument("k_out and t_out must not share memory with each other or with k, t");
+    if (overlaps(k_out, t_out))
+        throw std::invalid_argument("k_out and t_out must not share memory with each other or with the inputs");
+    for (const Array<double>* a : {&k, &t, &x1, &x2t})
+        if (overlaps(k_out, *a) || overlaps(t_out, *a))
+            throw std::invalid_argument("k_out and t_out must not share memory with each other or with the inputs");
     enter_kernel();
     py::gil_scoped_release release;
-    fastntk::conv_chain(kin, tin, steps.data(), n_steps, C, width, flatten, upper, ko, to);
+    fastntk::conv_chain(src, steps.data(), n_steps, C, width, flatten, upper, ko, to);
 }
 
 // fastntk::cholesky_upper in place on a (n, n) float64 array in Fortran order (a column stride of
@@ -713,8 +736,9 @@ PYBIND11_MODULE(_core, m) {
           py::arg("sigma").noconvert(), py::arg("ntk"), py::arg("var1").noconvert(), py::arg("var2").noconvert(),
           py::arg("ops").noconvert(), py::arg("rho_tol"));
     m.def("conv_chain", &conv_chain, "Steps of Convs on one-position arrays, a chunk of entries through all of them in cache.",
-          py::arg("k").noconvert(), py::arg("t"), py::arg("steps"), py::arg("width"), py::arg("rho_tol"),
-          py::arg("k_out").noconvert(), py::arg("t_out").noconvert(), py::arg("upper") = false);
+          py::arg("k"), py::arg("t"), py::arg("steps"), py::arg("width"), py::arg("rho_tol"),
+          py::arg("k_out").noconvert(), py::arg("t_out").noconvert(), py::arg("upper") = false,
+          py::arg("x1") = py::none(), py::arg("x2t") = py::none());
     m.def("conv_window", &conv_window, "A Conv's rule with all its taps in one pass, optionally the activation after it.",
           py::arg("k").noconvert(), py::arg("t"), py::arg("k_out").noconvert(), py::arg("t_out").noconvert(),
           py::arg("index").noconvert(), py::arg("rule"), py::arg("ops") = py::none(), py::arg("var1") = py::none(),

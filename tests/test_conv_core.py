@@ -221,3 +221,28 @@ def test_conv_chain_bad_arguments():
         _core.conv_chain(k, None, steps, 3, 0.0, np.empty((64, 6)), np.empty((64, 6)), upper=True)
     with pytest.raises(ValueError, match="must not share memory"):
         _core.conv_chain(k, None, steps, 3, 0.0, out, out)
+
+
+@pytest.mark.parametrize("b1, b2, channels", [(1, 1, 1), (3, 37, 3), (70, 300, 8)])
+def test_conv_chain_forms_the_inputs_gram(b1, b2, channels):
+    """From the inputs (k None, x1, x2t): the Gram per position, formed chunk by chunk, as from the Gram array."""
+    shape, layers = CHAINS[0]
+    p = int(np.prod(shape))
+    rng = np.random.default_rng(4)
+    x1, x2 = rng.standard_normal((b1, p, channels)), rng.standard_normal((b2, p, channels))
+    x2t = np.ascontiguousarray(x2.transpose(1, 2, 0))
+    k = np.ascontiguousarray(np.einsum("ipc,jpc->pij", x1, x2) / channels).reshape(p, b1 * b2)
+    v1, v2 = np.einsum("ipc,ipc->pi", x1, x1) / channels, np.einsum("ipc,ipc->pi", x2, x2) / channels
+    steps, _ = _chain_steps(shape, layers, v1, v2)
+    for out_shape in ((b1 * b2,), (p, b1 * b2)):
+        want, got = [np.empty(out_shape), np.empty(out_shape)], [np.empty(out_shape), np.empty(out_shape)]
+        _core.conv_chain(k, None, steps, b2, 1e-7, *want)
+        _core.conv_chain(None, None, steps, b2, 1e-7, *got, x1=x1, x2t=x2t)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-13, atol=1e-15)
+    with pytest.raises(ValueError, match=r"without k, x1 \(n1, n, c\) and x2t \(n, c, width\) are needed"):
+        _core.conv_chain(None, None, steps, b2, 0.0, *got, x1=x1)
+    with pytest.raises(ValueError, match="width must be x2t's last axis"):
+        _core.conv_chain(None, None, steps, b2 + 1, 0.0, *got, x1=x1, x2t=x2t)
+    with pytest.raises(ValueError, match="t needs k"):
+        _core.conv_chain(None, k, steps, b2, 0.0, *got, x1=x1, x2t=x2t)

@@ -263,15 +263,17 @@ class CpuBackend:
         (n1, n2) tile."""
         _core.conv_window(k, t, k_out, t_out, index, rule, ops, var1, var2, rho_tol)
 
-    def conv_chain(self, k, t, steps, width, rho_tol, k_out, t_out, upper=False):
+    def conv_chain(self, k, t, steps, width, rho_tol, k_out, t_out, upper=False, x1=None, x2t=None):
         """Conv steps one after another on one-position arrays, a chunk of entries through all of them in
         cache (the memory traffic of one pass, whatever the depth). k, t (n, C) float64 C-contiguous (t None:
-        T = 0), each position's C entries an (C / width, width) tile; ``steps`` a sequence of (index (m, taps),
+        T = 0), each position's C entries an (C / width, width) tile; or k None and the inputs x1 (C / width,
+        n, c), x2t (n, c, width), float64 C-contiguous: K = x1[i, q]·x2t[q, :, j] / c per position q, T = 0
+        (the Gram is never stored). ``steps`` a sequence of (index (m, taps),
         rule, ops, var1 (m, C / width), var2 (m, width)) as :meth:`conv_window`'s (ops None: no activation),
         each reading the previous one's m positions. Written into k_out, t_out (C,): the mean over the last
         step's positions (Flatten's rule); (m, C): every position. ``upper`` (with the mean): only the entries
         (i, j ≥ i) of each (C / width, width) tile are computed, those below them are 0 or computed."""
-        _core.conv_chain(k, t, steps, width, rho_tol, k_out, t_out, upper)
+        _core.conv_chain(k, t, steps, width, rho_tol, k_out, t_out, upper, x1, x2t)
 
     def mirror_upper(self, a):
         """a[j, i] = a[i, j] for j > i, in place."""

@@ -222,6 +222,33 @@ struct Chunks {
     }
 };
 
+// What conv_chain starts from: arrays k (n, C) and t (n, C) or nullptr (T = 0), or (k nullptr) the Gram of the
+// block's inputs, K[q, i, j] = sum_c x1[i, q, c] x2t[q, c, j] / channels (x1 (n1, n, channels), x2t (n, channels,
+// width)), formed chunk by chunk in cache (T = 0).
+struct ChainInput {
+    const double* k;
+    const double* t;
+    const double* x1;
+    const double* x2t;
+    idx channels;
+};
+
+// The Gram of ChainInput on the chunk, for each of n positions, into `pack` (stride len, rows of row()).
+inline void gram_positions(const ChainInput& in, idx n, const Chunk& ch, double* __restrict pack) noexcept {
+    const idx row = ch.row(), len = ch.len(), c = in.channels;
+    const double scale = static_cast<double>(c);
+    for (idx q = 0; q < n; ++q)
+        for (idx i = ch.i0; i < ch.i1; ++i) {
+            double* __restrict o = pack + q * len + (i - ch.i0) * row;
+            const double* a = in.x1 + (i * n + q) * c;
+            const double* __restrict b = in.x2t + q * c * ch.width + ch.j0;
+            for (idx j = 0; j < row; ++j) o[j] = a[0] * b[j];
+            for (idx u = 1; u < c; ++u)
+                for (idx j = 0; j < row; ++j) o[j] += a[u] * b[u * ch.width + j];
+            for (idx j = 0; j < row; ++j) o[j] /= scale;
+        }
+}
+
 // One step of conv_chain: a Conv (or a Dense or activation as a 1-tap identity window) from n to m
 // positions, its rule and optionally its activation (RowOps as in the one-position mode).
 struct ChainStep {
@@ -232,15 +259,16 @@ struct ChainStep {
 };
 
 // conv_chain on one chunk, buf 4 n_max len entries (two buffers of k and t).
-FASTNTK_SIMD_CLONES void conv_chain_chunk(const double* k, const double* t, const ChainStep* steps, idx n_steps, idx C,
+FASTNTK_SIMD_CLONES void conv_chain_chunk(const ChainInput& src, const ChainStep* steps, idx n_steps, idx C,
                                           const Chunk& ch, idx n_max, bool flatten, double* k_out, double* t_out,
                                           double* buf) noexcept {
     const idx len = ch.len(), row = ch.row(), plane = n_max * len;
     double* in = buf;
     double* out = buf + 2 * plane;  // each: k in [0, plane), t in [plane, 2 plane)
-    pack_positions(k, steps[0].n, C, ch, in);
-    if (t) pack_positions(t, steps[0].n, C, ch, in + plane);
-    bool with_t = t != nullptr;
+    if (src.k) pack_positions(src.k, steps[0].n, C, ch, in);
+    else gram_positions(src, steps[0].n, ch, in);
+    if (src.t) pack_positions(src.t, steps[0].n, C, ch, in + plane);
+    bool with_t = src.t != nullptr;
     for (idx s = 0; s < n_steps; ++s) {
         const ChainStep& st = steps[s];
         conv_step(in, with_t ? in + plane : nullptr, len, out, out + plane, len, st.m, st.index, st.taps, st.rule,
@@ -283,12 +311,12 @@ FASTNTK_SIMD_CLONES void conv_chain_chunk(const double* k, const double* t, cons
 }
 
 // The steps one after another on one-position arrays of C = n1 width entries per position, a chunk of
-// entries at a time through all of them in cache (ping-pong buffers): memory traffic is the input (k (n, C),
-// t or nullptr for T = 0) and the output alone, whatever the depth. The outputs: with flatten, the mean
+// entries at a time through all of them in cache (ping-pong buffers): memory traffic is the input (src) and
+// the output alone, whatever the depth. The outputs: with flatten, the mean
 // over the last step's m positions, k_out, t_out (C,); else every position, (m, C). upper (with flatten): only
 // the entries (i, j >= i) of the (n1, width) tile are computed, and those below them are 0 or computed.
-inline void conv_chain(const double* k, const double* t, const ChainStep* steps, idx n_steps, idx C, idx width,
-                       bool flatten, bool upper, double* k_out, double* t_out) {
+inline void conv_chain(const ChainInput& src, const ChainStep* steps, idx n_steps, idx C, idx width, bool flatten,
+                       bool upper, double* k_out, double* t_out) {
     const Chunks chunks(C, width, upper && flatten);
     idx n_max = 0;
     for (idx s = 0; s < n_steps; ++s) n_max = std::max({n_max, steps[s].n, steps[s].m});
@@ -298,7 +326,7 @@ inline void conv_chain(const double* k, const double* t, const ChainStep* steps,
         std::vector<double> buf(static_cast<std::size_t>(4 * n_max * chunks.max_len));
 #pragma omp for schedule(dynamic, 1)
         for (idx u = 0; u < count; ++u)
-            conv_chain_chunk(k, t, steps, n_steps, C, chunks.list[u], n_max, flatten, k_out, t_out, buf.data());
+            conv_chain_chunk(src, steps, n_steps, C, chunks.list[u], n_max, flatten, k_out, t_out, buf.data());
     }
 }
 

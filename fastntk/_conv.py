@@ -624,10 +624,11 @@ class _Block:
         layout) or P tiles (b1, b2) (one per position), a self pass's side as one (P, P) tile per input
         (full) or per input and position by the per-point pass (diagonal), each entry with the variances
         of its two positions."""
-        if self.deferred and b.k is not None and b.shape and self._one_op(layer) is not None:
+        ops = self._one_op(layer) if self.deferred and b.k is not None and b.shape else None
+        if ops is not None:  # a deferred step
             v1, v2 = self._side_variances(b, b.shape)
-            act = [self._one_op(layer), np.ascontiguousarray(v1), np.ascontiguousarray(v2)]
-            if b.steps and b.steps[-1][2] is None:  # after a Conv step without its own (the activation not next to it)
+            act = [ops, np.ascontiguousarray(v1), np.ascontiguousarray(v2)]
+            if b.steps and b.steps[-1][2] is None:  # the activation of a Conv step, apart from it in the network
                 b.steps[-1][2:] = act
             else:  # a step of its own: the identity window
                 p = math.prod(b.shape)
@@ -725,14 +726,14 @@ def conv_kernels(x1, x2, layer_spec, get, dtype, backend, *, diagonal=False, out
     mirror = symmetric and not per_pair
     # Square blocks, except for a mirrored result, computed on and above the diagonal: there thin row
     # blocks with their columns from their first row on compute the fewest pairs below it (N·rows/2).
+    side = max(1, int(math.sqrt(BLOCK_ENTRIES / pair_entries)))
+    rows = min(n1, block_rows or (max(1, side // 4) if mirror else side))
+    cols = min(n2, max(rows, BLOCK_ENTRIES // (pair_entries * rows)))
     # Every input with itself first (the self-kernels, and the variances each pair block reads).
     cov1, ntk1, tape1 = _self_pass(x1, layer_spec, _Block(full, backend, rho_tol), pair_entries)
     cov2, _, tape2 = (None, None, tape1) if symmetric else _self_pass(x2, layer_spec, _Block(full, backend, rho_tol),
                                                                        pair_entries)
     block = _Block(full, backend, rho_tol, tapes=(tape1, tape2))
-    side = max(1, int(math.sqrt(BLOCK_ENTRIES / pair_entries)))
-    rows = min(n1, block_rows or (max(1, side // 4) if mirror else side))
-    cols = min(n2, max(rows, BLOCK_ENTRIES // (pair_entries * rows)))
     blocks = [(i0, j0) for i0 in range(0, n1, rows) for j0 in range(i0 if mirror else 0, n2, cols)]
     # The inputs' Gram matrices on one BLAS thread: the compiled passes after them would share the cores
     # with BLAS threads still spinning (perf showed OpenBLAS's thread server busy in a GAP kernel's passes).

@@ -613,7 +613,8 @@ void conv_chain(py::object k_obj, py::object t_obj, const py::sequence& steps_ob
             throw std::invalid_argument("without k, x1 (n1, n, c) and x2t (n, c, width) are needed");
         n0 = x1.shape(1);
         src.channels = x1.shape(2);
-        if (width != x2t.shape(2)) throw std::invalid_argument("width must be x2t's last axis, " + std::to_string(x2t.shape(2)));
+        if (width != x2t.shape(2))
+            throw std::invalid_argument("width must be x2t's last axis, " + std::to_string(x2t.shape(2)));
         C = x1.shape(0) * width;
         src.x1 = contiguous(x1, "x1", {x1.shape(0), n0, src.channels});
         src.x2t = contiguous(x2t, "x2t", {n0, src.channels, width});

@@ -150,7 +150,8 @@ def _chain_steps(shape, layers, v1, v2):
 
 
 CHAINS = [((8, 8), [((3, 3), (1, 1), "SAME", "relu")] * 3),
-          ((7, 5), [((3, 2), (2, 1), "VALID", "erf"), ((2, 2), (1, 1), "SAME", None), ((1, 1), (1, 1), "VALID", "gelu")]),
+          ((7, 5), [((3, 2), (2, 1), "VALID", "erf"), ((2, 2), (1, 1), "SAME", None),
+                    ((1, 1), (1, 1), "VALID", "gelu")]),
           ((9,), [((4,), (3,), "CIRCULAR", "relu"), ((3,), (1,), "SAME", "relu")])]
 
 

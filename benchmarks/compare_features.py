@@ -14,7 +14,8 @@ coordinates of ``NtkFeatureMapOps(L, d, m1, m0, ms, sketch='srht')``; fastntk:
 * relative Frobenius error ‖Φ Φᵀ − K‖_F/‖K‖_F (mean over the seeds),
 * relative spectral error ‖Φ Φᵀ − K‖₂/‖K‖₂ (mean; the largest |eigenvalue| of the difference by
   Lanczos, ``scipy.sparse.linalg.eigsh``, on products only),
-* build time (drawing the map and transforming the N points; best over the seeds),
+* build time (drawing the map and transforming the N points; best over the seeds; each build timed
+  after a rest of ``PAUSE`` seconds, so that neither side is timed beside the other's idle threads),
 * the same for the sketches (``--degree`` q = 8): fastntk's ``method='sketch'`` (NTKSketch with
   PolySketch trees of TensorSRHTs) beside the authors' ``TensorSketch`` + ``OblvFeat`` with
   ``get_poly_approx_ntk(L, q)`` (float64, as their ``run_uci_regression.py``; it needs quadprog),
@@ -48,6 +49,17 @@ from fastntk.features import random_features
 
 SEEDS = (0, 1, 2)
 RIDGE = 1e-2
+#: Seconds of rest before each timed build: longer than the idle threads of the call before (OpenBLAS's,
+#: torch's OpenMP pool) spin, so that no build is timed beside them (the sides alternate in one process).
+PAUSE = 0.25
+
+
+def timed(build):
+    """build()'s result and wall seconds, timed after a rest of ``PAUSE`` seconds."""
+    time.sleep(PAUSE)
+    t0 = time.perf_counter()
+    result = build()
+    return result, time.perf_counter() - t0
 
 
 def problem(n, d, seed=0):
@@ -75,10 +87,8 @@ def ridge_mse(phi, y, n_train):
 
 def fastntk_side(kernel_fn, x, m, seed, **method):
     """fastntk's features of x (float32), and the seconds to draw the map and transform x."""
-    t0 = time.perf_counter()
-    phi = random_features(kernel_fn, x.shape[1], "ntk", m, seed=seed, dtype=np.float32, **method).transform(
-        x.astype(np.float32))
-    return phi, time.perf_counter() - t0
+    return timed(lambda: random_features(kernel_fn, x.shape[1], "ntk", m, seed=seed, dtype=np.float32,
+                                         **method).transform(x.astype(np.float32)))
 
 
 def authors_sketch(ntk_sketch, depth, x, m, seed, degree):
@@ -87,11 +97,14 @@ def authors_sketch(ntk_sketch, depth, x, m, seed, degree):
 
     torch.manual_seed(seed)
     np.random.seed(seed)
-    t0 = time.perf_counter()
-    ts = ntk_sketch.TensorSketch(d=x.shape[1], m=m, q=degree, dev="cpu")
-    coeff = torch.from_numpy(ntk_sketch.get_poly_approx_ntk(depth, degree)).type(torch.DoubleTensor)
-    z = ntk_sketch.OblvFeat(ts, torch.from_numpy(x).type(torch.DoubleTensor), coeff).T
-    return z.numpy(), time.perf_counter() - t0
+
+    def build():
+        ts = ntk_sketch.TensorSketch(d=x.shape[1], m=m, q=degree, dev="cpu")
+        coeff = torch.from_numpy(ntk_sketch.get_poly_approx_ntk(depth, degree)).type(torch.DoubleTensor)
+        return ntk_sketch.OblvFeat(ts, torch.from_numpy(x).type(torch.DoubleTensor), coeff).T
+
+    z, seconds = timed(build)
+    return z.numpy(), seconds
 
 
 def authors_side(ntkrf_cls, depth, x, m, seed):
@@ -99,11 +112,14 @@ def authors_side(ntkrf_cls, depth, x, m, seed):
 
     torch.manual_seed(seed)
     np.random.seed(seed)
-    t0 = time.perf_counter()
     half = m // 2
-    ops = ntkrf_cls(depth, x.shape[1], m1=half, m0=half, ms=m - half, sketch="srht")
-    _, z = ops(torch.from_numpy(x.astype(np.float32)))
-    return z.numpy(), time.perf_counter() - t0
+
+    def build():
+        ops = ntkrf_cls(depth, x.shape[1], m1=half, m0=half, ms=m - half, sketch="srht")
+        return ops(torch.from_numpy(x.astype(np.float32)))[1]
+
+    z, seconds = timed(build)
+    return z.numpy(), seconds
 
 
 def main(argv=None):

@@ -26,14 +26,13 @@ is in cache, so the memory traffic is the input Gram's and the result's whatever
 block on the diagonal of a symmetric kernel computes its upper triangle alone). Any other layer runs
 the deferred steps first (``_Block.materialize``).
 
-Blocks take their buffers from :data:`POOL`, which keeps up to 64 MiB of them between calls.
+Blocks take their buffers from :data:`fastntk._pool.POOL`, which keeps up to 64 MiB of them between calls.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -41,46 +40,13 @@ import numpy as np
 from . import spec
 from .infinite import _progress, rho_tolerance
 from ._blas import one_blas_thread
+from ._pool import POOL
 from ._validation import check_memory
 
 __all__ = ["Walk", "conv_kernels", "walk_shape"]
 
 #: Pair-array entries per block (float64): 2²² (32 MiB per array; a block holds a few).
 BLOCK_ENTRIES = 2**22
-
-
-class _Pool:
-    """Float64 buffers kept between calls (at most ``limit`` bytes), shared by every block of every call
-    (under a lock: calls from several threads take distinct buffers). Fresh memory costs a page fault
-    per 4 KiB page on first touch, about as much as a Conv pass over it; a small kernel call would
-    otherwise spend most of its time faulting in its blocks."""
-
-    def __init__(self, limit):
-        self.limit, self._buffers, self._lock = limit, [], threading.Lock()
-
-    def get(self, n):
-        """The smallest kept buffer of at least ``n`` entries (removed from the pool), or None."""
-        with self._lock:
-            fits = [b for b in self._buffers if b.size >= n]
-            if not fits:
-                return None
-            buf = min(fits, key=lambda b: b.size)
-            self._buffers = [b for b in self._buffers if b is not buf]
-            return buf
-
-    def put(self, buffers):
-        """Keep ``buffers`` (no longer referenced by anyone), the smallest first, up to the limit."""
-        with self._lock:
-            kept, total = [], 0
-            for b in sorted(self._buffers + list(buffers), key=lambda b: b.size):
-                if total + b.nbytes <= self.limit:
-                    kept.append(b)
-                    total += b.nbytes
-            self._buffers = kept
-
-
-#: The buffers of the blocks, kept between calls: 64 MiB.
-POOL = _Pool(64 * 2**20)
 
 
 class Walk(NamedTuple):
@@ -394,7 +360,7 @@ class _Block:
 
     def _take(self, shape):
         """A float64 array of ``shape``: a view of the smallest recycled buffer that holds it (this block's,
-        else the :data:`POOL`'s), else of a new one. Reusing the block-sized buffers (blocks differ in
+        else the pool's), else of a new one. Reusing the block-sized buffers (blocks differ in
         shape) saves the page faults (and the kernel's zeroing) of fresh ones."""
         n = math.prod(shape)
         fits = [buf for buf in self._free.values() if buf.size >= n]
@@ -409,7 +375,7 @@ class _Block:
         return buf[:n].reshape(shape)
 
     def close(self):
-        """Every buffer of this block to the :data:`POOL` (the walks are over: the results are copies)."""
+        """Every buffer of this block to the pool (the walks are over: the results are copies)."""
         POOL.put(self._owned.values())
         self._owned, self._free = {}, {}
 

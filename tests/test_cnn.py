@@ -170,8 +170,9 @@ def test_residual_block_is_the_sum_of_its_branches():
     np.testing.assert_allclose(k.ntk, parts[0].ntk + parts[1].ntk, rtol=1e-13)
 
 
-def test_float32_inputs_agree_with_float64():
-    kernel_fn = _nets()["circular_gap"].kernel_fn
+@pytest.mark.parametrize("name", ["circular_gap", "deferred_steps"])
+def test_float32_inputs_agree_with_float64(name):
+    kernel_fn = _nets()[name].kernel_fn
     x = _images(5)
     k64, k32 = kernel_fn(x, None, "ntk"), kernel_fn(x.astype(np.float32), None, "ntk")
     assert k32.dtype == np.float32
@@ -185,6 +186,10 @@ def test_fields_out_and_per_point():
     out = {"nngp": np.empty((4, 3)), "ntk": np.empty((4, 3))}
     kernel_fn(x1, x2, ("nngp", "ntk"), out=out)
     np.testing.assert_array_equal(out["ntk"], k.ntk)
+    deferred = _nets()["deferred_steps"].kernel_fn  # the Flatten path, x1 against itself (upper triangles)
+    out = np.full((4, 4), np.nan)
+    deferred(x1, None, "ntk", out=out, block_rows=3)
+    np.testing.assert_array_equal(out, deferred(x1, None, "ntk", block_rows=3))
     np.testing.assert_allclose(kernel_fn(x1, x2, "cov2"), kernel_fn(x2, None, "nngp", diagonal=True), rtol=1e-13)
     np.testing.assert_allclose(kernel_fn(x1, x2, diagonal_batch=False).cov1, kernel_fn(x1, None, "nngp"))
     assert k.shape1 == (4, 1) and not k.x1_is_x2 and kernel_fn(x1, None).x1_is_x2

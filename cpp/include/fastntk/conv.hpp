@@ -233,8 +233,9 @@ struct ChainInput {
     idx channels;
 };
 
-// The Gram of ChainInput on the chunk, for each of n positions, into `pack` (stride len, rows of row()).
-inline void gram_positions(const ChainInput& in, idx n, const Chunk& ch, double* __restrict pack) noexcept {
+// The Gram of ChainInput on the chunk, for each of n positions, into `pack` (stride len, rows of row()). Always
+// inlined: compiled into each SIMD variant of conv_chain_chunk.
+FASTNTK_ALWAYS_INLINE void gram_positions(const ChainInput& in, idx n, const Chunk& ch, double* __restrict pack) noexcept {
     const idx row = ch.row(), len = ch.len(), c = in.channels;
     const double scale = static_cast<double>(c);
     for (idx q = 0; q < n; ++q)
@@ -249,7 +250,7 @@ inline void gram_positions(const ChainInput& in, idx n, const Chunk& ch, double*
         }
 }
 
-// One step of conv_chain: a Conv (or a Dense or activation as a 1-tap identity window) from n to m
+// One step of conv_chain: a Conv (or an activation apart from one, as a 1-tap identity window) from n to m
 // positions, its rule and optionally its activation (RowOps as in the one-position mode).
 struct ChainStep {
     const std::int64_t* index;

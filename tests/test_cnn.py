@@ -6,6 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
+import fastntk
 from fastntk import _reference, stax
 
 DATA = pathlib.Path(__file__).parent / "data" / "cnn"
@@ -264,3 +265,21 @@ def test_calls_from_several_threads_share_the_buffer_pool_safely():
         together = list(pool.map(lambda job: job[0](job[1], None, "ntk", block_rows=2), jobs * 3))
     for i, k in enumerate(together):
         np.testing.assert_array_equal(k, alone[i % len(jobs)])
+
+
+@pytest.mark.parametrize("name", ["deferred_steps", "circular_gap"])
+def test_one_thread_gives_the_same_bits(name):
+    """The compiled passes split work by chunks of entries, never inside an entry's sums: one thread and
+    every thread give the same numbers, in both layouts."""
+    kernel_fn = _nets()[name].kernel_fn
+    x1, x2 = _images(9, seed=4), _images(6, seed=5)
+    n = fastntk.get_num_threads()
+    try:
+        default = kernel_fn(x1, x2), kernel_fn(x1, None)
+        fastntk.set_num_threads(1)
+        single = kernel_fn(x1, x2), kernel_fn(x1, None)
+    finally:
+        fastntk.set_num_threads(n)
+    for a, b in zip(default, single):
+        np.testing.assert_array_equal(a.nngp, b.nngp)
+        np.testing.assert_array_equal(a.ntk, b.ntk)

@@ -496,16 +496,32 @@ void fc_tiles(Array<double> sigma, py::object ntk_obj, const Array<double>& var1
     }
     const double* v1 = contiguous(var1, "var1", {B, n_act, n1});
     const double* v2 = contiguous(var2, "var2", {B, n_act, n2});
-    std::vector<double> scales2(static_cast<std::size_t>(2 * B * n_act * n2));
-    for (idx b = 0; b < B; ++b)
-        for (idx a = 0; a < n_act; ++a) {
-            double* sd = scales2.data() + 2 * (b * n_act + a) * n2;
-            fastntk::column_scales(v2 + (b * n_act + a) * n2, n2, sd, sd + n2);
-        }
+    const auto scales2 = column_scales(var2, B * n_act, n2, n2);  // (var2 is contiguous: its rows b n_act + a)
     double* k = sigma.mutable_data();
     enter_kernel();
     py::gil_scoped_release release;
     fastntk::fc_tiles(k, t, B, n1, n2, v1, v2, scales2.data(), n_act, op.data(), static_cast<int>(op.size()), rho_tol);
+}
+
+// A window pass's index table (m, taps) (its rows m, taps): C-contiguous int64, every entry below the n input
+// positions (< 0: SAME padding's zero); `at` starts the messages.
+std::pair<idx, idx> check_index(const Array<std::int64_t>& index, idx n, const std::string& at) {
+    if (index.ndim() != 2 || !(index.flags() & py::array::c_style))
+        throw std::invalid_argument(at + "index must be a C-contiguous 2-D int64 array (m, taps); got " + dims(index));
+    const idx m = index.shape(0), taps = index.shape(1);
+    for (idx q = 0; q < m * taps; ++q)
+        if (index.data()[q] >= n)
+            throw std::invalid_argument(at + "index holds " + std::to_string(index.data()[q]) + ", beyond n = " +
+                                        std::to_string(n));
+    return {m, taps};
+}
+
+// A window pass's rule from its 5 numbers; `at` starts the message.
+fastntk::ConvRule read_rule(const py::sequence& rule, const std::string& at) {
+    if (rule.size() != 5)
+        throw std::invalid_argument(at + "rule must hold 5 numbers (k_scale, k_offset, t_from_k, t_scale, t_offset)");
+    return {rule[0].cast<double>(), rule[1].cast<double>(), rule[2].cast<double>(), rule[3].cast<double>(),
+            rule[4].cast<double>()};
 }
 
 // A Conv's rule with all its taps in one pass (fastntk::conv_window): k, t (A, n, n, C) pair arrays or (A, n, C),
@@ -516,18 +532,14 @@ void fc_tiles(Array<double> sigma, py::object ntk_obj, const Array<double>& var1
 void conv_window(const Array<double>& k, py::object t_obj, Array<double> k_out, Array<double> t_out,
                  const Array<std::int64_t>& index, const py::sequence& rule, py::object ops_obj, py::object var1_obj,
                  py::object var2_obj, double rho_tol) {
-    if (index.ndim() != 2 || !(index.flags() & py::array::c_style))
-        throw std::invalid_argument("index must be a C-contiguous 2-D int64 array (m, taps); got " + dims(index));
-    const idx m = index.shape(0), taps = index.shape(1);
     const bool pair = k.ndim() == 4;
     if (!pair && k.ndim() != 3) throw std::invalid_argument("k must be 4-D (A, n, n, C) or 3-D (A, n, C); got " + dims(k));
     const idx A = k.shape(0), n = k.shape(1), C = k.shape(pair ? 3 : 2);
+    const auto [m, taps] = check_index(index, n, "");
     const std::vector<idx> in_shape = pair ? std::vector<idx>{A, n, n, C} : std::vector<idx>{A, n, C};
     const std::vector<idx> out_shape = pair ? std::vector<idx>{A, m, m, C} : std::vector<idx>{A, m, C};
     const double* kin = contiguous(k, "k", in_shape);
     const std::int64_t* ix = index.data();
-    for (idx q = 0; q < m * taps; ++q)
-        if (ix[q] >= n) throw std::invalid_argument("index holds " + std::to_string(ix[q]) + ", beyond n = " + std::to_string(n));
     Array<double> t;
     const double* tin = nullptr;
     if (!t_obj.is_none()) {
@@ -544,9 +556,7 @@ void conv_window(const Array<double>& k, py::object t_obj, Array<double> k_out, 
     if (overlaps(k_out, k)) throw std::invalid_argument("k_out must not share memory with k");
     if (tin && (overlaps(k_out, t) || overlaps(t_out, t)))
         throw std::invalid_argument("k_out and t_out must not share memory with t");
-    if (rule.size() != 5) throw std::invalid_argument("rule must hold 5 numbers (k_scale, k_offset, t_from_k, t_scale, t_offset)");
-    const fastntk::ConvRule r{rule[0].cast<double>(), rule[1].cast<double>(), rule[2].cast<double>(),
-                              rule[3].cast<double>(), rule[4].cast<double>()};
+    const fastntk::ConvRule r = read_rule(rule, "");
     std::vector<fastntk::Op> op;
     std::vector<double> scales2;
     Array<double> var1, var2;
@@ -575,10 +585,7 @@ void conv_window(const Array<double>& k, py::object t_obj, Array<double> k_out, 
             S = m;
         }
         contiguous(var2, "var2", {S, width});
-        scales2.resize(static_cast<std::size_t>(2 * S * width));
-        for (idx s = 0; s < S; ++s)
-            fastntk::column_scales(var2.data() + s * width, width, scales2.data() + 2 * s * width,
-                                   scales2.data() + (2 * s + 1) * width);
+        scales2 = column_scales(var2, S, width, width);
         act = {op.data(), static_cast<int>(op.size()), var1.data(), var2.data(), scales2.data(),
                pair ? (S == 1 ? 0 : width) : width, rho_tol};
     }
@@ -643,20 +650,8 @@ void conv_chain(py::object k_obj, py::object t_obj, const py::sequence& steps_ob
         const std::string at = "steps[" + std::to_string(s) + "]";
         if (step.size() != 5) throw std::invalid_argument(at + " must be (index, rule, ops, var1, var2)");
         indices.push_back(py::cast<Array<std::int64_t>>(step[0]));
-        const auto& index = indices.back();
-        if (index.ndim() != 2 || !(index.flags() & py::array::c_style))
-            throw std::invalid_argument(at + ": index must be a C-contiguous 2-D int64 array (m, taps); got " + dims(index));
-        const idx m = index.shape(0), taps = index.shape(1);
-        for (idx q = 0; q < m * taps; ++q)
-            if (index.data()[q] >= n)
-                throw std::invalid_argument(at + ": index holds " + std::to_string(index.data()[q]) + ", beyond n = " +
-                                            std::to_string(n));
-        const auto rule = py::cast<py::sequence>(step[1]);
-        if (rule.size() != 5) throw std::invalid_argument(at + ": rule must hold 5 numbers");
-        steps[s] = {index.data(), n, m, taps,
-                    {rule[0].cast<double>(), rule[1].cast<double>(), rule[2].cast<double>(), rule[3].cast<double>(),
-                     rule[4].cast<double>()},
-                    nullptr};
+        const auto [m, taps] = check_index(indices.back(), n, at + ": ");
+        steps[s] = {indices.back().data(), n, m, taps, read_rule(py::cast<py::sequence>(step[1]), at + ": "), nullptr};
         if (!step[2].is_none()) {
             idx n_act;
             ops[s] = read_ops(py::cast<Array<double>>(step[2]), &n_act);
@@ -665,10 +660,7 @@ void conv_chain(py::object k_obj, py::object t_obj, const py::sequence& steps_ob
             const double* v1 = contiguous(vars.back(), (at + ": var1").c_str(), {m, n1});
             vars.push_back(py::cast<Array<double>>(step[4]));
             const double* v2 = contiguous(vars.back(), (at + ": var2").c_str(), {m, width});
-            scales[s].resize(static_cast<std::size_t>(2 * m * width));
-            for (idx o = 0; o < m; ++o)
-                fastntk::column_scales(v2 + o * width, width, scales[s].data() + 2 * o * width,
-                                       scales[s].data() + (2 * o + 1) * width);
+            scales[s] = column_scales(vars.back(), m, width, width);
             acts[s] = {ops[s].data(), static_cast<int>(ops[s].size()), v1, v2, scales[s].data(), width, rho_tol};
             steps[s].act = &acts[s];
         }

@@ -761,7 +761,8 @@ def _self_inputs(x, full):
 
 def _pairs(xa, xb, full, take):
     """The input branch of a pair block: Σ = x·x'/C per pair of positions (T = 0), for rows xa
-    (b1, *S, C) against columns xb (b2, *S, C), in arrays from ``take(shape)``."""
+    (b1, *S, C) against columns xb (b2, *S, C): in arrays from ``take(shape)`` (full layout), or as a
+    :class:`_Gram` of the inputs (diagonal layout)."""
     s, c = xa.shape[1:-1], xa.shape[-1]
     p = math.prod(s)
     ha, hb = (x.reshape(x.shape[0], p, c).astype(np.float64) for x in (xa, xb))

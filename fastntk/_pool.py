@@ -1,6 +1,6 @@
-"""Float64 buffers kept between calls: a fresh buffer costs a page fault per 4 KiB page on first touch
-(about as much, on a virtual machine, as a compiled pass over it), so drivers that work block by block
-take their block buffers from :data:`POOL` and give them back when a call ends."""
+"""Float64 buffers kept between calls: a fresh buffer costs a page fault per 4 KiB page on first touch,
+so drivers that work block by block take their block buffers from :data:`POOL` and give them back when
+a call ends."""
 
 from __future__ import annotations
 

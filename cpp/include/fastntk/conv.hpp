@@ -151,6 +151,14 @@ inline void pack_positions(const double* a, idx n, idx C, const Chunk& ch, doubl
             std::copy_n(a + q * C + i * ch.width + ch.j0, row, pack + q * len + (i - ch.i0) * row);
 }
 
+// pack_positions' inverse: the packed chunk of n positions back into `a` (stride C).
+inline void unpack_positions(const double* __restrict pack, idx n, idx C, const Chunk& ch, double* a) noexcept {
+    const idx row = ch.row(), len = ch.len();
+    for (idx q = 0; q < n; ++q)
+        for (idx i = ch.i0; i < ch.i1; ++i)
+            std::copy_n(pack + q * len + (i - ch.i0) * row, row, a + q * C + i * ch.width + ch.j0);
+}
+
 // One Conv step on a chunk: for each of the m output positions o, the sums over the taps of the chunk's
 // input positions index[o, tap] (ik, it at a stride of in_stride; it nullptr: T = 0), the rule, and act
 // (or nullptr) with var1[o n1 + i], var2[o width + j], scales2 at 2 o width; into ok, ot at out_stride.
@@ -304,11 +312,8 @@ FASTNTK_SIMD_CLONES void conv_chain_chunk(const ChainInput& src, const ChainStep
         }
         return;
     }
-    for (idx o = 0; o < m; ++o)
-        for (idx i = ch.i0; i < ch.i1; ++i) {
-            std::copy_n(in + o * len + (i - ch.i0) * row, row, k_out + o * C + i * ch.width + ch.j0);
-            std::copy_n(in + plane + o * len + (i - ch.i0) * row, row, t_out + o * C + i * ch.width + ch.j0);
-        }
+    unpack_positions(in, m, C, ch, k_out);
+    unpack_positions(in + plane, m, C, ch, t_out);
 }
 
 // The steps one after another on one-position arrays of C = n1 width entries per position, a chunk of

@@ -136,10 +136,8 @@ def _chain_steps(shape, layers, v1, v2):
     for window, strides, padding, name in layers:
         plan = spec.window_plan(shape, window, strides, padding)
         index = _joint_index(shape, plan, window, strides, padding)
-        counts = (index >= 0).sum(1)[:, None]
-        # the variances after the Conv: the taps' mean (every tap of a diagonal entry reads the diagonal)
-        v1 = RULE[0] * np.stack([v1[row[row >= 0]].sum(0) for row in index]) + RULE[1] + 0 * counts
-        v2 = RULE[0] * np.stack([v2[row[row >= 0]].sum(0) for row in index]) + RULE[1] + 0 * counts
+        # the variances after the Conv: its rule on the taps' sum (every tap of a diagonal entry reads the diagonal)
+        v1, v2 = (RULE[0] * np.stack([v[row[row >= 0]].sum(0) for row in index]) + RULE[1] for v in (v1, v2))
         ops = None if name is None else select(np.zeros(1)).plan([spec.Act(getattr(activations, name)())], 8,
                                                                  first=False)[0].ops
         steps.append((index, RULE, ops, np.ascontiguousarray(v1), np.ascontiguousarray(v2)))

@@ -24,34 +24,26 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # as a script: the asv suite's builders
+import peers
 from bench_kernels import cross_block_calls
 
 import fastntk
 
 
-#: Seconds of rest before each timed call: longer than OpenBLAS's idle threads spin after a threaded
-#: call (2^28 cycles, ~0.1 s), so that no call is timed beside the spinning threads of the one before.
-PAUSE = 0.25
-
-
 def best_times(fns, repeats):
     """Best wall time of each callable, timed alternately ``repeats`` times after one warm-up call,
-    each after a rest of ``PAUSE`` seconds."""
+    each after a rest of ``peers.PAUSE`` seconds."""
     for f in fns:
         f()
     best = [np.inf] * len(fns)
     for _ in range(repeats):
         for i, f in enumerate(fns):
-            time.sleep(PAUSE)
-            t0 = time.perf_counter()
-            f()
-            best[i] = min(best[i], time.perf_counter() - t0)
+            best[i] = min(best[i], peers.rested(f)[1])
     return best
 
 

@@ -15,7 +15,7 @@ coordinates of ``NtkFeatureMapOps(L, d, m1, m0, ms, sketch='srht')``; fastntk:
 * relative spectral error ‖Φ Φᵀ − K‖₂/‖K‖₂ (mean; the largest |eigenvalue| of the difference by
   Lanczos, ``scipy.sparse.linalg.eigsh``, on products only),
 * build time (drawing the map and transforming the N points; best over the seeds; each build timed
-  after a rest of ``PAUSE`` seconds, so that neither side is timed beside the other's idle threads),
+  after a rest of ``peers.PAUSE`` seconds, so that neither side is timed beside the other's idle threads),
 * the same for the sketches (``--degree`` q = 8): fastntk's ``method='sketch'`` (NTKSketch with
   PolySketch trees of TensorSRHTs) beside the authors' ``TensorSketch`` + ``OblvFeat`` with
   ``get_poly_approx_ntk(L, q)`` (float64, as their ``run_uci_regression.py``; it needs quadprog),
@@ -38,28 +38,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import types
+from pathlib import Path
 
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # import peers, as a script or under asv
+import peers
 
 from fastntk import solvers, stax
 from fastntk.features import random_features
 
 SEEDS = (0, 1, 2)
 RIDGE = 1e-2
-#: Seconds of rest before each timed build: longer than the idle threads of the call before (OpenBLAS's,
-#: torch's OpenMP pool) spin, so that no build is timed beside them (the sides alternate in one process).
-PAUSE = 0.25
-
-
-def timed(build):
-    """build()'s result and wall seconds, timed after a rest of ``PAUSE`` seconds."""
-    time.sleep(PAUSE)
-    t0 = time.perf_counter()
-    result = build()
-    return result, time.perf_counter() - t0
 
 
 def problem(n, d, seed=0):
@@ -87,7 +79,7 @@ def ridge_mse(phi, y, n_train):
 
 def fastntk_side(kernel_fn, x, m, seed, **method):
     """fastntk's features of x (float32), and the seconds to draw the map and transform x."""
-    return timed(lambda: random_features(kernel_fn, x.shape[1], "ntk", m, seed=seed, dtype=np.float32,
+    return peers.rested(lambda: random_features(kernel_fn, x.shape[1], "ntk", m, seed=seed, dtype=np.float32,
                                          **method).transform(x.astype(np.float32)))
 
 
@@ -103,7 +95,7 @@ def authors_sketch(ntk_sketch, depth, x, m, seed, degree):
         coeff = torch.from_numpy(ntk_sketch.get_poly_approx_ntk(depth, degree)).type(torch.DoubleTensor)
         return ntk_sketch.OblvFeat(ts, torch.from_numpy(x).type(torch.DoubleTensor), coeff).T
 
-    z, seconds = timed(build)
+    z, seconds = peers.rested(build)
     return z.numpy(), seconds
 
 
@@ -118,7 +110,7 @@ def authors_side(ntkrf_cls, depth, x, m, seed):
         ops = ntkrf_cls(depth, x.shape[1], m1=half, m0=half, ms=m - half, sketch="srht")
         return ops(torch.from_numpy(x.astype(np.float32)))[1]
 
-    z, seconds = timed(build)
+    z, seconds = peers.rested(build)
     return z.numpy(), seconds
 
 

@@ -29,6 +29,20 @@ ROOT = Path(__file__).resolve().parent.parent
 NT_PYTHON = ROOT / ".venv-nt" / "bin" / "python"
 
 
+#: Seconds of rest before a timed call that follows other threaded work in the same process: longer than
+#: idle threads spin after a call (OpenBLAS's, 2^28 cycles, ~0.1 s; torch's OpenMP pool), so that no call
+#: is timed beside the spinning threads of the one before.
+PAUSE = 0.25
+
+
+def rested(fn):
+    """fn()'s result and wall seconds, timed after a rest of ``PAUSE`` seconds."""
+    time.sleep(PAUSE)
+    t0 = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t0
+
+
 # --------------------------------------------------------------------------- worker side
 def rss_kib(field):
     """A memory field of this process from /proc/self/status (VmRSS, VmHWM, RssAnon, ...), KiB."""

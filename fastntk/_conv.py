@@ -344,8 +344,8 @@ class _Block:
 
     def _side_variances(self, b, shape):
         """The variances entering this step of the walk (spatial shape ``shape``), of the rows' and the
-        columns' inputs: (b, P) (full layout with spatial axes) or (P, b), from the side (recorded,
-        with the axis of its inputs) or the tapes."""
+        columns' inputs: (b, P) (full layout with spatial axes) or (P, b), C-contiguous, from the side
+        (recorded, with the axis of its inputs) or the tapes."""
         self.step += 1
         axis = self._input_axis(shape)
         if self.tapes is None:
@@ -436,8 +436,7 @@ class _Block:
             ops = self._one_op(act)
             if ops is not None:
                 v1, v2 = self._side_variances(b, out_shape)
-                fused = ((ops, v1, np.ascontiguousarray(v2.T).reshape(1, -1)) if self.full
-                         else (ops, np.ascontiguousarray(v1), np.ascontiguousarray(v2)))
+                fused = (ops, v1, np.ascontiguousarray(v2.T).reshape(1, -1)) if self.full else (ops, v1, v2)
         if self.deferred and b.k is not None:
             b.steps.append([index, rule, *(fused or (None, None, None))])
         else:
@@ -593,7 +592,7 @@ class _Block:
         ops = self._one_op(layer) if self.deferred and b.k is not None and b.shape else None
         if ops is not None:  # a deferred step
             v1, v2 = self._side_variances(b, b.shape)
-            act = [ops, np.ascontiguousarray(v1), np.ascontiguousarray(v2)]
+            act = [ops, v1, v2]
             if b.steps and b.steps[-1][2] is None:  # the activation of a Conv step, apart from it in the network
                 b.steps[-1][2:] = act
             else:  # a step of its own: the identity window
